@@ -1,0 +1,402 @@
+//! One typed, validated configuration: the remote, the directories, the mount options.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("malformed config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid(msg.into()))
+}
+
+/// Where the mirror goes: an SFTP server and a directory on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    /// Absolute, or relative to the login directory.
+    pub path: String,
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let path = if self.path.starts_with('/') {
+            self.path.clone()
+        } else {
+            format!("/~/{}", self.path)
+        };
+        write!(f, "sftp://{}@{}:{}{}", self.user, host, self.port, path)
+    }
+}
+
+impl FromStr for Remote {
+    type Err = ConfigError;
+
+    /// `sftp://user@host[:port]/path` (a path starting `/~/` is relative to the login
+    /// directory) or scp-style `user@host:path`.
+    fn from_str(s: &str) -> Result<Remote, ConfigError> {
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with("ftp://") {
+            return invalid(format!(
+                "refusing {s}: plain FTP sends passwords and data unencrypted; use sftp://user@host/path"
+            ));
+        }
+        if lower.starts_with("ftps://") || lower.starts_with("ftpes://") {
+            return invalid(format!(
+                "refusing {s}: FTPS is not supported yet; use sftp://user@host/path"
+            ));
+        }
+        if s.chars().any(|c| c.is_control()) {
+            return invalid("the remote must not contain control characters");
+        }
+        if let Some(rest) = lower.strip_prefix("sftp://").map(|_| &s[7..]) {
+            return parse_url(rest);
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return invalid(format!(
+                "unsupported remote scheme '{scheme}://': ftpsync mirrors over SFTP only (sftp://user@host/path or user@host:path)"
+            ));
+        }
+        parse_scp(s)
+    }
+}
+
+fn parse_url(rest: &str) -> Result<Remote, ConfigError> {
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (user, hostport) = split_user(authority)?;
+    let (host, port) = split_port(hostport)?;
+    let path = match path.strip_prefix("/~") {
+        Some(home) => home.trim_start_matches('/').to_string(),
+        None => path.to_string(),
+    };
+    finish(user, host, port, path)
+}
+
+fn parse_scp(s: &str) -> Result<Remote, ConfigError> {
+    let (user, rest) = split_user(s)?;
+    let (host, path) = if let Some(r) = rest.strip_prefix('[') {
+        let (h, p) = r
+            .split_once("]:")
+            .ok_or_else(|| ConfigError::Invalid(format!("expected [host]:path in '{s}'")))?;
+        (h, p)
+    } else {
+        rest.split_once(':').ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "cannot parse remote '{s}': expected sftp://user@host[:port]/path or user@host:path"
+            ))
+        })?
+    };
+    finish(user, host.to_string(), 22, path.to_string())
+}
+
+fn split_user(s: &str) -> Result<(String, &str), ConfigError> {
+    match s.rsplit_once('@') {
+        Some((u, rest)) if !u.is_empty() => Ok((u.to_string(), rest)),
+        Some(_) => invalid("empty user name in remote"),
+        None => Ok((default_user(), s)),
+    }
+}
+
+fn default_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into())
+}
+
+fn split_port(s: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = if let Some(r) = s.strip_prefix('[') {
+        let (h, after) = r
+            .split_once(']')
+            .ok_or_else(|| ConfigError::Invalid(format!("unclosed '[' in host '{s}'")))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        None => 22,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return invalid(format!("invalid port '{p}' (1-65535)")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+fn finish(user: String, host: String, port: u16, path: String) -> Result<Remote, ConfigError> {
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '%'));
+    if !host_ok {
+        return invalid(format!("invalid host name '{host}'"));
+    }
+    if user.starts_with('-') || user.chars().any(|c| c.is_whitespace() || c == '/') {
+        return invalid(format!("invalid user name '{user}'"));
+    }
+    let path = if path.is_empty() { ".".into() } else { path };
+    Ok(Remote {
+        user,
+        host,
+        port,
+        path,
+    })
+}
+
+/// Mount options, parsed from `-o a,b=c` lists (mount(8) style).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub default_permissions: bool,
+    pub read_only: bool,
+    /// None = automatic (on when the daemon may use it).
+    pub passthrough: Option<bool>,
+    pub threads: usize,
+    pub fsname: Option<String>,
+    /// Kernel flags passed through as they are (nodev, nosuid, noexec, noatime, ...).
+    pub flags: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            allow_root: false,
+            default_permissions: true,
+            read_only: false,
+            passthrough: None,
+            threads: 2,
+            fsname: None,
+            flags: Vec::new(),
+        }
+    }
+}
+
+/// fstab and mount(8) options that mean something to the mount tools, not to us.
+const IGNORED: &[&str] = &[
+    "defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "rw",
+];
+
+impl MountOptions {
+    pub fn apply(&mut self, list: &str) -> Result<(), ConfigError> {
+        for opt in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            self.apply_one(opt)?;
+        }
+        Ok(())
+    }
+
+    fn apply_one(&mut self, opt: &str) -> Result<(), ConfigError> {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, value) {
+            ("allow_other", None) => self.allow_other = true,
+            ("allow_root", None) => self.allow_root = true,
+            ("default_permissions", None) => self.default_permissions = true,
+            ("ro", None) => self.read_only = true,
+            ("passthrough", None) => self.passthrough = Some(true),
+            ("nopassthrough", None) => self.passthrough = Some(false),
+            ("threads", Some(v)) => {
+                self.threads = match v.parse() {
+                    Ok(n) if (1..=64).contains(&n) => n,
+                    _ => return invalid(format!("threads={v}: expected 1 to 64")),
+                }
+            }
+            ("fsname", Some(v)) => self.fsname = Some(v.to_string()),
+            ("dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
+            | "dirsync" | "sync" | "async", None) => self.flags.push(key.to_string()),
+            (k, _) if IGNORED.contains(&k) || k.starts_with("x-") || k.starts_with("comment=") => {}
+            _ => {
+                return invalid(format!(
+                    "unknown mount option '{opt}' (known: allow_other, allow_root, default_permissions, ro, rw, passthrough, nopassthrough, threads=N, fsname=NAME, nodev, nosuid, noexec, noatime, ...)"
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `--config` file. Every field may also be given on the command line, which wins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub local_dir: Option<PathBuf>,
+    pub remote: Option<String>,
+    pub mountpoint: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    /// Mount options, as for `-o`.
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Everything `mount` needs, validated.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub local_dir: PathBuf,
+    pub remote: Remote,
+    pub mountpoint: PathBuf,
+    pub state_dir: PathBuf,
+    pub options: MountOptions,
+    pub foreground: bool,
+}
+
+impl MountConfig {
+    pub fn shadow(&self) -> bool {
+        self.local_dir == self.mountpoint
+    }
+}
+
+/// The default state directory for a mirror of `local_dir`: one per local directory.
+pub fn default_state_dir(local_dir: &Path) -> PathBuf {
+    let base = match std::env::var_os("XDG_STATE_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x).join("ftpsync"),
+        _ if is_root() => PathBuf::from("/var/lib/ftpsync"),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+            .join(".local/state/ftpsync"),
+    };
+    let name: String = local_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    base.join(if name.is_empty() { "root".into() } else { name })
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sftp_urls() {
+        let r: Remote = "sftp://bob@example.org:2222/srv/data".parse().unwrap();
+        assert_eq!(
+            r,
+            Remote {
+                user: "bob".into(),
+                host: "example.org".into(),
+                port: 2222,
+                path: "/srv/data".into()
+            }
+        );
+        let r: Remote = "sftp://bob@[::1]/~/backup".parse().unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.path.as_str()),
+            ("::1", 22, "backup")
+        );
+        assert_eq!(r.to_string(), "sftp://bob@[::1]:22/~/backup");
+    }
+
+    #[test]
+    fn scp_style() {
+        let r: Remote = "alice@host.lan:docs/x".parse().unwrap();
+        assert_eq!(
+            (r.user.as_str(), r.host.as_str(), r.path.as_str()),
+            ("alice", "host.lan", "docs/x")
+        );
+        let r: Remote = "alice@[fe80::1]:/abs".parse().unwrap();
+        assert_eq!((r.host.as_str(), r.path.as_str()), ("fe80::1", "/abs"));
+    }
+
+    #[test]
+    fn ftp_is_refused_with_reason() {
+        let e = "ftp://u@h/p".parse::<Remote>().unwrap_err().to_string();
+        assert!(e.contains("unencrypted"), "{e}");
+        let e = "FTPS://u@h/p".parse::<Remote>().unwrap_err().to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+        let e = "http://u@h/p".parse::<Remote>().unwrap_err().to_string();
+        assert!(e.contains("SFTP only"), "{e}");
+    }
+
+    #[test]
+    fn bad_remotes() {
+        for bad in [
+            "sftp://u@h:0/p",
+            "sftp://u@h:99999/p",
+            "sftp://u@/p",
+            "u@h",
+            "sftp://u@h o/p",
+            "u@h:p\nx",
+            "-oProxyCommand=x@h:p",
+        ] {
+            assert!(bad.parse::<Remote>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn mount_options() {
+        let mut o = MountOptions::default();
+        o.apply("allow_other,nopassthrough,threads=4,_netdev,noauto,x-systemd.automount,nodev")
+            .unwrap();
+        assert!(o.allow_other);
+        assert_eq!(o.passthrough, Some(false));
+        assert_eq!(o.threads, 4);
+        assert_eq!(o.flags, ["nodev"]);
+        assert!(o.apply("bogus").is_err());
+        assert!(o.apply("threads=0").is_err());
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "remote = \"u@h:p\"\nbogus = 1\n").unwrap();
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("malformed config") && e.contains("bogus"), "{e}");
+        std::fs::write(&p, "remote = \"u@h:p\"\noptions = [\"ro\"]\n").unwrap();
+        let c = FileConfig::load(&p).unwrap();
+        assert_eq!(c.options, ["ro"]);
+    }
+}

@@ -1,0 +1,108 @@
+//! The control socket: a unix socket (0600) in the state dir, one JSON request per
+//! connection, one JSON reply. `ftpsync flush` and `ftpsync status` talk to the daemon here.
+
+use crate::fs::Fs;
+use log::warn;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const SOCKET: &str = "control.sock";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Wait until every closed file is hashed and journaled durably.
+    Flush {
+        timeout_ms: u64,
+    },
+    Status,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_hashes: Option<usize>,
+}
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET)
+}
+
+/// Binds the socket (replacing a stale one) and serves it on a thread of its own.
+pub fn serve(state_dir: &Path, fs: Arc<Fs>) -> std::io::Result<()> {
+    let path = socket_path(state_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let fs = fs.clone();
+                // A flush may wait long; other clients must not queue behind it.
+                let spawned = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || handle(conn, &fs));
+                if let Err(e) = spawned {
+                    warn!("control: cannot start a thread: {e}");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn handle(conn: UnixStream, fs: &Fs) {
+    let mut line = String::new();
+    let mut reader = BufReader::new(&conn);
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Flush { timeout_ms }) => {
+            let done = fs.settle(Duration::from_millis(timeout_ms));
+            Reply {
+                ok: done,
+                error: (!done).then(|| format!("{} files still being hashed", fs.pending_hashes())),
+                pending_hashes: Some(fs.pending_hashes()),
+            }
+        }
+        Ok(Request::Status) => Reply {
+            ok: true,
+            pending_hashes: Some(fs.pending_hashes()),
+            ..Reply::default()
+        },
+        Err(e) => Reply {
+            error: Some(format!("bad request: {e}")),
+            ..Reply::default()
+        },
+    };
+    if let Ok(mut text) = serde_json::to_string(&reply) {
+        text.push('\n');
+        let _ = (&conn).write_all(text.as_bytes());
+    }
+}
+
+/// Sends one request to the daemon of `state_dir` and waits for its reply.
+pub fn call(state_dir: &Path, req: &Request) -> anyhow::Result<Reply> {
+    let path = socket_path(state_dir);
+    let conn = UnixStream::connect(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "no ftpsync daemon answers at {} ({e}); is the mirror mounted?",
+            path.display()
+        )
+    })?;
+    let mut text = serde_json::to_string(req)?;
+    text.push('\n');
+    (&conn).write_all(text.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}

@@ -1,0 +1,12 @@
+//! ftpsync: a FUSE mirror filesystem. A directory used at local speed, every change journaled,
+//! every closed file hashed (SHA-256), mirrored to an SFTP server.
+
+pub mod config;
+pub mod control;
+pub mod fs;
+pub mod fuse;
+pub mod hash;
+pub mod journal;
+pub mod local;
+pub mod run;
+pub mod status;

@@ -1,0 +1,329 @@
+//! The mount daemon's life: prepare, (daemonize), recover, mount, serve, drain, exit.
+
+use crate::config::{is_root, MountConfig};
+use crate::fs::{Fs, Options};
+use crate::fuse::FuseFs;
+use crate::journal::Journal;
+use crate::{control, local};
+use anyhow::{anyhow, bail, Context, Result};
+use fuser::{MountOption, SessionACL};
+use log::{error, info, warn};
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const PID_FILE: &str = "ftpsync.pid";
+pub const LOG_FILE: &str = "ftpsync.log";
+const LOCK_FILE: &str = "lock";
+/// Compact the journal once it has grown past this many bytes since the last compaction.
+const COMPACT_BYTES: u64 = 64 << 20;
+
+/// Mounts; returns when the mount ends (foreground) or once it is live (daemon parent).
+pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
+    for (what, dir) in [
+        ("local directory", &cfg.local_dir),
+        ("mountpoint", &cfg.mountpoint),
+    ] {
+        let md = std::fs::metadata(dir).with_context(|| format!("{what} {}", dir.display()))?;
+        if !md.is_dir() {
+            bail!("{what} {} is not a directory", dir.display());
+        }
+    }
+    // Opened before mounting: with a shadow mount this is the only way to the files beneath.
+    let root = local::open_root(&cfg.local_dir)
+        .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
+    prepare_state_dir(&cfg.state_dir)?;
+    if cfg.foreground {
+        init_logging(verbosity, None)?;
+        return serve(cfg, root, &mut None);
+    }
+    daemonize(cfg, root, verbosity)
+}
+
+fn prepare_state_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+    let md = std::fs::metadata(dir)?;
+    if md.mode() & 0o022 != 0 {
+        bail!(
+            "state dir {} is writable by others (mode {:o}); run: chmod 700 {}",
+            dir.display(),
+            md.mode() & 0o777,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn init_logging(level: log::LevelFilter, file: Option<File>) -> Result<()> {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    if let Some(f) = file {
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    b.try_init().map_err(|e| anyhow!("logging: {e}"))
+}
+
+/// Forks; the parent waits on a pipe until the child reports the mount live (or why not).
+fn daemonize(cfg: MountConfig, root: OwnedFd, level: log::LevelFilter) -> Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors we own.
+    let (rd, wr) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet in this process, so fork is safe.
+    match unsafe { libc::fork() } {
+        -1 => bail!("fork: {}", std::io::Error::last_os_error()),
+        0 => {
+            drop(rd);
+            let code = daemon_child(cfg, root, level, wr);
+            std::process::exit(code);
+        }
+        _ => {
+            drop(wr);
+            parent_wait(rd, &cfg.state_dir)
+        }
+    }
+}
+
+fn parent_wait(mut rd: File, state_dir: &Path) -> Result<()> {
+    let mut msg = String::new();
+    let _ = rd.read_to_string(&mut msg);
+    match msg.strip_prefix("ok") {
+        Some(_) => Ok(()),
+        None if msg.is_empty() => bail!(
+            "the daemon exited before the mount was live; see {}",
+            state_dir.join(LOG_FILE).display()
+        ),
+        None => bail!("{}", msg.trim_end()),
+    }
+}
+
+fn daemon_child(cfg: MountConfig, root: OwnedFd, level: log::LevelFilter, wr: File) -> i32 {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(cfg.state_dir.join(LOG_FILE));
+    let detached = log.map_err(anyhow::Error::from).and_then(|log| {
+        detach(&log)?;
+        init_logging(level, Some(log))
+    });
+    let mut notify = Some(wr);
+    let result = detached.and_then(|()| serve(cfg, root, &mut notify));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("{e:#}");
+            // Still there only if the failure came before the mount went live.
+            if let Some(mut w) = notify.take() {
+                let _ = write!(w, "{e:#}");
+            }
+            1
+        }
+    }
+}
+
+/// New session, no controlling terminal, stdio to /dev/null (stderr to the log).
+fn detach(log: &File) -> Result<()> {
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: setsid/dup2/chdir on valid descriptors and a static path.
+    unsafe {
+        libc::setsid();
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(null.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+        libc::chdir(c"/".as_ptr());
+    }
+    Ok(())
+}
+
+/// Blocks the signals that end the daemon in every thread (all threads inherit this mask),
+/// so that one thread can wait for them and unmount cleanly.
+fn block_exit_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn lock_state_dir(dir: &Path) -> Result<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))?;
+    // SAFETY: flock on an open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another ftpsync daemon is using the state dir {}",
+            dir.display()
+        );
+    }
+    Ok(f)
+}
+
+/// Runs the mount until it ends. `notify` (the daemon's pipe to its parent) gets "ok" and is
+/// closed once the mount is live.
+fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<()> {
+    let signals = block_exit_signals();
+    let _lock = lock_state_dir(&cfg.state_dir)?;
+    local::raise_nofile_limit();
+    // SAFETY: umask cannot fail. The kernel already applied the caller's umask to every mode.
+    unsafe { libc::umask(0) };
+
+    let (journal, replay) = Journal::open(&cfg.state_dir.join("journal"))
+        .with_context(|| format!("journal in {}", cfg.state_dir.display()))?;
+    if replay.torn_bytes > 0 {
+        warn!(
+            "journal: dropped a torn tail of {} bytes (a record cut short by a crash)",
+            replay.torn_bytes
+        );
+    }
+    let journal = Arc::new(journal);
+    let passthrough = cfg.options.passthrough.unwrap_or(true) && is_root();
+    let opts = Options {
+        passthrough,
+        state_dir: cfg.state_dir.clone(),
+    };
+    let fs = Arc::new(Fs::new(root, journal.clone(), opts)?);
+    let rehashed = fs.recover(&replay.entries);
+    info!(
+        "journal: {} records replayed, {} files left dirty rehashed",
+        replay.entries.len(),
+        rehashed
+    );
+    if journal.size_bytes() >= COMPACT_BYTES {
+        fs.compact_journal();
+    }
+
+    let hasher = {
+        let fs = fs.clone();
+        std::thread::Builder::new()
+            .name("hasher".into())
+            .spawn(move || fs.hash_worker())?
+    };
+    spawn_flusher(fs.clone(), journal.clone())?;
+    control::serve(&cfg.state_dir, fs.clone()).context("control socket")?;
+
+    let mut session = fuser::Session::new(
+        FuseFs::new(fs.clone()),
+        &cfg.mountpoint,
+        &fuser_config(&cfg),
+    )
+    .with_context(|| format!("cannot mount on {}", cfg.mountpoint.display()))?;
+    let pid_file = cfg.state_dir.join(PID_FILE);
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
+    std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o600))?;
+    info!(
+        "mounted {} on {} (mirror to {}, passthrough {})",
+        cfg.local_dir.display(),
+        cfg.mountpoint.display(),
+        cfg.remote,
+        if fs.passthrough_wanted() { "on" } else { "off" }
+    );
+    if let Some(mut w) = notify.take() {
+        let _ = w.write_all(b"ok");
+    }
+    let mut unmounter = session.unmount_callable();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: waits on the set blocked above.
+            unsafe { libc::sigwait(&signals, &mut sig) };
+            info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                error!("unmount failed: {e}");
+            }
+        })?;
+
+    let ended = session.run();
+    info!("unmounted; finishing hash jobs");
+    fs.stop_hashing();
+    if hasher.join().is_err() {
+        error!("hasher thread panicked");
+    }
+    journal.sync().context("journal sync at exit")?;
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(control::socket_path(&cfg.state_dir));
+    ended.context("FUSE session")?;
+    info!("clean exit");
+    Ok(())
+}
+
+fn fuser_config(cfg: &MountConfig) -> fuser::Config {
+    let o = &cfg.options;
+    let mut c = fuser::Config::default();
+    let fsname = o
+        .fsname
+        .clone()
+        .unwrap_or_else(|| format!("ftpsync:{}", cfg.local_dir.display()));
+    c.mount_options = vec![
+        MountOption::FSName(fsname),
+        // fuser's mount(2) path (root) drops Subtype; the kernel takes it as a plain option,
+        // so /proc/mounts shows fuse.ftpsync as mount -t fuse.ftpsync and fstab expect.
+        MountOption::CUSTOM("subtype=ftpsync".into()),
+    ];
+    if o.default_permissions {
+        c.mount_options.push(MountOption::DefaultPermissions);
+    }
+    if o.read_only {
+        c.mount_options.push(MountOption::RO);
+    }
+    c.mount_options
+        .extend(o.flags.iter().map(|f| MountOption::CUSTOM(f.clone())));
+    c.acl = if o.allow_other {
+        SessionACL::All
+    } else if o.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    c.n_threads = Some(o.threads);
+    c.clone_fd = true;
+    c
+}
+
+/// Makes the journal durable at least once a second, and keeps it bounded.
+fn spawn_flusher(fs: Arc<Fs>, journal: Arc<Journal>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("journal-sync".into())
+        .spawn(move || {
+            let mut compacted_at = journal.size_bytes();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                if journal.is_dirty() {
+                    if let Err(e) = journal.sync() {
+                        error!("journal sync: {e}");
+                    }
+                }
+                if journal.size_bytes() >= compacted_at + COMPACT_BYTES {
+                    compacted_at = fs.compact_journal();
+                }
+            }
+        })?;
+    Ok(())
+}
