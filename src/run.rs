@@ -293,8 +293,7 @@ fn fuser_config(cfg: &MountConfig) -> fuser::Config {
     if o.read_only {
         c.mount_options.push(MountOption::RO);
     }
-    c.mount_options
-        .extend(o.flags.iter().map(|f| MountOption::CUSTOM(f.clone())));
+    c.mount_options.extend(o.flags.iter().filter_map(|f| kernel_flag(f)));
     c.acl = if o.allow_other {
         SessionACL::All
     } else if o.allow_root {
@@ -305,6 +304,24 @@ fn fuser_config(cfg: &MountConfig) -> fuser::Config {
     c.n_threads = Some(o.threads);
     c.clone_fd = true;
     c
+}
+
+/// The generic mount flags, which the kernel takes as flags, not as FUSE options.
+fn kernel_flag(name: &str) -> Option<MountOption> {
+    Some(match name {
+        "dev" => MountOption::Dev,
+        "nodev" => MountOption::NoDev,
+        "suid" => MountOption::Suid,
+        "nosuid" => MountOption::NoSuid,
+        "exec" => MountOption::Exec,
+        "noexec" => MountOption::NoExec,
+        "atime" => MountOption::Atime,
+        "noatime" => MountOption::NoAtime,
+        "dirsync" => MountOption::DirSync,
+        "sync" => MountOption::Sync,
+        "async" => MountOption::Async,
+        _ => return None,
+    })
 }
 
 /// Makes the journal durable at least once a second, and keeps it bounded.
