@@ -65,6 +65,8 @@ fn prepare_state_dir(dir: &Path) -> Result<()> {
 fn init_logging(level: log::LevelFilter, file: Option<File>) -> Result<()> {
     let mut b = env_logger::Builder::new();
     b.filter_level(level);
+    // fuser warns when it unmounts after fusermount3 -u already did: expected, not news.
+    b.filter_module("fuser::session", log::LevelFilter::Error);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
