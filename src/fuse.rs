@@ -43,14 +43,10 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
         TimeOrNow::Now => SetTime::Now,
         TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
             Ok(d) => SetTime::At(d.as_secs() as i64, d.subsec_nanos()),
+            // fuser 0.18 builds a pre-1970 (sec, nsec) as EPOCH - (|sec| + nsec): undo that.
             Err(e) => {
                 let d = e.duration();
-                let (mut s, mut n) = (-(d.as_secs() as i64), d.subsec_nanos());
-                if n > 0 {
-                    s -= 1;
-                    n = 1_000_000_000 - n;
-                }
-                SetTime::At(s, n)
+                SetTime::At(-(d.as_secs() as i64), d.subsec_nanos())
             }
         },
     })

@@ -8,5 +8,6 @@ pub mod fuse;
 pub mod hash;
 pub mod journal;
 pub mod local;
+pub mod replay;
 pub mod run;
 pub mod status;

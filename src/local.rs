@@ -431,24 +431,6 @@ pub fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     result.map(|()| out)
 }
 
-/// Opens a descendant of `root` by relative path, one component at a time, never following a
-/// symlink and never leaving `root`.
-pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<(OwnedFd, Stat)> {
-    let mut cur: Option<OwnedFd> = None;
-    let mut last = None;
-    for part in rel.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
-        let name = component(OsStr::from_bytes(part))?;
-        let dir = cur.as_ref().map_or(root, borrow);
-        let (fd, st) = lookup(dir, &name)?;
-        last = Some(st);
-        cur = Some(fd);
-    }
-    match (cur, last) {
-        (Some(fd), Some(st)) => Ok((fd, st)),
-        _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-    }
-}
-
 /// Per-thread filesystem credentials, so that what the backing filesystem creates for a caller
 /// gets that caller's owner, group (including set-group-ID directory inheritance) and permission
 /// checks, exactly as a local filesystem would. Restored on drop.

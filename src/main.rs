@@ -125,6 +125,11 @@ fn main() {
         (false, 2) => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
+    if !matches!(cli.command, Command::Mount(_)) {
+        // `ftpsync status | head` should end quietly, as other tools do.
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Mount(a) => mount_config(a).and_then(|cfg| run::mount(cfg, level)),
         Command::Status { target, json } => {

@@ -33,6 +33,13 @@ pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
             bail!("{what} {} is not a directory", dir.display());
         }
     }
+    if cfg.state_dir.starts_with(&cfg.local_dir) {
+        bail!(
+            "the state dir {} must not be inside the mirrored directory {}",
+            cfg.state_dir.display(),
+            cfg.local_dir.display()
+        );
+    }
     // Opened before mounting: with a shadow mount this is the only way to the files beneath.
     let root = local::open_root(&cfg.local_dir)
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
@@ -170,6 +177,15 @@ fn block_exit_signals() -> libc::sigset_t {
     }
 }
 
+/// Whether a daemon holds the state dir's lock right now.
+pub fn state_dir_locked(dir: &Path) -> bool {
+    let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    // SAFETY: flock on an open descriptor; a lock we get is dropped with the file.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+}
+
 fn lock_state_dir(dir: &Path) -> Result<File> {
     let f = OpenOptions::new()
         .create(true)
@@ -213,7 +229,7 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
     let fs = Arc::new(Fs::new(root, journal.clone(), opts)?);
     let rehashed = fs.recover(&replay.entries);
     info!(
-        "journal: {} records replayed, {} files left dirty rehashed",
+        "journal: {} records replayed; start-up scan hashed {} files",
         replay.entries.len(),
         rehashed
     );
@@ -250,6 +266,7 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
         let _ = w.write_all(b"ok");
     }
     let mut unmounter = session.unmount_callable();
+    let mountpoint = cfg.mountpoint.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -258,7 +275,15 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
             unsafe { libc::sigwait(&signals, &mut sig) };
             info!("signal {sig}: unmounting");
             if let Err(e) = unmounter.unmount() {
-                error!("unmount failed: {e}");
+                // Busy: detach it like libfuse does, so the daemon does not outlive its signal.
+                warn!("unmount failed ({e}); detaching the mount lazily");
+                let lazy = std::process::Command::new("fusermount3")
+                    .args(["-u", "-z"])
+                    .arg(&mountpoint)
+                    .status();
+                if !lazy.is_ok_and(|s| s.success()) {
+                    error!("lazy unmount of {} failed too", mountpoint.display());
+                }
             }
         })?;
 
@@ -295,7 +320,8 @@ fn fuser_config(cfg: &MountConfig) -> fuser::Config {
     if o.read_only {
         c.mount_options.push(MountOption::RO);
     }
-    c.mount_options.extend(o.flags.iter().filter_map(|f| kernel_flag(f)));
+    c.mount_options
+        .extend(o.flags.iter().filter_map(|f| kernel_flag(f)));
     c.acl = if o.allow_other {
         SessionACL::All
     } else if o.allow_root {
@@ -326,7 +352,8 @@ fn kernel_flag(name: &str) -> Option<MountOption> {
     })
 }
 
-/// Makes the journal durable at least once a second, and keeps it bounded.
+/// Once a second: makes the journal durable, rechecks files written through mappings, and
+/// keeps the journal bounded.
 fn spawn_flusher(fs: Arc<Fs>, journal: Arc<Journal>) -> Result<()> {
     std::thread::Builder::new()
         .name("journal-sync".into())
@@ -339,6 +366,7 @@ fn spawn_flusher(fs: Arc<Fs>, journal: Arc<Journal>) -> Result<()> {
                         error!("journal sync: {e}");
                     }
                 }
+                fs.recheck_mapped(false);
                 if journal.size_bytes() >= compacted_at + COMPACT_BYTES {
                     compacted_at = fs.compact_journal();
                 }

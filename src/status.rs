@@ -5,7 +5,8 @@ use crate::control::{self, Request};
 use crate::fs::STATE_DIR_XATTR;
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
-use crate::run::PID_FILE;
+use crate::replay::PathMap;
+use crate::run::{self, PID_FILE};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -43,13 +44,17 @@ pub fn resolve_state_dir(target: &Path) -> Result<PathBuf> {
     ))
 }
 
+/// The daemon's pid, if one holds the state dir's lock (a pid file alone could be stale, or
+/// name a zombie or a reused pid).
 fn daemon_pid(state_dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(state_dir.join(PID_FILE))
+    if !run::state_dir_locked(state_dir) {
+        return None;
+    }
+    std::fs::read_to_string(state_dir.join(PID_FILE))
         .ok()?
         .trim()
         .parse()
-        .ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+        .ok()
 }
 
 fn path_json(p: &[u8]) -> (String, String) {
@@ -60,25 +65,30 @@ fn path_json(p: &[u8]) -> (String, String) {
 pub fn collect(state_dir: &Path) -> Result<Value> {
     let replay = Journal::read(&state_dir.join("journal"))
         .with_context(|| format!("reading the journal in {}", state_dir.display()))?;
-    let mut hashes: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+    // The latest hash of each file, under the name it has after every later rename.
+    let mut hashes: PathMap<(u64, String, u64)> = PathMap::default();
     let mut pending = Vec::new();
     for e in &replay.entries {
         let (path, path_hex) = path_json(e.record.path());
-        if let Record::Store {
-            size,
-            sha256,
-            path: p,
-            ..
-        } = &e.record
-        {
-            hashes.insert(
-                p.clone(),
-                json!({"path": path, "path_hex": path_hex, "size": size, "sha256": to_hex(sha256), "seq": e.seq}),
-            );
+        match &e.record {
+            Record::Store {
+                size,
+                sha256,
+                path: p,
+                ..
+            } => hashes.insert(p.clone(), (*size, to_hex(sha256), e.seq)),
+            other => hashes.follow(other),
         }
         pending
             .push(json!({"seq": e.seq, "op": e.record.op(), "path": path, "path_hex": path_hex}));
     }
+    let hashes: Vec<Value> = hashes
+        .into_iter()
+        .map(|(p, (size, sha256, seq))| {
+            let (path, path_hex) = path_json(&p);
+            json!({"path": path, "path_hex": path_hex, "size": size, "sha256": sha256, "seq": seq})
+        })
+        .collect();
     let pid = daemon_pid(state_dir);
     let live = pid.and_then(|_| control::call(state_dir, &Request::Status).ok());
     Ok(json!({
@@ -94,7 +104,7 @@ pub fn collect(state_dir: &Path) -> Result<Value> {
             "torn_bytes": replay.torn_bytes,
         },
         "pending": pending,
-        "hashes": hashes.into_values().collect::<Vec<_>>(),
+        "hashes": hashes,
     }))
 }
 

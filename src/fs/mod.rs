@@ -1,7 +1,7 @@
 //! The filesystem logic: local operations on the backing directory, each one journaled, and
 //! hash-on-close. Returns plain results; `crate::fuse` turns them into kernel replies.
 //!
-//! Lock order: `tree`, then a node's `track`, then `handles`/`dirs`/`backing`. Every
+//! Lock order: `tree`, then a node's `track`, then `handles`/`dirs`/`backing`/`recheck`. Every
 //! operation that changes the namespace runs its syscall and appends its journal record under
 //! the `tree` lock, so the journal is a serial history of the backing tree.
 
@@ -83,6 +83,7 @@ pub struct Fs {
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Vec<local::DirEntry>>>,
     backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+    recheck: Mutex<HashMap<u64, Recheck>>,
     next_fh: AtomicU64,
     journal: Arc<Journal>,
     hashq: HashQueue,
@@ -152,8 +153,24 @@ pub fn attr(ino: u64, st: &local::Stat) -> FileAttr {
     }
 }
 
+type Version = (i64, i64, i64, i64, i64);
+
+/// When a file written through passthrough is looked at again after its hash.
+const RECHECK_AFTER: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+];
+
+struct Recheck {
+    version: Version,
+    next: Instant,
+    step: usize,
+}
+
 /// What identifies one version of a file's contents cheaply.
-fn version(st: &local::Stat) -> (i64, i64, i64, i64, i64) {
+fn version(st: &local::Stat) -> Version {
     (
         st.st_size,
         st.st_mtime,
@@ -182,6 +199,7 @@ impl Fs {
             handles: RwLock::default(),
             dirs: Mutex::default(),
             backing: Mutex::default(),
+            recheck: Mutex::default(),
             next_fh: AtomicU64::new(1),
             journal,
             hashq: HashQueue::default(),
@@ -584,6 +602,7 @@ impl Fs {
             let size = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
             let mut tr = track.lock();
             tr.writers += 1;
+            tr.passthrough |= backing.is_some();
             // Incremental hashing needs every byte to pass through us, in order, from 0.
             if tr.writers == 1 && backing.is_none() && size == 0 {
                 tr.inc.reset();
@@ -1007,26 +1026,84 @@ impl Fs {
         }
     }
 
+    /// Journals a file's hash under each of its names (hard links share contents).
     fn store(&self, ino: u64, track: &Mutex<Track>, sha256: Sha256Hash, st: &local::Stat) {
-        let t = self.tree.lock();
-        let Some(path) = t.path(ino) else {
+        let mut t = self.tree.lock();
+        let paths = t.paths(ino);
+        if paths.is_empty() {
             return; // unlinked: nothing to mirror
-        };
-        let rec = Record::Store {
-            path: path.clone(),
-            size: st.st_size as u64,
-            sha256,
-            mtime: stamp(st.st_mtime, st.st_mtime_nsec),
-            mode: st.st_mode & 0o7777,
-        };
-        self.log(&t, rec);
+        }
         let mut tr = track.lock();
-        if tr.writers > 0 {
-            // Still open for writing: what we hashed may not be the final contents.
-            drop(tr);
-            self.log(&t, Record::Dirty { path });
-        } else {
+        // Still open for writing: what we hashed may not be the final contents.
+        let still_open = tr.writers > 0;
+        let watch = !still_open && std::mem::take(&mut tr.passthrough);
+        if !still_open {
             tr.dirty = false;
+        }
+        drop(tr);
+        for path in paths {
+            self.log(&t, store_record(path.clone(), sha256, st));
+            if still_open {
+                self.log(&t, Record::Dirty { path });
+            }
+        }
+        if watch {
+            self.watch_mapped(&mut t, ino, st);
+        }
+    }
+
+    /// Keeps an eye on a file written through passthrough after its hash: writes through a
+    /// mapping that outlived the release reach the backing file without telling us.
+    fn watch_mapped(&self, t: &mut Tree, ino: u64, st: &local::Stat) {
+        let entry = Recheck {
+            version: version(st),
+            next: Instant::now() + RECHECK_AFTER[0],
+            step: 1,
+        };
+        if self.recheck.lock().insert(ino, entry).is_none() {
+            t.take(ino, Ref::Pin);
+        }
+    }
+
+    /// Re-stats watched files that are due (`all`: every one, without advancing its schedule)
+    /// and hashes again those that changed.
+    pub fn recheck_mapped(&self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<(u64, Version)> = self
+            .recheck
+            .lock()
+            .iter()
+            .filter(|(_, e)| all || e.next <= now)
+            .map(|(ino, e)| (*ino, e.version))
+            .collect();
+        for (ino, seen) in due {
+            let mut t = self.tree.lock();
+            let node = t.get(ino).map(|n| (n.fd.clone(), n.track.clone()));
+            let changed = node
+                .as_ref()
+                .map(|(fd, _)| local::fstat(borrow(fd)).is_ok_and(|st| version(&st) != seen));
+            let mut r = self.recheck.lock();
+            let done = match (changed, r.get_mut(&ino)) {
+                (Some(false), Some(e)) if e.step < RECHECK_AFTER.len() => {
+                    if !all {
+                        e.next = now + RECHECK_AFTER[e.step];
+                        e.step += 1;
+                    }
+                    false
+                }
+                (Some(false), Some(_)) if all => false,
+                _ => true,
+            };
+            if !done {
+                continue;
+            }
+            r.remove(&ino);
+            drop(r);
+            if let (Some(true), Some((_, track))) = (changed, node) {
+                self.mark_dirty(&t, ino, &track);
+                self.schedule_hash(&mut t, ino, now);
+            }
+            t.drop_ref(ino, Ref::Pin, 1);
         }
     }
 
@@ -1050,6 +1127,7 @@ impl Fs {
 
     /// Waits until every scheduled hash is done and journaled durably.
     pub fn settle(&self, timeout: Duration) -> bool {
+        self.recheck_mapped(true);
         self.hashq.settle(timeout) && self.journal.sync().is_ok()
     }
 
@@ -1061,41 +1139,86 @@ impl Fs {
         self.hashq.stop();
     }
 
-    /// Hashes, before the mount goes live, every file the journal left dirty (a daemon killed
-    /// between a close and its hash). Returns how many were hashed.
+    /// Before the mount goes live: hashes every regular file whose contents the journal does
+    /// not vouch for (left dirty by a killed daemon, changed while unmounted, or never seen).
+    /// Returns how many were hashed.
     pub fn recover(&self, entries: &[crate::journal::Entry]) -> usize {
-        let root = self.node_fd(ROOT).ok();
-        let Some(root) = root else { return 0 };
-        let mut n = 0;
-        for path in recover::dirty_paths(entries) {
-            let Ok((fd, st)) = local::open_beneath(borrow(&root), &path) else {
-                continue; // gone since: a later record says so, or the scan will
-            };
-            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                continue;
-            }
-            let result = local::reopen(borrow(&fd), libc::O_RDONLY)
-                .and_then(|f| hash_stable(&f, &Mutex::default()));
-            match result {
-                Ok(Some((sha256, st))) => {
-                    let t = self.tree.lock();
-                    self.log(
-                        &t,
-                        Record::Store {
-                            path,
-                            size: st.st_size as u64,
-                            sha256,
-                            mtime: stamp(st.st_mtime, st.st_mtime_nsec),
-                            mode: st.st_mode & 0o7777,
-                        },
-                    );
-                    n += 1;
+        let known = recover::known_files(entries);
+        let Ok(root) = self.node_fd(ROOT) else {
+            return 0;
+        };
+        let mut hashed = 0;
+        let mut stack: Vec<(Arc<OwnedFd>, Vec<u8>)> = vec![(root, Vec::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let entries = match local::list_dir(borrow(&dir)) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!("start-up scan: cannot list {}: {e}", show(&prefix));
+                    continue;
                 }
-                Ok(None) => warn!("{} changed while being hashed at start-up", show(&path)),
-                Err(e) => warn!("cannot hash {} at start-up: {e}", show(&path)),
+            };
+            for e in entries {
+                let path = join(&prefix, e.name.as_bytes());
+                let Ok(c) = local::component(&e.name) else {
+                    continue;
+                };
+                let Ok((fd, st)) = local::lookup(borrow(&dir), &c) else {
+                    continue; // gone since the listing
+                };
+                match st.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => stack.push((Arc::new(fd), path)),
+                    libc::S_IFREG
+                        if recover::needs_hash(known.get(&path), &recover::Seen::of(&st)) =>
+                    {
+                        hashed += usize::from(self.store_scanned(&fd, path));
+                    }
+                    _ => {}
+                }
             }
         }
-        n
+        hashed
+    }
+
+    /// Hashes a file found by the start-up scan and journals its Store.
+    fn store_scanned(&self, fd: &OwnedFd, path: Vec<u8>) -> bool {
+        let result = local::reopen(borrow(fd), libc::O_RDONLY)
+            .and_then(|f| hash_stable(&f, &Mutex::default()));
+        match result {
+            Ok(Some((sha256, st))) => {
+                let t = self.tree.lock();
+                self.log(&t, store_record(path, sha256, &st));
+                true
+            }
+            Ok(None) => {
+                warn!("{} changed while being hashed at start-up", show(&path));
+                false
+            }
+            Err(e) => {
+                warn!("cannot hash {} at start-up: {e}", show(&path));
+                false
+            }
+        }
+    }
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = prefix.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn store_record(path: Vec<u8>, sha256: Sha256Hash, st: &local::Stat) -> Record {
+    Record::Store {
+        path,
+        size: st.st_size as u64,
+        sha256,
+        mtime: stamp(st.st_mtime, st.st_mtime_nsec),
+        mode: st.st_mode & 0o7777,
+        ctime: stamp(st.st_ctime, st.st_ctime_nsec),
+        ino: st.st_ino,
     }
 }
 

@@ -1,70 +1,122 @@
-//! Which files the journal leaves dirty: created or opened for writing, with no Store after.
-//! A daemon killed between a close and its hash leaves such files; they are hashed again at
-//! the next start, before the mount goes live.
+//! What start-up must hash again: files the journal left dirty (created or opened for writing,
+//! with no Store after: a daemon killed between a close and its hash), and files whose
+//! contents no longer match their last Store (changed while unmounted, or never seen).
 
-use crate::journal::{Entry, Record};
-use std::collections::BTreeSet;
+use crate::journal::{Entry, Record, Timestamp};
+use crate::replay::PathMap;
 
-/// Paths (as they are after the whole log) whose last content record is not a Store.
-pub fn dirty_paths(entries: &[Entry]) -> BTreeSet<Vec<u8>> {
-    let mut dirty = BTreeSet::new();
+/// What the journal last said about a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    /// Its contents may have changed since the last Store (or it never had one).
+    Dirty,
+    /// Hashed when the file looked like this.
+    Stored(Seen),
+    /// Hashed, then its metadata changed through the mount: ctime moved with no new contents.
+    Touched(Seen),
+}
+
+/// What a scan can see of a file without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub ino: u64,
+}
+
+impl Seen {
+    pub fn of(st: &crate::local::Stat) -> Seen {
+        let ts = |sec, nsec: i64| Timestamp {
+            sec,
+            nsec: u32::try_from(nsec).unwrap_or(0),
+        };
+        Seen {
+            size: st.st_size as u64,
+            mtime: ts(st.st_mtime, st.st_mtime_nsec),
+            ctime: ts(st.st_ctime, st.st_ctime_nsec),
+            ino: st.st_ino,
+        }
+    }
+}
+
+/// The journal replayed: each path (as it is after the whole log) and what is known of it.
+pub fn known_files(entries: &[Entry]) -> PathMap<Known> {
+    let mut m = PathMap::default();
     for e in entries {
         match &e.record {
             Record::Create { path, .. } | Record::Dirty { path } => {
-                dirty.insert(path.clone());
+                m.insert(path.clone(), Known::Dirty);
             }
-            Record::Store { path, .. } | Record::Unlink { path } => {
-                dirty.remove(path);
+            Record::Store {
+                path,
+                size,
+                mtime,
+                ctime,
+                ino,
+                ..
+            } => {
+                let seen = Seen {
+                    size: *size,
+                    mtime: *mtime,
+                    ctime: *ctime,
+                    ino: *ino,
+                };
+                m.insert(path.clone(), Known::Stored(seen));
             }
-            Record::Rmdir { path } => drop(take_subtree(&mut dirty, path)),
-            Record::Link { existing, path } if dirty.contains(existing) => {
-                dirty.insert(path.clone());
+            // Metadata changed through the mount after the hash: ctime moved, contents did not.
+            Record::SetAttr { path, mtime, .. } => touch(&mut m, path, *mtime),
+            Record::SetXattr { path, .. } | Record::RemoveXattr { path, .. } => {
+                touch(&mut m, path, None)
             }
-            Record::Rename { from, to, flags } => rename(&mut dirty, from, to, *flags),
-            _ => {}
+
+            other => m.follow(other),
         }
     }
-    dirty
+    m
 }
 
-fn rename(dirty: &mut BTreeSet<Vec<u8>>, from: &[u8], to: &[u8], flags: u32) {
-    let moved = take_subtree(dirty, from);
-    let replaced = take_subtree(dirty, to);
-    dirty.extend(moved.into_iter().map(|p| reroot(&p, from, to)));
-    if flags & libc::RENAME_EXCHANGE != 0 {
-        dirty.extend(replaced.into_iter().map(|p| reroot(&p, to, from)));
+fn touch(m: &mut PathMap<Known>, path: &[u8], mtime: Option<Timestamp>) {
+    if let Some(Known::Stored(mut seen) | Known::Touched(mut seen)) = m.get(path).copied() {
+        seen.mtime = mtime.unwrap_or(seen.mtime);
+        m.insert(path.to_vec(), Known::Touched(seen));
     }
 }
 
-/// Removes and returns `root` and every path beneath it.
-fn take_subtree(set: &mut BTreeSet<Vec<u8>>, root: &[u8]) -> Vec<Vec<u8>> {
-    let under: Vec<Vec<u8>> = set
-        .range(root.to_vec()..)
-        .take_while(|p| p.starts_with(root))
-        .filter(|p| is_within(p, root))
-        .cloned()
-        .collect();
-    for p in &under {
-        set.remove(p);
+/// Whether a file found on disk must be hashed again (a renamed file's ctime moved too: it is
+/// hashed once more, which costs a read and loses nothing).
+pub fn needs_hash(known: Option<&Known>, now: &Seen) -> bool {
+    match known {
+        Some(Known::Stored(then)) => then != now,
+        Some(Known::Touched(then)) => {
+            (then.size, then.mtime, then.ino) != (now.size, now.mtime, now.ino)
+        }
+        _ => true,
     }
-    under
-}
-
-fn is_within(path: &[u8], root: &[u8]) -> bool {
-    path.len() == root.len() || (path.starts_with(root) && path.get(root.len()) == Some(&b'/'))
-}
-
-fn reroot(path: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut p = to.to_vec();
-    p.extend_from_slice(&path[from.len()..]);
-    p
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run(records: Vec<Record>) -> Vec<String> {
+    fn p(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    fn t(sec: i64) -> Timestamp {
+        Timestamp { sec, nsec: 0 }
+    }
+
+    fn seen(size: u64, mtime: i64, ctime: i64) -> Seen {
+        Seen {
+            size,
+            mtime: t(mtime),
+            ctime: t(ctime),
+            ino: 7,
+        }
+    }
+
+    fn run(records: Vec<Record>) -> PathMap<Known> {
         let entries: Vec<Entry> = records
             .into_iter()
             .enumerate()
@@ -73,121 +125,72 @@ mod tests {
                 record,
             })
             .collect();
-        dirty_paths(&entries)
-            .into_iter()
-            .map(|p| String::from_utf8(p).unwrap())
-            .collect()
+        known_files(&entries)
     }
 
-    fn p(s: &str) -> Vec<u8> {
-        s.as_bytes().to_vec()
-    }
-
-    fn store(path: &str) -> Record {
+    fn store(path: &str, s: Seen) -> Record {
         Record::Store {
             path: p(path),
-            size: 0,
+            size: s.size,
             sha256: [0; 32],
-            mtime: crate::journal::Timestamp { sec: 0, nsec: 0 },
+            mtime: s.mtime,
             mode: 0o644,
+            ctime: s.ctime,
+            ino: s.ino,
+        }
+    }
+
+    fn utimens(path: &str, mtime: i64) -> Record {
+        Record::SetAttr {
+            path: p(path),
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+            atime: None,
+            mtime: Some(t(mtime)),
         }
     }
 
     #[test]
-    fn store_cleans_and_later_dirty_dirties_again() {
-        let r = run(vec![
+    fn dirty_until_stored_and_dirty_again_after() {
+        let m = run(vec![
             Record::Create {
                 path: p("a"),
                 mode: 0o644,
             },
-            store("a"),
+            store("a", seen(3, 10, 10)),
             Record::Dirty { path: p("a") },
             Record::Create {
                 path: p("b"),
                 mode: 0o644,
             },
-            store("b"),
+            store("b", seen(1, 5, 5)),
         ]);
-        assert_eq!(r, ["a"]);
+        assert_eq!(m.get(b"a"), Some(&Known::Dirty));
+        assert!(!needs_hash(m.get(b"b"), &seen(1, 5, 5)));
+        assert!(needs_hash(m.get(b"b"), &seen(2, 5, 5)), "size changed");
+        assert!(needs_hash(m.get(b"b"), &seen(1, 6, 5)), "mtime changed");
+        assert!(
+            needs_hash(m.get(b"b"), &seen(1, 5, 9)),
+            "rewritten, mtime put back"
+        );
+        assert!(needs_hash(m.get(b"c"), &seen(0, 0, 0)), "never seen");
     }
 
     #[test]
-    fn renames_of_files_and_parent_dirs_carry_dirtiness() {
-        let r = run(vec![
-            Record::Create {
-                path: p("d/x"),
-                mode: 0o644,
-            },
-            Record::Create {
-                path: p("dd"),
-                mode: 0o644,
-            },
+    fn renames_carry_what_is_known_and_metadata_changes_forgive_ctime() {
+        let m = run(vec![
+            store("d/x", seen(4, 1, 1)),
             Record::Rename {
                 from: p("d"),
                 to: p("e"),
                 flags: 0,
             },
-            Record::Create {
-                path: p("f"),
-                mode: 0o644,
-            },
-            Record::Rename {
-                from: p("f"),
-                to: p("g"),
-                flags: 0,
-            },
+            utimens("e/x", 99),
         ]);
-        assert_eq!(r, ["dd", "e/x", "g"], "'dd' is not beneath 'd'");
-    }
-
-    #[test]
-    fn rename_over_and_exchange() {
-        let r = run(vec![
-            Record::Create {
-                path: p("a"),
-                mode: 0o644,
-            },
-            Record::Create {
-                path: p("b"),
-                mode: 0o644,
-            },
-            store("b"),
-            Record::Rename {
-                from: p("a"),
-                to: p("b"),
-                flags: 0,
-            },
-        ]);
-        assert_eq!(r, ["b"]);
-        let r = run(vec![
-            Record::Create {
-                path: p("a"),
-                mode: 0o644,
-            },
-            Record::Rename {
-                from: p("a"),
-                to: p("b"),
-                flags: libc::RENAME_EXCHANGE,
-            },
-        ]);
-        assert_eq!(r, ["b"]);
-    }
-
-    #[test]
-    fn unlink_and_rmdir_forget() {
-        let r = run(vec![
-            Record::Create {
-                path: p("a"),
-                mode: 0o644,
-            },
-            Record::Unlink { path: p("a") },
-            Record::Create {
-                path: p("d/y"),
-                mode: 0o644,
-            },
-            Record::Unlink { path: p("d/y") },
-            Record::Rmdir { path: p("d") },
-        ]);
-        assert!(r.is_empty());
+        assert!(!needs_hash(m.get(b"e/x"), &seen(4, 99, 123)));
+        assert!(needs_hash(m.get(b"e/x"), &seen(4, 98, 123)));
+        assert!(m.get(b"d/x").is_none());
     }
 }

@@ -23,6 +23,9 @@ pub struct Track {
     /// A Create/Dirty record stands in the journal with no Store after it.
     pub dirty: bool,
     pub inc: Incremental,
+    /// Written through kernel passthrough since the last Store: a shared mapping may still
+    /// write to it after the release we hashed at (the kernel maps the backing file itself).
+    pub passthrough: bool,
 }
 
 pub struct Node {
@@ -234,6 +237,17 @@ impl Tree {
             out.extend_from_slice(p.as_bytes());
         }
         Some(out)
+    }
+
+    /// The paths of every name the node is known by (hard links have several).
+    pub fn paths(&self, ino: u64) -> Vec<Vec<u8>> {
+        let Some(n) = self.nodes.get(&ino) else {
+            return Vec::new();
+        };
+        n.names
+            .iter()
+            .filter_map(|(p, name)| self.child_path(*p, name))
+            .collect()
     }
 
     pub fn child_path(&self, parent: u64, name: &OsStr) -> Option<Vec<u8>> {
