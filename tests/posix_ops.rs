@@ -2480,3 +2480,32 @@ fn plain_ftp_remote_is_refused() {
         );
     }
 }
+
+/// More inodes than the daemon may hold descriptors (RLIMIT_NOFILE is 20,000 here and cannot
+/// be raised without CAP_SYS_RESOURCE): every file must still be created, found and read.
+#[test]
+fn more_files_than_descriptors() {
+    let m = Mount::new();
+    let n = 25_000;
+    for d in 0..25 {
+        fs::create_dir(m.mnt.join(format!("d{d}"))).expect("mkdir");
+    }
+    for i in 0..n {
+        let p = m.mnt.join(format!("d{}/f{i}", i % 25));
+        fs::write(&p, i.to_string()).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+    }
+    for i in (0..n).step_by(7) {
+        let p = m.mnt.join(format!("d{}/f{i}", i % 25));
+        assert_eq!(fs::read(&p).expect("read back"), i.to_string().as_bytes());
+    }
+    let listed: usize = (0..25)
+        .map(|d| {
+            fs::read_dir(m.mnt.join(format!("d{d}")))
+                .expect("readdir")
+                .count()
+        })
+        .sum();
+    assert_eq!(listed, n);
+    fs::rename(m.mnt.join("d3"), m.mnt.join("moved")).expect("rename dir");
+    assert_eq!(fs::read(m.mnt.join("moved/f3")).expect("read moved"), b"3");
+}

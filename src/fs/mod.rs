@@ -232,8 +232,15 @@ impl Fs {
     }
 
     fn node_fd(&self, ino: u64) -> R<Arc<OwnedFd>> {
-        let t = self.tree.lock();
-        t.get(ino).map(|n| n.fd.clone()).ok_or(Errno::ESTALE)
+        self.tree.lock().fd(ino).map_err(io_err)
+    }
+
+    /// The node's descriptor and content tracking, in one lock.
+    fn node(&self, ino: u64) -> R<(Arc<OwnedFd>, Arc<Mutex<Track>>, u32)> {
+        let mut t = self.tree.lock();
+        let fd = t.fd(ino).map_err(io_err)?;
+        let n = t.get(ino).ok_or(Errno::ESTALE)?;
+        Ok((fd, n.track.clone(), n.kind))
     }
 
     fn handle(&self, fh: u64) -> R<Arc<Handle>> {
@@ -346,11 +353,8 @@ impl Fs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> R<FileAttr> {
         let c = cname(newname)?;
         let mut t = self.tree.lock();
-        let fd = t.get(ino).map(|n| n.fd.clone()).ok_or(Errno::ESTALE)?;
-        let pfd = t
-            .get(newparent)
-            .map(|n| n.fd.clone())
-            .ok_or(Errno::ESTALE)?;
+        let fd = t.fd(ino).map_err(io_err)?;
+        let pfd = t.fd(newparent).map_err(io_err)?;
         local::link(borrow(&fd), borrow(&pfd), &c).map_err(io_err)?;
         let st = local::fstat(borrow(&fd)).map_err(io_err)?;
         let existing = t.path(ino);
@@ -362,10 +366,21 @@ impl Fs {
         Ok(attr(ino, &st))
     }
 
+    /// Before a name goes: keep the descriptor of an inode known by no other name, which the
+    /// kernel may still use (an open file, a cwd) and which could not be found again.
+    fn hold_if_last_name(&self, t: &mut Tree, parent: u64, name: &OsStr) {
+        if let Some(ino) = t.child(parent, name) {
+            if t.get(ino).is_some_and(|n| n.names.len() == 1) {
+                t.hold_fd(ino);
+            }
+        }
+    }
+
     fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> R<()> {
         let c = cname(name)?;
         let mut t = self.tree.lock();
-        let pfd = t.get(parent).map(|n| n.fd.clone()).ok_or(Errno::ESTALE)?;
+        let pfd = t.fd(parent).map_err(io_err)?;
+        self.hold_if_last_name(&mut t, parent, name);
         let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
         local::unlink(borrow(&pfd), &c, flags).map_err(io_err)?;
         if let Some(path) = t.child_path(parent, name) {
@@ -398,11 +413,11 @@ impl Fs {
     ) -> R<()> {
         let (c, nc) = (cname(name)?, cname(newname)?);
         let mut t = self.tree.lock();
-        let pfd = t.get(parent).map(|n| n.fd.clone()).ok_or(Errno::ESTALE)?;
-        let npfd = t
-            .get(newparent)
-            .map(|n| n.fd.clone())
-            .ok_or(Errno::ESTALE)?;
+        let pfd = t.fd(parent).map_err(io_err)?;
+        let npfd = t.fd(newparent).map_err(io_err)?;
+        if flags & libc::RENAME_EXCHANGE == 0 {
+            self.hold_if_last_name(&mut t, newparent, newname);
+        }
         local::rename(borrow(&pfd), &c, borrow(&npfd), &nc, flags).map_err(io_err)?;
         if let (Some(from), Some(to)) =
             (t.child_path(parent, name), t.child_path(newparent, newname))
@@ -434,11 +449,7 @@ impl Fs {
         mtime: Option<SetTime>,
         fh: Option<u64>,
     ) -> R<FileAttr> {
-        let (fd, track) = {
-            let t = self.tree.lock();
-            let n = t.get(ino).ok_or(Errno::ESTALE)?;
-            (n.fd.clone(), n.track.clone())
-        };
+        let (fd, track, _) = self.node(ino)?;
         let handle = fh.and_then(|fh| self.handle(fh).ok());
         let fd = borrow(&fd);
         // chown before chmod: chown clears set-user-ID bits, and a mode sent with it is final.
@@ -528,12 +539,8 @@ impl Fs {
     // ---- files ----
 
     pub fn open(&self, ino: u64, flags: i32, register: Register<'_>) -> R<Opened> {
-        let (fd, is_file) = {
-            let t = self.tree.lock();
-            let n = t.get(ino).ok_or(Errno::ESTALE)?;
-            (n.fd.clone(), n.is_file())
-        };
-        if !is_file {
+        let (fd, _, kind) = self.node(ino)?;
+        if kind != libc::S_IFREG {
             // Devices and FIFOs are opened by the kernel itself; only files come here.
             return Err(Errno::EINVAL);
         }
@@ -938,14 +945,15 @@ impl Fs {
     // ---- extended attributes ----
 
     fn xattr_target(&self, ino: u64) -> R<local::XattrTarget> {
-        let t = self.tree.lock();
+        let mut t = self.tree.lock();
         let n = t.get(ino).ok_or(Errno::ESTALE)?;
         if n.kind != libc::S_IFLNK {
-            return Ok(local::XattrTarget::inode(borrow(&n.fd)));
+            let fd = t.fd(ino).map_err(io_err)?;
+            return Ok(local::XattrTarget::inode(borrow(&fd)));
         }
-        let (parent, name) = n.names.first().ok_or(Errno::ESTALE)?;
-        let pfd = t.get(*parent).ok_or(Errno::ESTALE)?;
-        Ok(local::XattrTarget::symlink(borrow(&pfd.fd), &cname(name)?))
+        let (parent, name) = n.names.first().cloned().ok_or(Errno::ESTALE)?;
+        let pfd = t.fd(parent).map_err(io_err)?;
+        Ok(local::XattrTarget::symlink(borrow(&pfd), &cname(&name)?))
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> R<XattrReply> {
@@ -1007,12 +1015,9 @@ impl Fs {
     }
 
     fn hash_one(&self, ino: u64) {
-        let (fd, track) = {
-            let t = self.tree.lock();
-            match t.get(ino) {
-                Some(n) if n.is_file() => (n.fd.clone(), n.track.clone()),
-                _ => return,
-            }
+        let (fd, track) = match self.node(ino) {
+            Ok((fd, track, libc::S_IFREG)) => (fd, track),
+            _ => return,
         };
         let file = match local::reopen(borrow(&fd), libc::O_RDONLY) {
             Ok(f) => f,
@@ -1078,7 +1083,8 @@ impl Fs {
             .collect();
         for (ino, seen) in due {
             let mut t = self.tree.lock();
-            let node = t.get(ino).map(|n| (n.fd.clone(), n.track.clone()));
+            let track = t.get(ino).map(|n| n.track.clone());
+            let node = track.and_then(|tr| t.fd(ino).ok().map(|fd| (fd, tr)));
             let changed = node
                 .as_ref()
                 .map(|(fd, _)| local::fstat(borrow(fd)).is_ok_and(|st| version(&st) != seen));

@@ -1,14 +1,23 @@
 //! The inode table: FUSE inode numbers ↔ backing inodes, and the names each is known by.
 //!
-//! A node keeps an `O_PATH` handle on its backing inode, so its identity (and so its FUSE
-//! inode number) is stable across renames, hard links and unlinks while the kernel or an open
-//! handle references it. The names let the journal say which path an operation touched; they
-//! are exactly the names the kernel has been told about (lookup, create, link, readdirplus).
+//! A node is identified by its backing (device, inode) pair, so its FUSE inode number is stable
+//! across renames, hard links and unlinks while the kernel or an open handle references it.
+//! The names let the journal say which path an operation touched; they are exactly the names
+//! the kernel has been told about (lookup, create, link, readdirplus).
+//!
+//! `O_PATH` descriptors of recently used nodes are cached (LRU, sized from RLIMIT_NOFILE: the
+//! kernel may keep far more inodes than a process may hold descriptors). Any other node is
+//! reached again through its parent's descriptor and its name, and checked to be the same
+//! inode. A node that has lost its last name while still referenced keeps its descriptor.
 
 use crate::hash::Incremental;
+use crate::local;
+use lru::LruCache;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
+use std::io;
+use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -29,7 +38,8 @@ pub struct Track {
 }
 
 pub struct Node {
-    pub fd: Arc<OwnedFd>,
+    /// Held for the root and for referenced nodes without a name; others use the cache.
+    pinned_fd: Option<Arc<OwnedFd>>,
     /// `st_mode & S_IFMT` of the backing inode.
     pub kind: u32,
     key: (u64, u64),
@@ -41,17 +51,36 @@ pub struct Node {
     pub track: Arc<Mutex<Track>>,
 }
 
-impl Node {
-    pub fn is_file(&self) -> bool {
-        self.kind == libc::S_IFREG
-    }
-}
+impl Node {}
 
 pub struct Tree {
     nodes: HashMap<u64, Node>,
     by_key: HashMap<(u64, u64), u64>,
     children: BTreeMap<(u64, OsString), u64>,
+    fds: LruCache<u64, Arc<OwnedFd>>,
     next: u64,
+}
+
+fn estale() -> io::Error {
+    io::Error::from_raw_os_error(libc::ESTALE)
+}
+
+/// Descriptors the cache may hold: half the open-file limit, leaving room for open files.
+fn fd_cache_size() -> NonZeroUsize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    let n = usize::try_from(cur / 2)
+        .unwrap_or(1 << 16)
+        .clamp(256, 1 << 16);
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
 /// Why a reference on a node is held: each kind is counted apart.
@@ -67,16 +96,55 @@ pub enum Ref {
 
 impl Tree {
     pub fn new(root: OwnedFd, st: &libc::stat) -> Tree {
+        Tree::with_cache(root, st, fd_cache_size())
+    }
+
+    fn with_cache(root: OwnedFd, st: &libc::stat, cache: NonZeroUsize) -> Tree {
         let mut t = Tree {
             nodes: HashMap::new(),
             by_key: HashMap::new(),
             children: BTreeMap::new(),
+            fds: LruCache::new(cache),
             next: ROOT + 1,
         };
         let key = (st.st_dev, st.st_ino);
         t.by_key.insert(key, ROOT);
-        t.nodes.insert(ROOT, new_node(root, st, Vec::new(), 1));
+        let mut root_node = new_node(st, 1);
+        root_node.pinned_fd = Some(Arc::new(root));
+        t.nodes.insert(ROOT, root_node);
         t
+    }
+
+    /// A path-only descriptor of the node's backing inode: cached, or reopened through its
+    /// parent and name (ESTALE if that name now leads to another inode).
+    pub fn fd(&mut self, ino: u64) -> io::Result<Arc<OwnedFd>> {
+        let n = self.nodes.get(&ino).ok_or_else(estale)?;
+        if let Some(fd) = &n.pinned_fd {
+            return Ok(fd.clone());
+        }
+        let (key, first) = (n.key, n.names.first().cloned());
+        if let Some(fd) = self.fds.get(&ino) {
+            return Ok(fd.clone());
+        }
+        let (parent, name) = first.ok_or_else(estale)?;
+        let pfd = self.fd(parent)?;
+        let (fd, st) = local::lookup(local::borrow(&pfd), &local::component(&name)?)?;
+        if (st.st_dev, st.st_ino) != key {
+            return Err(estale());
+        }
+        let fd = Arc::new(fd);
+        self.fds.put(ino, fd.clone());
+        Ok(fd)
+    }
+
+    /// Keeps the descriptor of a node about to lose its last name, so it stays reachable while
+    /// still referenced (an open file, a process's cwd).
+    pub fn hold_fd(&mut self, ino: u64) {
+        if let Ok(fd) = self.fd(ino) {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.pinned_fd.get_or_insert(fd);
+            }
+        }
     }
 
     pub fn get(&self, ino: u64) -> Option<&Node> {
@@ -105,10 +173,13 @@ impl Tree {
                 let ino = self.next;
                 self.next += 1;
                 self.by_key.insert(key, ino);
-                self.nodes.insert(ino, new_node(fd, st, Vec::new(), 0));
+                self.nodes.insert(ino, new_node(st, 0));
                 ino
             }
         };
+        if !self.fds.contains(&ino) {
+            self.fds.put(ino, Arc::new(fd));
+        }
         self.add_name(ino, parent, name);
         self.take(ino, r);
         ino
@@ -147,6 +218,7 @@ impl Tree {
             return;
         };
         self.by_key.remove(&n.key);
+        self.fds.pop(&ino);
         for (parent, name) in n.names {
             self.children.remove(&(parent, name));
             // A directory kept only because this child was still known may go now.
@@ -265,12 +337,12 @@ impl Tree {
     }
 }
 
-fn new_node(fd: OwnedFd, st: &libc::stat, names: Vec<(u64, OsString)>, lookups: u64) -> Node {
+fn new_node(st: &libc::stat, lookups: u64) -> Node {
     Node {
-        fd: Arc::new(fd),
+        pinned_fd: None,
         kind: st.st_mode & libc::S_IFMT,
         key: (st.st_dev, st.st_ino),
-        names,
+        names: Vec::new(),
         lookups,
         opens: 0,
         pins: 0,
@@ -346,6 +418,33 @@ mod tests {
         assert!(t.get(f).is_none());
         assert!(t.get(d).is_none(), "parent collected after its last child");
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn evicted_descriptors_are_reopened_through_the_parent_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = local::open_root(dir.path()).unwrap();
+        let st = local::fstat(local::borrow(&root)).unwrap();
+        let mut t = Tree::with_cache(root, &st, NonZeroUsize::new(1).unwrap());
+        let d = add(&mut t, &dir, ROOT, "d/");
+        let f = add(&mut t, &dir, d, "d/f");
+        let g = add(&mut t, &dir, d, "d/g");
+        // The cache holds one descriptor: f and d were evicted by g.
+        let ff = t.fd(f).unwrap();
+        let fst = local::fstat(local::borrow(&ff)).unwrap();
+        assert_eq!(t.path(f).unwrap(), b"d/f");
+        assert!(fst.st_mode & libc::S_IFMT == libc::S_IFREG);
+        // Replace f behind the table's back: the name now leads to another inode.
+        std::fs::remove_file(dir.path().join("d/f")).unwrap();
+        std::fs::write(dir.path().join("d/f"), b"other").unwrap();
+        t.fd(g).unwrap();
+        assert_eq!(t.fd(f).unwrap_err().raw_os_error(), Some(libc::ESTALE));
+        // A node held before losing its name stays reachable.
+        t.hold_fd(g);
+        std::fs::remove_file(dir.path().join("d/g")).unwrap();
+        t.remove_name(d, OsStr::new("g"));
+        t.fd(d).unwrap();
+        assert!(t.fd(g).is_ok());
     }
 
     #[test]
