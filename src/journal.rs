@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 /// components separated by b'/', no leading '/', never "." or ".." components. Empty = the root.
 pub type RelPath = Vec<u8>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timestamp {
     pub sec: i64,
     pub nsec: u32,
@@ -264,6 +264,7 @@ pub struct Journal {
     sync_lock: Mutex<()>,
     /// Highest seq known durable.
     synced_seq: AtomicU64,
+    feed: Mutex<Option<crossbeam_channel::Sender<Entry>>>,
     #[cfg(test)]
     hooks: Hooks,
 }
@@ -345,6 +346,7 @@ impl Journal {
                 next_seq: replay.next_seq,
             }),
             sync_lock: Mutex::new(()),
+            feed: Mutex::new(None),
             synced_seq: AtomicU64::new(replay.next_seq - 1),
             #[cfg(test)]
             hooks: Hooks::default(),
@@ -393,7 +395,22 @@ impl Journal {
         st.active.seg.len += frame.len() as u64;
         st.active.seg.last_seq = Some(seq);
         st.next_seq += 1;
+        // Sent under the append lock, so followers see records in seq order.
+        if let Some(tx) = self.feed.lock().as_ref() {
+            let _ = tx.send(Entry {
+                seq,
+                record: record.clone(),
+            });
+        }
         Ok(seq)
+    }
+
+    /// Every record appended from now on, in order: how the sync engine follows the journal
+    /// without reading it back. One follower; a new call replaces the previous one.
+    pub fn follow(&self) -> crossbeam_channel::Receiver<Entry> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        *self.feed.lock() = Some(tx);
+        rx
     }
 
     /// Makes every record appended so far durable. Group commit: returns at once when a sync
@@ -1807,6 +1824,20 @@ mod tests {
         ));
         drop(j);
         open(dir.path());
+    }
+
+    #[test]
+    fn follower_sees_every_later_append_in_order() {
+        let dir = TempDir::new().unwrap();
+        let (j, _) = open(dir.path());
+        j.append(&store(b"before", 1)).unwrap();
+        let rx = j.follow();
+        let seqs: Vec<u64> = (0..5u8)
+            .map(|i| j.append(&store(b"f", i)).unwrap())
+            .collect();
+        let got: Vec<Entry> = rx.try_iter().collect();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+        assert_eq!(got[4].record, store(b"f", 4));
     }
 
     #[test]

@@ -431,6 +431,23 @@ pub fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     result.map(|()| out)
 }
 
+/// Opens a descendant of `root` by relative path, one component at a time, never following a
+/// symlink and never leaving `root`. The empty path is `root` itself.
+pub fn lookup_path(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<(OwnedFd, Stat)> {
+    let mut cur: Option<OwnedFd> = None;
+    for part in rel.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+        let name = component(OsStr::from_bytes(part))?;
+        let dir = cur.as_ref().map_or(root, borrow);
+        cur = Some(lookup(dir, &name)?.0);
+    }
+    let fd = match cur {
+        Some(fd) => fd,
+        None => root.try_clone_to_owned()?,
+    };
+    let st = fstat(borrow(&fd))?;
+    Ok((fd, st))
+}
+
 /// Per-thread filesystem credentials, so that what the backing filesystem creates for a caller
 /// gets that caller's owner, group (including set-group-ID directory inheritance) and permission
 /// checks, exactly as a local filesystem would. Restored on drop.

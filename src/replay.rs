@@ -40,20 +40,43 @@ impl<V: Clone> PathMap<V> {
                     self.map.insert(path.clone(), v);
                 }
             }
-            Record::Rename { from, to, flags } => {
-                let moved = self.take_subtree(from);
-                let replaced = self.take_subtree(to);
-                self.put_under(moved, from, to);
-                if flags & libc::RENAME_EXCHANGE != 0 {
-                    self.put_under(replaced, to, from);
-                }
-            }
+            Record::Rename { from, to, flags } => self.rename(from, to, *flags),
             _ => {}
         }
     }
 
+    /// Moves `from` and everything beneath it to `to`, replacing what was there (or swapping
+    /// the two with RENAME_EXCHANGE).
+    pub fn rename(&mut self, from: &[u8], to: &[u8], flags: u32) {
+        let moved = self.take_subtree(from);
+        let replaced = self.take_subtree(to);
+        self.put_under(moved, from, to);
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            self.put_under(replaced, to, from);
+        }
+    }
+
+    /// `root` and everything beneath it.
+    pub fn subtree<'a>(
+        &'a self,
+        root: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a V)> + 'a {
+        self.map
+            .range(root.to_vec()..)
+            .take_while(move |(p, _)| p.starts_with(root))
+            .filter(move |(p, _)| is_within(p, root) || root.is_empty())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// Removes and returns `root` and everything beneath it.
-    fn take_subtree(&mut self, root: &[u8]) -> Vec<(Vec<u8>, V)> {
+    pub fn take_subtree(&mut self, root: &[u8]) -> Vec<(Vec<u8>, V)> {
         let keys: Vec<Vec<u8>> = self
             .map
             .range(root.to_vec()..)

@@ -10,6 +10,8 @@
 //! bounded, for the daemon to go away, also when the test panicked.
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;

@@ -1,0 +1,353 @@
+//! What the remote is confirmed to hold (the manifest, persisted) and what is happening to
+//! each path now (pending, uploading, failed). The sync engine writes it; the filesystem
+//! reads it (the `user.ftpsync.*` attributes, the start-up scan's baseline).
+//!
+//! The manifest is a log of JSON lines in the state dir, replayed at start and rewritten as a
+//! snapshot when it has grown well past its live size. A torn last line (a crash mid-append)
+//! is ignored: the entry it described is found again by the start-up reconciliation.
+
+use crate::hash::{to_hex, Sha256Hash};
+use crate::journal::Timestamp;
+use crate::replay::PathMap;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_FILE: &str = "manifest.log";
+
+/// What the remote holds at a path, as confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Confirmed {
+    File {
+        size: u64,
+        #[serde(with = "hex::serde")]
+        sha256: Sha256Hash,
+        mode: u32,
+        /// The local file's mtime when it was hashed (the remote keeps whole seconds of it).
+        mtime: Timestamp,
+        /// The local inode and ctime when hashed: the start-up scan's "unchanged" test.
+        ino: u64,
+        ctime: Timestamp,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        #[serde(with = "hex::serde")]
+        target: Vec<u8>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Line {
+    Put {
+        #[serde(with = "hex::serde")]
+        path: Vec<u8>,
+        entry: Confirmed,
+    },
+    Del {
+        #[serde(with = "hex::serde")]
+        path: Vec<u8>,
+    },
+    Mv {
+        #[serde(with = "hex::serde")]
+        from: Vec<u8>,
+        #[serde(with = "hex::serde")]
+        to: Vec<u8>,
+    },
+    Applied {
+        seq: u64,
+    },
+}
+
+pub struct Manifest {
+    entries: PathMap<Confirmed>,
+    applied_seq: u64,
+    path: PathBuf,
+    log: File,
+    lines: usize,
+}
+
+impl Manifest {
+    pub fn open(state_dir: &Path) -> io::Result<Manifest> {
+        let path = state_dir.join(MANIFEST_FILE);
+        let mut m = Manifest {
+            entries: PathMap::default(),
+            applied_seq: 0,
+            log: open_log(&path, false)?,
+            path,
+            lines: 0,
+        };
+        m.replay()?;
+        Ok(m)
+    }
+
+    fn replay(&mut self) -> io::Result<()> {
+        let reader = BufReader::new(File::open(&self.path)?);
+        for line in reader.split(b'\n') {
+            let line = line?;
+            // A line that does not parse can only be a torn last append.
+            if let Ok(l) = serde_json::from_slice::<Line>(&line) {
+                self.apply(l);
+                self.lines += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, l: Line) {
+        match l {
+            Line::Put { path, entry } => self.entries.insert(path, entry),
+            Line::Del { path } => drop(self.entries.take_subtree(&path)),
+            Line::Mv { from, to } => self.entries.rename(&from, &to, 0),
+            Line::Applied { seq } => self.applied_seq = seq,
+        }
+    }
+
+    fn append(&mut self, l: Line) -> io::Result<()> {
+        let mut text = serde_json::to_vec(&l).map_err(io::Error::other)?;
+        text.push(b'\n');
+        self.log.write_all(&text)?;
+        self.apply(l);
+        self.lines += 1;
+        Ok(())
+    }
+
+    pub fn get(&self, path: &[u8]) -> Option<&Confirmed> {
+        self.entries.get(path)
+    }
+
+    /// Entries at `path` and beneath it.
+    pub fn subtree<'a>(
+        &'a self,
+        path: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Confirmed)> + 'a {
+        self.entries.subtree(path)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Confirmed)> {
+        self.entries.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn put(&mut self, path: &[u8], entry: Confirmed) -> io::Result<()> {
+        self.append(Line::Put {
+            path: path.to_vec(),
+            entry,
+        })
+    }
+
+    /// Forgets `path` and everything beneath it.
+    pub fn remove(&mut self, path: &[u8]) -> io::Result<()> {
+        self.append(Line::Del {
+            path: path.to_vec(),
+        })
+    }
+
+    pub fn rename(&mut self, from: &[u8], to: &[u8]) -> io::Result<()> {
+        self.append(Line::Mv {
+            from: from.to_vec(),
+            to: to.to_vec(),
+        })
+    }
+
+    /// Journal records up to `seq` are reflected here and on the remote.
+    pub fn set_applied(&mut self, seq: u64) -> io::Result<()> {
+        if seq > self.applied_seq {
+            self.append(Line::Applied { seq })?;
+        }
+        Ok(())
+    }
+
+    pub fn applied_seq(&self) -> u64 {
+        self.applied_seq
+    }
+
+    /// Durable, and rewritten as a snapshot once the log is much longer than its contents.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.lines > 2 * self.entries.len() + 1024 {
+            return self.rewrite();
+        }
+        self.log.sync_data()
+    }
+
+    fn rewrite(&mut self) -> io::Result<()> {
+        let tmp = self.path.with_extension("log.tmp");
+        let mut out = io::BufWriter::new(open_log(&tmp, true)?);
+        let mut lines = 0;
+        for (path, entry) in self.entries.iter() {
+            let l = Line::Put {
+                path: path.clone(),
+                entry: entry.clone(),
+            };
+            serde_json::to_writer(&mut out, &l).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+            lines += 1;
+        }
+        serde_json::to_writer(
+            &mut out,
+            &Line::Applied {
+                seq: self.applied_seq,
+            },
+        )
+        .map_err(io::Error::other)?;
+        out.write_all(b"\n")?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.log = open_log(&self.path, false)?;
+        self.lines = lines + 1;
+        Ok(())
+    }
+}
+
+fn open_log(path: &Path, truncate: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).mode(0o600);
+    if truncate {
+        o.write(true).truncate(true);
+    } else {
+        o.append(true);
+    }
+    o.open(path)
+}
+
+/// What is happening to a path now, for `user.ftpsync.state` and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Live {
+    Pending,
+    Uploading,
+    Failed(String),
+}
+
+/// The manifest and the live states, shared by the engine (writer) and the filesystem.
+pub struct Mirror {
+    pub manifest: Manifest,
+    pub live: HashMap<Vec<u8>, Live>,
+}
+
+impl Mirror {
+    pub fn open(state_dir: &Path) -> io::Result<Mirror> {
+        Ok(Mirror {
+            manifest: Manifest::open(state_dir)?,
+            live: HashMap::new(),
+        })
+    }
+
+    /// `pending`, `uploading`, `confirmed`, `failed: reason`; None for a path never mirrored.
+    pub fn state_of(&self, path: &[u8]) -> Option<String> {
+        match self.live.get(path) {
+            Some(Live::Pending) => Some("pending".into()),
+            Some(Live::Uploading) => Some("uploading".into()),
+            Some(Live::Failed(why)) => Some(format!("failed: {why}")),
+            None => self.manifest.get(path).map(|_| "confirmed".into()),
+        }
+    }
+
+    /// The confirmed SHA-256 of a file, in hex.
+    pub fn sha256_of(&self, path: &[u8]) -> Option<String> {
+        match self.manifest.get(path) {
+            Some(Confirmed::File { sha256, .. }) => Some(to_hex(sha256)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(n: u8) -> Confirmed {
+        Confirmed::File {
+            size: u64::from(n),
+            sha256: [n; 32],
+            mode: 0o644,
+            mtime: Timestamp { sec: 5, nsec: 6 },
+            ino: 9,
+            ctime: Timestamp { sec: 7, nsec: 8 },
+        }
+    }
+
+    #[test]
+    fn survives_reopen_with_renames_deletes_and_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut m = Manifest::open(dir.path()).unwrap();
+            m.put(b"d", Confirmed::Dir { mode: 0o755 }).unwrap();
+            m.put(b"d/a\nb", file(1)).unwrap();
+            m.put(b"x\xff", file(2)).unwrap();
+            m.put(
+                b"l",
+                Confirmed::Symlink {
+                    target: b"/etc/passwd".to_vec(),
+                },
+            )
+            .unwrap();
+            m.rename(b"d", b"e").unwrap();
+            m.remove(b"x\xff").unwrap();
+            m.set_applied(42).unwrap();
+            m.sync().unwrap();
+        }
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(MANIFEST_FILE))
+            .unwrap();
+        f.write_all(b"{\"op\":\"put\",\"pa").unwrap();
+        let m = Manifest::open(dir.path()).unwrap();
+        assert_eq!(m.get(b"e/a\nb"), Some(&file(1)));
+        assert_eq!(m.get(b"d/a\nb"), None);
+        assert_eq!(m.get(b"x\xff"), None);
+        assert_eq!(m.applied_seq(), 42);
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn rewrite_keeps_exactly_the_live_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::open(dir.path()).unwrap();
+        for i in 0..3000u32 {
+            m.put(format!("f{}", i % 10).as_bytes(), file((i % 200) as u8))
+                .unwrap();
+        }
+        m.set_applied(7).unwrap();
+        m.sync().unwrap();
+        let lines = std::fs::read_to_string(dir.path().join(MANIFEST_FILE))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(lines, 11, "10 entries and the applied seq");
+        let again = Manifest::open(dir.path()).unwrap();
+        assert_eq!(again.len(), 10);
+        assert_eq!(again.applied_seq(), 7);
+        assert_eq!(again.get(b"f3"), m.get(b"f3"));
+    }
+
+    #[test]
+    fn live_state_wins_over_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mirror = Mirror::open(dir.path()).unwrap();
+        mirror.manifest.put(b"a", file(1)).unwrap();
+        assert_eq!(mirror.state_of(b"a").as_deref(), Some("confirmed"));
+        assert_eq!(mirror.sha256_of(b"a"), Some(to_hex(&[1; 32])));
+        mirror
+            .live
+            .insert(b"a".to_vec(), Live::Failed("disk full".into()));
+        assert_eq!(mirror.state_of(b"a").as_deref(), Some("failed: disk full"));
+        assert_eq!(mirror.state_of(b"b"), None);
+    }
+}

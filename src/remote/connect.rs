@@ -1,0 +1,627 @@
+//! Establishing a session: TCP with a timeout, the algorithm policy, the handshake, the host
+//! key check against known_hosts files, and authentication (agent, then key files).
+
+use std::fmt;
+use std::fs;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
+
+use super::b64;
+use super::error::{classify, describe, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError};
+use super::keyfile::{self, KeyFile};
+use super::probe;
+use super::verify::VerifyMode;
+use crate::config::Remote;
+
+/// Key exchange: curve25519 and the NIST ECDH family only (no SHA-1, no finite-field DH).
+pub const KEX_ALGORITHMS: &str = "curve25519-sha256,curve25519-sha256@libssh.org,\
+ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521";
+/// Host key signatures: never ssh-rsa (SHA-1) nor ssh-dss.
+pub const HOST_KEY_ALGORITHMS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,\
+ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256";
+/// AEAD ciphers first; CTR only together with the encrypt-then-MAC MACs below. No CBC.
+pub const CIPHERS: &str = "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,\
+aes128-gcm@openssh.com,aes256-ctr,aes128-ctr";
+/// Encrypt-then-MAC SHA-2 only.
+pub const MACS: &str = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com";
+
+/// The policy by category, for messages.
+pub(crate) const POLICY: [(&str, &str); 4] = [
+    ("key exchange", KEX_ALGORITHMS),
+    ("host key type", HOST_KEY_ALGORITHMS),
+    ("cipher", CIPHERS),
+    ("MAC", MACS),
+];
+
+/// A secret (a key passphrase): never printed, wiped from memory on drop.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    /// The secret itself, for the one call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // SAFETY: zero bytes are valid UTF-8; the string is dropped right after.
+        for b in unsafe { self.0.as_bytes_mut() } {
+            // Volatile so the wipe of memory about to be freed is not optimised away.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+/// Everything a connection needs. `ConnectOptions::new` fills the defaults.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub remote: Remote,
+    /// OpenSSH known_hosts files; the host key must match an entry in one of them. Missing
+    /// files are skipped.
+    pub known_hosts: Vec<PathBuf>,
+    /// Private key files, tried in order after the agent. Missing files are skipped.
+    pub identities: Vec<PathBuf>,
+    /// For encrypted key files.
+    pub passphrase: Option<Secret>,
+    /// Try ssh-agent (when SSH_AUTH_SOCK is set) before the key files.
+    pub use_agent: bool,
+    pub verify: VerifyMode,
+    /// For the TCP connect, the handshake and authentication.
+    pub connect_timeout: Duration,
+    /// For each blocking operation afterwards (a hash command gets more for big files).
+    pub io_timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(remote: Remote) -> ConnectOptions {
+        ConnectOptions {
+            remote,
+            known_hosts: home_files(&[".ssh/known_hosts"]),
+            identities: home_files(&[".ssh/id_ed25519", ".ssh/id_rsa"]),
+            passphrase: None,
+            use_agent: true,
+            verify: VerifyMode::Auto,
+            connect_timeout: Duration::from_secs(20),
+            io_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn home_files(rel: &[&str]) -> Vec<PathBuf> {
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => rel.iter().map(|r| Path::new(&h).join(r)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The algorithms negotiated for a session.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Negotiated {
+    pub kex: String,
+    pub host_key: String,
+    pub cipher_cs: String,
+    pub cipher_sc: String,
+    pub mac_cs: String,
+    pub mac_sc: String,
+}
+
+impl fmt::Display for Negotiated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kex={} hostkey={} cipher={}/{} mac={}/{}",
+            self.kex, self.host_key, self.cipher_cs, self.cipher_sc, self.mac_cs, self.mac_sc
+        )
+    }
+}
+
+/// A session that passed the host key check and authentication.
+pub(crate) struct Established {
+    pub session: Session,
+    pub host_key: HostKeyInfo,
+    pub negotiated: Negotiated,
+}
+
+/// Connects, checks the host key and authenticates.
+pub(crate) fn establish(opts: &ConnectOptions) -> Result<Established, RemoteError> {
+    let (session, host_key, negotiated) = handshake(opts)?;
+    check_host_key(opts, &host_key, &session)?;
+    authenticate(&session, opts)?;
+    session.set_timeout(millis(opts.io_timeout));
+    log::info!(
+        "connected to {}: host key {} {}, {negotiated}",
+        opts.remote,
+        host_key.key_type,
+        host_key.fingerprint
+    );
+    Ok(Established {
+        session,
+        host_key,
+        negotiated,
+    })
+}
+
+/// Handshakes only and returns the server's host key, unchecked: for showing it to a user who
+/// is deciding whether to trust it (`ftpsync trust`).
+pub fn probe_host_key(opts: &ConnectOptions) -> Result<HostKeyInfo, RemoteError> {
+    handshake(opts).map(|(_, key, _)| key)
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn handshake(opts: &ConnectOptions) -> Result<(Session, HostKeyInfo, Negotiated), RemoteError> {
+    let (tcp, addr) = tcp_connect(&opts.remote, opts.connect_timeout)?;
+    let mut session = Session::new().map_err(|e| fail("cannot create an SSH session", &e))?;
+    session.set_timeout(millis(opts.connect_timeout));
+    set_policy(&session)?;
+    session.set_tcp_stream(tcp);
+    if let Err(e) = session.handshake() {
+        return Err(handshake_error(opts, addr, &e));
+    }
+    let negotiated = negotiated(&session);
+    check_negotiated(&negotiated)?;
+    let host_key = host_key_info(&session)?;
+    Ok((session, host_key, negotiated))
+}
+
+fn tcp_connect(remote: &Remote, timeout: Duration) -> Result<(TcpStream, SocketAddr), RemoteError> {
+    let target = format!("{}:{}", remote.host, remote.port);
+    let addrs = (remote.host.as_str(), remote.port)
+        .to_socket_addrs()
+        .map_err(|e| transient(format!("cannot resolve {target}: {e}")))?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(tcp) => {
+                // Many small SFTP requests: do not let Nagle delay them.
+                let _ = tcp.set_nodelay(true);
+                return Ok((tcp, addr));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(transient(match last {
+        Some(e) => format!("cannot connect to {target}: {e}"),
+        None => format!("cannot resolve {target}: no address"),
+    }))
+}
+
+fn transient(msg: String) -> RemoteError {
+    RemoteError::new(ErrorKind::Transient, msg)
+}
+
+fn fail(what: &str, e: &ssh2::Error) -> RemoteError {
+    RemoteError::new(classify(e), format!("{what}: {}", describe(e)))
+}
+
+/// Sets the allowlists. Must come before the handshake; libssh2 silently drops names it does
+/// not know, so what was negotiated is checked again afterwards.
+fn set_policy(session: &Session) -> Result<(), RemoteError> {
+    let prefs = [
+        (MethodType::Kex, KEX_ALGORITHMS),
+        (MethodType::HostKey, HOST_KEY_ALGORITHMS),
+        (MethodType::CryptCs, CIPHERS),
+        (MethodType::CryptSc, CIPHERS),
+        (MethodType::MacCs, MACS),
+        (MethodType::MacSc, MACS),
+        (MethodType::CompCs, "none"),
+        (MethodType::CompSc, "none"),
+    ];
+    for (kind, list) in prefs {
+        session
+            .method_pref(kind, list)
+            .map_err(|e| fail(&format!("cannot set algorithm preferences {list}"), &e))?;
+    }
+    Ok(())
+}
+
+/// A failed handshake: when the server has nothing in common with the policy, say what it
+/// offered (read from its KEXINIT over a second connection); otherwise a transient failure.
+fn handshake_error(opts: &ConnectOptions, addr: SocketAddr, e: &ssh2::Error) -> RemoteError {
+    let target = format!("{}:{}", opts.remote.host, opts.remote.port);
+    if let Ok(offered) = probe::offered(addr, opts.connect_timeout) {
+        let why = probe::explain(&offered, &POLICY);
+        if !why.is_empty() {
+            // Fatal like a host key problem: retrying cannot help, an administrator must act.
+            return RemoteError::new(
+                ErrorKind::HostKey,
+                format!(
+                    "refusing {target}: the server offers only algorithms outside ftpsync's \
+                     policy ({why})"
+                ),
+            );
+        }
+    }
+    RemoteError::new(
+        ErrorKind::Transient,
+        format!("SSH handshake with {target} failed: {}", describe(e)),
+    )
+}
+
+fn negotiated(session: &Session) -> Negotiated {
+    let m = |t| session.methods(t).unwrap_or("").to_string();
+    Negotiated {
+        kex: m(MethodType::Kex),
+        host_key: m(MethodType::HostKey),
+        cipher_cs: m(MethodType::CryptCs),
+        cipher_sc: m(MethodType::CryptSc),
+        mac_cs: m(MethodType::MacCs),
+        mac_sc: m(MethodType::MacSc),
+    }
+}
+
+/// Defence in depth: everything negotiated must be on the allowlists (a MAC only matters when
+/// the cipher is not AEAD).
+fn check_negotiated(n: &Negotiated) -> Result<(), RemoteError> {
+    let allowed = |list: &str, v: &str| list.split(',').any(|a| a == v);
+    let aead = |c: &str| c.contains("-gcm@") || c.starts_with("chacha20-poly1305");
+    let mut bad = Vec::new();
+    for (what, list, v) in [
+        ("kex", KEX_ALGORITHMS, &n.kex),
+        ("host key", HOST_KEY_ALGORITHMS, &n.host_key),
+        ("cipher", CIPHERS, &n.cipher_cs),
+        ("cipher", CIPHERS, &n.cipher_sc),
+    ] {
+        if !allowed(list, v) {
+            bad.push(format!("{what} {v}"));
+        }
+    }
+    for (cipher, mac) in [(&n.cipher_cs, &n.mac_cs), (&n.cipher_sc, &n.mac_sc)] {
+        if !aead(cipher) && !allowed(MACS, mac) {
+            bad.push(format!("MAC {mac}"));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(RemoteError::new(
+        ErrorKind::HostKey,
+        format!(
+            "refusing the connection: negotiated algorithms outside the policy: {}",
+            bad.join(", ")
+        ),
+    ))
+}
+
+fn host_key_info(session: &Session) -> Result<HostKeyInfo, RemoteError> {
+    let no_key = || RemoteError::new(ErrorKind::Transient, "the server sent no host key");
+    let (blob, kind) = session.host_key().ok_or_else(no_key)?;
+    let hash = session.host_key_hash(HashType::Sha256).ok_or_else(no_key)?;
+    Ok(HostKeyInfo {
+        key_type: key_type_name(kind, blob),
+        fingerprint: format!("SHA256:{}", b64::encode(hash, false)),
+        key_base64: b64::encode(blob, true),
+    })
+}
+
+/// The key's type as a known_hosts line names it: taken from the blob itself (its first
+/// string), falling back to libssh2's classification.
+fn key_type_name(kind: HostKeyType, blob: &[u8]) -> String {
+    let from_blob = blob
+        .get(..4)
+        .and_then(|l| l.try_into().ok())
+        .map(|l: [u8; 4]| u32::from_be_bytes(l) as usize)
+        .and_then(|len| blob.get(4..4 + len))
+        .and_then(|t| std::str::from_utf8(t).ok());
+    if let Some(t) = from_blob {
+        return t.to_string();
+    }
+    match kind {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        _ => "unknown",
+    }
+    .to_string()
+}
+
+/// Checks the server's key against every known_hosts file. Only a Match passes; a key listed
+/// under `@revoked` anywhere is refused even if also listed as valid (libssh2 ignores those
+/// lines, so they are read here).
+fn check_host_key(
+    opts: &ConnectOptions,
+    key: &HostKeyInfo,
+    session: &Session,
+) -> Result<(), RemoteError> {
+    let mut known = session
+        .known_hosts()
+        .map_err(|e| fail("cannot initialise known hosts", &e))?;
+    let mut revoked = false;
+    let mut read = Vec::new();
+    for file in &opts.known_hosts {
+        let Ok(text) = fs::read(file) else {
+            log::debug!("known_hosts {} not readable, skipped", file.display());
+            continue;
+        };
+        read.push(file.display().to_string());
+        for line in text.split(|&b| b == b'\n') {
+            revoked |= is_revocation_of(line, key);
+            add_known_line(&mut known, line, file);
+        }
+    }
+    let (host, port) = (&opts.remote.host, opts.remote.port);
+    let blob = b64::decode(key.key_base64.as_bytes()).unwrap_or_default();
+    let problem = if revoked {
+        HostKeyProblem::Revoked
+    } else {
+        match known.check_port(host, port, &blob) {
+            CheckResult::Match => return Ok(()),
+            CheckResult::Mismatch => HostKeyProblem::Changed,
+            CheckResult::NotFound | CheckResult::Failure => HostKeyProblem::Unknown,
+        }
+    };
+    Err(host_key_refusal(opts, key, problem, &read))
+}
+
+/// Feeds one known_hosts line to libssh2. Lines it cannot parse (markers, comments, key types
+/// it does not know) are skipped one by one rather than failing the whole file.
+fn add_known_line(known: &mut ssh2::KnownHosts, line: &[u8], file: &Path) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let trimmed = line.trim_ascii_start();
+    if trimmed.is_empty() || trimmed.starts_with(b"#") || trimmed.starts_with(b"@") {
+        return;
+    }
+    let ok = std::str::from_utf8(line)
+        .ok()
+        .is_some_and(|s| known.read_str(s, KnownHostFileKind::OpenSSH).is_ok());
+    if !ok {
+        log::debug!(
+            "skipping a known_hosts line libssh2 cannot parse in {}",
+            file.display()
+        );
+    }
+}
+
+/// Whether a line is `@revoked <hosts> <type> <base64>` for this key (any host: a revoked key
+/// is not to be trusted anywhere).
+fn is_revocation_of(line: &[u8], key: &HostKeyInfo) -> bool {
+    let Ok(line) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let mut f = line.split_ascii_whitespace();
+    f.next() == Some("@revoked")
+        && f.nth(1).is_some()
+        && f.next()
+            .and_then(|k| b64::decode(k.as_bytes()))
+            .is_some_and(|k| Some(k) == b64::decode(key.key_base64.as_bytes()))
+}
+
+fn host_key_refusal(
+    opts: &ConnectOptions,
+    key: &HostKeyInfo,
+    problem: HostKeyProblem,
+    read: &[String],
+) -> RemoteError {
+    let r = &opts.remote;
+    let who = if r.port == 22 {
+        r.host.clone()
+    } else {
+        format!("[{}]:{}", r.host, r.port)
+    };
+    let files = if read.is_empty() {
+        "no known_hosts file could be read".to_string()
+    } else {
+        format!("checked {}", read.join(", "))
+    };
+    let msg = match problem {
+        HostKeyProblem::Unknown => format!(
+            "host key of {who} is unknown: the server presents {} {}, which is in no known_hosts \
+             file ({files}); verify this fingerprint with the server's administrator, then pin it",
+            key.key_type, key.fingerprint
+        ),
+        HostKeyProblem::Changed => format!(
+            "HOST KEY OF {who} HAS CHANGED: the server now presents {} {}, which does not match \
+             the key pinned for it ({files}). Someone may be intercepting the connection; nothing \
+             was sent. If the server's key was replaced on purpose, pin the new one",
+            key.key_type, key.fingerprint
+        ),
+        HostKeyProblem::Revoked => format!(
+            "host key of {who} is REVOKED: the server presents {} {}, listed under @revoked \
+             ({files}); refusing",
+            key.key_type, key.fingerprint
+        ),
+    };
+    RemoteError::host_key(key.clone(), problem, msg)
+}
+
+/// Authenticates: ssh-agent first, then each key file. Fatal problems (a key others can read)
+/// stop at once; otherwise every attempt is noted for the final error.
+fn authenticate(session: &Session, opts: &ConnectOptions) -> Result<(), RemoteError> {
+    let user = &opts.remote.user;
+    let mut notes = Vec::new();
+    if opts.use_agent && try_agent(session, user, &mut notes)? {
+        log::info!("authenticated as {user} with ssh-agent");
+        return Ok(());
+    }
+    for key in &opts.identities {
+        if try_key(session, opts, key, &mut notes)? {
+            log::info!("authenticated as {user} with key {}", key.display());
+            return Ok(());
+        }
+    }
+    if notes.is_empty() {
+        notes.push("no ssh-agent and no identity file configured".into());
+    }
+    Err(RemoteError::new(
+        ErrorKind::Auth,
+        format!(
+            "authentication as {user} on {}:{} failed; tried: {}",
+            opts.remote.host,
+            opts.remote.port,
+            notes.join("; ")
+        ),
+    ))
+}
+
+/// An error that ends authentication at once: the connection itself broke.
+fn fatal_during_auth(e: &ssh2::Error) -> bool {
+    classify(e) == ErrorKind::Transient
+}
+
+fn try_agent(session: &Session, user: &str, notes: &mut Vec<String>) -> Result<bool, RemoteError> {
+    if std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) {
+        notes.push("ssh-agent (SSH_AUTH_SOCK not set)".into());
+        return Ok(false);
+    }
+    let mut agent = match session.agent() {
+        Ok(a) => a,
+        Err(e) => {
+            notes.push(format!("ssh-agent ({})", e.message()));
+            return Ok(false);
+        }
+    };
+    if let Err(e) = agent.connect().and_then(|_| agent.list_identities()) {
+        notes.push(format!("ssh-agent ({})", e.message()));
+        return Ok(false);
+    }
+    let ids = agent.identities().unwrap_or_default();
+    for id in &ids {
+        match agent.userauth(user, id) {
+            Ok(()) if session.authenticated() => return Ok(true),
+            Ok(()) => {}
+            Err(e) if fatal_during_auth(&e) => return Err(fail("authentication failed", &e)),
+            Err(_) => {}
+        }
+    }
+    let _ = agent.disconnect();
+    notes.push(format!(
+        "ssh-agent ({} key(s), none accepted by the server)",
+        ids.len()
+    ));
+    Ok(false)
+}
+
+fn try_key(
+    session: &Session,
+    opts: &ConnectOptions,
+    key: &Path,
+    notes: &mut Vec<String>,
+) -> Result<bool, RemoteError> {
+    let shown = key.display();
+    let state = keyfile::inspect(key)?;
+    let passphrase = opts.passphrase.as_ref().map(Secret::expose);
+    match state {
+        KeyFile::Missing => {
+            notes.push(format!("{shown} (not found)"));
+            return Ok(false);
+        }
+        KeyFile::Encrypted if passphrase.is_none() => {
+            notes.push(format!("key {shown} is encrypted: a passphrase is needed"));
+            return Ok(false);
+        }
+        _ => {}
+    }
+    match session.userauth_pubkey_file(&opts.remote.user, None, key, passphrase) {
+        Ok(()) if session.authenticated() => Ok(true),
+        Ok(()) => {
+            notes.push(format!(
+                "{shown} (accepted, but more authentication is required)"
+            ));
+            Ok(false)
+        }
+        Err(e) if fatal_during_auth(&e) => Err(fail("authentication failed", &e)),
+        Err(e) => {
+            notes.push(key_failure(&shown.to_string(), state, &e));
+            Ok(false)
+        }
+    }
+}
+
+/// Explains a failed key: libssh2 reports a wrong passphrase and a format it cannot read
+/// alike, as "Unsupported private key format".
+fn key_failure(shown: &str, state: KeyFile, e: &ssh2::Error) -> String {
+    let code = match e.code() {
+        ssh2::ErrorCode::Session(c) => c,
+        ssh2::ErrorCode::SFTP(_) => 0,
+    };
+    let unreadable = code == libssh2_sys::LIBSSH2_ERROR_FILE
+        || e.message().contains("Unsupported private key format");
+    match (unreadable, state) {
+        (true, KeyFile::Encrypted) => {
+            format!("key {shown} is encrypted and the passphrase given does not open it")
+        }
+        (true, _) => format!("key {shown} is in a format libssh2 cannot read"),
+        (false, _) => format!("key {shown} (not accepted by the server)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_lists_are_modern_only() {
+        for list in [KEX_ALGORITHMS, HOST_KEY_ALGORITHMS, CIPHERS, MACS] {
+            for weak in ["sha1", "cbc", "ssh-rsa,", "ssh-dss", "group14", "hmac-md5"] {
+                assert!(!format!("{list},").contains(weak), "{weak} in {list}");
+            }
+        }
+        assert!(check_negotiated(&Negotiated {
+            kex: "curve25519-sha256".into(),
+            host_key: "ssh-ed25519".into(),
+            cipher_cs: "aes128-gcm@openssh.com".into(),
+            cipher_sc: "aes128-gcm@openssh.com".into(),
+            mac_cs: "hmac-sha1".into(),
+            mac_sc: "hmac-sha1".into(),
+        })
+        .is_ok());
+        let e = check_negotiated(&Negotiated {
+            kex: "diffie-hellman-group14-sha1".into(),
+            host_key: "ssh-ed25519".into(),
+            cipher_cs: "aes128-ctr".into(),
+            cipher_sc: "aes128-ctr".into(),
+            mac_cs: "hmac-sha1".into(),
+            mac_sc: "hmac-sha2-256-etm@openssh.com".into(),
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("kex diffie-hellman-group14-sha1"));
+        assert!(e.to_string().contains("MAC hmac-sha1"));
+    }
+
+    #[test]
+    fn secret_is_not_printed() {
+        let s = Secret::new("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let o = ConnectOptions {
+            passphrase: Some(s),
+            ..ConnectOptions::new("u@h:p".parse().unwrap())
+        };
+        assert!(!format!("{o:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn revoked_lines() {
+        let key = HostKeyInfo {
+            key_type: "ssh-ed25519".into(),
+            fingerprint: String::new(),
+            key_base64: b64::encode(b"blob", true),
+        };
+        let line = format!("@revoked * ssh-ed25519 {}", key.key_base64);
+        assert!(is_revocation_of(line.as_bytes(), &key));
+        assert!(!is_revocation_of(
+            format!("host ssh-ed25519 {}", key.key_base64).as_bytes(),
+            &key
+        ));
+        assert!(!is_revocation_of(b"@revoked * ssh-ed25519 AAAA", &key));
+    }
+}

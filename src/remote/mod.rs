@@ -1,0 +1,134 @@
+//! The SFTP transport over ssh2: connect with a pinned host key and a modern-only algorithm
+//! policy, authenticate by agent or key file, and operate on files confined to the remote root:
+//! verified uploads (temp name, fsync, remote hash, atomic posix-rename), renames, deletes,
+//! directories, symlinks, attributes and hashes.
+//!
+//! Blocking; one [`Connection`] per worker thread (an ssh2 Session serialises all its users).
+//! The [`Transport`] trait is what the sync engine uses, so it can run against
+//! [`MockTransport`] in unit tests.
+
+mod b64;
+mod connect;
+mod connection;
+mod error;
+mod keyfile;
+mod mock;
+pub mod path;
+mod posix;
+mod probe;
+pub mod verify;
+
+use std::io::Read;
+use std::time::Duration;
+
+pub use connect::{
+    probe_host_key, ConnectOptions, Negotiated, Secret, CIPHERS, HOST_KEY_ALGORITHMS,
+    KEX_ALGORITHMS, MACS,
+};
+pub use connection::Connection;
+pub use error::{display_path, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError, Result};
+pub use mock::{MockNode, MockOp, MockTransport};
+pub use verify::{HashTool, VerifyMethod, VerifyMode};
+
+pub use crate::hash::Sha256Hash;
+
+/// The type of a remote directory entry (as lstat sees it: symlinks are not followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    /// Devices, FIFOs, sockets: never created or followed by ftpsync.
+    Other,
+}
+
+/// What lstat says about a remote path. Times are whole seconds: SFTP v3 carries no more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteStat {
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits (0o7777), without the file type.
+    pub mode: u32,
+    pub mtime: i64,
+    pub atime: i64,
+    /// The link's target, for a symlink.
+    pub symlink_target: Option<Vec<u8>>,
+}
+
+/// Attributes set on a remote file: permission bits and both times (whole seconds, 0 to
+/// 2^32-1, the range of SFTP v3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attrs {
+    pub mode: u32,
+    pub atime: i64,
+    pub mtime: i64,
+}
+
+/// What an upload did, for status and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadReport {
+    pub bytes: u64,
+    /// The hash of the bytes sent, equal to the expected one and to the remote copy's.
+    pub sha256: Sha256Hash,
+    pub verified_by: VerifyMethod,
+    pub elapsed: Duration,
+}
+
+/// The operations the sync engine needs from a remote. Every path is relative to the remote
+/// root (raw bytes, validated: no empty, "." or ".." components, no leading '/', no NUL);
+/// nothing can address outside the root, and no parent directory that is a symlink is ever
+/// followed. Object-safe: the engine holds a `Box<dyn Transport>` per worker.
+pub trait Transport: Send {
+    /// The entry at `rel`, not following a final symlink; None if absent. "" is the root.
+    fn lstat(&mut self, rel: &[u8]) -> Result<Option<RemoteStat>>;
+
+    /// Makes `rel` a directory with `mode`: creates it if absent, sets the mode if it exists.
+    /// Its parent must exist.
+    fn mkdir(&mut self, rel: &[u8], mode: u32) -> Result<()>;
+
+    /// Makes `rel` and every missing ancestor a directory (new ones 0755).
+    fn mkdir_all(&mut self, rel: &[u8]) -> Result<()>;
+
+    /// Uploads `size` bytes from `src` to `rel` (whose parent must exist): written to a temp
+    /// name beside it, hashed as sent (must equal `sha256`, else `SourceChanged`), fsync'd,
+    /// verified remotely, given `attrs`, then atomically renamed over `rel`.
+    fn upload(
+        &mut self,
+        rel: &[u8],
+        src: &mut dyn Read,
+        size: u64,
+        sha256: &Sha256Hash,
+        attrs: &Attrs,
+    ) -> Result<UploadReport>;
+
+    /// Renames atomically, replacing a file (or empty directory) at `to`.
+    fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<()>;
+
+    /// Removes a file or symlink.
+    fn remove_file(&mut self, rel: &[u8]) -> Result<()>;
+
+    /// Removes an empty directory.
+    fn remove_dir(&mut self, rel: &[u8]) -> Result<()>;
+
+    /// Makes `rel` a symlink to `target`, atomically replacing a file or symlink there.
+    fn symlink(&mut self, rel: &[u8], target: &[u8]) -> Result<()>;
+
+    /// The target of the symlink at `rel`.
+    fn readlink(&mut self, rel: &[u8]) -> Result<Vec<u8>>;
+
+    /// Sets mode and both times of a file or directory (never through a symlink).
+    fn set_attrs(&mut self, rel: &[u8], attrs: &Attrs) -> Result<()>;
+
+    /// SHA-256 of each regular file in `rels`, in order; None where there is no regular file.
+    fn hash(&mut self, rels: &[&[u8]]) -> Result<Vec<Option<Sha256Hash>>>;
+}
+
+/// One read from `src`, retried when interrupted by a signal.
+pub(crate) fn read_chunk(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match src.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}

@@ -1,0 +1,695 @@
+//! The sync engine: follows the journal and makes the remote equal to the local directory,
+//! each file confirmed by its SHA-256 before the manifest says the remote holds it.
+//!
+//! One planner thread owns the plan and the manifest: it takes in journal records, replays
+//! renames of mirrored paths remotely, hands due paths to the workers, applies what they report
+//! and checkpoints the journal. Workers (one SFTP connection each) reconcile one path at a
+//! time; a path is never worked on by two workers at once.
+
+pub mod plan;
+mod reconcile;
+
+use crate::journal::{Entry, Journal};
+use crate::local::{self, borrow};
+use crate::mirror::{Confirmed, Live, Mirror};
+use crate::remote::{ErrorKind, RemoteError, Transport};
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use log::{error, info, warn};
+use parking_lot::{Condvar, Mutex};
+use plan::{Plan, RemoteRename};
+use reconcile::{Apply, Known, Outcome};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Opens a connection to the remote (a real SFTP session, or a mock in tests).
+pub type Connector = Arc<dyn Fn() -> Result<Box<dyn Transport>, RemoteError> + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub connections: usize,
+    /// How long after a file's last change its upload starts.
+    pub writeback_delay: Duration,
+}
+
+struct Job {
+    path: Vec<u8>,
+    known: Known,
+}
+
+struct Done {
+    path: Vec<u8>,
+    result: Result<Outcome, RemoteError>,
+}
+
+#[derive(Default)]
+struct Core {
+    plan: Plan,
+    failures: BTreeMap<Vec<u8>, String>,
+    connection: String,
+    /// A host-key or authentication refusal: nothing is sent until it is fixed.
+    halted: Option<String>,
+    /// Set after a connection-wide failure: no dispatch before then.
+    offline_until: Option<Instant>,
+    offline_failures: u32,
+    last_cause: Option<String>,
+    confirmed: u64,
+    bytes_sent: u64,
+    conflicts: u64,
+    flush_waiters: usize,
+    stopping: bool,
+}
+
+struct Inner {
+    core: Mutex<Core>,
+    cv: Condvar,
+    mirror: Arc<Mutex<Mirror>>,
+    journal: Arc<Journal>,
+    root: OwnedFd,
+    opts: Options,
+    connect: Connector,
+}
+
+pub struct Engine {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+const HALTED_RETRY: Duration = Duration::from_secs(60);
+
+/// Exponential backoff with jitter, capped.
+fn backoff(attempts: u32, cap: Duration) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << attempts.min(16));
+    let base = base.min(cap);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+impl Engine {
+    /// Starts the planner and workers. `replay` are the journal records not yet applied;
+    /// `feed` delivers every record appended from now on.
+    pub fn start(
+        root: OwnedFd,
+        journal: Arc<Journal>,
+        mirror: Arc<Mutex<Mirror>>,
+        feed: Receiver<Entry>,
+        replay: Vec<Entry>,
+        connect: Connector,
+        opts: Options,
+    ) -> std::io::Result<Engine> {
+        let inner = Arc::new(Inner {
+            core: Mutex::new(Core {
+                connection: "connecting".into(),
+                ..Core::default()
+            }),
+            cv: Condvar::new(),
+            mirror,
+            journal,
+            root,
+            opts,
+            connect,
+        });
+        let (job_tx, job_rx) = unbounded::<Job>();
+        let (done_tx, done_rx) = unbounded::<Done>();
+        let mut threads = Vec::new();
+        for i in 0..inner.opts.connections.max(1) {
+            let (inner, jobs, done) = (inner.clone(), job_rx.clone(), done_tx.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sync-{i}"))
+                    .spawn(move || inner.worker(&jobs, &done))?,
+            );
+        }
+        let planner = inner.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("sync-plan".into())
+                .spawn(move || planner.plan_loop(&feed, replay, &job_tx, &done_rx))?,
+        );
+        Ok(Engine {
+            inner,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Waits until every change journaled before the call is confirmed on the remote.
+    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
+        let target = self.inner.journal.next_seq().saturating_sub(1);
+        let deadline = Instant::now() + timeout;
+        let mut core = self.inner.core.lock();
+        core.flush_waiters += 1;
+        core.plan.expedite();
+        core.offline_until = core.offline_until.map(|_| Instant::now());
+        self.inner.cv.notify_all();
+        let result = loop {
+            if core.plan.consumed() >= target && core.plan.is_idle() {
+                break Ok(());
+            }
+            if self.inner.cv.wait_until(&mut core, deadline).timed_out() {
+                break Err(describe_backlog(&core));
+            }
+        };
+        core.flush_waiters -= 1;
+        result
+    }
+
+    pub fn status(&self) -> Value {
+        let core = self.inner.core.lock();
+        let mirror = self.inner.mirror.lock();
+        let pending_bytes: u64 = core
+            .plan
+            .pending_paths()
+            .filter_map(|p| core.plan.hashes.get(p))
+            .map(|s| s.size)
+            .sum();
+        let failures: Vec<Value> = core
+            .failures
+            .iter()
+            .map(|(p, why)| json!({"path": String::from_utf8_lossy(p), "reason": why}))
+            .collect();
+        json!({
+            "connection": core.halted.clone().map_or(core.connection.clone(), |h| format!("halted: {h}")),
+            "pending": core.plan.pending(),
+            "pending_bytes": pending_bytes,
+            "in_flight": core.plan.in_flight(),
+            "confirmed": core.confirmed,
+            "bytes_sent": core.bytes_sent,
+            "conflicts": core.conflicts,
+            "mirrored_paths": mirror.manifest.len(),
+            "applied_seq": mirror.manifest.applied_seq(),
+            "failures": failures,
+        })
+    }
+
+    /// Drains for at most `timeout`, then stops; what is left stays in the journal.
+    pub fn shutdown(&self, timeout: Duration) {
+        if let Err(left) = self.flush(timeout) {
+            warn!("unmount: not everything reached the remote ({left}); the next mount carries on");
+        }
+        self.inner.core.lock().stopping = true;
+        self.inner.cv.notify_all();
+        for t in self.threads.lock().drain(..) {
+            if t.join().is_err() {
+                error!("a sync thread panicked");
+            }
+        }
+    }
+}
+
+fn describe_backlog(core: &Core) -> String {
+    let mut s = format!(
+        "{} paths pending, {} in flight; connection: {}",
+        core.plan.pending(),
+        core.plan.in_flight(),
+        core.halted
+            .clone()
+            .map_or(core.connection.clone(), |h| format!("halted: {h}"))
+    );
+    for (p, why) in core.failures.iter().take(20) {
+        s.push_str(&format!("\n  {}: {why}", crate::fs::show(p)));
+    }
+    s
+}
+
+impl Inner {
+    fn plan_loop(
+        &self,
+        feed: &Receiver<Entry>,
+        replay: Vec<Entry>,
+        jobs: &Sender<Job>,
+        done: &Receiver<Done>,
+    ) {
+        let mut conn: Option<Box<dyn Transport>> = None;
+        let applied = self.mirror.lock().manifest.applied_seq();
+        self.core.lock().plan.resume_after(applied);
+        for e in replay.iter().filter(|e| e.seq > applied) {
+            self.take_in(e, &mut conn, done);
+        }
+        self.scan_local();
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let wait = self.next_wake();
+            select! {
+                recv(feed) -> e => if let Ok(e) = e { self.take_in(&e, &mut conn, done) },
+                recv(done) -> d => if let Ok(d) = d { self.finish(d) },
+                default(wait) => {}
+            }
+            while let Ok(e) = feed.try_recv() {
+                self.take_in(&e, &mut conn, done);
+            }
+            while let Ok(d) = done.try_recv() {
+                self.finish(d);
+            }
+            self.dispatch(jobs);
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.checkpoint();
+                last_checkpoint = Instant::now();
+            }
+            self.cv.notify_all();
+            let core = self.core.lock();
+            if core.stopping {
+                break;
+            }
+        }
+        self.checkpoint();
+    }
+
+    fn next_wake(&self) -> Duration {
+        let core = self.core.lock();
+        let now = Instant::now();
+        let due = core
+            .plan
+            .next_due()
+            .map_or(CHECKPOINT_EVERY, |d| d.saturating_duration_since(now));
+        due.clamp(Duration::from_millis(5), CHECKPOINT_EVERY)
+    }
+
+    fn take_in(&self, e: &Entry, conn: &mut Option<Box<dyn Transport>>, done: &Receiver<Done>) {
+        let rename = {
+            let mut core = self.core.lock();
+            let mut mirror = self.mirror.lock();
+            let r = core
+                .plan
+                .consume(e, &mirror.manifest, self.opts.writeback_delay);
+            let path = e.record.path().to_vec();
+            if r.is_none()
+                && !matches!(
+                    e.record,
+                    crate::journal::Record::Create { .. } | crate::journal::Record::Dirty { .. }
+                )
+            {
+                mirror.live.insert(path, Live::Pending);
+            }
+            r
+        };
+        if let Some(r) = rename {
+            self.replay_rename(&r, conn, done);
+        }
+    }
+
+    /// Replays a rename of mirrored paths once nothing beneath either path is in flight,
+    /// retrying through outages: later records wait for it (they may depend on it).
+    fn replay_rename(
+        &self,
+        r: &RemoteRename,
+        conn: &mut Option<Box<dyn Transport>>,
+        done: &Receiver<Done>,
+    ) {
+        while {
+            let core = self.core.lock();
+            core.plan.busy_under(&r.from) || core.plan.busy_under(&r.to)
+        } {
+            if let Ok(d) = done.recv_timeout(Duration::from_millis(100)) {
+                self.finish(d);
+            }
+        }
+        let mut attempts = 0;
+        loop {
+            if self.core.lock().stopping {
+                return;
+            }
+            let result = self
+                .connection(conn)
+                .and_then(|t| rename_remote(t, r, &self.mirror));
+            match result {
+                Ok(()) => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Transient
+                            | ErrorKind::NoSpace
+                            | ErrorKind::HostKey
+                            | ErrorKind::Auth
+                    ) =>
+                {
+                    *conn = None;
+                    self.note_offline(&e);
+                    attempts += 1;
+                    std::thread::sleep(backoff(attempts, Duration::from_secs(60)));
+                }
+                Err(e) => {
+                    // The remote source is not what we thought: send what stands at `to` anew.
+                    warn!(
+                        "remote rename {} -> {} failed ({e}); uploading instead",
+                        crate::fs::show(&r.from),
+                        crate::fs::show(&r.to)
+                    );
+                    let mut mirror = self.mirror.lock();
+                    if let Err(e) = mirror.manifest.remove(&r.from) {
+                        error!("manifest: {e}");
+                    }
+                    drop(mirror);
+                    self.mark_local_subtree(&r.to, r.seq);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn connection<'a>(
+        &self,
+        conn: &'a mut Option<Box<dyn Transport>>,
+    ) -> Result<&'a mut Box<dyn Transport>, RemoteError> {
+        if conn.is_none() {
+            *conn = Some((self.connect)()?);
+        }
+        conn.as_mut()
+            .ok_or_else(|| RemoteError::new(ErrorKind::Transient, "no connection"))
+    }
+
+    fn dispatch(&self, jobs: &Sender<Job>) {
+        let mut core = self.core.lock();
+        let now = Instant::now();
+        if core.stopping && core.flush_waiters == 0 {
+            return;
+        }
+        if core.offline_until.is_some_and(|t| t > now) {
+            return;
+        }
+        if core.halted.is_some() {
+            // Probe again now and then: the user may have fixed the cause.
+            core.halted = None;
+            core.offline_until = Some(now + HALTED_RETRY);
+        }
+        let limit = (self.opts.connections * 2).saturating_sub(core.plan.in_flight());
+        let paths = core.plan.take_due(now, limit);
+        let mut mirror = self.mirror.lock();
+        for path in paths {
+            let confirmed: Vec<(Vec<u8>, Confirmed)> = mirror
+                .manifest
+                .subtree(&path)
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect();
+            let stored = core.plan.hashes.get(&path).copied();
+            mirror.live.insert(path.clone(), Live::Uploading);
+            let _ = jobs.send(Job {
+                path,
+                known: Known { confirmed, stored },
+            });
+        }
+    }
+
+    fn worker(&self, jobs: &Receiver<Job>, done: &Sender<Done>) {
+        let mut conn: Option<Box<dyn Transport>> = None;
+        for job in jobs.iter() {
+            let result = self.connection(&mut conn).and_then(|t| {
+                reconcile::reconcile(t.as_mut(), borrow(&self.root), &job.path, &job.known)
+            });
+            if result
+                .as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::Transient)
+            {
+                conn = None;
+            }
+            if done
+                .send(Done {
+                    path: job.path,
+                    result,
+                })
+                .is_err()
+            {
+                return;
+            }
+            if self.core.lock().stopping && jobs.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn finish(&self, d: Done) {
+        let mut core = self.core.lock();
+        let mut mirror = self.mirror.lock();
+        match d.result {
+            Ok(Outcome::Done(report)) => {
+                let written = match report.apply {
+                    Apply::Put(c) => mirror.manifest.put(&d.path, c),
+                    Apply::Remove => mirror.manifest.remove(&d.path),
+                    Apply::Nothing => Ok(()),
+                };
+                if let Err(e) = written {
+                    error!("manifest: {e}");
+                }
+                if let Some(u) = &report.uploaded {
+                    core.confirmed += 1;
+                    core.bytes_sent += u.bytes;
+                }
+                core.conflicts += report.conflicts.len() as u64;
+                mirror.live.remove(&d.path);
+                core.failures.remove(&d.path);
+                core.plan.finish(&d.path, None);
+                core.offline_until = None;
+                core.offline_failures = 0;
+                core.connection = "connected".into();
+            }
+            Ok(Outcome::NotReady) => {
+                mirror.live.remove(&d.path);
+                core.plan.finish(&d.path, None);
+            }
+            Err(e) => {
+                drop(mirror);
+                self.failed(&mut core, &d.path, e);
+            }
+        }
+    }
+
+    fn failed(&self, core: &mut Core, path: &[u8], e: RemoteError) {
+        let attempts = core.plan.attempts(path);
+        let retry = match e.kind() {
+            ErrorKind::Transient | ErrorKind::NoSpace => {
+                Self::offline(core, &e);
+                backoff(core.offline_failures, Duration::from_secs(60))
+            }
+            ErrorKind::HostKey | ErrorKind::Auth => {
+                if core.halted.is_none() {
+                    error!("uploads stopped: {e}");
+                }
+                core.halted = Some(e.to_string());
+                core.offline_until = Some(Instant::now() + HALTED_RETRY);
+                HALTED_RETRY
+            }
+            _ => {
+                warn!("{}: {e}", crate::fs::show(path));
+                core.failures.insert(path.to_vec(), e.to_string());
+                self.mirror
+                    .lock()
+                    .live
+                    .insert(path.to_vec(), Live::Failed(e.to_string()));
+                backoff(attempts, Duration::from_secs(300))
+            }
+        };
+        core.plan.finish(path, Some(retry));
+    }
+
+    fn note_offline(&self, e: &RemoteError) {
+        Self::offline(&mut self.core.lock(), e);
+    }
+
+    /// A failure of the whole connection: pause dispatching, log once per cause.
+    fn offline(core: &mut Core, e: &RemoteError) {
+        core.offline_failures += 1;
+        let cause = format!("{:?}: {}", e.kind(), e.message());
+        if core.last_cause.as_deref() != Some(cause.as_str()) {
+            warn!("remote unavailable, retrying with backoff: {e}");
+            core.last_cause = Some(cause);
+        }
+        core.connection = format!("retrying: {e}");
+        core.offline_until =
+            Some(Instant::now() + backoff(core.offline_failures, Duration::from_secs(60)));
+    }
+
+    fn checkpoint(&self) {
+        let applied = self.core.lock().plan.applied();
+        let mut mirror = self.mirror.lock();
+        if applied <= mirror.manifest.applied_seq() {
+            return;
+        }
+        let synced = mirror
+            .manifest
+            .set_applied(applied)
+            .and_then(|()| mirror.manifest.sync());
+        drop(mirror);
+        match synced {
+            Ok(()) => {
+                if let Err(e) = self.journal.checkpoint(applied) {
+                    warn!("journal checkpoint: {e}");
+                }
+            }
+            Err(e) => error!("manifest sync: {e}"),
+        }
+    }
+
+    /// Start-up reconciliation: marks every path where the local tree and the manifest
+    /// disagree, so even changes whose journal records were lost converge.
+    fn scan_local(&self) {
+        let since = self.core.lock().plan.consumed() + 1;
+        let mut seen = std::collections::HashSet::new();
+        let mut marks = Vec::new();
+        let Ok(root) = self.root.try_clone() else {
+            return;
+        };
+        let mirror = self.mirror.lock();
+        let mut stack = vec![(root, Vec::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let Ok(entries) = local::list_dir(borrow(&dir)) else {
+                continue;
+            };
+            for e in entries {
+                let path = join(
+                    &prefix,
+                    std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str()),
+                );
+                let Ok(c) = local::component(&e.name) else {
+                    continue;
+                };
+                let Ok((fd, st)) = local::lookup(borrow(&dir), &c) else {
+                    continue;
+                };
+                if !matches_manifest(mirror.manifest.get(&path), &fd, &st) {
+                    marks.push(path.clone());
+                }
+                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    stack.push((fd, path.clone()));
+                }
+                seen.insert(path);
+            }
+        }
+        marks.extend(
+            mirror
+                .manifest
+                .iter()
+                .filter(|(p, _)| !seen.contains(*p))
+                .map(|(p, _)| p.clone()),
+        );
+        drop(mirror);
+        if !marks.is_empty() {
+            info!(
+                "start-up reconciliation: {} paths differ from the remote's manifest",
+                marks.len()
+            );
+        }
+        let mut core = self.core.lock();
+        for p in marks {
+            core.plan.mark(&p, since, Instant::now());
+        }
+    }
+
+    /// After a failed remote rename: everything now under `root` locally is sent again.
+    fn mark_local_subtree(&self, root: &[u8], seq: u64) {
+        let mut paths = vec![root.to_vec()];
+        let mut i = 0;
+        while i < paths.len() {
+            let p = paths[i].clone();
+            i += 1;
+            let Ok((fd, st)) = local::lookup_path(borrow(&self.root), &p) else {
+                continue;
+            };
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                continue;
+            }
+            for e in local::list_dir(borrow(&fd)).unwrap_or_default() {
+                paths.push(join(
+                    &p,
+                    std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str()),
+                ));
+            }
+        }
+        let mut core = self.core.lock();
+        for p in paths {
+            core.plan.mark(&p, seq, Instant::now());
+        }
+    }
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    if prefix.is_empty() {
+        return name.to_vec();
+    }
+    [prefix, b"/", name].concat()
+}
+
+/// Whether the manifest already describes this local entry (size and mtime for files).
+fn matches_manifest(c: Option<&Confirmed>, fd: &OwnedFd, st: &local::Stat) -> bool {
+    let mode = st.st_mode & 0o7777;
+    match (c, st.st_mode & libc::S_IFMT) {
+        (
+            Some(Confirmed::File {
+                size,
+                mtime,
+                mode: m,
+                ..
+            }),
+            libc::S_IFREG,
+        ) => {
+            *size == st.st_size as u64
+                && mtime.sec == st.st_mtime
+                && mtime.nsec as i64 == st.st_mtime_nsec
+                && *m == mode
+        }
+        (Some(Confirmed::Dir { mode: m }), libc::S_IFDIR) => *m == mode,
+        (Some(Confirmed::Symlink { target }), libc::S_IFLNK) => local::readlink(borrow(fd))
+            .is_ok_and(|t| {
+                std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()) == target.as_slice()
+            }),
+        // FIFOs and devices are not mirrored: nothing to do.
+        (None, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK) => true,
+        _ => false,
+    }
+}
+
+/// Replays one rename on the remote and in the manifest.
+fn rename_remote(
+    t: &mut Box<dyn Transport>,
+    r: &RemoteRename,
+    mirror: &Mutex<Mirror>,
+) -> Result<(), RemoteError> {
+    if r.exchange {
+        // SFTP has no exchange: three renames through a name of our own.
+        let tmp = [r.from.as_slice(), b".ftpsync-exchange"].concat();
+        t.rename(&r.from, &tmp)?;
+        t.rename(&r.to, &r.from)?;
+        t.rename(&tmp, &r.to)?;
+        let mut m = mirror.lock();
+        m.manifest
+            .rename(&r.from, &tmp)
+            .and_then(|()| m.manifest.rename(&r.to, &r.from))
+            .and_then(|()| m.manifest.rename(&tmp, &r.to))
+            .map_err(manifest_err)?;
+        return Ok(());
+    }
+    // A directory we put at the target goes first: the local rename replaced it.
+    let replaced: Vec<(Vec<u8>, Confirmed)> = {
+        let m = mirror.lock();
+        m.manifest
+            .subtree(&r.to)
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect()
+    };
+    if matches!(replaced.first(), Some((p, Confirmed::Dir { .. })) if *p == r.to) {
+        for (p, c) in replaced.iter().rev() {
+            let res = match c {
+                Confirmed::Dir { .. } => t.remove_dir(p),
+                _ => t.remove_file(p),
+            };
+            match res {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    t.rename(&r.from, &r.to)?;
+    mirror
+        .lock()
+        .manifest
+        .rename(&r.from, &r.to)
+        .map_err(manifest_err)
+}
+
+fn manifest_err(e: std::io::Error) -> RemoteError {
+    RemoteError::new(ErrorKind::Other, format!("manifest: {e}"))
+}

@@ -1,0 +1,423 @@
+//! The planner's state: which paths must be made equal on the remote, since which journal
+//! record, and when; the latest hash of every file; the renames to replay remotely.
+//!
+//! The journal says *which* paths changed; the local tree says what they are *now*. A dirty
+//! path is reconciled to its current local state, so many changes to one path cost one
+//! upload, a create then delete costs nothing, and replaying any suffix of the journal after a
+//! crash converges. Only renames are replayed as operations (so a moved file or tree is not
+//! sent again), in journal order, when nothing beneath them is in flight.
+
+use crate::journal::{Entry, Record, Timestamp};
+use crate::mirror::Manifest;
+use crate::replay::PathMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// What a Store record said about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub mtime: Timestamp,
+    pub mode: u32,
+    pub ctime: Timestamp,
+    pub ino: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// The oldest journal record this mark stands for: the checkpoint stays below it.
+    since: u64,
+    due: Instant,
+    attempts: u32,
+}
+
+/// A rename to replay on the remote before anything else under either path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRename {
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+    pub exchange: bool,
+    pub seq: u64,
+}
+
+#[derive(Default)]
+pub struct Plan {
+    pub hashes: PathMap<Stored>,
+    dirty: BTreeMap<Vec<u8>, Mark>,
+    in_flight: HashMap<Vec<u8>, Mark>,
+    consumed: u64,
+}
+
+fn is_within(path: &[u8], root: &[u8]) -> bool {
+    root.is_empty()
+        || (path.starts_with(root)
+            && (path.len() == root.len() || path.get(root.len()) == Some(&b'/')))
+}
+
+impl Plan {
+    /// Takes in one journal record. Returns the rename to replay remotely, if it moves
+    /// something the remote holds; the caller runs it before dispatching more work.
+    pub fn consume(
+        &mut self,
+        e: &Entry,
+        manifest: &Manifest,
+        delay: Duration,
+    ) -> Option<RemoteRename> {
+        self.consumed = self.consumed.max(e.seq);
+        let due = Instant::now() + delay;
+        match &e.record {
+            // Contents are uploaded once hashed: the Store that follows marks the path.
+            Record::Create { .. } | Record::Dirty { .. } => {}
+            Record::SetXattr { .. } | Record::RemoveXattr { .. } => {}
+            Record::Store {
+                path,
+                size,
+                sha256,
+                mtime,
+                mode,
+                ctime,
+                ino,
+            } => {
+                let s = Stored {
+                    size: *size,
+                    sha256: *sha256,
+                    mtime: *mtime,
+                    mode: *mode,
+                    ctime: *ctime,
+                    ino: *ino,
+                };
+                self.hashes.insert(path.clone(), s);
+                self.mark(path, e.seq, due);
+            }
+            Record::Mkdir { path, .. }
+            | Record::Mknod { path, .. }
+            | Record::Symlink { path, .. }
+            | Record::SetAttr { path, .. } => self.mark(path, e.seq, due),
+            Record::Unlink { path } | Record::Rmdir { path } => {
+                self.hashes.take_subtree(path);
+                self.mark(path, e.seq, due);
+            }
+            Record::Link { path, .. } => {
+                self.hashes.follow(&e.record);
+                self.mark(path, e.seq, due);
+            }
+            Record::Rename { from, to, flags } => {
+                return self.rename(from, to, *flags, e.seq, manifest, due);
+            }
+        }
+        None
+    }
+
+    fn rename(
+        &mut self,
+        from: &[u8],
+        to: &[u8],
+        flags: u32,
+        seq: u64,
+        manifest: &Manifest,
+        due: Instant,
+    ) -> Option<RemoteRename> {
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        self.hashes.rename(from, to, flags);
+        self.move_marks(from, to, exchange);
+        let remote_has = |p: &[u8]| manifest.subtree(p).next().is_some();
+        if remote_has(from) || (exchange && remote_has(to)) {
+            return Some(RemoteRename {
+                from: from.to_vec(),
+                to: to.to_vec(),
+                exchange,
+                seq,
+            });
+        }
+        // Nothing to move remotely: what now stands at `to` is reconciled like any change.
+        self.mark(to, seq, due);
+        None
+    }
+
+    fn move_marks(&mut self, from: &[u8], to: &[u8], exchange: bool) {
+        let take = |d: &mut BTreeMap<Vec<u8>, Mark>, root: &[u8]| -> Vec<(Vec<u8>, Mark)> {
+            let keys: Vec<Vec<u8>> = d
+                .range(root.to_vec()..)
+                .take_while(|(p, _)| p.starts_with(root))
+                .filter(|(p, _)| is_within(p, root))
+                .map(|(p, _)| p.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| d.remove(&k).map(|m| (k, m)))
+                .collect()
+        };
+        let moved = take(&mut self.dirty, from);
+        let replaced = take(&mut self.dirty, to);
+        let reroot = |p: &[u8], a: &[u8], b: &[u8]| [b, &p[a.len()..]].concat();
+        for (p, m) in moved {
+            self.put_mark(reroot(&p, from, to), m);
+        }
+        for (p, m) in replaced {
+            if exchange {
+                self.put_mark(reroot(&p, to, from), m);
+            } else {
+                // Its record still counts for the checkpoint: keep it on the new occupant.
+                self.put_mark(p, m);
+            }
+        }
+    }
+
+    fn put_mark(&mut self, path: Vec<u8>, m: Mark) {
+        let e = self.dirty.entry(path).or_insert(m);
+        e.since = e.since.min(m.since);
+        e.due = e.due.min(m.due);
+    }
+
+    /// Path must be made equal on the remote, no earlier than `due`.
+    pub fn mark(&mut self, path: &[u8], since: u64, due: Instant) {
+        let m = self.dirty.entry(path.to_vec()).or_insert(Mark {
+            since,
+            due,
+            attempts: 0,
+        });
+        m.since = m.since.min(since);
+        // A new change pushes a waiting upload back: a burst of saves uploads once.
+        m.due = m.due.max(due);
+    }
+
+    /// Dirty paths that are due and not in flight, moved in flight (at most `limit`).
+    pub fn take_due(&mut self, now: Instant, limit: usize) -> Vec<Vec<u8>> {
+        let ready: Vec<Vec<u8>> = self
+            .dirty
+            .iter()
+            .filter(|(p, m)| m.due <= now && !self.in_flight.contains_key(*p))
+            .take(limit)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &ready {
+            if let Some(m) = self.dirty.remove(p) {
+                self.in_flight.insert(p.clone(), m);
+            }
+        }
+        ready
+    }
+
+    /// Work on `path` ended: done, or to be tried again after `retry`.
+    pub fn finish(&mut self, path: &[u8], retry: Option<Duration>) {
+        let Some(mut m) = self.in_flight.remove(path) else {
+            return;
+        };
+        if let Some(after) = retry {
+            m.attempts += 1;
+            m.due = Instant::now() + after;
+            self.put_mark(path.to_vec(), m);
+        }
+    }
+
+    pub fn attempts(&self, path: &[u8]) -> u32 {
+        self.in_flight.get(path).map_or(0, |m| m.attempts)
+    }
+
+    /// Whether anything at or beneath `root` is being worked on.
+    pub fn busy_under(&self, root: &[u8]) -> bool {
+        self.in_flight.keys().any(|p| is_within(p, root))
+    }
+
+    /// Journal records up to this seq are fully reflected on the remote.
+    pub fn applied(&self) -> u64 {
+        let oldest = self
+            .dirty
+            .values()
+            .chain(self.in_flight.values())
+            .map(|m| m.since)
+            .min();
+        match oldest {
+            Some(s) => s.saturating_sub(1).min(self.consumed),
+            None => self.consumed,
+        }
+    }
+
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Starts from a checkpoint: records up to `seq` are already applied.
+    pub fn resume_after(&mut self, seq: u64) {
+        self.consumed = self.consumed.max(seq);
+    }
+
+    /// Makes every waiting path due now (a flush does not wait out the write-back delay).
+    pub fn expedite(&mut self) {
+        let now = Instant::now();
+        for m in self.dirty.values_mut() {
+            m.due = m.due.min(now);
+        }
+    }
+
+    pub fn next_due(&self) -> Option<Instant> {
+        self.dirty
+            .iter()
+            .filter(|(p, _)| !self.in_flight.contains_key(*p))
+            .map(|(_, m)| m.due)
+            .min()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn pending_paths(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.dirty.keys()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.dirty.is_empty() && self.in_flight.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    fn entry(seq: u64, record: Record) -> Entry {
+        Entry { seq, record }
+    }
+
+    fn store(path: &str, fill: u8) -> Record {
+        Record::Store {
+            path: p(path),
+            size: 1,
+            sha256: [fill; 32],
+            mtime: Timestamp { sec: 1, nsec: 0 },
+            mode: 0o644,
+            ctime: Timestamp { sec: 1, nsec: 0 },
+            ino: 1,
+        }
+    }
+
+    fn manifest() -> (tempfile::TempDir, Manifest) {
+        let d = tempfile::tempdir().unwrap();
+        let m = Manifest::open(d.path()).unwrap();
+        (d, m)
+    }
+
+    #[test]
+    fn many_stores_of_one_file_make_one_job_and_create_then_delete_is_one_noop_job() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        for (i, f) in [1u8, 2, 3].iter().enumerate() {
+            plan.consume(&entry(i as u64 + 1, store("a", *f)), &m, Duration::ZERO);
+        }
+        plan.consume(
+            &entry(
+                4,
+                Record::Create {
+                    path: p("t"),
+                    mode: 0o644,
+                },
+            ),
+            &m,
+            Duration::ZERO,
+        );
+        plan.consume(&entry(5, store("t", 9)), &m, Duration::ZERO);
+        plan.consume(
+            &entry(6, Record::Unlink { path: p("t") }),
+            &m,
+            Duration::ZERO,
+        );
+        assert_eq!(plan.hashes.get(b"a").map(|s| s.sha256[0]), Some(3));
+        assert!(plan.hashes.get(b"t").is_none());
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("a"), p("t")]);
+        assert_eq!(plan.applied(), 0, "nothing confirmed yet");
+        plan.finish(b"a", None);
+        assert_eq!(plan.applied(), 4, "t's mark stands for record 5");
+        plan.finish(b"t", None);
+        assert_eq!(plan.applied(), 6);
+        assert!(plan.is_idle());
+    }
+
+    #[test]
+    fn rename_of_unmirrored_path_moves_marks_and_of_mirrored_one_is_replayed() {
+        let (_d, mut m) = manifest();
+        let mut plan = Plan::default();
+        plan.consume(&entry(1, store("d/x", 1)), &m, Duration::ZERO);
+        let none = plan.consume(
+            &entry(
+                2,
+                Record::Rename {
+                    from: p("d"),
+                    to: p("e"),
+                    flags: 0,
+                },
+            ),
+            &m,
+            Duration::ZERO,
+        );
+        assert_eq!(none, None);
+        assert_eq!(
+            plan.pending_paths().cloned().collect::<Vec<_>>(),
+            [p("e"), p("e/x")]
+        );
+        assert!(plan.hashes.get(b"e/x").is_some());
+        m.put(b"e", crate::mirror::Confirmed::Dir { mode: 0o755 })
+            .unwrap();
+        let r = plan.consume(
+            &entry(
+                3,
+                Record::Rename {
+                    from: p("e"),
+                    to: p("f"),
+                    flags: 0,
+                },
+            ),
+            &m,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            r,
+            Some(RemoteRename {
+                from: p("e"),
+                to: p("f"),
+                exchange: false,
+                seq: 3
+            })
+        );
+    }
+
+    #[test]
+    fn in_flight_paths_are_not_dispatched_twice_and_retries_wait() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        plan.consume(&entry(1, store("a", 1)), &m, Duration::ZERO);
+        assert_eq!(plan.take_due(Instant::now(), 10).len(), 1);
+        plan.consume(&entry(2, store("a", 2)), &m, Duration::ZERO);
+        assert!(
+            plan.take_due(Instant::now(), 10).is_empty(),
+            "a is in flight"
+        );
+        assert!(plan.busy_under(b""), "root covers everything");
+        plan.finish(b"a", None);
+        assert_eq!(
+            plan.take_due(Instant::now(), 10),
+            [p("a")],
+            "the newer change runs next"
+        );
+        plan.finish(b"a", Some(Duration::from_secs(60)));
+        assert!(plan.take_due(Instant::now(), 10).is_empty(), "retry waits");
+        plan.expedite();
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("a")]);
+    }
+
+    #[test]
+    fn writeback_delay_is_pushed_back_by_new_changes() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        plan.consume(&entry(1, store("a", 1)), &m, Duration::from_millis(0));
+        plan.consume(&entry(2, store("a", 2)), &m, Duration::from_secs(30));
+        assert!(plan.take_due(Instant::now(), 10).is_empty());
+    }
+}

@@ -1,0 +1,386 @@
+//! Makes one remote path equal to the local one, as it is now, and says what the remote then
+//! holds. Never deletes or overwrites a remote file that changed behind ftpsync's back: such a
+//! file is kept beside as `NAME.ftpsync-conflict-<time>`.
+
+use super::plan::Stored;
+use crate::journal::Timestamp;
+use crate::local::{self, borrow};
+use crate::mirror::Confirmed;
+use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, Transport, UploadReport};
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStringExt;
+
+/// What the engine knew of a path when the work started.
+pub struct Known {
+    /// The manifest's entries at and beneath the path.
+    pub confirmed: Vec<(Vec<u8>, Confirmed)>,
+    /// The latest Store of the file at the path.
+    pub stored: Option<Stored>,
+}
+
+impl Known {
+    fn at(&self, path: &[u8]) -> Option<&Confirmed> {
+        self.confirmed
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c)
+    }
+}
+
+/// The manifest change that the work makes true.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Apply {
+    Put(Confirmed),
+    Remove,
+    Nothing,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub apply: Apply,
+    pub uploaded: Option<UploadReport>,
+    /// Remote files moved aside because they changed behind our back.
+    pub conflicts: Vec<Vec<u8>>,
+}
+
+pub enum Outcome {
+    Done(Report),
+    /// The local file changed since its last hash: the Store that follows marks it again.
+    NotReady,
+}
+
+type Result<T> = std::result::Result<T, RemoteError>;
+
+fn done(apply: Apply) -> Outcome {
+    Outcome::Done(Report {
+        apply,
+        uploaded: None,
+        conflicts: Vec::new(),
+    })
+}
+
+pub fn reconcile(
+    t: &mut dyn Transport,
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    known: &Known,
+) -> Result<Outcome> {
+    let local = match local::lookup_path(root, path) {
+        Ok(found) => Some(found),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => None,
+        Err(e) => {
+            return Err(RemoteError::new(
+                ErrorKind::Other,
+                format!("local {}: {e}", crate::fs::show(path)),
+            ))
+        }
+    };
+    let mut conflicts = Vec::new();
+    let Some((fd, st)) = local else {
+        remove_subtree(t, &known.confirmed, &mut conflicts)?;
+        let apply = if known.confirmed.is_empty() {
+            Apply::Nothing
+        } else {
+            Apply::Remove
+        };
+        return Ok(Outcome::Done(Report {
+            apply,
+            uploaded: None,
+            conflicts,
+        }));
+    };
+    let mode = st.st_mode & 0o7777;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {
+            if known.at(path) == Some(&Confirmed::Dir { mode }) {
+                return Ok(done(Apply::Nothing));
+            }
+            clear_non_dir(t, path, known, &mut conflicts)?;
+            t.mkdir_all(parent(path))?;
+            t.mkdir(path, mode)?;
+            Ok(Outcome::Done(Report {
+                apply: Apply::Put(Confirmed::Dir { mode }),
+                uploaded: None,
+                conflicts,
+            }))
+        }
+        libc::S_IFLNK => {
+            let target = local::readlink(borrow(&fd))
+                .map_err(|e| RemoteError::new(ErrorKind::Other, format!("local readlink: {e}")))?
+                .into_vec();
+            let want = Confirmed::Symlink {
+                target: target.clone(),
+            };
+            if known.at(path) == Some(&want) {
+                return Ok(done(Apply::Nothing));
+            }
+            clear_for_replacement(t, path, known, &mut conflicts)?;
+            t.mkdir_all(parent(path))?;
+            t.symlink(path, &target)?;
+            Ok(Outcome::Done(Report {
+                apply: Apply::Put(want),
+                uploaded: None,
+                conflicts,
+            }))
+        }
+        libc::S_IFREG => file(t, &fd, &st, path, known, conflicts),
+        // FIFOs, sockets and devices are not mirrored.
+        _ => Ok(done(Apply::Nothing)),
+    }
+}
+
+fn stamp(sec: i64, nsec: i64) -> Timestamp {
+    Timestamp {
+        sec,
+        nsec: u32::try_from(nsec).unwrap_or(0),
+    }
+}
+
+fn file(
+    t: &mut dyn Transport,
+    fd: &std::os::fd::OwnedFd,
+    st: &local::Stat,
+    path: &[u8],
+    known: &Known,
+    mut conflicts: Vec<Vec<u8>>,
+) -> Result<Outcome> {
+    let mtime = stamp(st.st_mtime, st.st_mtime_nsec);
+    let mode = st.st_mode & 0o7777;
+    let stored = known.stored.or_else(|| from_confirmed(known.at(path)));
+    let Some(s) = stored.filter(|s| s.size == st.st_size as u64 && s.mtime == mtime) else {
+        return Ok(Outcome::NotReady);
+    };
+    let want = Confirmed::File {
+        size: s.size,
+        sha256: s.sha256,
+        mode,
+        mtime,
+        ino: st.st_ino,
+        ctime: stamp(st.st_ctime, st.st_ctime_nsec),
+    };
+    let attrs = Attrs {
+        mode,
+        atime: st.st_atime,
+        mtime: st.st_mtime,
+    };
+    if let Some(Confirmed::File {
+        sha256,
+        size,
+        mode: m,
+        mtime: mt,
+        ..
+    }) = known.at(path)
+    {
+        if *sha256 == s.sha256 && *size == s.size {
+            if *m != mode || mt.sec != mtime.sec {
+                t.set_attrs(path, &attrs)?;
+            }
+            return Ok(done(Apply::Put(want)));
+        }
+    }
+    if known.at(path).is_none() && remote_already_holds(t, path, &s)? {
+        // Our own upload whose manifest entry a crash lost.
+        t.set_attrs(path, &attrs)?;
+        return Ok(done(Apply::Put(want)));
+    }
+    clear_for_replacement(t, path, known, &mut conflicts)?;
+    t.mkdir_all(parent(path))?;
+    let mut src = local::reopen(borrow(fd), libc::O_RDONLY).map_err(|e| {
+        RemoteError::new(
+            ErrorKind::Other,
+            format!("local open {}: {e}", crate::fs::show(path)),
+        )
+    })?;
+    match t.upload(path, &mut src, s.size, &s.sha256, &attrs) {
+        Ok(report) => Ok(Outcome::Done(Report {
+            apply: Apply::Put(want),
+            uploaded: Some(report),
+            conflicts,
+        })),
+        Err(e) if e.kind() == ErrorKind::SourceChanged => Ok(Outcome::NotReady),
+        Err(e) => Err(e),
+    }
+}
+
+/// The confirmed entry as a Store, for a file whose hash left the journal long ago.
+fn from_confirmed(c: Option<&Confirmed>) -> Option<Stored> {
+    match c {
+        Some(Confirmed::File {
+            size,
+            sha256,
+            mode,
+            mtime,
+            ino,
+            ctime,
+        }) => Some(Stored {
+            size: *size,
+            sha256: *sha256,
+            mtime: *mtime,
+            mode: *mode,
+            ctime: *ctime,
+            ino: *ino,
+        }),
+        _ => None,
+    }
+}
+
+fn remote_already_holds(t: &mut dyn Transport, path: &[u8], s: &Stored) -> Result<bool> {
+    match t.lstat(path)? {
+        Some(r) if r.kind == FileKind::File && r.size == s.size => {
+            Ok(t.hash(&[path])?.first() == Some(&Some(s.sha256)))
+        }
+        _ => Ok(false),
+    }
+}
+
+fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+/// Before something new is put at `path`: moves aside a remote file we did not put there (or
+/// that changed since), and removes what we put there before if it is a directory tree.
+fn clear_for_replacement(
+    t: &mut dyn Transport,
+    path: &[u8],
+    known: &Known,
+    conflicts: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    if matches!(known.at(path), Some(Confirmed::Dir { .. })) {
+        return remove_subtree(t, &known.confirmed, conflicts);
+    }
+    let Some(remote) = t.lstat(path)? else {
+        return Ok(());
+    };
+    let ours = match known.at(path) {
+        Some(Confirmed::File { size, mtime, .. }) => {
+            remote.kind == FileKind::File && remote.size == *size && remote.mtime == mtime.sec
+        }
+        Some(Confirmed::Symlink { .. }) => remote.kind == FileKind::Symlink,
+        _ => false,
+    };
+    if !ours && remote.kind != FileKind::Dir {
+        conflicts.push(move_aside(t, path)?);
+    } else if !ours {
+        return Err(RemoteError::new(
+            ErrorKind::Permission,
+            format!(
+                "{}: a remote directory ftpsync did not create is in the way",
+                crate::fs::show(path)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A directory is wanted at `path`: whatever file or symlink the remote has there goes.
+fn clear_non_dir(
+    t: &mut dyn Transport,
+    path: &[u8],
+    known: &Known,
+    conflicts: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    match t.lstat(path)? {
+        Some(r) if r.kind == FileKind::Dir => Ok(()),
+        Some(_) => {
+            clear_for_replacement(t, path, known, conflicts).and_then(|()| match t.lstat(path)? {
+                Some(r) if r.kind != FileKind::Dir => t.remove_file(path),
+                _ => Ok(()),
+            })
+        }
+        None => Ok(()),
+    }
+}
+
+/// Removes what the manifest says we put at and beneath a path, deepest first. A remote file
+/// that changed since is moved aside instead; a directory holding files we did not put there
+/// stays.
+fn remove_subtree(
+    t: &mut dyn Transport,
+    confirmed: &[(Vec<u8>, Confirmed)],
+    conflicts: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    for (p, c) in confirmed.iter().rev() {
+        let result = match c {
+            Confirmed::Dir { .. } => t.remove_dir(p),
+            Confirmed::Symlink { .. } => t.remove_file(p),
+            Confirmed::File { size, mtime, .. } => match t.lstat(p)? {
+                Some(r) if r.kind == FileKind::File && r.size == *size && r.mtime == mtime.sec => {
+                    t.remove_file(p)
+                }
+                Some(_) => move_aside(t, p).map(|c| conflicts.push(c)),
+                None => Ok(()),
+            },
+        };
+        match result {
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) if matches!(c, Confirmed::Dir { .. }) => {
+                log::warn!("{}: remote directory not removed ({e}); it holds files ftpsync did not put there", crate::fs::show(p));
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Renames a remote file to `NAME.ftpsync-conflict-<UTC time>`, returning the new path.
+fn move_aside(t: &mut dyn Transport, path: &[u8]) -> Result<Vec<u8>> {
+    let when = conflict_stamp(std::time::SystemTime::now());
+    let mut aside = path.to_vec();
+    aside.extend_from_slice(format!(".ftpsync-conflict-{when}").as_bytes());
+    t.rename(path, &aside)?;
+    log::warn!(
+        "remote {} changed behind ftpsync's back; kept as {}",
+        crate::fs::show(path),
+        crate::fs::show(&aside)
+    );
+    Ok(aside)
+}
+
+fn conflict_stamp(now: std::time::SystemTime) -> String {
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn conflict_names_use_utc_calendar_time() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_764_072_000); // 2025-11-25T12:00:00Z
+        assert_eq!(conflict_stamp(t), "20251125T120000Z");
+        assert_eq!(conflict_stamp(UNIX_EPOCH), "19700101T000000Z");
+    }
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent(b"a/b/c"), b"a/b");
+        assert_eq!(parent(b"a"), b"");
+    }
+}

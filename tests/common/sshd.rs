@@ -1,0 +1,460 @@
+//! A real, throwaway OpenSSH sshd on 127.0.0.1 for the transport and mirror tests.
+//!
+//! `Sshd::start(Flavor::Plain)`: root logs in by key, `Subsystem sftp internal-sftp`, the
+//! remote root is a temp dir, exec works (so verification can use a hash command).
+//! `Sshd::start(Flavor::Chroot)`: a dedicated user without a shell, `ChrootDirectory` on a
+//! root-owned path under /var/lib (sshd refuses one under /tmp) and `ForceCommand
+//! internal-sftp`: the least-privilege server, where exec is refused.
+//!
+//! Each server has its own temp dir (keys, config, log, known_hosts), its own free port, and is
+//! killed with everything it spawned on drop, so tests may run in parallel.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+pub const SSHD: &str = "/usr/sbin/sshd";
+/// The unprivileged account of the chroot flavour (created once, shared by all tests).
+pub const CHROOT_USER: &str = "ftpsync-sftp";
+/// Chroot directories live here: root-owned, 0755, not under /tmp.
+pub const CHROOT_BASE: &str = "/var/lib/ftpsync-test";
+/// How long sshd gets to start listening.
+const START_WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Plain,
+    Chroot,
+}
+
+pub struct Sshd {
+    flavor: Flavor,
+    /// Keys, config, log, known_hosts and (plain) the remote root. Mode 0755 so the chroot
+    /// user's sshd process can read authorized_keys.
+    dir: tempfile::TempDir,
+    /// The chroot (root-owned 0755) holding `data/`, for the chroot flavour.
+    chroot: Option<tempfile::TempDir>,
+    port: u16,
+    extra_config: String,
+    child: Option<Child>,
+    /// Where this start's log lines begin.
+    log_offset: u64,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Generates an ed25519 key pair without passphrase (or with one).
+pub fn keygen(path: &Path, passphrase: &str) {
+    let _ = fs::remove_file(path);
+    let _ = fs::remove_file(path.with_extension("pub"));
+    run(Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-C",
+            "ftpsync-test",
+            "-N",
+            passphrase,
+            "-f",
+        ])
+        .arg(path));
+}
+
+/// `SHA256:...` of a public key file, as `ssh-keygen -lf` prints it.
+pub fn fingerprint(pub_key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(pub_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_whitespace().nth(1).unwrap().to_string()
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().unwrap().port()
+}
+
+/// Creates the chroot user once, under a lock shared by concurrently running test binaries.
+fn ensure_chroot_user() {
+    fs::create_dir_all(CHROOT_BASE).unwrap();
+    fs::set_permissions(CHROOT_BASE, fs::Permissions::from_mode(0o755)).unwrap();
+    let lock = fs::File::create(Path::new(CHROOT_BASE).join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(CHROOT_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    if !exists {
+        run(Command::new("useradd").args([
+            "--system",
+            "-M",
+            "-d",
+            "/",
+            "-s",
+            "/usr/sbin/nologin",
+            CHROOT_USER,
+        ]));
+    }
+    // useradd leaves the account locked ('!'), and with UsePAM no sshd refuses even key
+    // logins to a locked account: '*' means "no password" without "locked".
+    run(Command::new("usermod").args(["-p", "*", CHROOT_USER]));
+}
+
+fn user_ids(user: &str) -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").arg(flag).arg(user).output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+impl Sshd {
+    pub fn start(flavor: Flavor) -> Sshd {
+        Sshd::start_with(flavor, "")
+    }
+
+    /// Starts with extra sshd_config lines (e.g. a weak-only algorithm list).
+    pub fn start_with(flavor: Flavor, extra_config: &str) -> Sshd {
+        fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("ftpsync-sshd-")
+            .tempdir()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let chroot = (flavor == Flavor::Chroot).then(make_chroot);
+        let mut s = Sshd {
+            flavor,
+            dir,
+            chroot,
+            port: 0,
+            extra_config: extra_config.to_string(),
+            child: None,
+            log_offset: 0,
+        };
+        keygen(&s.host_key(), "");
+        keygen(&s.identity(), "");
+        fs::copy(
+            s.identity().with_extension("pub"),
+            s.path("authorized_keys"),
+        )
+        .unwrap();
+        fs::set_permissions(s.path("authorized_keys"), fs::Permissions::from_mode(0o644)).unwrap();
+        if flavor == Flavor::Plain {
+            fs::create_dir(s.remote_root_on_disk()).unwrap();
+        }
+        s.start_on_free_port();
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn user(&self) -> &'static str {
+        match self.flavor {
+            Flavor::Plain => "root",
+            Flavor::Chroot => CHROOT_USER,
+        }
+    }
+
+    /// The client's private key (ed25519, 0600, no passphrase).
+    pub fn identity(&self) -> PathBuf {
+        self.path("id_ed25519")
+    }
+
+    /// A known_hosts file pinning this server's (first) host key as `[127.0.0.1]:PORT`.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.path("known_hosts")
+    }
+
+    /// Adds a public key to the accepted ones.
+    pub fn authorize(&self, pub_key: &Path) {
+        let mut keys = fs::read_to_string(self.path("authorized_keys")).unwrap();
+        keys.push_str(&fs::read_to_string(pub_key).unwrap());
+        fs::write(self.path("authorized_keys"), keys).unwrap();
+    }
+
+    pub fn host_key(&self) -> PathBuf {
+        self.path("host_key")
+    }
+
+    /// The current host key's `SHA256:` fingerprint.
+    pub fn host_fingerprint(&self) -> String {
+        fingerprint(&self.host_key().with_extension("pub"))
+    }
+
+    /// The remote root as the client names it.
+    pub fn remote_path(&self) -> String {
+        match self.flavor {
+            Flavor::Plain => self.remote_root_on_disk().display().to_string(),
+            Flavor::Chroot => "/data".into(),
+        }
+    }
+
+    pub fn remote_url(&self) -> String {
+        format!(
+            "sftp://{}@127.0.0.1:{}{}",
+            self.user(),
+            self.port,
+            self.remote_path()
+        )
+    }
+
+    /// Where the remote root is on this machine, for assertions.
+    pub fn remote_root_on_disk(&self) -> PathBuf {
+        match &self.chroot {
+            Some(c) => c.path().join("data"),
+            None => self.path("root"),
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.path("sshd.log")
+    }
+
+    /// The log written since the last (re)start.
+    pub fn log(&self) -> String {
+        let mut f = match fs::File::open(self.log_path()) {
+            Ok(f) => f,
+            Err(_) => return String::new(),
+        };
+        let _ = f.seek(SeekFrom::Start(self.log_offset));
+        let mut s = String::new();
+        let _ = f.read_to_string(&mut s);
+        s
+    }
+
+    fn write_config(&self) {
+        let mut c = format!(
+            "ListenAddress 127.0.0.1\n\
+             Port {port}\n\
+             HostKey {hk}\n\
+             PidFile {pid}\n\
+             AuthorizedKeysFile {ak}\n\
+             AllowUsers {user}\n\
+             PermitRootLogin prohibit-password\n\
+             PubkeyAuthentication yes\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             UsePAM no\n\
+             StrictModes no\n\
+             LogLevel VERBOSE\n\
+             MaxStartups 100\n\
+             MaxSessions 100\n\
+             Subsystem sftp internal-sftp\n",
+            port = self.port,
+            hk = self.host_key().display(),
+            pid = self.path("sshd.pid").display(),
+            ak = self.path("authorized_keys").display(),
+            user = self.user(),
+        );
+        c.push_str(&self.extra_config);
+        c.push('\n');
+        if let Some(chroot) = &self.chroot {
+            c.push_str(&format!(
+                "Match User {CHROOT_USER}\n\
+                 \x20   ChrootDirectory {}\n\
+                 \x20   ForceCommand internal-sftp\n\
+                 \x20   AllowTcpForwarding no\n\
+                 \x20   X11Forwarding no\n",
+                chroot.path().display()
+            ));
+        }
+        fs::write(self.path("sshd_config"), c).unwrap();
+    }
+
+    fn write_known_hosts(&self) {
+        let pub_key = fs::read_to_string(self.host_key().with_extension("pub")).unwrap();
+        let mut f = pub_key.split_whitespace();
+        let (kind, blob) = (f.next().unwrap(), f.next().unwrap());
+        let line = format!("[127.0.0.1]:{} {kind} {blob}\n", self.port);
+        fs::write(self.known_hosts(), line).unwrap();
+    }
+
+    fn start_on_free_port(&mut self) {
+        for _ in 0..10 {
+            self.port = free_port();
+            self.write_config();
+            self.write_known_hosts();
+            if self.spawn() {
+                return;
+            }
+        }
+        panic!("sshd did not start on any port; log:\n{}", self.log());
+    }
+
+    /// Starts sshd on `self.port`; false if the port was taken meanwhile.
+    fn spawn(&mut self) -> bool {
+        self.log_offset = fs::metadata(self.log_path()).map_or(0, |m| m.len());
+        let child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-f")
+            .arg(self.path("sshd_config"))
+            .arg("-E")
+            .arg(self.log_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {SSHD}: {e}"));
+        self.child = Some(child);
+        let ready = format!("Server listening on 127.0.0.1 port {}", self.port);
+        let deadline = Instant::now() + START_WAIT;
+        while Instant::now() < deadline {
+            if self.log().contains(&ready) {
+                return true;
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                let log = self.log();
+                assert!(
+                    log.contains("Address already in use"),
+                    "sshd exited ({st}) on start; log:\n{log}"
+                );
+                return false;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "sshd not listening after {START_WAIT:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Kills sshd and every connection process it spawned (those call setsid, so a process
+    /// group kill would miss them): the server is gone, as after a crash.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let mut pids = descendants(child.id());
+        pids.push(child.id());
+        for pid in pids {
+            // SAFETY: plain kill(2) on pids this server spawned.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = child.wait();
+    }
+
+    /// Stops and starts again on the same port with the same keys (retrying while the port is
+    /// briefly busy).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + START_WAIT;
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "port {} stayed busy", self.port);
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Restarts with a brand new host key; `known_hosts()` keeps the old one, so a client
+    /// using it must see a changed key.
+    pub fn swap_host_key(&mut self) {
+        self.stop();
+        keygen(&self.host_key(), "");
+        self.restart();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+fn make_chroot() -> tempfile::TempDir {
+    ensure_chroot_user();
+    let chroot = tempfile::Builder::new()
+        .prefix("chroot-")
+        .tempdir_in(CHROOT_BASE)
+        .unwrap();
+    // sshd demands a root-owned chroot that no one else can write.
+    fs::set_permissions(chroot.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let data = chroot.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let (uid, gid) = user_ids(CHROOT_USER);
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    chroot
+}
+
+/// Every process descended from `root`, found through /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = ppid_of(pid) {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, ppid) in &parent_of {
+            if ppid == p && !out.contains(&pid) {
+                out.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn ppid_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
