@@ -253,6 +253,15 @@ pub struct FileConfig {
     /// Mount options, as for `-o`.
     #[serde(default)]
     pub options: Vec<String>,
+    #[serde(default)]
+    pub identity: Vec<PathBuf>,
+    #[serde(default)]
+    pub known_hosts: Vec<PathBuf>,
+    pub connections: Option<usize>,
+    /// Seconds, fractions allowed.
+    pub writeback_delay: Option<f64>,
+    pub verify: Option<String>,
+    pub drain_timeout: Option<f64>,
 }
 
 impl FileConfig {
@@ -277,6 +286,29 @@ pub struct MountConfig {
     pub state_dir: PathBuf,
     pub options: MountOptions,
     pub foreground: bool,
+    pub mirror: MirrorConfig,
+}
+
+/// How the mirror reaches and feeds the remote.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// Private keys to try after ssh-agent; empty means ~/.ssh/id_ed25519 then id_rsa.
+    pub identities: Vec<PathBuf>,
+    /// known_hosts files (the state dir's own is always added).
+    pub known_hosts: Vec<PathBuf>,
+    pub connections: usize,
+    pub writeback_delay: std::time::Duration,
+    pub verify: crate::remote::VerifyMode,
+    pub drain_timeout: std::time::Duration,
+}
+
+/// A duration in seconds from the command line or the config file.
+pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, ConfigError> {
+    std::time::Duration::try_from_secs_f64(v).map_err(|_| {
+        ConfigError::Invalid(format!(
+            "{what}: expected a number of seconds >= 0, got {v}"
+        ))
+    })
 }
 
 impl MountConfig {

@@ -2,6 +2,7 @@
 //! connection, one JSON reply. `ftpsync flush` and `ftpsync status` talk to the daemon here.
 
 use crate::fs::Fs;
+use crate::sync::Engine;
 use log::warn;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -9,16 +10,19 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const SOCKET: &str = "control.sock";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    /// Wait until every closed file is hashed and journaled durably.
+    /// Wait until every closed file is hashed, journaled durably and (unless `local`)
+    /// confirmed on the remote.
     Flush {
         timeout_ms: u64,
+        #[serde(default)]
+        local: bool,
     },
     Status,
 }
@@ -30,6 +34,9 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_hashes: Option<usize>,
+    /// The sync engine's status (see `Engine::status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<serde_json::Value>,
 }
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -37,7 +44,7 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Binds the socket (replacing a stale one) and serves it on a thread of its own.
-pub fn serve(state_dir: &Path, fs: Arc<Fs>) -> std::io::Result<()> {
+pub fn serve(state_dir: &Path, fs: Arc<Fs>, engine: Arc<Engine>) -> std::io::Result<()> {
     let path = socket_path(state_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
@@ -46,11 +53,11 @@ pub fn serve(state_dir: &Path, fs: Arc<Fs>) -> std::io::Result<()> {
         .name("control".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let fs = fs.clone();
+                let (fs, engine) = (fs.clone(), engine.clone());
                 // A flush may wait long; other clients must not queue behind it.
                 let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
-                    .spawn(move || handle(conn, &fs));
+                    .spawn(move || handle(conn, &fs, &engine));
                 if let Err(e) = spawned {
                     warn!("control: cannot start a thread: {e}");
                 }
@@ -59,24 +66,20 @@ pub fn serve(state_dir: &Path, fs: Arc<Fs>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn handle(conn: UnixStream, fs: &Fs) {
+fn handle(conn: UnixStream, fs: &Fs, engine: &Engine) {
     let mut line = String::new();
     let mut reader = BufReader::new(&conn);
     if reader.read_line(&mut line).is_err() {
         return;
     }
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Flush { timeout_ms }) => {
-            let done = fs.settle(Duration::from_millis(timeout_ms));
-            Reply {
-                ok: done,
-                error: (!done).then(|| format!("{} files still being hashed", fs.pending_hashes())),
-                pending_hashes: Some(fs.pending_hashes()),
-            }
+        Ok(Request::Flush { timeout_ms, local }) => {
+            flush(fs, engine, Duration::from_millis(timeout_ms), local)
         }
         Ok(Request::Status) => Reply {
             ok: true,
             pending_hashes: Some(fs.pending_hashes()),
+            mirror: Some(engine.status()),
             ..Reply::default()
         },
         Err(e) => Reply {
@@ -87,6 +90,26 @@ fn handle(conn: UnixStream, fs: &Fs) {
     if let Ok(mut text) = serde_json::to_string(&reply) {
         text.push('\n');
         let _ = (&conn).write_all(text.as_bytes());
+    }
+}
+
+/// Hashes every closed file, then waits for the remote to confirm everything journaled.
+fn flush(fs: &Fs, engine: &Engine, timeout: Duration, local: bool) -> Reply {
+    let deadline = Instant::now() + timeout;
+    let result = if fs.settle(timeout) {
+        if local {
+            Ok(())
+        } else {
+            engine.flush(deadline.saturating_duration_since(Instant::now()))
+        }
+    } else {
+        Err(format!("{} files still being hashed", fs.pending_hashes()))
+    };
+    Reply {
+        ok: result.is_ok(),
+        error: result.err(),
+        pending_hashes: Some(fs.pending_hashes()),
+        mirror: Some(engine.status()),
     }
 }
 

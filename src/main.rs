@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
-use ftpsync::config::{default_state_dir, FileConfig, MountConfig, MountOptions, Remote};
+use ftpsync::config::{
+    default_state_dir, seconds, FileConfig, MirrorConfig, MountConfig, MountOptions, Remote,
+};
 use ftpsync::{run, status};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount LOCAL_DIR at MOUNTPOINT (or over itself), mirrored to REMOTE.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Show the journal's pending records and the latest file hashes.
     Status {
         /// A mountpoint of a running mirror, or its state dir.
@@ -39,13 +41,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Wait until every file closed before this call is hashed and journaled durably.
+    /// Wait until every change made before this call is confirmed on the remote.
     Flush {
         /// A mountpoint of a running mirror, or its state dir.
         target: PathBuf,
-        /// Give up (exit 1) after this many seconds.
+        /// Give up (exit 1, saying what is still failing) after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Only wait until every closed file is hashed and journaled durably (works offline).
+        #[arg(long)]
+        local: bool,
     },
 }
 
@@ -67,9 +72,28 @@ struct MountArgs {
     /// Journal and runtime files [default: $XDG_STATE_HOME/ftpsync/NAME, or /var/lib/ftpsync/NAME for root].
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// TOML config file (keys: local_dir, remote, mountpoint, state_dir, options); the command line wins.
+    /// TOML config file (keys: local_dir, remote, mountpoint, state_dir, options, identity,
+    /// known_hosts, connections, writeback_delay, verify, drain_timeout); the command line wins.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Private key for the SFTP login, tried after ssh-agent (repeatable) [default: ~/.ssh/id_ed25519, ~/.ssh/id_rsa].
+    #[arg(long = "identity", short = 'i', value_name = "KEY")]
+    identity: Vec<PathBuf>,
+    /// OpenSSH known_hosts file pinning the server's host key (repeatable) [default: ~/.ssh/known_hosts; STATE_DIR/known_hosts is always read].
+    #[arg(long = "known-hosts", value_name = "FILE")]
+    known_hosts: Vec<PathBuf>,
+    /// Parallel SFTP connections [default: 4].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Seconds between a file's last change and its upload, so a burst of saves uploads once [default: 1].
+    #[arg(long, value_name = "SECS")]
+    writeback_delay: Option<f64>,
+    /// How the remote copy's SHA-256 is checked: a hash command over exec, reading it back, or auto-detect [default: auto].
+    #[arg(long, value_name = "auto|exec|readback")]
+    verify: Option<String>,
+    /// Seconds to keep uploading at unmount; the rest stays journaled for the next mount [default: 30].
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<f64>,
 }
 
 fn absolute(p: PathBuf) -> Result<PathBuf> {
@@ -106,6 +130,32 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         .map(absolute)
         .transpose()?
         .unwrap_or_else(|| default_state_dir(&local_dir));
+    let pick = |cli: Vec<PathBuf>, file: Vec<PathBuf>| if cli.is_empty() { file } else { cli };
+    let verify = a.verify.or(file.verify).unwrap_or_else(|| "auto".into());
+    let connections = a.connections.or(file.connections).unwrap_or(4);
+    if !(1..=64).contains(&connections) {
+        anyhow::bail!("--connections {connections}: expected 1 to 64");
+    }
+    let mirror = MirrorConfig {
+        identities: pick(a.identity, file.identity)
+            .into_iter()
+            .map(absolute)
+            .collect::<Result<_>>()?,
+        known_hosts: pick(a.known_hosts, file.known_hosts)
+            .into_iter()
+            .map(absolute)
+            .collect::<Result<_>>()?,
+        connections,
+        writeback_delay: seconds(
+            "--writeback-delay",
+            a.writeback_delay.or(file.writeback_delay).unwrap_or(1.0),
+        )?,
+        verify: verify.parse().map_err(anyhow::Error::msg)?,
+        drain_timeout: seconds(
+            "--drain-timeout",
+            a.drain_timeout.or(file.drain_timeout).unwrap_or(30.0),
+        )?,
+    };
     Ok(MountConfig {
         local_dir,
         remote,
@@ -113,6 +163,7 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         state_dir,
         options,
         foreground: a.foreground,
+        mirror,
     })
 }
 
@@ -131,12 +182,16 @@ fn main() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let result = match cli.command {
-        Command::Mount(a) => mount_config(a).and_then(|cfg| run::mount(cfg, level)),
+        Command::Mount(a) => mount_config(*a).and_then(|cfg| run::mount(cfg, level)),
         Command::Status { target, json } => {
             status::resolve_state_dir(&target).and_then(|d| status::print(&d, json))
         }
-        Command::Flush { target, timeout } => status::resolve_state_dir(&target)
-            .and_then(|d| status::flush(&d, Duration::from_secs(timeout))),
+        Command::Flush {
+            target,
+            timeout,
+            local,
+        } => status::resolve_state_dir(&target)
+            .and_then(|d| status::flush(&d, Duration::from_secs(timeout), local)),
     };
     if let Err(e) = result {
         eprintln!("ftpsync: {e:#}");

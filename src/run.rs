@@ -4,10 +4,14 @@ use crate::config::{is_root, MountConfig};
 use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
 use crate::journal::Journal;
+use crate::mirror::Mirror;
+use crate::remote::{ConnectOptions, Connection, Transport};
+use crate::sync::{Connector, Engine, Options as SyncOptions};
 use crate::{control, local};
 use anyhow::{anyhow, bail, Context, Result};
 use fuser::{MountOption, SessionACL};
 use log::{error, info, warn};
+use parking_lot::Mutex;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -221,12 +225,17 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
         );
     }
     let journal = Arc::new(journal);
-    let passthrough = cfg.options.passthrough.unwrap_or(true) && is_root();
+    let mirror = Arc::new(Mutex::new(
+        Mirror::open(&cfg.state_dir).context("manifest")?,
+    ));
+    // Subscribed before the start-up scan, so the engine also sees the hashes it journals.
+    let feed = journal.follow();
+    let engine_root = root.try_clone()?;
     let opts = Options {
-        passthrough,
+        passthrough: cfg.options.passthrough.unwrap_or(true) && is_root(),
         state_dir: cfg.state_dir.clone(),
     };
-    let fs = Arc::new(Fs::new(root, journal.clone(), opts)?);
+    let fs = Arc::new(Fs::new(root, journal.clone(), mirror.clone(), opts)?);
     let rehashed = fs.recover(&replay.entries);
     info!(
         "journal: {} records replayed; start-up scan hashed {} files",
@@ -236,7 +245,18 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
     if journal.size_bytes() >= COMPACT_BYTES {
         fs.compact_journal();
     }
-
+    let engine = Arc::new(Engine::start(
+        engine_root,
+        journal.clone(),
+        mirror,
+        feed,
+        replay.entries,
+        connector(&cfg),
+        SyncOptions {
+            connections: cfg.mirror.connections,
+            writeback_delay: cfg.mirror.writeback_delay,
+        },
+    )?);
     let hasher = {
         let fs = fs.clone();
         std::thread::Builder::new()
@@ -244,14 +264,57 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
             .spawn(move || fs.hash_worker())?
     };
     spawn_flusher(fs.clone(), journal.clone())?;
-    control::serve(&cfg.state_dir, fs.clone()).context("control socket")?;
+    control::serve(&cfg.state_dir, fs.clone(), engine.clone()).context("control socket")?;
 
-    let mut session = fuser::Session::new(
-        FuseFs::new(fs.clone()),
-        &cfg.mountpoint,
-        &fuser_config(&cfg),
-    )
-    .with_context(|| format!("cannot mount on {}", cfg.mountpoint.display()))?;
+    let ended = mount_and_run(&cfg, &fs, signals, notify);
+    info!("unmounted; finishing hash jobs and uploads");
+    fs.stop_hashing();
+    if hasher.join().is_err() {
+        error!("hasher thread panicked");
+    }
+    engine.shutdown(cfg.mirror.drain_timeout);
+    journal.sync().context("journal sync at exit")?;
+    let _ = std::fs::remove_file(cfg.state_dir.join(PID_FILE));
+    let _ = std::fs::remove_file(control::socket_path(&cfg.state_dir));
+    ended?;
+    info!("clean exit");
+    Ok(())
+}
+
+/// Opens SFTP connections for the engine's workers, with the mount's identity and pins.
+fn connector(cfg: &MountConfig) -> Connector {
+    let mut opts = ConnectOptions::new(cfg.remote.clone());
+    if !cfg.mirror.identities.is_empty() {
+        opts.identities = cfg.mirror.identities.clone();
+    }
+    if !cfg.mirror.known_hosts.is_empty() {
+        opts.known_hosts = cfg.mirror.known_hosts.clone();
+    }
+    opts.known_hosts.push(cfg.state_dir.join("known_hosts"));
+    opts.verify = cfg.mirror.verify;
+    Arc::new(move || {
+        let c = Connection::connect(&opts)?;
+        info!(
+            "connected to {} ({} {}; {})",
+            opts.remote,
+            c.host_key().key_type,
+            c.host_key().fingerprint,
+            c.negotiated()
+        );
+        Ok(Box::new(c) as Box<dyn Transport>)
+    })
+}
+
+/// Mounts, reports the mount live, and serves it until it is unmounted.
+fn mount_and_run(
+    cfg: &MountConfig,
+    fs: &Arc<Fs>,
+    signals: libc::sigset_t,
+    notify: &mut Option<File>,
+) -> Result<()> {
+    let mut session =
+        fuser::Session::new(FuseFs::new(fs.clone()), &cfg.mountpoint, &fuser_config(cfg))
+            .with_context(|| format!("cannot mount on {}", cfg.mountpoint.display()))?;
     let pid_file = cfg.state_dir.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
     std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o600))?;
@@ -286,19 +349,7 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
                 }
             }
         })?;
-
-    let ended = session.run();
-    info!("unmounted; finishing hash jobs");
-    fs.stop_hashing();
-    if hasher.join().is_err() {
-        error!("hasher thread panicked");
-    }
-    journal.sync().context("journal sync at exit")?;
-    let _ = std::fs::remove_file(&pid_file);
-    let _ = std::fs::remove_file(control::socket_path(&cfg.state_dir));
-    ended.context("FUSE session")?;
-    info!("clean exit");
-    Ok(())
+    session.run().context("FUSE session")
 }
 
 fn fuser_config(cfg: &MountConfig) -> fuser::Config {

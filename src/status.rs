@@ -5,6 +5,7 @@ use crate::control::{self, Request};
 use crate::fs::STATE_DIR_XATTR;
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
+use crate::mirror::{Confirmed, Manifest};
 use crate::replay::PathMap;
 use crate::run::{self, PID_FILE};
 use anyhow::{bail, Context, Result};
@@ -61,14 +62,24 @@ fn path_json(p: &[u8]) -> (String, String) {
     (String::from_utf8_lossy(p).into_owned(), hex::encode(p))
 }
 
+fn hash_json(p: &[u8], size: u64, sha256: &str, seq: u64, confirmed: bool) -> Value {
+    let (path, path_hex) = path_json(p);
+    json!({"path": path, "path_hex": path_hex, "size": size, "sha256": sha256,
+           "seq": seq, "confirmed": confirmed})
+}
+
 /// The status document (see doc/CONTRACTS.md).
 pub fn collect(state_dir: &Path) -> Result<Value> {
     let replay = Journal::read(&state_dir.join("journal"))
         .with_context(|| format!("reading the journal in {}", state_dir.display()))?;
-    // The latest hash of each file, under the name it has after every later rename.
-    let mut hashes: PathMap<(u64, String, u64)> = PathMap::default();
+    // The latest hash of each file: what the remote confirmed (the manifest already reflects
+    // every rename the engine replayed), overlaid with the hashes journaled since its
+    // checkpoint, each under the name it has after the later records.
+    let manifest = Manifest::open(state_dir).context("reading the manifest")?;
+    let applied = manifest.applied_seq();
+    let mut journaled: PathMap<(u64, String, u64)> = PathMap::default();
     let mut pending = Vec::new();
-    for e in &replay.entries {
+    for e in replay.entries.iter().filter(|e| e.seq > applied) {
         let (path, path_hex) = path_json(e.record.path());
         match &e.record {
             Record::Store {
@@ -76,30 +87,36 @@ pub fn collect(state_dir: &Path) -> Result<Value> {
                 sha256,
                 path: p,
                 ..
-            } => hashes.insert(p.clone(), (*size, to_hex(sha256), e.seq)),
-            other => hashes.follow(other),
+            } => journaled.insert(p.clone(), (*size, to_hex(sha256), e.seq)),
+            other => journaled.follow(other),
         }
         pending
             .push(json!({"seq": e.seq, "op": e.record.op(), "path": path, "path_hex": path_hex}));
     }
-    let hashes: Vec<Value> = hashes
-        .into_iter()
-        .map(|(p, (size, sha256, seq))| {
-            let (path, path_hex) = path_json(&p);
-            json!({"path": path, "path_hex": path_hex, "size": size, "sha256": sha256, "seq": seq})
-        })
-        .collect();
+    let mut hashes: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+    for (p, c) in manifest.iter() {
+        if let Confirmed::File { size, sha256, .. } = c {
+            hashes.insert(p.clone(), hash_json(p, *size, &to_hex(sha256), 0, true));
+        }
+    }
+    for (p, (size, sha256, seq)) in journaled {
+        hashes.insert(p.clone(), hash_json(&p, size, &sha256, seq, false));
+    }
+    let hashes: Vec<Value> = hashes.into_values().collect();
     let pid = daemon_pid(state_dir);
     let live = pid.and_then(|_| control::call(state_dir, &Request::Status).ok());
+    let (pending_hashes, mirror) = live.map_or((None, None), |r| (r.pending_hashes, r.mirror));
     Ok(json!({
         "state_dir": state_dir,
         "daemon": {
             "running": pid.is_some(),
             "pid": pid,
-            "pending_hashes": live.and_then(|r| r.pending_hashes),
+            "pending_hashes": pending_hashes,
         },
+        "mirror": mirror,
         "journal": {
-            "records": replay.entries.len(),
+            "records": pending.len(),
+            "applied_seq": applied,
             "next_seq": replay.next_seq,
             "torn_bytes": replay.torn_bytes,
         },
@@ -123,6 +140,21 @@ pub fn print(state_dir: &Path, as_json: bool) -> Result<()> {
         None => println!("daemon:   not running"),
     }
     println!("state:    {}", state_dir.display());
+    let m = &v["mirror"];
+    if !m.is_null() {
+        println!("remote:   {}", m["connection"].as_str().unwrap_or("?"));
+        println!(
+            "mirror:   {} paths pending ({} bytes), {} in flight, {} files confirmed this run ({} bytes sent), {} conflicts kept aside",
+            m["pending"], m["pending_bytes"], m["in_flight"], m["confirmed"], m["bytes_sent"], m["conflicts"]
+        );
+        for f in m["failures"].as_array().into_iter().flatten() {
+            println!(
+                "  failing: {}: {}",
+                f["path"].as_str().unwrap_or("?").escape_debug(),
+                f["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
     let j = &v["journal"];
     println!(
         "journal:  {} records pending, next seq {}",
@@ -159,12 +191,14 @@ pub fn print(state_dir: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Waits for the daemon to hash every closed file and make the journal durable.
-pub fn flush(state_dir: &Path, timeout: Duration) -> Result<()> {
+/// Waits for the daemon to hash every closed file and (unless `local`) for the remote to
+/// confirm every change.
+pub fn flush(state_dir: &Path, timeout: Duration, local: bool) -> Result<()> {
     let reply = control::call(
         state_dir,
         &Request::Flush {
             timeout_ms: timeout.as_millis() as u64,
+            local,
         },
     )?;
     if !reply.ok {

@@ -12,6 +12,7 @@ mod tree;
 use crate::hash::{self, Sha256Hash};
 use crate::journal::{Journal, Record, Timestamp};
 use crate::local::{self, borrow, SetTime};
+use crate::mirror::{Confirmed, Mirror};
 use fuser::{BackingId, Errno, FileAttr, FileType, FopenFlags};
 use hasher::HashQueue;
 use log::{error, warn};
@@ -35,6 +36,8 @@ pub type R<T> = Result<T, Errno>;
 /// Extended attributes under this prefix belong to ftpsync and are not stored on files.
 const OWN_XATTR_PREFIX: &[u8] = b"user.ftpsync.";
 pub const STATE_DIR_XATTR: &str = "user.ftpsync.state_dir";
+const STATE_XATTR: &[u8] = b"user.ftpsync.state";
+const SHA256_XATTR: &[u8] = b"user.ftpsync.sha256";
 
 /// How long after a close with other descriptors still open (or an fsync) a file is hashed:
 /// the release that usually follows at once then hashes it a single time.
@@ -80,6 +83,8 @@ struct Handle {
 
 pub struct Fs {
     tree: Mutex<Tree>,
+    /// What the remote holds, for the `user.ftpsync.*` attributes and the start-up scan.
+    mirror: Arc<Mutex<Mirror>>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Vec<local::DirEntry>>>,
     backing: Mutex<HashMap<u64, Weak<BackingId>>>,
@@ -192,9 +197,15 @@ fn is_writable(flags: i32) -> bool {
 }
 
 impl Fs {
-    pub fn new(root: OwnedFd, journal: Arc<Journal>, opts: Options) -> io::Result<Fs> {
+    pub fn new(
+        root: OwnedFd,
+        journal: Arc<Journal>,
+        mirror: Arc<Mutex<Mirror>>,
+        opts: Options,
+    ) -> io::Result<Fs> {
         let st = local::fstat(borrow(&root))?;
         Ok(Fs {
+            mirror,
             tree: Mutex::new(Tree::new(root, &st)),
             handles: RwLock::default(),
             dirs: Mutex::default(),
@@ -959,12 +970,30 @@ impl Fs {
     pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> R<XattrReply> {
         let value = if ino == ROOT && name == STATE_DIR_XATTR {
             self.opts.state_dir.as_os_str().as_bytes().to_vec()
+        } else if name.as_bytes().starts_with(OWN_XATTR_PREFIX) {
+            self.mirror_xattr(ino, name)?
         } else {
             let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
             let target = self.xattr_target(ino)?;
             sized(|buf| target.get(&c, buf))?
         };
         reply_sized(value, size)
+    }
+
+    /// `user.ftpsync.state` (pending, uploading, confirmed, failed: why) and
+    /// `user.ftpsync.sha256` (the confirmed hash) of a path, from the mirror's table.
+    fn mirror_xattr(&self, ino: u64, name: &OsStr) -> R<Vec<u8>> {
+        let path = self.tree.lock().path(ino).ok_or(Errno::ENODATA)?;
+        let mirror = self.mirror.lock();
+        let value = match name.as_bytes() {
+            STATE_XATTR => mirror.state_of(&path).or_else(|| {
+                // Not mirrored yet and not queued: its hash (or its upload) is still to come.
+                Some("pending".into())
+            }),
+            SHA256_XATTR => mirror.sha256_of(&path),
+            _ => None,
+        };
+        value.map(String::into_bytes).ok_or(Errno::ENODATA)
     }
 
     pub fn listxattr(&self, ino: u64, size: u32) -> R<XattrReply> {
@@ -1149,7 +1178,7 @@ impl Fs {
     /// not vouch for (left dirty by a killed daemon, changed while unmounted, or never seen).
     /// Returns how many were hashed.
     pub fn recover(&self, entries: &[crate::journal::Entry]) -> usize {
-        let known = recover::known_files(entries);
+        let known = recover::known_files(self.confirmed_baseline(), entries);
         let Ok(root) = self.node_fd(ROOT) else {
             return 0;
         };
@@ -1183,6 +1212,30 @@ impl Fs {
             }
         }
         hashed
+    }
+
+    /// What the manifest vouches for: files confirmed on the remote, as they looked when hashed.
+    fn confirmed_baseline(&self) -> crate::replay::PathMap<recover::Known> {
+        let mut base = crate::replay::PathMap::default();
+        for (path, c) in self.mirror.lock().manifest.iter() {
+            if let Confirmed::File {
+                size,
+                mtime,
+                ino,
+                ctime,
+                ..
+            } = c
+            {
+                let seen = recover::Seen {
+                    size: *size,
+                    mtime: *mtime,
+                    ctime: *ctime,
+                    ino: *ino,
+                };
+                base.insert(path.clone(), recover::Known::Stored(seen));
+            }
+        }
+        base
     }
 
     /// Hashes a file found by the start-up scan and journals its Store.

@@ -41,8 +41,8 @@ impl Seen {
 }
 
 /// The journal replayed: each path (as it is after the whole log) and what is known of it.
-pub fn known_files(entries: &[Entry]) -> PathMap<Known> {
-    let mut m = PathMap::default();
+pub fn known_files(baseline: PathMap<Known>, entries: &[Entry]) -> PathMap<Known> {
+    let mut m = baseline;
     for e in entries {
         match &e.record {
             Record::Create { path, .. } | Record::Dirty { path } => {
@@ -125,7 +125,7 @@ mod tests {
                 record,
             })
             .collect();
-        known_files(&entries)
+        known_files(PathMap::default(), &entries)
     }
 
     fn store(path: &str, s: Seen) -> Record {

@@ -26,9 +26,9 @@ use sha2::{Digest, Sha256};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ftpsync");
 
-/// The remote every test mount names. No sshd is started yet: the FUSE side
+/// The remote a mount names when the builder asks for no sshd (`no_remote()`): the FUSE side
 /// must work (and journal) whether or not the remote is reachable.
-pub const REMOTE: &str = "sftp://test@127.0.0.1/remote";
+pub const REMOTE: &str = "sftp://test@127.0.0.1:1/remote";
 
 /// How long a daemon gets to go away after an unmount or a kill.
 pub const EXIT_WAIT: Duration = Duration::from_secs(10);
@@ -305,6 +305,9 @@ pub struct MountBuilder {
     shadow: bool,
     keep: bool,
     extra_env: Vec<(String, String)>,
+    no_remote: bool,
+    chroot: bool,
+    extra_args: Vec<String>,
 }
 
 impl MountBuilder {
@@ -324,6 +327,24 @@ impl MountBuilder {
     /// Also switched on for every mount by `FTPSYNC_TEST_KEEP=1`.
     pub fn keep(mut self) -> Self {
         self.keep = true;
+        self
+    }
+
+    /// No sshd: the mount names an unreachable remote (flush then cannot finish).
+    pub fn no_remote(mut self) -> Self {
+        self.no_remote = true;
+        self
+    }
+
+    /// Mirror to the least-privilege sshd (chroot + ForceCommand internal-sftp).
+    pub fn chroot(mut self) -> Self {
+        self.chroot = true;
+        self
+    }
+
+    /// Extra `ftpsync mount` arguments (e.g. `--writeback-delay 5`).
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra_args.push(a.to_string());
         self
     }
 
@@ -356,7 +377,15 @@ impl MountBuilder {
             fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod test dir");
         }
         let keep = self.keep || std::env::var_os("FTPSYNC_TEST_KEEP").is_some_and(|v| v == "1");
+        let sshd = (!self.no_remote).then(|| {
+            sshd::Sshd::start(if self.chroot {
+                sshd::Flavor::Chroot
+            } else {
+                sshd::Flavor::Plain
+            })
+        });
         Mount {
+            sshd,
             base: Some(base),
             root,
             local,
@@ -392,6 +421,8 @@ pub struct Mount {
     pub state: PathBuf,
     /// A plain directory on the same filesystem, never mounted over.
     pub plain: PathBuf,
+    /// The loopback SFTP server the mount mirrors to (None with `no_remote()`).
+    pub sshd: Option<sshd::Sshd>,
     builder: MountBuilder,
     keep: bool,
     pid: Option<i32>,
@@ -438,7 +469,21 @@ impl Mount {
         if !self.builder.opts.is_empty() {
             cmd.arg("-o").arg(self.builder.opts.join(","));
         }
-        cmd.arg(&self.local).arg(REMOTE);
+        match &self.sshd {
+            Some(sshd) => {
+                cmd.arg("--identity").arg(sshd.identity());
+                cmd.arg("--known-hosts").arg(sshd.known_hosts());
+                cmd.args(["--writeback-delay", "0"]);
+                cmd.args(&self.builder.extra_args);
+                cmd.arg(&self.local).arg(sshd.remote_url());
+            }
+            None => {
+                // Nothing can be uploaded: do not wait for it at unmount.
+                cmd.args(["--drain-timeout", "0"]);
+                cmd.args(&self.builder.extra_args);
+                cmd.arg(&self.local).arg(REMOTE);
+            }
+        }
         if !self.builder.shadow {
             cmd.arg(&self.mnt);
         }
@@ -504,13 +549,19 @@ impl Mount {
     }
 
     /// `ftpsync flush S --timeout 30`, asserting success.
+    /// `ftpsync flush`: every closed file hashed and, with a remote, confirmed there
+    /// (`--local` without one: hashed and journaled durably).
     pub fn flush(&self) {
-        let out = ftpsync([
+        let mut args = vec![
             OsString::from("flush"),
             self.state.clone().into_os_string(),
             "--timeout".into(),
             "30".into(),
-        ]);
+        ];
+        if self.sshd.is_none() {
+            args.push("--local".into());
+        }
+        let out = ftpsync(args);
         assert!(
             out.ok(),
             "ftpsync flush failed ({:?})\nstdout:\n{}\nstderr:\n{}\nlog:\n{}",

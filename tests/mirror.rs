@@ -1,0 +1,243 @@
+//! The mirror, end to end: a real FUSE mount, a real OpenSSH sshd on 127.0.0.1, and the
+//! remote tree on disk compared with the local one after `ftpsync flush`.
+
+mod common;
+
+use common::Mount;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// What must be equal on both sides: type, size, SHA-256, permission bits, mtime (whole
+/// seconds: SFTP v3 carries no more) and symlink target.
+fn tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let md = fs::symlink_metadata(&p).expect("lstat");
+            let rel = p
+                .strip_prefix(root)
+                .expect("prefix")
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let desc = if md.file_type().is_symlink() {
+                format!("link {:?}", fs::read_link(&p).expect("readlink"))
+            } else if md.is_dir() {
+                stack.push(p.clone());
+                format!("dir {:o}", md.mode() & 0o7777)
+            } else {
+                let data = fs::read(&p).expect("read");
+                format!(
+                    "file {} {} {:o} {}",
+                    data.len(),
+                    hex::encode(Sha256::digest(&data)),
+                    md.mode() & 0o7777,
+                    md.mtime()
+                )
+            };
+            out.insert(rel, desc);
+        }
+    }
+    out
+}
+
+fn assert_mirrored(m: &Mount) {
+    let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
+    let (local, remote) = (tree(&m.local), tree(&remote));
+    let diff: Vec<String> = local
+        .iter()
+        .filter(|(k, v)| remote.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            format!(
+                "{:?}: local {v}, remote {:?}",
+                String::from_utf8_lossy(k),
+                remote.get(k)
+            )
+        })
+        .chain(
+            remote
+                .keys()
+                .filter(|k| !local.contains_key(*k))
+                .map(|k| format!("{:?}: only on the remote", String::from_utf8_lossy(k))),
+        )
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "remote differs from local in {} paths:\n{}",
+        diff.len(),
+        diff.join("\n")
+    );
+}
+
+fn write_tree(root: &Path, files: usize) {
+    for i in 0..files {
+        let dir = root.join(format!("d{}/sub{}", i % 7, i % 3));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let data: Vec<u8> = (0..(i * 37) % 5000).map(|j| (i + j) as u8).collect();
+        fs::write(dir.join(format!("f{i}.dat")), data).expect("write");
+    }
+}
+
+fn mirror_a_tree(m: Mount) {
+    let mut m = m;
+    write_tree(&m.mnt, 120);
+    fs::write(m.mnt.join("big.bin"), vec![7u8; 3 << 20]).expect("big");
+    fs::set_permissions(m.mnt.join("big.bin"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::symlink("/etc/passwd", m.mnt.join("passwd-link")).expect("symlink");
+    std::os::unix::fs::symlink("d0", m.mnt.join("rel-link")).expect("symlink");
+    m.flush();
+    assert_mirrored(&m);
+    m.unmount();
+}
+
+#[test]
+fn tree_reaches_the_remote_equal_exec_verify() {
+    mirror_a_tree(Mount::new());
+}
+
+#[test]
+fn tree_reaches_the_remote_equal_readback_verify_in_chroot() {
+    mirror_a_tree(Mount::builder().chroot().mount());
+}
+
+#[test]
+fn renames_deletes_and_overwrites_converge_and_a_directory_moves_as_one_rename() {
+    let mut m = Mount::new();
+    let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
+    write_tree(&m.mnt.join("tree"), 60);
+    fs::write(m.mnt.join("doc.txt"), b"version one").expect("write");
+    fs::write(m.mnt.join("gone.txt"), b"to be deleted").expect("write");
+    m.flush();
+    assert_mirrored(&m);
+    let inode_before = fs::metadata(remote.join("tree/d3/sub0/f3.dat"))
+        .expect("remote file")
+        .ino();
+
+    fs::rename(m.mnt.join("tree"), m.mnt.join("moved")).expect("rename dir");
+    fs::remove_file(m.mnt.join("gone.txt")).expect("unlink");
+    // Editor-style save: temp, fsync, rename over the target.
+    let tmp = m.mnt.join(".doc.txt.swp");
+    fs::write(&tmp, b"version two, longer").expect("write temp");
+    fs::File::open(&tmp)
+        .expect("open")
+        .sync_all()
+        .expect("fsync");
+    fs::rename(&tmp, m.mnt.join("doc.txt")).expect("rename over");
+    // Create then delete: never reaches the remote (and must not break anything).
+    fs::write(m.mnt.join("ephemeral"), b"x").expect("write");
+    fs::remove_file(m.mnt.join("ephemeral")).expect("unlink");
+    m.flush();
+    assert_mirrored(&m);
+    let inode_after = fs::metadata(remote.join("moved/d3/sub0/f3.dat"))
+        .expect("moved remote file")
+        .ino();
+    assert_eq!(
+        inode_before, inode_after,
+        "the directory was renamed remotely, not uploaded again"
+    );
+    let leftovers: Vec<_> = fs::read_dir(&remote)
+        .expect("remote root")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.as_bytes().windows(7).any(|w| w == b"ftpsync"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temp or conflict files left on the remote: {leftovers:?}"
+    );
+    m.unmount();
+}
+
+#[test]
+fn hostile_names_reach_the_remote_intact() {
+    let mut m = Mount::new();
+    let names: Vec<&[u8]> = vec![
+        b"it's \"quoted\"",
+        b"$(touch pwned-by-name)",
+        b"new\nline",
+        b"-rf",
+        b"back\\slash",
+        b"\xff\xfeinvalid utf8",
+        b" leading and trailing ",
+    ];
+    let long = vec![b'L'; 255];
+    for (i, n) in names.iter().chain([long.as_slice()].iter()).enumerate() {
+        fs::write(m.mnt.join(OsStr::from_bytes(n)), format!("content {i}"))
+            .expect("write hostile name");
+    }
+    m.flush();
+    assert_mirrored(&m);
+    let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
+    assert!(
+        !remote.join("pwned-by-name").exists(),
+        "a name was run as a command on the remote"
+    );
+    m.unmount();
+}
+
+#[test]
+fn state_and_hash_are_readable_as_extended_attributes() {
+    let mut m = Mount::new();
+    let p = m.mnt.join("f.txt");
+    fs::write(&p, b"attribute me").expect("write");
+    m.flush();
+    let get = |name: &str| {
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        let mut buf = vec![0u8; 256];
+        // SAFETY: valid C strings and buffer.
+        let r =
+            unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(
+            r >= 0,
+            "getxattr {name}: {}",
+            std::io::Error::last_os_error()
+        );
+        buf.truncate(r as usize);
+        String::from_utf8(buf).unwrap()
+    };
+    assert_eq!(get("user.ftpsync.state"), "confirmed");
+    assert_eq!(
+        get("user.ftpsync.sha256"),
+        hex::encode(Sha256::digest(b"attribute me"))
+    );
+    m.unmount();
+}
+
+#[test]
+fn sshd_down_then_back_writes_go_on_locally_and_the_remote_converges() {
+    let mut m = Mount::new();
+    fs::write(m.mnt.join("before.txt"), b"before the outage").expect("write");
+    m.flush();
+    m.sshd.as_mut().expect("sshd").stop();
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        fs::write(
+            m.mnt.join(format!("during-{i}.txt")),
+            format!("written while down {i}"),
+        )
+        .expect("local write");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "writes blocked on the remote"
+    );
+    let out = common::ftpsync([
+        "flush".as_ref(),
+        m.state.as_os_str(),
+        "--timeout".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert!(!out.ok(), "flush claimed success while sshd was down");
+    m.sshd.as_mut().expect("sshd").restart();
+    m.flush();
+    assert_mirrored(&m);
+    m.unmount();
+}
