@@ -260,6 +260,8 @@ impl Inner {
         self.checkpoint();
     }
 
+    /// How long the planner may sleep: until the next path is due (or the remote is worth
+    /// trying again), at most until the next checkpoint.
     fn next_wake(&self) -> Duration {
         let core = self.core.lock();
         let now = Instant::now();
@@ -267,6 +269,10 @@ impl Inner {
             .plan
             .next_due()
             .map_or(CHECKPOINT_EVERY, |d| d.saturating_duration_since(now));
+        let due = match core.offline_until {
+            Some(t) if t > now => due.max(t - now),
+            _ => due,
+        };
         due.clamp(Duration::from_millis(5), CHECKPOINT_EVERY)
     }
 
