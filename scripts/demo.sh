@@ -1,27 +1,24 @@
 #!/usr/bin/env bash
-# One-command demo on a fresh Debian machine (as root): installs FUSE, builds
-# ftpsync, mounts a demo folder, writes a couple of files through it and
-# shows what ftpsync recorded.
-#
-# The remote side (an SFTP server receiving the mirror) arrives with the
-# mirror engine; until then ftpsync journals every change and hashes every
-# closed file locally, and `ftpsync status` shows exactly that.
+# One-command demo on a fresh Debian machine (as root): installs FUSE and OpenSSH, builds
+# ftpsync, starts a throwaway SFTP server on 127.0.0.1, mounts a demo folder mirrored to it,
+# writes a few files, waits until the server confirms them by SHA-256, and compares the two
+# sides.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 
 demo=/tmp/ftpsync-demo
-remote="sftp://demo@127.0.0.1/ftpsync-demo-remote"
 
 # true when something is mounted on $1 (works for a dead FUSE mount too)
 is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-say "installing FUSE (if missing)"
-if ! command -v fusermount3 >/dev/null 2>&1; then
+say "installing FUSE and OpenSSH (if missing)"
+if ! command -v fusermount3 >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ] || ! command -v getfattr >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse3 >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        fuse3 openssh-server openssh-client attr >/dev/null
 fi
 modprobe fuse 2>/dev/null || true
 
@@ -29,41 +26,67 @@ say "building ftpsync (release)"
 cargo build --release --quiet
 bin="$PWD/target/release/ftpsync"
 
-say "preparing $demo/{local,mnt,state}"
+say "cleaning up an earlier demo"
 if is_mounted "$demo/mnt"; then
     fusermount3 -u "$demo/mnt" 2>/dev/null || fusermount3 -uz "$demo/mnt"
-    for _ in $(seq 50); do [ -e "$demo/state/ftpsync.pid" ] || break; sleep 0.1; done
+    for _ in $(seq 100); do [ -e "$demo/state/ftpsync.pid" ] || break; sleep 0.1; done
 fi
-mkdir -p "$demo/local" "$demo/mnt" "$demo/state"
-echo "this file was in the folder before mounting" > "$demo/local/already-there.txt"
+if [ -f "$demo/sshd/env" ]; then
+    # shellcheck disable=SC1091
+    (. "$demo/sshd/env" && kill "$SSHD_PID" 2>/dev/null) || true
+fi
+rm -rf "$demo"
+mkdir -p "$demo/local" "$demo/mnt"
+echo "this file was in the folder before mounting" >"$demo/local/already-there.txt"
 
-say "mounting: ftpsync mount --state-dir $demo/state $demo/local $remote $demo/mnt"
-"$bin" mount --state-dir "$demo/state" "$demo/local" "$remote" "$demo/mnt"
+say "starting a throwaway SFTP server on 127.0.0.1 (scripts/sshd.sh --detach)"
+bash scripts/sshd.sh --detach "$demo/sshd"
+# shellcheck disable=SC1091
+. "$demo/sshd/env"
+
+say "mounting $demo/local on $demo/mnt, mirrored to $REMOTE_URL"
+"$bin" mount --state-dir "$demo/state" --identity "$IDENTITY" --known-hosts "$KNOWN_HOSTS" \
+    "$demo/local" "$REMOTE_URL" "$demo/mnt"
 grep " $demo/mnt " /proc/self/mountinfo | sed 's/^/    /'
 
 say "writing files through the mount"
-echo "hello from ftpsync" > "$demo/mnt/hello.txt"
+echo "hello from ftpsync" >"$demo/mnt/hello.txt"
 mkdir -p "$demo/mnt/notes"
-date > "$demo/mnt/notes/today.txt"
-head -c 1048576 /dev/urandom > "$demo/mnt/notes/random.bin"
+date >"$demo/mnt/notes/today.txt"
+head -c 4194304 /dev/urandom >"$demo/mnt/notes/random.bin"
+ln -s notes/today.txt "$demo/mnt/today-link"
 ls -la "$demo/mnt" "$demo/mnt/notes"
 
-say "waiting until every closed file is hashed: ftpsync flush $demo/state"
-"$bin" flush "$demo/state" --timeout 30
+say "waiting until the server confirms every change: ftpsync flush $demo/mnt"
+time "$bin" flush "$demo/mnt" --timeout 60
 
-say "ftpsync status $demo/state"
-"$bin" status "$demo/state"
+say "ftpsync status $demo/mnt"
+"$bin" status "$demo/mnt"
 
-say "the same hashes, checked with sha256sum on the backing folder"
-(cd "$demo/local" && sha256sum hello.txt notes/today.txt notes/random.bin)
+say "each file's mirror state, as an extended attribute"
+for f in hello.txt notes/random.bin; do
+    printf '    %-18s %s  %s\n' "$f" "$(getfattr --only-values -n user.ftpsync.state "$demo/mnt/$f" 2>/dev/null || echo '?')" \
+        "$(getfattr --only-values -n user.ftpsync.sha256 "$demo/mnt/$f" 2>/dev/null || echo '')"
+done
+
+say "the remote side, compared with the local side"
+(cd "$demo/local" && find . -type f -exec sha256sum {} + | sort -k2) >"$demo/local.sums"
+(cd "$REMOTE_ROOT" && find . -type f -exec sha256sum {} + | sort -k2) >"$demo/remote.sums"
+if diff -u "$demo/local.sums" "$demo/remote.sums"; then
+    echo "    identical: $(wc -l <"$demo/local.sums") files, same SHA-256 on both sides"
+else
+    echo "    the sides differ (see above)"
+    exit 1
+fi
 
 cat <<EOF
 
-The mount is live (daemon pid $(cat "$demo/state/ftpsync.pid" 2>/dev/null || echo '?')).
-Everything you write in $demo/mnt lands in $demo/local and is journaled and hashed;
-the upload to $remote arrives with the mirror engine.
+The mount is live. Everything written in $demo/mnt is journaled, hashed on close and
+mirrored to $REMOTE_URL (on disk: $REMOTE_ROOT).
 
-  machine-readable status:  $bin status $demo/state --json
-  unmount:                  fusermount3 -u $demo/mnt
-  start over:               fusermount3 -u $demo/mnt; rm -rf $demo; $0
+  status (scripts):   $bin status $demo/mnt --json
+  wait for the remote: $bin flush $demo/mnt
+  unmount:            fusermount3 -u $demo/mnt
+  stop the server:    kill $SSHD_PID
+  start over:         $0
 EOF

@@ -7,9 +7,17 @@
 #   scripts/sshd.sh            # then, in another shell, e.g.:
 #   ftpsync mount --identity KEY --known-hosts KNOWN_HOSTS sftp://root@127.0.0.1:PORT/... DIR
 #
+#   scripts/sshd.sh --detach DIR   # set up in DIR, leave sshd running in the background and
+#                                  # write DIR/env (REMOTE_URL, IDENTITY, KNOWN_HOSTS, SSHD_PID)
+#
 # Needs root (sshd binds and switches users) and openssh-server. The Rust test harness
 # (tests/common/sshd.rs) does the same, plus a chroot flavour.
 set -euo pipefail
+
+detach=""
+if [ "${1:-}" = "--detach" ]; then
+    detach="${2:?usage: sshd.sh --detach DIR}"
+fi
 
 sshd=/usr/sbin/sshd
 if [ "$(id -u)" -ne 0 ]; then
@@ -22,18 +30,25 @@ if [ ! -x "$sshd" ] || ! command -v ssh-keygen >/dev/null; then
 fi
 mkdir -p /run/sshd
 
-dir="$(mktemp -d /tmp/ftpsync-sshd.XXXXXX)"
-chmod 755 "$dir"
 pid=""
-cleanup() {
-    if [ -n "$pid" ]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'echo; echo "stopping"; exit 0' INT TERM
+if [ -n "$detach" ]; then
+    rm -rf "$detach"
+    mkdir -p "$detach"
+    dir="$(cd "$detach" && pwd)"
+    chmod 755 "$dir"
+else
+    dir="$(mktemp -d /tmp/ftpsync-sshd.XXXXXX)"
+    chmod 755 "$dir"
+    cleanup() {
+        if [ -n "$pid" ]; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+        rm -rf "$dir"
+    }
+    trap cleanup EXIT
+    trap 'echo; echo "stopping"; exit 0' INT TERM
+fi
 
 ssh-keygen -q -t ed25519 -N '' -C ftpsync-demo-host -f "$dir/host_key"
 ssh-keygen -q -t ed25519 -N '' -C ftpsync-demo-user -f "$dir/id_ed25519"
@@ -65,7 +80,11 @@ LogLevel VERBOSE
 Subsystem sftp internal-sftp
 EOF
     : >"$dir/sshd.log"
-    "$sshd" -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
+    if [ -n "$detach" ]; then
+        setsid "$sshd" -D -f "$dir/sshd_config" -E "$dir/sshd.log" </dev/null >/dev/null 2>&1 &
+    else
+        "$sshd" -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
+    fi
     pid=$!
     for _ in $(seq 1 150); do
         if grep -q "Server listening on 127.0.0.1 port $port" "$dir/sshd.log"; then
@@ -91,6 +110,18 @@ fi
 
 read -r ktype kblob _ <"$dir/host_key.pub"
 echo "[127.0.0.1]:$port $ktype $kblob" >"$dir/known_hosts"
+
+if [ -n "$detach" ]; then
+    cat >"$dir/env" <<EOF
+REMOTE_URL=sftp://root@127.0.0.1:$port$dir/root
+IDENTITY=$dir/id_ed25519
+KNOWN_HOSTS=$dir/known_hosts
+REMOTE_ROOT=$dir/root
+SSHD_PID=$pid
+EOF
+    echo "sshd running in the background (pid $pid) on 127.0.0.1:$port; settings in $dir/env"
+    exit 0
+fi
 
 cat <<EOF
 sshd running (pid $pid) on 127.0.0.1:$port

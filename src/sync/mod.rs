@@ -156,6 +156,11 @@ impl Engine {
             }
         };
         core.flush_waiters -= 1;
+        drop(core);
+        if result.is_ok() {
+            // So that status, right after, shows no confirmed record as pending.
+            self.inner.checkpoint();
+        }
         result
     }
 
