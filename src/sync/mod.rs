@@ -383,12 +383,15 @@ impl Inner {
         if core.offline_until.is_some_and(|t| t > now) {
             return;
         }
-        if core.halted.is_some() {
-            // Probe again now and then: the user may have fixed the cause.
-            core.halted = None;
-            core.offline_until = Some(now + HALTED_RETRY);
+        let mut limit = (self.opts.connections * 2).saturating_sub(core.plan.in_flight());
+        if core.halted.is_some() || core.offline_failures > 0 {
+            // One path probes the remote; the rest follow once it succeeds. A refusal stays
+            // shown until then, and is probed now and then: the user may have fixed it.
+            limit = limit.min(1);
+            if core.halted.is_some() {
+                core.offline_until = Some(now + HALTED_RETRY);
+            }
         }
-        let limit = (self.opts.connections * 2).saturating_sub(core.plan.in_flight());
         let paths = core.plan.take_due(now, limit);
         let mut mirror = self.mirror.lock();
         for path in paths {
@@ -456,6 +459,7 @@ impl Inner {
                 core.plan.finish(&d.path, None);
                 core.offline_until = None;
                 core.offline_failures = 0;
+                core.halted = None;
                 core.connection = "connected".into();
             }
             Ok(Outcome::NotReady) => {
