@@ -241,3 +241,48 @@ fn sshd_down_then_back_writes_go_on_locally_and_the_remote_converges() {
     assert_mirrored(&m);
     m.unmount();
 }
+
+#[test]
+fn hard_links_of_mirrored_files_arrive_as_copies() {
+    let mut m = Mount::new();
+    fs::write(m.mnt.join("a.txt"), b"linked contents").expect("write");
+    m.flush();
+    fs::hard_link(m.mnt.join("a.txt"), m.mnt.join("b.txt")).expect("link");
+    m.flush();
+    assert_mirrored(&m);
+    m.unmount();
+}
+
+#[test]
+fn a_rename_onto_a_remote_file_we_did_not_put_there_keeps_it_aside() {
+    let mut m = Mount::new();
+    let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
+    fs::write(m.mnt.join("mine.txt"), b"ours").expect("write");
+    m.flush();
+    fs::write(remote.join("theirs.txt"), b"someone else's file").expect("plant");
+    fs::rename(m.mnt.join("mine.txt"), m.mnt.join("theirs.txt")).expect("rename");
+    m.flush();
+    assert_eq!(
+        fs::read(remote.join("theirs.txt")).expect("target"),
+        b"ours"
+    );
+    let kept: Vec<_> = fs::read_dir(&remote)
+        .expect("remote root")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .as_bytes()
+                .starts_with(b"theirs.txt.ftpsync-conflict-")
+        })
+        .collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the remote's own file is kept aside exactly once"
+    );
+    assert_eq!(
+        fs::read(kept[0].path()).expect("kept"),
+        b"someone else's file"
+    );
+    m.unmount();
+}

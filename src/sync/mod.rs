@@ -453,6 +453,14 @@ impl Inner {
                     core.confirmed += 1;
                     core.bytes_sent += u.bytes;
                 }
+                // The hash is in the manifest now, unless a newer Store came in meanwhile.
+                let confirmed_sha = match mirror.manifest.get(&d.path) {
+                    Some(Confirmed::File { sha256, .. }) => Some(*sha256),
+                    _ => None,
+                };
+                if core.plan.hashes.get(&d.path).map(|s| s.sha256) == confirmed_sha {
+                    core.plan.hashes.remove(&d.path);
+                }
                 core.conflicts += report.conflicts.len() as u64;
                 mirror.live.remove(&d.path);
                 core.failures.remove(&d.path);
@@ -696,6 +704,10 @@ fn rename_remote(
                 other => other?,
             }
         }
+    }
+    // Something at the target that we did not put there is kept, not overwritten.
+    if replaced.is_empty() && t.lstat(&r.to)?.is_some() {
+        reconcile::move_aside(t.as_mut(), &r.to)?;
     }
     t.rename(&r.from, &r.to)?;
     mirror

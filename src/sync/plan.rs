@@ -8,7 +8,7 @@
 //! sent again), in journal order, when nothing beneath them is in flight.
 
 use crate::journal::{Entry, Record, Timestamp};
-use crate::mirror::Manifest;
+use crate::mirror::{Confirmed, Manifest};
 use crate::replay::PathMap;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -22,6 +22,30 @@ pub struct Stored {
     pub mode: u32,
     pub ctime: Timestamp,
     pub ino: u64,
+}
+
+impl Stored {
+    /// The hash a confirmed file was uploaded with.
+    pub fn from_confirmed(c: &Confirmed) -> Option<Stored> {
+        match c {
+            Confirmed::File {
+                size,
+                sha256,
+                mode,
+                mtime,
+                ino,
+                ctime,
+            } => Some(Stored {
+                size: *size,
+                sha256: *sha256,
+                mtime: *mtime,
+                mode: *mode,
+                ctime: *ctime,
+                ino: *ino,
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,8 +122,13 @@ impl Plan {
                 self.hashes.take_subtree(path);
                 self.mark(path, e.seq, due);
             }
-            Record::Link { path, .. } => {
+            Record::Link { existing, path } => {
                 self.hashes.follow(&e.record);
+                // A confirmed file's hash lives in the manifest only.
+                let confirmed = manifest.get(existing).and_then(Stored::from_confirmed);
+                if let (None, Some(s)) = (self.hashes.get(path), confirmed) {
+                    self.hashes.insert(path.clone(), s);
+                }
                 self.mark(path, e.seq, due);
             }
             Record::Rename { from, to, flags } => {

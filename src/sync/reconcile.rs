@@ -6,7 +6,7 @@ use super::plan::Stored;
 use crate::journal::Timestamp;
 use crate::local::{self, borrow};
 use crate::mirror::Confirmed;
-use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, Transport, UploadReport};
+use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, RemoteStat, Transport, UploadReport};
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
 
@@ -146,7 +146,10 @@ fn file(
 ) -> Result<Outcome> {
     let mtime = stamp(st.st_mtime, st.st_mtime_nsec);
     let mode = st.st_mode & 0o7777;
-    let stored = known.stored.or_else(|| from_confirmed(known.at(path)));
+    // A file whose hash left the journal long ago has it in the manifest.
+    let stored = known
+        .stored
+        .or_else(|| known.at(path).and_then(Stored::from_confirmed));
     let Some(s) = stored.filter(|s| s.size == st.st_size as u64 && s.mtime == mtime) else {
         return Ok(Outcome::NotReady);
     };
@@ -178,8 +181,12 @@ fn file(
             return Ok(done(Apply::Put(want)));
         }
     }
-    if known.at(path).is_none() && remote_already_holds(t, path, &s)? {
-        // Our own upload whose manifest entry a crash lost.
+    let remote = t.lstat(path)?;
+    if remote.as_ref().is_some_and(|r| {
+        !is_ours(known.at(path), r) && r.kind == FileKind::File && r.size == s.size
+    }) && t.hash(&[path])?.first() == Some(&Some(s.sha256))
+    {
+        // Our own upload whose manifest entry a crash lost: not a conflict, no need to resend.
         t.set_attrs(path, &attrs)?;
         return Ok(done(Apply::Put(want)));
     }
@@ -202,34 +209,15 @@ fn file(
     }
 }
 
-/// The confirmed entry as a Store, for a file whose hash left the journal long ago.
-fn from_confirmed(c: Option<&Confirmed>) -> Option<Stored> {
-    match c {
-        Some(Confirmed::File {
-            size,
-            sha256,
-            mode,
-            mtime,
-            ino,
-            ctime,
-        }) => Some(Stored {
-            size: *size,
-            sha256: *sha256,
-            mtime: *mtime,
-            mode: *mode,
-            ctime: *ctime,
-            ino: *ino,
-        }),
-        _ => None,
-    }
-}
-
-fn remote_already_holds(t: &mut dyn Transport, path: &[u8], s: &Stored) -> Result<bool> {
-    match t.lstat(path)? {
-        Some(r) if r.kind == FileKind::File && r.size == s.size => {
-            Ok(t.hash(&[path])?.first() == Some(&Some(s.sha256)))
+/// Whether the remote entry is what the manifest says we put there.
+fn is_ours(confirmed: Option<&Confirmed>, remote: &RemoteStat) -> bool {
+    match confirmed {
+        Some(Confirmed::File { size, mtime, .. }) => {
+            remote.kind == FileKind::File && remote.size == *size && remote.mtime == mtime.sec
         }
-        _ => Ok(false),
+        Some(Confirmed::Symlink { .. }) => remote.kind == FileKind::Symlink,
+        Some(Confirmed::Dir { .. }) => remote.kind == FileKind::Dir,
+        None => false,
     }
 }
 
@@ -254,13 +242,7 @@ fn clear_for_replacement(
     let Some(remote) = t.lstat(path)? else {
         return Ok(());
     };
-    let ours = match known.at(path) {
-        Some(Confirmed::File { size, mtime, .. }) => {
-            remote.kind == FileKind::File && remote.size == *size && remote.mtime == mtime.sec
-        }
-        Some(Confirmed::Symlink { .. }) => remote.kind == FileKind::Symlink,
-        _ => false,
-    };
+    let ours = is_ours(known.at(path), &remote);
     if !ours && remote.kind != FileKind::Dir {
         conflicts.push(move_aside(t, path)?);
     } else if !ours {
@@ -326,7 +308,7 @@ fn remove_subtree(
 }
 
 /// Renames a remote file to `NAME.ftpsync-conflict-<UTC time>`, returning the new path.
-fn move_aside(t: &mut dyn Transport, path: &[u8]) -> Result<Vec<u8>> {
+pub(super) fn move_aside(t: &mut dyn Transport, path: &[u8]) -> Result<Vec<u8>> {
     let when = conflict_stamp(std::time::SystemTime::now());
     let mut aside = path.to_vec();
     aside.extend_from_slice(format!(".ftpsync-conflict-{when}").as_bytes());
