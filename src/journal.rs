@@ -1487,8 +1487,18 @@ mod tests {
         Options { segment_bytes }
     }
 
+    /// Other tests in this process fork children (sh, sha256sum); for the instant between a
+    /// fork and its exec, a child shares our just-closed lock's file description.
     fn open(dir: &Path) -> (Journal, Replay) {
-        Journal::open(dir).unwrap()
+        for _ in 0..200 {
+            match Journal::open(dir) {
+                Err(JournalError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("journal {} stays locked", dir.display());
     }
 
     fn segment_files(dir: &Path) -> Vec<PathBuf> {

@@ -18,21 +18,26 @@ use std::path::{Path, PathBuf};
 
 pub const MANIFEST_FILE: &str = "manifest.log";
 
+/// A file's contents and identity as hashed: what a Store record says, and what the manifest
+/// keeps of a confirmed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    pub size: u64,
+    #[serde(with = "hex::serde")]
+    pub sha256: Sha256Hash,
+    pub mode: u32,
+    /// The local file's mtime when it was hashed (the remote keeps whole seconds of it).
+    pub mtime: Timestamp,
+    /// The local inode and ctime when hashed: the start-up scan's "unchanged" test.
+    pub ino: u64,
+    pub ctime: Timestamp,
+}
+
 /// What the remote holds at a path, as confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase")]
 pub enum Confirmed {
-    File {
-        size: u64,
-        #[serde(with = "hex::serde")]
-        sha256: Sha256Hash,
-        mode: u32,
-        /// The local file's mtime when it was hashed (the remote keeps whole seconds of it).
-        mtime: Timestamp,
-        /// The local inode and ctime when hashed: the start-up scan's "unchanged" test.
-        ino: u64,
-        ctime: Timestamp,
-    },
+    File(FileMeta),
     Dir {
         mode: u32,
     },
@@ -71,6 +76,15 @@ pub struct Manifest {
     path: PathBuf,
     log: File,
     lines: usize,
+}
+
+impl Confirmed {
+    pub fn file(&self) -> Option<&FileMeta> {
+        match self {
+            Confirmed::File(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 impl Manifest {
@@ -261,10 +275,8 @@ impl Mirror {
 
     /// The confirmed SHA-256 of a file, in hex.
     pub fn sha256_of(&self, path: &[u8]) -> Option<String> {
-        match self.manifest.get(path) {
-            Some(Confirmed::File { sha256, .. }) => Some(to_hex(sha256)),
-            _ => None,
-        }
+        let m = self.manifest.get(path)?.file()?;
+        Some(to_hex(&m.sha256))
     }
 }
 
@@ -273,14 +285,14 @@ mod tests {
     use super::*;
 
     fn file(n: u8) -> Confirmed {
-        Confirmed::File {
+        Confirmed::File(FileMeta {
             size: u64::from(n),
             sha256: [n; 32],
             mode: 0o644,
             mtime: Timestamp { sec: 5, nsec: 6 },
             ino: 9,
             ctime: Timestamp { sec: 7, nsec: 8 },
-        }
+        })
     }
 
     #[test]

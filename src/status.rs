@@ -5,7 +5,7 @@ use crate::control::{self, Request};
 use crate::fs::STATE_DIR_XATTR;
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
-use crate::mirror::{Confirmed, Manifest};
+use crate::mirror::Manifest;
 use crate::replay::PathMap;
 use crate::run::{self, PID_FILE};
 use anyhow::{bail, Context, Result};
@@ -95,8 +95,8 @@ pub fn collect(state_dir: &Path) -> Result<Value> {
     }
     let mut hashes: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
     for (p, c) in manifest.iter() {
-        if let Confirmed::File { size, sha256, .. } = c {
-            hashes.insert(p.clone(), hash_json(p, *size, &to_hex(sha256), 0, true));
+        if let Some(f) = c.file() {
+            hashes.insert(p.clone(), hash_json(p, f.size, &to_hex(&f.sha256), 0, true));
         }
     }
     for (p, (size, sha256, seq)) in journaled {

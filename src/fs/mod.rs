@@ -12,7 +12,7 @@ mod tree;
 use crate::hash::{self, Sha256Hash};
 use crate::journal::{Journal, Record, Timestamp};
 use crate::local::{self, borrow, SetTime};
-use crate::mirror::{Confirmed, Mirror};
+use crate::mirror::Mirror;
 use fuser::{BackingId, Errno, FileAttr, FileType, FopenFlags};
 use hasher::HashQueue;
 use log::{error, warn};
@@ -1218,19 +1218,12 @@ impl Fs {
     fn confirmed_baseline(&self) -> crate::replay::PathMap<recover::Known> {
         let mut base = crate::replay::PathMap::default();
         for (path, c) in self.mirror.lock().manifest.iter() {
-            if let Confirmed::File {
-                size,
-                mtime,
-                ino,
-                ctime,
-                ..
-            } = c
-            {
+            if let Some(f) = c.file() {
                 let seen = recover::Seen {
-                    size: *size,
-                    mtime: *mtime,
-                    ctime: *ctime,
-                    ino: *ino,
+                    size: f.size,
+                    mtime: f.mtime,
+                    ctime: f.ctime,
+                    ino: f.ino,
                 };
                 base.insert(path.clone(), recover::Known::Stored(seen));
             }

@@ -454,10 +454,11 @@ impl Inner {
                     core.bytes_sent += u.bytes;
                 }
                 // The hash is in the manifest now, unless a newer Store came in meanwhile.
-                let confirmed_sha = match mirror.manifest.get(&d.path) {
-                    Some(Confirmed::File { sha256, .. }) => Some(*sha256),
-                    _ => None,
-                };
+                let confirmed_sha = mirror
+                    .manifest
+                    .get(&d.path)
+                    .and_then(Confirmed::file)
+                    .map(|f| f.sha256);
                 if core.plan.hashes.get(&d.path).map(|s| s.sha256) == confirmed_sha {
                     core.plan.hashes.remove(&d.path);
                 }
@@ -640,19 +641,11 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
 fn matches_manifest(c: Option<&Confirmed>, fd: &OwnedFd, st: &local::Stat) -> bool {
     let mode = st.st_mode & 0o7777;
     match (c, st.st_mode & libc::S_IFMT) {
-        (
-            Some(Confirmed::File {
-                size,
-                mtime,
-                mode: m,
-                ..
-            }),
-            libc::S_IFREG,
-        ) => {
-            *size == st.st_size as u64
-                && mtime.sec == st.st_mtime
-                && mtime.nsec as i64 == st.st_mtime_nsec
-                && *m == mode
+        (Some(Confirmed::File(f)), libc::S_IFREG) => {
+            f.size == st.st_size as u64
+                && f.mtime.sec == st.st_mtime
+                && i64::from(f.mtime.nsec) == st.st_mtime_nsec
+                && f.mode == mode
         }
         (Some(Confirmed::Dir { mode: m }), libc::S_IFDIR) => *m == mode,
         (Some(Confirmed::Symlink { target }), libc::S_IFLNK) => local::readlink(borrow(fd))

@@ -7,46 +7,11 @@
 //! crash converges. Only renames are replayed as operations (so a moved file or tree is not
 //! sent again), in journal order, when nothing beneath them is in flight.
 
-use crate::journal::{Entry, Record, Timestamp};
-use crate::mirror::{Confirmed, Manifest};
+use crate::journal::{Entry, Record};
+use crate::mirror::{Confirmed, FileMeta, Manifest};
 use crate::replay::PathMap;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-
-/// What a Store record said about a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stored {
-    pub size: u64,
-    pub sha256: [u8; 32],
-    pub mtime: Timestamp,
-    pub mode: u32,
-    pub ctime: Timestamp,
-    pub ino: u64,
-}
-
-impl Stored {
-    /// The hash a confirmed file was uploaded with.
-    pub fn from_confirmed(c: &Confirmed) -> Option<Stored> {
-        match c {
-            Confirmed::File {
-                size,
-                sha256,
-                mode,
-                mtime,
-                ino,
-                ctime,
-            } => Some(Stored {
-                size: *size,
-                sha256: *sha256,
-                mtime: *mtime,
-                mode: *mode,
-                ctime: *ctime,
-                ino: *ino,
-            }),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Mark {
@@ -67,7 +32,8 @@ pub struct RemoteRename {
 
 #[derive(Default)]
 pub struct Plan {
-    pub hashes: PathMap<Stored>,
+    /// The latest Store of each file not yet confirmed with that hash.
+    pub hashes: PathMap<FileMeta>,
     dirty: BTreeMap<Vec<u8>, Mark>,
     in_flight: HashMap<Vec<u8>, Mark>,
     consumed: u64,
@@ -103,7 +69,7 @@ impl Plan {
                 ctime,
                 ino,
             } => {
-                let s = Stored {
+                let s = FileMeta {
                     size: *size,
                     sha256: *sha256,
                     mtime: *mtime,
@@ -125,7 +91,7 @@ impl Plan {
             Record::Link { existing, path } => {
                 self.hashes.follow(&e.record);
                 // A confirmed file's hash lives in the manifest only.
-                let confirmed = manifest.get(existing).and_then(Stored::from_confirmed);
+                let confirmed = manifest.get(existing).and_then(Confirmed::file).copied();
                 if let (None, Some(s)) = (self.hashes.get(path), confirmed) {
                     self.hashes.insert(path.clone(), s);
                 }
@@ -307,6 +273,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::Timestamp;
 
     fn p(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()

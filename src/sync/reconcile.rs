@@ -2,10 +2,9 @@
 //! holds. Never deletes or overwrites a remote file that changed behind ftpsync's back: such a
 //! file is kept beside as `NAME.ftpsync-conflict-<time>`.
 
-use super::plan::Stored;
 use crate::journal::Timestamp;
 use crate::local::{self, borrow};
-use crate::mirror::Confirmed;
+use crate::mirror::{Confirmed, FileMeta};
 use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, RemoteStat, Transport, UploadReport};
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
@@ -15,7 +14,7 @@ pub struct Known {
     /// The manifest's entries at and beneath the path.
     pub confirmed: Vec<(Vec<u8>, Confirmed)>,
     /// The latest Store of the file at the path.
-    pub stored: Option<Stored>,
+    pub stored: Option<FileMeta>,
 }
 
 impl Known {
@@ -149,33 +148,26 @@ fn file(
     // A file whose hash left the journal long ago has it in the manifest.
     let stored = known
         .stored
-        .or_else(|| known.at(path).and_then(Stored::from_confirmed));
+        .or_else(|| known.at(path).and_then(Confirmed::file).copied());
     let Some(s) = stored.filter(|s| s.size == st.st_size as u64 && s.mtime == mtime) else {
         return Ok(Outcome::NotReady);
     };
-    let want = Confirmed::File {
+    let want = Confirmed::File(FileMeta {
         size: s.size,
         sha256: s.sha256,
         mode,
         mtime,
         ino: st.st_ino,
         ctime: stamp(st.st_ctime, st.st_ctime_nsec),
-    };
+    });
     let attrs = Attrs {
         mode,
         atime: st.st_atime,
         mtime: st.st_mtime,
     };
-    if let Some(Confirmed::File {
-        sha256,
-        size,
-        mode: m,
-        mtime: mt,
-        ..
-    }) = known.at(path)
-    {
-        if *sha256 == s.sha256 && *size == s.size {
-            if *m != mode || mt.sec != mtime.sec {
+    if let Some(c) = known.at(path).and_then(Confirmed::file) {
+        if c.sha256 == s.sha256 && c.size == s.size {
+            if c.mode != mode || c.mtime.sec != mtime.sec {
                 t.set_attrs(path, &attrs)?;
             }
             return Ok(done(Apply::Put(want)));
@@ -212,8 +204,8 @@ fn file(
 /// Whether the remote entry is what the manifest says we put there.
 fn is_ours(confirmed: Option<&Confirmed>, remote: &RemoteStat) -> bool {
     match confirmed {
-        Some(Confirmed::File { size, mtime, .. }) => {
-            remote.kind == FileKind::File && remote.size == *size && remote.mtime == mtime.sec
+        Some(Confirmed::File(f)) => {
+            remote.kind == FileKind::File && remote.size == f.size && remote.mtime == f.mtime.sec
         }
         Some(Confirmed::Symlink { .. }) => remote.kind == FileKind::Symlink,
         Some(Confirmed::Dir { .. }) => remote.kind == FileKind::Dir,
@@ -288,10 +280,8 @@ fn remove_subtree(
         let result = match c {
             Confirmed::Dir { .. } => t.remove_dir(p),
             Confirmed::Symlink { .. } => t.remove_file(p),
-            Confirmed::File { size, mtime, .. } => match t.lstat(p)? {
-                Some(r) if r.kind == FileKind::File && r.size == *size && r.mtime == mtime.sec => {
-                    t.remove_file(p)
-                }
+            Confirmed::File(_) => match t.lstat(p)? {
+                Some(r) if is_ours(Some(c), &r) => t.remove_file(p),
                 Some(_) => move_aside(t, p).map(|c| conflicts.push(c)),
                 None => Ok(()),
             },
