@@ -286,3 +286,48 @@ fn a_rename_onto_a_remote_file_we_did_not_put_there_keeps_it_aside() {
     );
     m.unmount();
 }
+
+#[test]
+fn a_newer_change_cancels_the_upload_in_flight() {
+    let mut m = Mount::new();
+    let big = m.mnt.join("big.bin");
+    // 512 MiB take seconds to send over loopback SFTP; the rewrite comes long before.
+    let chunk = vec![0x5au8; 1 << 20];
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&big).expect("create");
+        for _ in 0..512 {
+            f.write_all(&chunk).expect("write");
+        }
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let st = m.status_json();
+        // The upload is under way: bytes are being read for it.
+        if st["mirror"]["bytes_sent"].as_u64().unwrap_or(0) > 16 << 20 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "upload never started: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Same size, one byte changed where the upload has already been: only the hash at the
+    // end of the transfer would notice, unless the newer version cancels it.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&big).expect("open");
+        f.write_all_at(b"X", 0).expect("pwrite");
+    }
+    m.flush();
+    assert_mirrored(&m);
+    let sent = m.status_json()["mirror"]["bytes_sent"]
+        .as_u64()
+        .expect("bytes_sent");
+    assert!(
+        sent < (512 << 20) * 3 / 2,
+        "{sent} bytes read for uploads: the first 512 MiB upload ran to its end"
+    );
+    m.unmount();
+}

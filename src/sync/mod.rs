@@ -21,6 +21,7 @@ use reconcile::{Apply, Known, Outcome};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ struct Core {
     conflicts: u64,
     flush_waiters: usize,
     stopping: bool,
+    /// Per path in flight: set to make its worker give up (a newer change arrived).
+    cancels: std::collections::HashMap<Vec<u8>, Arc<AtomicBool>>,
 }
 
 struct Inner {
@@ -71,6 +74,8 @@ struct Inner {
     root: OwnedFd,
     opts: Options,
     connect: Connector,
+    /// Bytes read from local files for uploads (cancelled and retried ones included).
+    sent: Arc<AtomicU64>,
 }
 
 pub struct Engine {
@@ -114,6 +119,7 @@ impl Engine {
             root,
             opts,
             connect,
+            sent: Arc::default(),
         });
         let (job_tx, job_rx) = unbounded::<Job>();
         let (done_tx, done_rx) = unbounded::<Done>();
@@ -184,7 +190,8 @@ impl Engine {
             "pending_bytes": pending_bytes,
             "in_flight": core.plan.in_flight(),
             "confirmed": core.confirmed,
-            "bytes_sent": core.bytes_sent,
+            "bytes_sent": self.inner.sent.load(Ordering::Relaxed),
+            "bytes_confirmed": core.bytes_sent,
             "conflicts": core.conflicts,
             "mirrored_paths": mirror.manifest.len(),
             "applied_seq": mirror.manifest.applied_seq(),
@@ -289,6 +296,17 @@ impl Inner {
                 .plan
                 .consume(e, &mirror.manifest, self.opts.writeback_delay);
             let path = e.record.path().to_vec();
+            // A newer version (or a delete) makes an upload in flight pointless.
+            if matches!(
+                e.record,
+                crate::journal::Record::Store { .. }
+                    | crate::journal::Record::Unlink { .. }
+                    | crate::journal::Record::Rmdir { .. }
+            ) {
+                if let Some(c) = core.cancels.get(&path) {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
             if r.is_none()
                 && !matches!(
                     e.record,
@@ -401,10 +419,17 @@ impl Inner {
                 .map(|(p, c)| (p.clone(), c.clone()))
                 .collect();
             let stored = core.plan.hashes.get(&path).copied();
+            let cancel = Arc::new(AtomicBool::new(false));
+            core.cancels.insert(path.clone(), cancel.clone());
             mirror.live.insert(path.clone(), Live::Uploading);
             let _ = jobs.send(Job {
                 path,
-                known: Known { confirmed, stored },
+                known: Known {
+                    confirmed,
+                    stored,
+                    cancel,
+                    sent: self.sent.clone(),
+                },
             });
         }
     }
@@ -438,6 +463,7 @@ impl Inner {
 
     fn finish(&self, d: Done) {
         let mut core = self.core.lock();
+        core.cancels.remove(&d.path);
         let mut mirror = self.mirror.lock();
         match d.result {
             Ok(Outcome::Done(report)) => {
@@ -474,6 +500,7 @@ impl Inner {
             Ok(Outcome::NotReady) => {
                 mirror.live.remove(&d.path);
                 core.plan.finish(&d.path, None);
+                core.connection = "connected".into();
             }
             Err(e) => {
                 drop(mirror);

@@ -6,8 +6,11 @@ use crate::journal::Timestamp;
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, FileMeta};
 use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, RemoteStat, Transport, UploadReport};
+use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What the engine knew of a path when the work started.
 pub struct Known {
@@ -15,6 +18,28 @@ pub struct Known {
     pub confirmed: Vec<(Vec<u8>, Confirmed)>,
     /// The latest Store of the file at the path.
     pub stored: Option<FileMeta>,
+    /// Set when a newer change to the path makes this work pointless.
+    pub cancel: Arc<AtomicBool>,
+    /// Bytes read for uploads, cancelled ones included.
+    pub sent: Arc<AtomicU64>,
+}
+
+/// The local file as the upload reads it: stops at once when a newer change arrives.
+struct Cancellable<'a> {
+    file: std::fs::File,
+    cancel: &'a AtomicBool,
+    sent: &'a AtomicU64,
+}
+
+impl Read for Cancellable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("superseded by a newer change"));
+        }
+        let n = self.file.read(buf)?;
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 impl Known {
@@ -184,13 +209,20 @@ fn file(
     }
     clear_for_replacement(t, path, known, &mut conflicts)?;
     t.mkdir_all(parent(path))?;
-    let mut src = local::reopen(borrow(fd), libc::O_RDONLY).map_err(|e| {
+    let file = local::reopen(borrow(fd), libc::O_RDONLY).map_err(|e| {
         RemoteError::new(
             ErrorKind::Other,
             format!("local open {}: {e}", crate::fs::show(path)),
         )
     })?;
+    let mut src = Cancellable {
+        file,
+        cancel: &known.cancel,
+        sent: &known.sent,
+    };
     match t.upload(path, &mut src, s.size, &s.sha256, &attrs) {
+        // A newer change cancelled it: that change marks the path again.
+        Err(_) if known.cancel.load(Ordering::Relaxed) => Ok(Outcome::NotReady),
         Ok(report) => Ok(Outcome::Done(Report {
             apply: Apply::Put(want),
             uploaded: Some(report),
