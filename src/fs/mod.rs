@@ -1054,8 +1054,10 @@ impl Fs {
         };
         match hash_stable(&file, &track) {
             Ok(Some((sha, st))) => self.store(ino, &track, sha, &st),
-            // Changed while we read it: hash again.
-            Ok(None) => self.schedule_hash(&mut self.tree.lock(), ino, Instant::now()),
+            // Changed while read: hash again once it has had a moment to settle.
+            Ok(None) => {
+                self.schedule_hash(&mut self.tree.lock(), ino, Instant::now() + CLOSE_GRACE)
+            }
             Err(e) => warn!("cannot hash inode {ino}: {e}"),
         }
     }
