@@ -35,6 +35,14 @@ use parking_lot::Mutex;
 /// components separated by b'/', no leading '/', never "." or ".." components. Empty = the root.
 pub type RelPath = Vec<u8>;
 
+/// `dir/name`, where the empty `dir` is the root.
+pub fn child_path(dir: &[u8], name: &[u8]) -> RelPath {
+    if dir.is_empty() {
+        return name.to_vec();
+    }
+    [dir, b"/", name].concat()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timestamp {
     pub sec: i64,

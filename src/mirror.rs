@@ -68,10 +68,23 @@ enum Line {
     Applied {
         seq: u64,
     },
+    /// An upload of this version is about to replace the remote file: if a crash comes
+    /// before its Put, a remote file carrying it is ours, and its temp file is to be removed.
+    Intent {
+        #[serde(with = "hex::serde")]
+        path: Vec<u8>,
+        entry: FileMeta,
+    },
+    /// The interrupted upload's path was dealt with otherwise (deleted, say).
+    Settled {
+        #[serde(with = "hex::serde")]
+        path: Vec<u8>,
+    },
 }
 
 pub struct Manifest {
     entries: PathMap<Confirmed>,
+    intents: HashMap<Vec<u8>, FileMeta>,
     applied_seq: u64,
     path: PathBuf,
     log: File,
@@ -92,6 +105,7 @@ impl Manifest {
         let path = state_dir.join(MANIFEST_FILE);
         let mut m = Manifest {
             entries: PathMap::default(),
+            intents: HashMap::new(),
             applied_seq: 0,
             log: open_log(&path, false)?,
             path,
@@ -116,10 +130,18 @@ impl Manifest {
 
     fn apply(&mut self, l: Line) {
         match l {
-            Line::Put { path, entry } => self.entries.insert(path, entry),
-            Line::Del { path } => drop(self.entries.take_subtree(&path)),
+            Line::Put { path, entry } => {
+                self.intents.remove(&path);
+                self.entries.insert(path, entry);
+            }
+            Line::Del { path } => {
+                self.intents.remove(&path);
+                drop(self.entries.take_subtree(&path));
+            }
             Line::Mv { from, to } => self.entries.rename(&from, &to, 0),
             Line::Applied { seq } => self.applied_seq = seq,
+            Line::Intent { path, entry } => drop(self.intents.insert(path, entry)),
+            Line::Settled { path } => drop(self.intents.remove(&path)),
         }
     }
 
@@ -177,6 +199,34 @@ impl Manifest {
         })
     }
 
+    /// Records that an upload of `entry` to `path` is starting (see [`Line::Intent`]).
+    pub fn intend(&mut self, path: &[u8], entry: FileMeta) -> io::Result<()> {
+        self.append(Line::Intent {
+            path: path.to_vec(),
+            entry,
+        })
+    }
+
+    /// Forgets an interrupted upload to `path` (Put and remove do so too).
+    pub fn settle(&mut self, path: &[u8]) -> io::Result<()> {
+        if !self.intents.contains_key(path) {
+            return Ok(());
+        }
+        self.append(Line::Settled {
+            path: path.to_vec(),
+        })
+    }
+
+    /// The upload to `path` that was started but never confirmed, if any.
+    pub fn intent(&self, path: &[u8]) -> Option<&FileMeta> {
+        self.intents.get(path)
+    }
+
+    /// Paths with an upload started but never confirmed (a crash or a lost connection).
+    pub fn intents(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.intents.keys()
+    }
+
     /// Journal records up to `seq` are reflected here and on the remote.
     pub fn set_applied(&mut self, seq: u64) -> io::Result<()> {
         if seq > self.applied_seq {
@@ -205,6 +255,15 @@ impl Manifest {
             let l = Line::Put {
                 path: path.clone(),
                 entry: entry.clone(),
+            };
+            serde_json::to_writer(&mut out, &l).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+            lines += 1;
+        }
+        for (path, entry) in &self.intents {
+            let l = Line::Intent {
+                path: path.clone(),
+                entry: *entry,
             };
             serde_json::to_writer(&mut out, &l).map_err(io::Error::other)?;
             out.write_all(b"\n")?;
@@ -347,6 +406,24 @@ mod tests {
         assert_eq!(again.len(), 10);
         assert_eq!(again.applied_seq(), 7);
         assert_eq!(again.get(b"f3"), m.get(b"f3"));
+    }
+
+    #[test]
+    fn intents_survive_reopen_and_rewrite_until_put_or_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = |n| *file(n).file().unwrap();
+        {
+            let mut m = Manifest::open(dir.path()).unwrap();
+            m.intend(b"a", meta(1)).unwrap();
+            m.intend(b"b", meta(2)).unwrap();
+            m.intend(b"c", meta(3)).unwrap();
+            m.put(b"b", file(2)).unwrap();
+            m.settle(b"c").unwrap();
+            m.rewrite().unwrap();
+        }
+        let m = Manifest::open(dir.path()).unwrap();
+        assert_eq!(m.intent(b"a"), Some(&meta(1)));
+        assert_eq!(m.intents().count(), 1, "put and settle clear their intents");
     }
 
     #[test]

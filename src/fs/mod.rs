@@ -1195,7 +1195,7 @@ impl Fs {
                 }
             };
             for e in entries {
-                let path = join(&prefix, e.name.as_bytes());
+                let path = crate::journal::child_path(&prefix, e.name.as_bytes());
                 let Ok(c) = local::component(&e.name) else {
                     continue;
                 };
@@ -1253,15 +1253,6 @@ impl Fs {
             }
         }
     }
-}
-
-fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut p = prefix.to_vec();
-    if !p.is_empty() {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p
 }
 
 fn store_record(path: Vec<u8>, sha256: Sha256Hash, st: &local::Stat) -> Record {

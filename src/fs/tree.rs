@@ -323,12 +323,8 @@ impl Tree {
     }
 
     pub fn child_path(&self, parent: u64, name: &OsStr) -> Option<Vec<u8>> {
-        let mut p = self.path(parent)?;
-        if !p.is_empty() {
-            p.push(b'/');
-        }
-        p.extend_from_slice(name.as_bytes());
-        Some(p)
+        let dir = self.path(parent)?;
+        Some(crate::journal::child_path(&dir, name.as_bytes()))
     }
 
     #[cfg(test)]

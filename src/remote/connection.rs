@@ -272,6 +272,20 @@ impl Connection {
 
     /// Removes a temp file after a failure, unless the connection itself is gone (then a
     /// cleanup pass removes leftovers, recognised by `path::is_temp_name`).
+    /// mkdir that tolerates losing a race: another connection of ours may create the same
+    /// directory between our lstat and our mkdir (OpenSSH then answers a bare "failure").
+    fn create_dir(&mut self, rel: &[u8], abs: &[u8], mode: u32) -> Result<()> {
+        let shown = display_path(rel);
+        if let Err(e) = self.sftp.mkdir(p(abs), (mode & 0o7777) as i32) {
+            match self.raw_lstat(abs) {
+                Ok(Some(st)) => self.require_dir(rel, Some(&st))?,
+                _ => return Err(op_error("cannot mkdir", &shown, &e)),
+            }
+        }
+        self.verified_dirs.insert(rel.to_vec());
+        Ok(())
+    }
+
     fn discard_temp(&self, tmp_abs: &[u8], why: &RemoteError) {
         if why.kind() == ErrorKind::Transient {
             return;
@@ -702,10 +716,7 @@ impl Transport for Connection {
                 return Ok(());
             }
         } else {
-            self.sftp
-                .mkdir(p(&abs), (mode & 0o7777) as i32)
-                .map_err(|e| op_error("cannot mkdir", &shown, &e))?;
-            self.verified_dirs.insert(rel.to_vec());
+            self.create_dir(rel, &abs, mode)?;
         }
         // The server's umask applied to mkdir: set the mode exactly.
         let st = FileStat {
@@ -737,10 +748,7 @@ impl Transport for Connection {
             let abs = self.abs(&dir);
             let shown = display_path(&dir);
             match self.raw_lstat(&abs) {
-                Ok(None) => self
-                    .sftp
-                    .mkdir(p(&abs), 0o755)
-                    .map_err(|e| op_error("cannot mkdir", &shown, &e))?,
+                Ok(None) => self.create_dir(&dir, &abs, 0o755)?,
                 Ok(st) => self.require_dir(&dir, st.as_ref())?,
                 Err(e) => return Err(op_error("cannot lstat", &shown, &e)),
             }
@@ -775,6 +783,27 @@ impl Transport for Connection {
         self.sftp
             .unlink(p(&abs))
             .map_err(|e| op_error("cannot remove", &display_path(rel), &e))
+    }
+
+    fn list(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, FileKind)>> {
+        let abs = self.prepare(dir, true)?;
+        let entries = self
+            .sftp
+            .readdir(p(&abs))
+            .map_err(|e| op_error("cannot list", &display_path(dir), &e))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(entry, st)| {
+                let name = entry.file_name()?.as_bytes().to_vec();
+                let kind = match st.file_type() {
+                    t if t.is_dir() => FileKind::Dir,
+                    t if t.is_file() => FileKind::File,
+                    t if t.is_symlink() => FileKind::Symlink,
+                    _ => FileKind::Other,
+                };
+                Some((name, kind))
+            })
+            .collect())
     }
 
     fn remove_dir(&mut self, rel: &[u8]) -> Result<()> {

@@ -121,6 +121,9 @@ pub trait Transport: Send {
 
     /// SHA-256 of each regular file in `rels`, in order; None where there is no regular file.
     fn hash(&mut self, rels: &[&[u8]]) -> Result<Vec<Option<Sha256Hash>>>;
+
+    /// The names in directory `dir` ("" is the root) and what they are, without "." and "..".
+    fn list(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, FileKind)>>;
 }
 
 /// One read from `src`, retried when interrupted by a signal.

@@ -9,7 +9,7 @@
 pub mod plan;
 mod reconcile;
 
-use crate::journal::{Entry, Journal};
+use crate::journal::{child_path, Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
 use crate::remote::{ErrorKind, RemoteError, Transport};
@@ -21,6 +21,7 @@ use reconcile::{Apply, Known, Outcome};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -62,6 +63,10 @@ struct Core {
     conflicts: u64,
     flush_waiters: usize,
     stopping: bool,
+    /// The start-up comparison of the local tree with the manifest has not finished.
+    scanning: bool,
+    /// Remote entries at start-up that ftpsync did not put there (the first 100).
+    remote_only: Vec<Vec<u8>>,
     /// Per path in flight: set to make its worker give up (a newer change arrived).
     cancels: std::collections::HashMap<Vec<u8>, Arc<AtomicBool>>,
 }
@@ -111,6 +116,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             core: Mutex::new(Core {
                 connection: "connecting".into(),
+                scanning: true,
                 ..Core::default()
             }),
             cv: Condvar::new(),
@@ -154,7 +160,7 @@ impl Engine {
         core.offline_until = core.offline_until.map(|_| Instant::now());
         self.inner.cv.notify_all();
         let result = loop {
-            if core.plan.consumed() >= target && core.plan.is_idle() {
+            if !core.scanning && core.plan.consumed() >= target && core.plan.is_idle() {
                 break Ok(());
             }
             if self.inner.cv.wait_until(&mut core, deadline).timed_out() {
@@ -196,11 +202,15 @@ impl Engine {
             "mirrored_paths": mirror.manifest.len(),
             "applied_seq": mirror.manifest.applied_seq(),
             "failures": failures,
+            "remote_only": core.remote_only.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
         })
     }
 
     /// Drains for at most `timeout`, then stops; what is left stays in the journal.
     pub fn shutdown(&self, timeout: Duration) {
+        // A refused host key or login will not fix itself while we wait.
+        let refused = self.inner.core.lock().halted.is_some();
+        let timeout = if refused { Duration::ZERO } else { timeout };
         if let Err(left) = self.flush(timeout) {
             warn!("unmount: not everything reached the remote ({left}); the next mount carries on");
         }
@@ -244,6 +254,16 @@ impl Inner {
             self.take_in(e, &mut conn, done);
         }
         self.scan_local();
+        // Uploads a crash or an outage interrupted: adopt what arrived, clear their temp files.
+        let interrupted: Vec<Vec<u8>> = self.mirror.lock().manifest.intents().cloned().collect();
+        let mut core = self.core.lock();
+        let since = core.plan.consumed() + 1;
+        for p in interrupted {
+            core.plan.mark(&p, since, Instant::now());
+        }
+        core.scanning = false;
+        drop(core);
+        self.report_remote_only(&mut conn);
         let mut last_checkpoint = Instant::now();
         loop {
             let wait = self.next_wake();
@@ -419,6 +439,7 @@ impl Inner {
                 .map(|(p, c)| (p.clone(), c.clone()))
                 .collect();
             let stored = core.plan.hashes.get(&path).copied();
+            let intent = mirror.manifest.intent(&path).copied();
             let cancel = Arc::new(AtomicBool::new(false));
             core.cancels.insert(path.clone(), cancel.clone());
             mirror.live.insert(path.clone(), Live::Uploading);
@@ -429,6 +450,7 @@ impl Inner {
                     stored,
                     cancel,
                     sent: self.sent.clone(),
+                    intent,
                 },
             });
         }
@@ -437,8 +459,19 @@ impl Inner {
     fn worker(&self, jobs: &Receiver<Job>, done: &Sender<Done>) {
         let mut conn: Option<Box<dyn Transport>> = None;
         for job in jobs.iter() {
+            let intend = |m: &crate::mirror::FileMeta| {
+                if let Err(e) = self.mirror.lock().manifest.intend(&job.path, *m) {
+                    error!("manifest: {e}");
+                }
+            };
             let result = self.connection(&mut conn).and_then(|t| {
-                reconcile::reconcile(t.as_mut(), borrow(&self.root), &job.path, &job.known)
+                reconcile::reconcile(
+                    t.as_mut(),
+                    borrow(&self.root),
+                    &job.path,
+                    &job.known,
+                    &intend,
+                )
             });
             if result
                 .as_ref()
@@ -470,7 +503,7 @@ impl Inner {
                 let written = match report.apply {
                     Apply::Put(c) => mirror.manifest.put(&d.path, c),
                     Apply::Remove => mirror.manifest.remove(&d.path),
-                    Apply::Nothing => Ok(()),
+                    Apply::Nothing => mirror.manifest.settle(&d.path),
                 };
                 if let Err(e) = written {
                     error!("manifest: {e}");
@@ -491,7 +524,7 @@ impl Inner {
                 core.conflicts += report.conflicts.len() as u64;
                 mirror.live.remove(&d.path);
                 core.failures.remove(&d.path);
-                core.plan.finish(&d.path, None);
+                core.plan.finish(&d.path, None, false);
                 core.offline_until = None;
                 core.offline_failures = 0;
                 core.halted = None;
@@ -499,7 +532,7 @@ impl Inner {
             }
             Ok(Outcome::NotReady) => {
                 mirror.live.remove(&d.path);
-                core.plan.finish(&d.path, None);
+                core.plan.finish(&d.path, None, false);
                 core.connection = "connected".into();
             }
             Err(e) => {
@@ -511,6 +544,10 @@ impl Inner {
 
     fn failed(&self, core: &mut Core, path: &[u8], e: RemoteError) {
         let attempts = core.plan.attempts(path);
+        let own = !matches!(
+            e.kind(),
+            ErrorKind::Transient | ErrorKind::NoSpace | ErrorKind::HostKey | ErrorKind::Auth
+        );
         let retry = match e.kind() {
             ErrorKind::Transient | ErrorKind::NoSpace => {
                 Self::offline(core, &e);
@@ -534,7 +571,7 @@ impl Inner {
                 backoff(attempts, Duration::from_secs(300))
             }
         };
-        core.plan.finish(path, Some(retry));
+        core.plan.finish(path, Some(retry), own);
     }
 
     fn note_offline(&self, e: &RemoteError) {
@@ -544,7 +581,7 @@ impl Inner {
     /// A failure of the whole connection: pause dispatching, log once per cause.
     fn offline(core: &mut Core, e: &RemoteError) {
         core.offline_failures += 1;
-        let cause = format!("{:?}: {}", e.kind(), e.message());
+        let cause = format!("{:?}", e.kind());
         if core.last_cause.as_deref() != Some(cause.as_str()) {
             warn!("remote unavailable, retrying with backoff: {e}");
             core.last_cause = Some(cause);
@@ -591,10 +628,7 @@ impl Inner {
                 continue;
             };
             for e in entries {
-                let path = join(
-                    &prefix,
-                    std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str()),
-                );
+                let path = child_path(&prefix, e.name.as_bytes());
                 let Ok(c) = local::component(&e.name) else {
                     continue;
                 };
@@ -630,6 +664,55 @@ impl Inner {
         }
     }
 
+    /// Start-up: lists the remote directories we manage and reports what is there that we did
+    /// not put there. It is left alone: the local side is authoritative, but nothing is
+    /// deleted that ftpsync did not create.
+    fn report_remote_only(&self, conn: &mut Option<Box<dyn Transport>>) {
+        let dirs: Vec<Vec<u8>> = std::iter::once(Vec::new())
+            .chain(
+                self.mirror
+                    .lock()
+                    .manifest
+                    .iter()
+                    .filter(|(_, c)| matches!(c, Confirmed::Dir { .. }))
+                    .map(|(p, _)| p.clone()),
+            )
+            .collect();
+        let t = match self.connection(conn) {
+            Ok(t) => t,
+            Err(e) => return info!("remote-only files not checked at start-up: {e}"),
+        };
+        let mut found = Vec::new();
+        for dir in dirs {
+            let entries = match t.list(&dir) {
+                Ok(e) => e,
+                Err(e) => return info!("remote-only files not checked at start-up: {e}"),
+            };
+            for (name, _) in entries {
+                let path = child_path(&dir, &name);
+                let ours = self.mirror.lock().manifest.get(&path).is_some()
+                    || crate::remote::path::is_temp_name(&name)
+                    || name.windows(18).any(|w| w == b".ftpsync-conflict-")
+                    || local::lookup_path(borrow(&self.root), &path).is_ok();
+                if !ours {
+                    found.push(path);
+                }
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        let shown: Vec<String> = found.iter().take(10).map(|p| crate::fs::show(p)).collect();
+        warn!(
+            "{} remote entries that ftpsync did not put there are left alone: {}{}",
+            found.len(),
+            shown.join(", "),
+            if found.len() > 10 { ", ..." } else { "" }
+        );
+        found.truncate(100);
+        self.core.lock().remote_only = found;
+    }
+
     /// After a failed remote rename: everything now under `root` locally is sent again.
     fn mark_local_subtree(&self, root: &[u8], seq: u64) {
         let mut paths = vec![root.to_vec()];
@@ -644,10 +727,7 @@ impl Inner {
                 continue;
             }
             for e in local::list_dir(borrow(&fd)).unwrap_or_default() {
-                paths.push(join(
-                    &p,
-                    std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str()),
-                ));
+                paths.push(child_path(&p, e.name.as_bytes()));
             }
         }
         let mut core = self.core.lock();
@@ -655,13 +735,6 @@ impl Inner {
             core.plan.mark(&p, seq, Instant::now());
         }
     }
-}
-
-fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
-    if prefix.is_empty() {
-        return name.to_vec();
-    }
-    [prefix, b"/", name].concat()
 }
 
 /// Whether the manifest already describes this local entry (size and mtime for files).
@@ -726,7 +799,7 @@ fn rename_remote(
         }
     }
     // Something at the target that we did not put there is kept, not overwritten.
-    if replaced.is_empty() && t.lstat(&r.to)?.is_some() {
+    if replaced.is_empty() && reconcile::lstat(t.as_mut(), &r.to)?.is_some() {
         reconcile::move_aside(t.as_mut(), &r.to)?;
     }
     t.rename(&r.from, &r.to)?;

@@ -59,7 +59,6 @@ impl Plan {
         match &e.record {
             // Contents are uploaded once hashed: the Store that follows marks the path.
             Record::Create { .. } | Record::Dirty { .. } => {}
-            Record::SetXattr { .. } | Record::RemoveXattr { .. } => {}
             Record::Store {
                 path,
                 size,
@@ -80,10 +79,13 @@ impl Plan {
                 self.hashes.insert(path.clone(), s);
                 self.mark(path, e.seq, due);
             }
+            // Extended attributes are not mirrored, but a POSIX ACL change is a mode change.
             Record::Mkdir { path, .. }
             | Record::Mknod { path, .. }
             | Record::Symlink { path, .. }
-            | Record::SetAttr { path, .. } => self.mark(path, e.seq, due),
+            | Record::SetAttr { path, .. }
+            | Record::SetXattr { path, .. }
+            | Record::RemoveXattr { path, .. } => self.mark(path, e.seq, due),
             Record::Unlink { path } | Record::Rmdir { path } => {
                 self.hashes.take_subtree(path);
                 self.mark(path, e.seq, due);
@@ -193,13 +195,14 @@ impl Plan {
         ready
     }
 
-    /// Work on `path` ended: done, or to be tried again after `retry`.
-    pub fn finish(&mut self, path: &[u8], retry: Option<Duration>) {
+    /// Work on `path` ended: done, or to be tried again after `retry`. `blame` says whether
+    /// the failure was the path's own (its backoff grows) or the connection's.
+    pub fn finish(&mut self, path: &[u8], retry: Option<Duration>, blame: bool) {
         let Some(mut m) = self.in_flight.remove(path) else {
             return;
         };
         if let Some(after) = retry {
-            m.attempts += 1;
+            m.attempts += u32::from(blame);
             m.due = Instant::now() + after;
             self.put_mark(path.to_vec(), m);
         }
@@ -329,9 +332,9 @@ mod tests {
         assert!(plan.hashes.get(b"t").is_none());
         assert_eq!(plan.take_due(Instant::now(), 10), [p("a"), p("t")]);
         assert_eq!(plan.applied(), 0, "nothing confirmed yet");
-        plan.finish(b"a", None);
+        plan.finish(b"a", None, false);
         assert_eq!(plan.applied(), 4, "t's mark stands for record 5");
-        plan.finish(b"t", None);
+        plan.finish(b"t", None, false);
         assert_eq!(plan.applied(), 6);
         assert!(plan.is_idle());
     }
@@ -396,13 +399,13 @@ mod tests {
             "a is in flight"
         );
         assert!(plan.busy_under(b""), "root covers everything");
-        plan.finish(b"a", None);
+        plan.finish(b"a", None, false);
         assert_eq!(
             plan.take_due(Instant::now(), 10),
             [p("a")],
             "the newer change runs next"
         );
-        plan.finish(b"a", Some(Duration::from_secs(60)));
+        plan.finish(b"a", Some(Duration::from_secs(60)), true);
         assert!(plan.take_due(Instant::now(), 10).is_empty(), "retry waits");
         plan.expedite();
         assert_eq!(plan.take_due(Instant::now(), 10), [p("a")]);

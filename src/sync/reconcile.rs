@@ -22,6 +22,8 @@ pub struct Known {
     pub cancel: Arc<AtomicBool>,
     /// Bytes read for uploads, cancelled ones included.
     pub sent: Arc<AtomicU64>,
+    /// An upload to this path started but never confirmed (a crash, a lost connection).
+    pub intent: Option<FileMeta>,
 }
 
 /// The local file as the upload reads it: stops at once when a newer change arrives.
@@ -83,11 +85,13 @@ fn done(apply: Apply) -> Outcome {
     })
 }
 
+/// `intend` records an upload about to start (in the manifest, before any byte is sent).
 pub fn reconcile(
     t: &mut dyn Transport,
     root: BorrowedFd<'_>,
     path: &[u8],
     known: &Known,
+    intend: &dyn Fn(&FileMeta),
 ) -> Result<Outcome> {
     let local = match local::lookup_path(root, path) {
         Ok(found) => Some(found),
@@ -147,7 +151,7 @@ pub fn reconcile(
                 conflicts,
             }))
         }
-        libc::S_IFREG => file(t, &fd, &st, path, known, conflicts),
+        libc::S_IFREG => file(t, &fd, &st, path, known, conflicts, intend),
         // FIFOs, sockets and devices are not mirrored.
         _ => Ok(done(Apply::Nothing)),
     }
@@ -167,6 +171,7 @@ fn file(
     path: &[u8],
     known: &Known,
     mut conflicts: Vec<Vec<u8>>,
+    intend: &dyn Fn(&FileMeta),
 ) -> Result<Outcome> {
     let mtime = stamp(st.st_mtime, st.st_mtime_nsec);
     let mode = st.st_mode & 0o7777;
@@ -177,14 +182,15 @@ fn file(
     let Some(s) = stored.filter(|s| s.size == st.st_size as u64 && s.mtime == mtime) else {
         return Ok(Outcome::NotReady);
     };
-    let want = Confirmed::File(FileMeta {
+    let meta = FileMeta {
         size: s.size,
         sha256: s.sha256,
         mode,
         mtime,
         ino: st.st_ino,
         ctime: stamp(st.st_ctime, st.st_ctime_nsec),
-    });
+    };
+    let want = Confirmed::File(meta);
     let attrs = Attrs {
         mode,
         atime: st.st_atime,
@@ -198,7 +204,17 @@ fn file(
             return Ok(done(Apply::Put(want)));
         }
     }
-    let remote = t.lstat(path)?;
+    if known.intent.is_some() {
+        // What the interrupted upload left beside the target.
+        let removed = remove_temps(t, parent(path))?;
+        if removed > 0 {
+            log::info!(
+                "removed {removed} leftover temporary files beside {}",
+                crate::fs::show(path)
+            );
+        }
+    }
+    let remote = lstat(t, path)?;
     if remote.as_ref().is_some_and(|r| {
         !is_ours(known.at(path), r) && r.kind == FileKind::File && r.size == s.size
     }) && t.hash(&[path])?.first() == Some(&Some(s.sha256))
@@ -215,6 +231,7 @@ fn file(
             format!("local open {}: {e}", crate::fs::show(path)),
         )
     })?;
+    intend(&meta);
     let mut src = Cancellable {
         file,
         cancel: &known.cancel,
@@ -230,6 +247,26 @@ fn file(
         })),
         Err(e) if e.kind() == ErrorKind::SourceChanged => Ok(Outcome::NotReady),
         Err(e) => Err(e),
+    }
+}
+
+/// Removes the temporary files that interrupted uploads left in remote directory `dir`.
+fn remove_temps(t: &mut dyn Transport, dir: &[u8]) -> Result<usize> {
+    let mut removed = 0;
+    for (name, kind) in t.list(dir)? {
+        if kind == FileKind::File && crate::remote::path::is_temp_name(&name) {
+            t.remove_file(&crate::journal::child_path(dir, &name))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The remote entry at `path`; a missing parent directory means there is none.
+pub(super) fn lstat(t: &mut dyn Transport, path: &[u8]) -> Result<Option<RemoteStat>> {
+    match t.lstat(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        other => other,
     }
 }
 
@@ -263,10 +300,14 @@ fn clear_for_replacement(
     if matches!(known.at(path), Some(Confirmed::Dir { .. })) {
         return remove_subtree(t, &known.confirmed, conflicts);
     }
-    let Some(remote) = t.lstat(path)? else {
+    let Some(remote) = lstat(t, path)? else {
         return Ok(());
     };
-    let ours = is_ours(known.at(path), &remote);
+    // Ours: what the manifest says we put there, or what an interrupted upload of ours did.
+    let ours = is_ours(known.at(path), &remote)
+        || known.intent.is_some_and(|i| {
+            remote.kind == FileKind::File && remote.size == i.size && remote.mtime == i.mtime.sec
+        });
     if !ours && remote.kind != FileKind::Dir {
         conflicts.push(move_aside(t, path)?);
     } else if !ours {
@@ -288,10 +329,10 @@ fn clear_non_dir(
     known: &Known,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
-    match t.lstat(path)? {
+    match lstat(t, path)? {
         Some(r) if r.kind == FileKind::Dir => Ok(()),
         Some(_) => {
-            clear_for_replacement(t, path, known, conflicts).and_then(|()| match t.lstat(path)? {
+            clear_for_replacement(t, path, known, conflicts).and_then(|()| match lstat(t, path)? {
                 Some(r) if r.kind != FileKind::Dir => t.remove_file(path),
                 _ => Ok(()),
             })
@@ -312,7 +353,7 @@ fn remove_subtree(
         let result = match c {
             Confirmed::Dir { .. } => t.remove_dir(p),
             Confirmed::Symlink { .. } => t.remove_file(p),
-            Confirmed::File(_) => match t.lstat(p)? {
+            Confirmed::File(_) => match lstat(t, p)? {
                 Some(r) if is_ours(Some(c), &r) => t.remove_file(p),
                 Some(_) => move_aside(t, p).map(|c| conflicts.push(c)),
                 None => Ok(()),
