@@ -3,78 +3,14 @@
 
 mod common;
 
+use common::mirror_tree::assert_mirrored;
 use common::Mount;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-
-/// What must be equal on both sides: type, size, SHA-256, permission bits, mtime (whole
-/// seconds: SFTP v3 carries no more) and symlink target.
-fn tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).expect("read_dir") {
-            let p = e.expect("entry").path();
-            let md = fs::symlink_metadata(&p).expect("lstat");
-            let rel = p
-                .strip_prefix(root)
-                .expect("prefix")
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let desc = if md.file_type().is_symlink() {
-                format!("link {:?}", fs::read_link(&p).expect("readlink"))
-            } else if md.is_dir() {
-                stack.push(p.clone());
-                format!("dir {:o}", md.mode() & 0o7777)
-            } else {
-                let data = fs::read(&p).expect("read");
-                format!(
-                    "file {} {} {:o} {}",
-                    data.len(),
-                    hex::encode(Sha256::digest(&data)),
-                    md.mode() & 0o7777,
-                    md.mtime()
-                )
-            };
-            out.insert(rel, desc);
-        }
-    }
-    out
-}
-
-fn assert_mirrored(m: &Mount) {
-    let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
-    let (local, remote) = (tree(&m.local), tree(&remote));
-    let diff: Vec<String> = local
-        .iter()
-        .filter(|(k, v)| remote.get(*k) != Some(*v))
-        .map(|(k, v)| {
-            format!(
-                "{:?}: local {v}, remote {:?}",
-                String::from_utf8_lossy(k),
-                remote.get(k)
-            )
-        })
-        .chain(
-            remote
-                .keys()
-                .filter(|k| !local.contains_key(*k))
-                .map(|k| format!("{:?}: only on the remote", String::from_utf8_lossy(k))),
-        )
-        .collect();
-    assert!(
-        diff.is_empty(),
-        "remote differs from local in {} paths:\n{}",
-        diff.len(),
-        diff.join("\n")
-    );
-}
 
 fn write_tree(root: &Path, files: usize) {
     for i in 0..files {

@@ -127,8 +127,10 @@ impl Plan {
                 seq,
             });
         }
-        // Nothing to move remotely: what now stands at `to` is reconciled like any change.
+        // Nothing to move remotely: what now stands at `to` is reconciled like any change, and
+        // so is `from` (an upload of it may be in flight and land after the rename).
         self.mark(to, seq, due);
+        self.mark(from, seq, due);
         None
     }
 
@@ -359,7 +361,7 @@ mod tests {
         assert_eq!(none, None);
         assert_eq!(
             plan.pending_paths().cloned().collect::<Vec<_>>(),
-            [p("e"), p("e/x")]
+            [p("d"), p("e"), p("e/x")]
         );
         assert!(plan.hashes.get(b"e/x").is_some());
         m.put(b"e", crate::mirror::Confirmed::Dir { mode: 0o755 })
@@ -384,6 +386,26 @@ mod tests {
                 exchange: false,
                 seq: 3
             })
+        );
+    }
+
+    #[test]
+    fn a_path_renamed_away_while_its_upload_is_in_flight_is_reconciled_again() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        plan.consume(&entry(1, store(".doc.swp", 1)), &m, Duration::ZERO);
+        assert_eq!(plan.take_due(Instant::now(), 10), [p(".doc.swp")]);
+        let rename = Record::Rename {
+            from: p(".doc.swp"),
+            to: p("doc"),
+            flags: 0,
+        };
+        assert_eq!(plan.consume(&entry(2, rename), &m, Duration::ZERO), None);
+        plan.finish(b".doc.swp", None, false);
+        assert_eq!(
+            plan.take_due(Instant::now(), 10),
+            [p(".doc.swp"), p("doc")],
+            "the upload that landed at the old name is undone"
         );
     }
 

@@ -10,6 +10,7 @@
 //! bounded, for the daemon to go away, also when the test panicked.
 #![allow(dead_code)]
 
+pub mod mirror_tree;
 pub mod sshd;
 
 use std::ffi::OsString;
