@@ -47,7 +47,7 @@ fn tree_reaches_the_remote_equal_readback_verify_in_chroot() {
 fn renames_deletes_and_overwrites_converge_and_a_directory_moves_as_one_rename() {
     let mut m = Mount::new();
     let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
-    write_tree(&m.mnt.join("tree"), 60);
+    write_tree(&m.mnt.join("tree"), 500);
     fs::write(m.mnt.join("doc.txt"), b"version one").expect("write");
     fs::write(m.mnt.join("gone.txt"), b"to be deleted").expect("write");
     m.flush();
