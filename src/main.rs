@@ -15,7 +15,8 @@ use std::time::Duration;
     version,
     about = "Mirror a local folder to an SFTP server through a FUSE mount",
     long_about = "ftpsync mounts a local directory through FUSE: applications use it at local speed, \
-every change is journaled, and every file is hashed (SHA-256) when it is closed. \
+every change is journaled, every file is hashed (SHA-256) when it is closed, and the changes are \
+mirrored to an SFTP server, each confirmed by the server's copy carrying the same hash. \
 Unmount with `fusermount3 -u MOUNTPOINT`."
 )]
 struct Cli {
@@ -33,7 +34,7 @@ struct Cli {
 enum Command {
     /// Mount LOCAL_DIR at MOUNTPOINT (or over itself), mirrored to REMOTE.
     Mount(Box<MountArgs>),
-    /// Show the journal's pending records and the latest file hashes.
+    /// Show the mirror's state: connection, pending paths and bytes, failures, file hashes.
     Status {
         /// A mountpoint of a running mirror, or its state dir.
         target: PathBuf,
