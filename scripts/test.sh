@@ -14,6 +14,7 @@ section "environment"
 declare -A need=(
     [fusermount3]=fuse3
     [sqlite3]=sqlite3
+    [python3]=python3
     [git]=git
     [tar]=tar
     [ssh-keygen]=openssh-client

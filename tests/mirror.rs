@@ -267,3 +267,34 @@ fn a_newer_change_cancels_the_upload_in_flight() {
     );
     m.unmount();
 }
+
+#[test]
+fn everyday_writes_leave_no_warning_in_the_log() {
+    // Python's open() asks every file whether it is a terminal (an ioctl): answered quietly.
+    let mut m = Mount::new();
+    let p = m.mnt.join("script-output.txt");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sys; open(sys.argv[1], 'w').write('hello')")
+        .arg(&p)
+        .output()
+        .expect("python3 (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.flush();
+    assert_mirrored(&m);
+    let log = fs::read_to_string(m.state.join("ftpsync.log")).unwrap_or_default();
+    let noise: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        noise.is_empty(),
+        "warnings in a fault-free run:\n{}",
+        noise.join("\n")
+    );
+    m.unmount();
+}
