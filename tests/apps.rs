@@ -49,38 +49,26 @@ fn describe_tree(root: &Path, with_mtime: bool) -> BTreeMap<Vec<u8>, String> {
     let mut out = BTreeMap::new();
     let mut files: Vec<(Vec<u8>, fs::Metadata, String)> = Vec::new();
     let mut groups: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())) {
-            let p = e.expect("entry").path();
-            let md = fs::symlink_metadata(&p).expect("lstat");
-            let rel = p
-                .strip_prefix(root)
-                .expect("prefix")
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let ft = md.file_type();
-            if ft.is_symlink() {
-                out.insert(
-                    rel,
-                    format!("link -> {:?}", fs::read_link(&p).expect("readlink")),
-                );
-            } else if ft.is_dir() {
-                stack.push(p.clone());
-                out.insert(rel, format!("dir {:04o}", md.mode() & 0o7777));
-            } else if ft.is_file() {
-                let g = groups
-                    .entry((md.dev(), md.ino()))
-                    .or_insert_with(|| rel.clone());
-                if rel < *g {
-                    *g = rel.clone();
-                }
-                let sha = sha256_file(&p);
-                files.push((rel, md, sha));
-            } else {
-                out.insert(rel, format!("special {:o}", md.mode()));
+    for (rel, p, md) in common::walk(root) {
+        let ft = md.file_type();
+        if ft.is_symlink() {
+            out.insert(
+                rel,
+                format!("link -> {:?}", fs::read_link(&p).expect("readlink")),
+            );
+        } else if ft.is_dir() {
+            out.insert(rel, format!("dir {:04o}", md.mode() & 0o7777));
+        } else if ft.is_file() {
+            let g = groups
+                .entry((md.dev(), md.ino()))
+                .or_insert_with(|| rel.clone());
+            if rel < *g {
+                *g = rel.clone();
             }
+            let sha = sha256_file(&p);
+            files.push((rel, md, sha));
+        } else {
+            out.insert(rel, format!("special {:o}", md.mode()));
         }
     }
     for (rel, md, sha) in files {

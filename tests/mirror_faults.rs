@@ -9,8 +9,7 @@
 mod common;
 
 use common::mirror_tree::{
-    assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root, sha256_of_file,
-    tree_filtered,
+    assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root, tree_filtered,
 };
 
 use common::{CmdOut, Mount};
@@ -463,8 +462,8 @@ fn sshd_killed_mid_upload_mount_keeps_working_and_the_remote_converges_after_res
         100
     );
     assert_eq!(
-        sha256_of_file(&m.path("big.bin")),
-        sha256_of_file(&m.local.join("big.bin"))
+        common::sha256_file(&m.path("big.bin")),
+        common::sha256_file(&m.local.join("big.bin"))
     );
     eprintln!("100 writes during the outage: {took:?}");
 
@@ -603,8 +602,8 @@ fn full_remote_disk_writes_go_on_status_reports_it_and_the_remote_converges_once
         let p = remote.join(format!("big{i}.bin"));
         if let Ok(md) = fs::metadata(&p) {
             assert_eq!(
-                sha256_of_file(&p),
-                sha256_of_file(&m.local.join(format!("big{i}.bin"))),
+                common::sha256_file(&p),
+                common::sha256_file(&m.local.join(format!("big{i}.bin"))),
                 "a partial big{i}.bin (size {}) under its real name",
                 md.len()
             );

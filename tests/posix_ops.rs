@@ -489,49 +489,31 @@ impl Trace {
 /// hash or link target, sorted by path bytes. Times and inode numbers are left
 /// out.
 fn tree_snapshot(root: &Path) -> BTreeMap<Vec<u8>, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-            .map(|e| e.expect("entry").path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            let md = fs::symlink_metadata(&p).expect("lstat in snapshot");
-            let rel = p
-                .strip_prefix(root)
-                .expect("prefix")
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let ft = md.file_type();
-            let desc = if ft.is_symlink() {
-                format!(
-                    "symlink -> {:?}",
-                    fs::read_link(&p).expect("readlink in snapshot")
-                )
-            } else if ft.is_dir() {
-                format!("dir {:04o} {}:{}", md.mode() & 0o7777, md.uid(), md.gid())
-            } else if ft.is_file() {
-                format!(
-                    "file {:04o} {}:{} nlink={} size={} sha={}",
-                    md.mode() & 0o7777,
-                    md.uid(),
-                    md.gid(),
-                    md.nlink(),
-                    md.len(),
-                    sha256_file(&p)
-                )
-            } else {
-                format!("{} {:04o}", kind(md.mode()), md.mode() & 0o7777)
-            };
-            out.insert(rel, desc);
-            if ft.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
     let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
+    for (rel, p, md) in common::walk(root) {
+        let ft = md.file_type();
+        let desc = if ft.is_symlink() {
+            format!(
+                "symlink -> {:?}",
+                fs::read_link(&p).expect("readlink in snapshot")
+            )
+        } else if ft.is_dir() {
+            format!("dir {:04o} {}:{}", md.mode() & 0o7777, md.uid(), md.gid())
+        } else if ft.is_file() {
+            format!(
+                "file {:04o} {}:{} nlink={} size={} sha={}",
+                md.mode() & 0o7777,
+                md.uid(),
+                md.gid(),
+                md.nlink(),
+                md.len(),
+                sha256_file(&p)
+            )
+        } else {
+            format!("{} {:04o}", kind(md.mode()), md.mode() & 0o7777)
+        };
+        out.insert(rel, desc);
+    }
     out
 }
 

@@ -1,10 +1,8 @@
 //! Comparing the local tree with the remote tree on disk, for the mirror tests.
 
-use super::Mount;
-use sha2::{Digest, Sha256};
+use super::{sha256_file, walk, Mount};
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -19,46 +17,31 @@ pub fn is_conflict_name(rel: &[u8]) -> bool {
 /// left out (with everything beneath them).
 pub fn tree_filtered(root: &Path, skip: &dyn Fn(&[u8]) -> bool) -> BTreeMap<Vec<u8>, String> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).expect("read_dir") {
-            let p = e.expect("entry").path();
-            let md = fs::symlink_metadata(&p).expect("lstat");
-            let rel = p
-                .strip_prefix(root)
-                .expect("prefix")
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            if skip(&rel) {
-                continue;
-            }
-            let desc = if md.file_type().is_symlink() {
-                format!("link {:?}", fs::read_link(&p).expect("readlink"))
-            } else if md.is_dir() {
-                stack.push(p.clone());
-                format!("dir {:o}", md.mode() & 0o7777)
-            } else {
-                format!(
-                    "file {} {} {:o} {}",
-                    md.len(),
-                    sha256_of_file(&p),
-                    md.mode() & 0o7777,
-                    md.mtime()
-                )
-            };
-            out.insert(rel, desc);
+    let mut skipped: Vec<Vec<u8>> = Vec::new();
+    for (rel, p, md) in walk(root) {
+        let beneath_skipped = skipped
+            .iter()
+            .any(|s| rel.starts_with(s) && rel.get(s.len()) == Some(&b'/'));
+        if beneath_skipped || skip(&rel) {
+            skipped.push(rel);
+            continue;
         }
+        let desc = if md.file_type().is_symlink() {
+            format!("link {:?}", fs::read_link(&p).expect("readlink"))
+        } else if md.is_dir() {
+            format!("dir {:o}", md.mode() & 0o7777)
+        } else {
+            format!(
+                "file {} {} {:o} {}",
+                md.len(),
+                sha256_file(&p),
+                md.mode() & 0o7777,
+                md.mtime()
+            )
+        };
+        out.insert(rel, desc);
     }
     out
-}
-
-/// SHA-256 of a file, streamed (the trees here hold 64 MiB files).
-pub fn sha256_of_file(p: &Path) -> String {
-    let mut f = fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    hex::encode(h.finalize())
 }
 
 pub fn remote_root(m: &Mount) -> PathBuf {

@@ -16,6 +16,7 @@ pub mod sshd;
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -124,10 +125,41 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// SHA-256 of a file's content, lower-case hex.
+/// SHA-256 of a file's content, lower-case hex; streamed (some trees hold 64 MiB files).
 pub fn sha256_file(path: &Path) -> String {
-    let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    sha256_hex(&data)
+    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    hex::encode(h.finalize())
+}
+
+/// Every entry beneath `root` (symlinks not followed), each directory before its contents
+/// and siblings in name order: (path relative to `root` as bytes, full path, lstat).
+pub fn walk(root: &Path) -> Vec<(Vec<u8>, PathBuf, fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+            .map(|e| e.expect("entry").path())
+            .collect();
+        entries.sort();
+        for p in entries.into_iter().rev() {
+            let md =
+                fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
+            if md.is_dir() {
+                stack.push(p.clone());
+            }
+            let rel = p
+                .strip_prefix(root)
+                .expect("prefix")
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            out.push((rel, p, md));
+        }
+    }
+    out
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), the same for the same seed.
@@ -169,7 +201,6 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 
 /// The fstypes of every mount whose mountpoint is `path`, innermost last.
 pub fn mount_fstypes(path: &Path) -> Vec<String> {
-    use std::os::unix::ffi::OsStrExt;
     let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     let want = path.as_os_str().as_bytes();
     let mut found = Vec::new();
