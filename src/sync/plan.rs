@@ -146,9 +146,22 @@ impl Plan {
                 .filter_map(|k| d.remove(&k).map(|m| (k, m)))
                 .collect()
         };
+        let reroot = |p: &[u8], a: &[u8], b: &[u8]| [b, &p[a.len()..]].concat();
+        // Work in flight finishes at the old names; what now stands at the new ones must be
+        // reconciled after it, or nothing would ever send it there.
+        let in_flight: Vec<(Vec<u8>, Mark)> = self
+            .in_flight
+            .iter()
+            .filter_map(|(p, m)| {
+                let moved = |a: &[u8], b: &[u8]| is_within(p, a).then(|| (reroot(p, a, b), *m));
+                moved(from, to).or_else(|| exchange.then(|| moved(to, from)).flatten())
+            })
+            .collect();
         let moved = take(&mut self.dirty, from);
         let replaced = take(&mut self.dirty, to);
-        let reroot = |p: &[u8], a: &[u8], b: &[u8]| [b, &p[a.len()..]].concat();
+        for (p, m) in in_flight {
+            self.put_mark(p, m);
+        }
         for (p, m) in moved {
             self.put_mark(reroot(&p, from, to), m);
         }
@@ -407,6 +420,26 @@ mod tests {
             [p(".doc.swp"), p("doc")],
             "the upload that landed at the old name is undone"
         );
+    }
+
+    #[test]
+    fn a_directory_renamed_while_a_file_in_it_is_in_flight_gets_the_file_at_its_new_name() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        plan.consume(&entry(1, store("dir/f", 1)), &m, Duration::ZERO);
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("dir/f")]);
+        let rename = Record::Rename {
+            from: p("dir"),
+            to: p("moved"),
+            flags: 0,
+        };
+        assert_eq!(plan.consume(&entry(2, rename), &m, Duration::ZERO), None);
+        plan.finish(b"dir/f", None, false);
+        assert_eq!(
+            plan.take_due(Instant::now(), 10),
+            [p("dir"), p("moved"), p("moved/f")]
+        );
+        assert_eq!(plan.applied(), 0, "moved/f still stands for record 1");
     }
 
     #[test]
