@@ -262,18 +262,84 @@ pub struct FileConfig {
     pub writeback_delay: Option<f64>,
     pub verify: Option<String>,
     pub drain_timeout: Option<f64>,
+    /// Credential file holding the key's passphrase (mode 0600).
+    pub passphrase_file: Option<PathBuf>,
+    /// Program printing the key's passphrase, run without a shell (`pass show ssh/key`).
+    pub passphrase_command: Option<String>,
+    /// Credential file holding the login password; password authentication is off without it.
+    pub password_file: Option<PathBuf>,
+    /// Program printing a one-time code for servers that ask for a second factor.
+    pub otp_command: Option<String>,
+    /// Upload bandwidth limit, e.g. "10M" (bytes per second; K, M, G are powers of 1024).
+    pub bwlimit: Option<String>,
+    #[serde(default)]
+    pub algorithms: AlgorithmsConfig,
 }
 
+/// `[algorithms]`: lists that narrow ftpsync's default policy (each name must be in it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlgorithmsConfig {
+    #[serde(default)]
+    pub kex: Vec<String>,
+    #[serde(default)]
+    pub host_keys: Vec<String>,
+    #[serde(default)]
+    pub ciphers: Vec<String>,
+    #[serde(default)]
+    pub macs: Vec<String>,
+    /// Lets the lists name algorithms outside the default policy (SHA-1, CBC, ...).
+    #[serde(default)]
+    pub insecure_allow_weak_algorithms: bool,
+}
+
+impl AlgorithmsConfig {
+    pub fn policy(&self) -> Result<crate::remote::Algorithms, ConfigError> {
+        crate::remote::Algorithms::narrowed(
+            &self.kex,
+            &self.host_keys,
+            &self.ciphers,
+            &self.macs,
+            self.insecure_allow_weak_algorithms,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("[algorithms]: {e}")))
+    }
+}
+
+/// Keys that would put a secret in the config, with where the secret belongs instead.
+const SECRET_KEYS: &[(&str, &str)] = &[
+    ("password", "password_file = \"/path\" (a 0600 credential file)"),
+    (
+        "passphrase",
+        "passphrase_file = \"/path\" (a 0600 credential file) or passphrase_command = \"pass show ...\"",
+    ),
+    ("secret", "a 0600 credential file named by passphrase_file or password_file"),
+    ("otp", "otp_command = \"your-totp-generator ...\""),
+];
+
 impl FileConfig {
+    /// Reads a config, refusing one others can read and one that holds a secret.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        crate::remote::check_private(path, "config").map_err(ConfigError::Invalid)?;
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_err = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
-        })
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+        for (key, instead) in SECRET_KEYS {
+            if table.contains_key(*key) {
+                return invalid(format!(
+                    "refusing config {}: it holds a `{key}`, and secrets never go in a config; \
+                     use {instead}",
+                    path.display()
+                ));
+            }
+        }
+        toml::from_str(&text).map_err(parse_err)
     }
 }
 
@@ -300,6 +366,79 @@ pub struct MirrorConfig {
     pub writeback_delay: std::time::Duration,
     pub verify: crate::remote::VerifyMode,
     pub drain_timeout: std::time::Duration,
+    pub secrets: Secrets,
+    pub algorithms: crate::remote::Algorithms,
+    /// Upload bytes per second, shared by all connections; None = unlimited.
+    pub bwlimit: Option<u64>,
+}
+
+/// Where the login secrets come from; each None means that kind is not used.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub passphrase: Option<crate::remote::SecretSource>,
+    pub password: Option<crate::remote::SecretSource>,
+    pub otp: Option<crate::remote::SecretSource>,
+}
+
+impl Secrets {
+    /// From the command line or config; under systemd, `$CREDENTIALS_DIRECTORY/passphrase` and
+    /// `/password` fill what was not given.
+    pub fn from_sources(
+        passphrase_file: Option<PathBuf>,
+        passphrase_command: Option<String>,
+        password_file: Option<PathBuf>,
+        otp_command: Option<String>,
+    ) -> Result<Secrets, ConfigError> {
+        use crate::remote::SecretSource;
+        let command = |c: String, what: &str| {
+            SecretSource::command(&c).map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))
+        };
+        let credential = |name: &str| {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty())?;
+            let p = Path::new(&dir).join(name);
+            p.exists().then_some(SecretSource::File(p))
+        };
+        let passphrase = match (passphrase_file, passphrase_command) {
+            (Some(_), Some(_)) => {
+                return invalid("give the passphrase by file or by command, not both")
+            }
+            (Some(f), None) => Some(SecretSource::File(f)),
+            (None, Some(c)) => Some(command(c, "--passphrase-command")?),
+            (None, None) => credential("passphrase"),
+        };
+        Ok(Secrets {
+            passphrase,
+            password: password_file
+                .map(SecretSource::File)
+                .or_else(|| credential("password")),
+            otp: otp_command
+                .map(|c| command(c, "--otp-command"))
+                .transpose()?,
+        })
+    }
+}
+
+/// A rate like "10M": bytes per second, K, M and G meaning powers of 1024.
+pub fn parse_rate(s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => 0,
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    match num.parse::<f64>() {
+        Ok(n) if mult > 0 && n.is_finite() && n * mult as f64 >= 1024.0 => Ok((n * mult as f64) as u64),
+        _ => invalid(format!(
+            "bandwidth limit '{s}': expected bytes per second of at least 1K, like 500K, 10M or 1.5G"
+        )),
+    }
 }
 
 /// A duration in seconds from the command line or the config file.
@@ -421,10 +560,47 @@ mod tests {
     }
 
     #[test]
+    fn rates() {
+        assert_eq!(parse_rate("10M").unwrap(), 10 << 20);
+        assert_eq!(parse_rate("1.5k").unwrap(), 1536);
+        assert_eq!(parse_rate("4096").unwrap(), 4096);
+        for bad in ["", "M", "10X", "-1M", "10", "nanM"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn private_file(dir: &Path, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+
+    #[test]
+    fn config_with_a_secret_or_open_mode_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = private_file(dir.path(), "remote = \"u@h:p\"\npassword = \"hunter2\"\n");
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("`password`") && e.contains("password_file"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        let p = private_file(dir.path(), "passphrase = \"x\"\n");
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("passphrase_command"), "{e}");
+        let p = private_file(dir.path(), "remote = \"u@h:p\"\n");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("0644 are too open"), "{e}");
+    }
+
+    #[test]
     fn config_file_rejects_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, "remote = \"u@h:p\"\nbogus = 1\n").unwrap();
+        let p = private_file(dir.path(), "remote = \"u@h:p\"\nbogus = 1\n");
         let e = FileConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("malformed config") && e.contains("bogus"), "{e}");
         std::fs::write(&p, "remote = \"u@h:p\"\noptions = [\"ro\"]\n").unwrap();

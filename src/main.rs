@@ -3,9 +3,10 @@
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
 use ftpsync::config::{
-    default_state_dir, seconds, FileConfig, MirrorConfig, MountConfig, MountOptions, Remote,
+    default_state_dir, parse_rate, seconds, FileConfig, MirrorConfig, MountConfig, MountOptions,
+    Remote, Secrets,
 };
-use ftpsync::{run, status};
+use ftpsync::{run, status, trust};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the server's host key and pin it in the state dir's known_hosts (after a yes, or when --fingerprint matches).
+    Trust(TrustArgs),
     /// Wait until every change made before this call is confirmed on the remote.
     Flush {
         /// A mountpoint of a running mirror, or its state dir.
@@ -53,6 +56,24 @@ enum Command {
         #[arg(long)]
         local: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct TrustArgs {
+    /// sftp://user@host[:port]/path or user@host:path [default: remote in --config].
+    remote: Option<String>,
+    /// Pin only if the server's key has this fingerprint (as `ssh-keygen -lf` prints it); no question asked.
+    #[arg(long, value_name = "SHA256:...")]
+    fingerprint: Option<String>,
+    /// Replace a different key already pinned for this server (needs --fingerprint).
+    #[arg(long)]
+    replace: bool,
+    /// The mirror's state dir, whose known_hosts gets the key [default: from --config].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The mount's TOML config: its remote, state dir and algorithm policy.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -95,6 +116,28 @@ struct MountArgs {
     /// Seconds to keep uploading at unmount; the rest stays journaled for the next mount [default: 30].
     #[arg(long, value_name = "SECS")]
     drain_timeout: Option<f64>,
+    /// Upload bandwidth limit shared by all connections, bytes per second with K, M or G (powers of 1024), e.g. 10M [default: unlimited].
+    #[arg(long, value_name = "RATE")]
+    bwlimit: Option<String>,
+    #[command(flatten)]
+    secrets: SecretArgs,
+}
+
+/// Where login secrets come from. Never from the command line or the config itself.
+#[derive(clap::Args)]
+struct SecretArgs {
+    /// File (mode 0600) whose first line is the key's passphrase [default: $CREDENTIALS_DIRECTORY/passphrase under systemd; in the foreground on a terminal, asked].
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Program that prints the key's passphrase, run without a shell for each login and never stored, e.g. "pass show ssh/backup".
+    #[arg(long, value_name = "COMMAND")]
+    passphrase_command: Option<String>,
+    /// File (mode 0600) holding a login password; password authentication is off without it [default: $CREDENTIALS_DIRECTORY/password].
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Program that prints a one-time code, for servers that ask for a second factor (keyboard-interactive) after the key [default: in the foreground on a terminal, asked].
+    #[arg(long, value_name = "COMMAND")]
+    otp_command: Option<String>,
 }
 
 fn absolute(p: PathBuf) -> Result<PathBuf> {
@@ -137,6 +180,19 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
     if !(1..=64).contains(&connections) {
         anyhow::bail!("--connections {connections}: expected 1 to 64");
     }
+    let bwlimit = a
+        .bwlimit
+        .or(file.bwlimit)
+        .as_deref()
+        .map(parse_rate)
+        .transpose()?;
+    let s = a.secrets;
+    let secrets = Secrets::from_sources(
+        s.passphrase_file.or(file.passphrase_file),
+        s.passphrase_command.or(file.passphrase_command),
+        s.password_file.or(file.password_file),
+        s.otp_command.or(file.otp_command),
+    )?;
     let mirror = MirrorConfig {
         identities: pick(a.identity, file.identity)
             .into_iter()
@@ -156,6 +212,9 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
             "--drain-timeout",
             a.drain_timeout.or(file.drain_timeout).unwrap_or(30.0),
         )?,
+        secrets,
+        algorithms: file.algorithms.policy()?,
+        bwlimit,
     };
     Ok(MountConfig {
         local_dir,
@@ -165,6 +224,35 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         options,
         foreground: a.foreground,
         mirror,
+    })
+}
+
+fn trust_request(a: TrustArgs) -> Result<trust::Request> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let remote: Remote = a
+        .remote
+        .or(file.remote)
+        .context("REMOTE is required (argument or remote in --config)")?
+        .parse()?;
+    let state_dir = match (a.state_dir.or(file.state_dir), file.local_dir) {
+        (Some(d), _) => absolute(d)?,
+        (None, Some(local)) => default_state_dir(&absolute(local)?),
+        (None, None) => anyhow::bail!(
+            "say whose state dir gets the key: --state-dir DIR (as given to mount) or --config FILE"
+        ),
+    };
+    if a.replace && a.fingerprint.is_none() {
+        anyhow::bail!("--replace needs --fingerprint SHA256:... (the new key's, checked with the server's administrator)");
+    }
+    Ok(trust::Request {
+        remote,
+        state_dir,
+        fingerprint: a.fingerprint,
+        replace: a.replace,
+        algorithms: file.algorithms.policy()?,
     })
 }
 
@@ -187,6 +275,7 @@ fn main() {
         Command::Status { target, json } => {
             status::resolve_state_dir(&target).and_then(|d| status::print(&d, json))
         }
+        Command::Trust(a) => trust_request(a).and_then(|r| trust::run(&r)),
         Command::Flush {
             target,
             timeout,

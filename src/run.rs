@@ -5,9 +5,11 @@ use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
 use crate::journal::Journal;
 use crate::mirror::Mirror;
-use crate::remote::{ConnectOptions, Connection, Transport};
+use crate::remote::{
+    credentials, ConnectOptions, Connection, HostKeyProblem, SecretSource, Transport,
+};
 use crate::sync::{Connector, Engine, Options as SyncOptions};
-use crate::{control, local};
+use crate::{control, local, trust};
 use anyhow::{anyhow, bail, Context, Result};
 use fuser::{MountOption, SessionACL};
 use log::{error, info, warn};
@@ -48,14 +50,17 @@ pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
     let root = local::open_root(&cfg.local_dir)
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
     prepare_state_dir(&cfg.state_dir)?;
+    let mut connect_opts = connect_options(&cfg);
     if cfg.foreground {
+        ask_for_missing_secrets(&mut connect_opts)?;
         init_logging(verbosity, None)?;
-        return serve(cfg, root, &mut None);
+        return serve(cfg, connect_opts, root, &mut None);
     }
-    daemonize(cfg, root, verbosity)
+    daemonize(cfg, connect_opts, root, verbosity)
 }
 
-fn prepare_state_dir(dir: &Path) -> Result<()> {
+/// Creates the state dir 0700, refusing one that others may write to.
+pub fn prepare_state_dir(dir: &Path) -> Result<()> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -88,7 +93,12 @@ fn init_logging(level: log::LevelFilter, file: Option<File>) -> Result<()> {
 }
 
 /// Forks; the parent waits on a pipe until the child reports the mount live (or why not).
-fn daemonize(cfg: MountConfig, root: OwnedFd, level: log::LevelFilter) -> Result<()> {
+fn daemonize(
+    cfg: MountConfig,
+    connect_opts: ConnectOptions,
+    root: OwnedFd,
+    level: log::LevelFilter,
+) -> Result<()> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors on success.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -101,7 +111,7 @@ fn daemonize(cfg: MountConfig, root: OwnedFd, level: log::LevelFilter) -> Result
         -1 => bail!("fork: {}", std::io::Error::last_os_error()),
         0 => {
             drop(rd);
-            let code = daemon_child(cfg, root, level, wr);
+            let code = daemon_child(cfg, connect_opts, root, level, wr);
             std::process::exit(code);
         }
         _ => {
@@ -124,7 +134,13 @@ fn parent_wait(mut rd: File, state_dir: &Path) -> Result<()> {
     }
 }
 
-fn daemon_child(cfg: MountConfig, root: OwnedFd, level: log::LevelFilter, wr: File) -> i32 {
+fn daemon_child(
+    cfg: MountConfig,
+    connect_opts: ConnectOptions,
+    root: OwnedFd,
+    level: log::LevelFilter,
+    wr: File,
+) -> i32 {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -135,7 +151,7 @@ fn daemon_child(cfg: MountConfig, root: OwnedFd, level: log::LevelFilter, wr: Fi
         init_logging(level, Some(log))
     });
     let mut notify = Some(wr);
-    let result = detached.and_then(|()| serve(cfg, root, &mut notify));
+    let result = detached.and_then(|()| serve(cfg, connect_opts, root, &mut notify));
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -209,7 +225,12 @@ fn lock_state_dir(dir: &Path) -> Result<File> {
 
 /// Runs the mount until it ends. `notify` (the daemon's pipe to its parent) gets "ok" and is
 /// closed once the mount is live.
-fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<()> {
+fn serve(
+    cfg: MountConfig,
+    connect_opts: ConnectOptions,
+    root: OwnedFd,
+    notify: &mut Option<File>,
+) -> Result<()> {
     let signals = block_exit_signals();
     let _lock = lock_state_dir(&cfg.state_dir)?;
     local::raise_nofile_limit();
@@ -251,10 +272,11 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
         mirror,
         feed,
         replay.entries,
-        connector(&cfg),
+        connector(connect_opts, cfg.state_dir.clone()),
         SyncOptions {
             connections: cfg.mirror.connections,
             writeback_delay: cfg.mirror.writeback_delay,
+            bwlimit: cfg.mirror.bwlimit,
         },
     )?);
     let hasher = {
@@ -281,19 +303,66 @@ fn serve(cfg: MountConfig, root: OwnedFd, notify: &mut Option<File>) -> Result<(
     Ok(())
 }
 
-/// Opens SFTP connections for the engine's workers, with the mount's identity and pins.
-fn connector(cfg: &MountConfig) -> Connector {
+/// How the mount connects: its identities, pins, secrets and algorithm policy.
+fn connect_options(cfg: &MountConfig) -> ConnectOptions {
+    let m = &cfg.mirror;
     let mut opts = ConnectOptions::new(cfg.remote.clone());
-    if !cfg.mirror.identities.is_empty() {
-        opts.identities = cfg.mirror.identities.clone();
+    if !m.identities.is_empty() {
+        opts.identities = m.identities.clone();
     }
-    if !cfg.mirror.known_hosts.is_empty() {
-        opts.known_hosts = cfg.mirror.known_hosts.clone();
+    if !m.known_hosts.is_empty() {
+        opts.known_hosts = m.known_hosts.clone();
     }
-    opts.known_hosts.push(cfg.state_dir.join("known_hosts"));
-    opts.verify = cfg.mirror.verify;
+    opts.known_hosts
+        .push(cfg.state_dir.join(crate::trust::KNOWN_HOSTS));
+    opts.verify = m.verify;
+    opts.passphrase = m.secrets.passphrase.clone();
+    opts.password = m.secrets.password.clone();
+    opts.otp = m.secrets.otp.clone();
+    opts.algorithms = m.algorithms.clone();
+    opts
+}
+
+/// In the foreground on a terminal, secrets not given otherwise are asked for: the passphrase
+/// of an encrypted key once now, a one-time code whenever the server asks.
+fn ask_for_missing_secrets(opts: &mut ConnectOptions) -> Result<()> {
+    if !credentials::interactive() {
+        return Ok(());
+    }
+    let encrypted = opts
+        .identities
+        .iter()
+        .find(|k| std::fs::read(k).is_ok_and(|t| crate::remote::key_is_encrypted(&t)));
+    if let (None, Some(key)) = (&opts.passphrase, encrypted) {
+        let label = format!("Passphrase for {}", key.display());
+        let secret = credentials::prompt(&label).context("cannot ask for the passphrase")?;
+        opts.passphrase = Some(SecretSource::Given(secret));
+    }
+    if opts.otp.is_none() {
+        opts.otp = Some(SecretSource::Prompt(format!(
+            "One-time code for {}@{}",
+            opts.remote.user, opts.remote.host
+        )));
+    }
+    Ok(())
+}
+
+/// Opens SFTP connections for the engine's workers. A refused host key comes with the command
+/// that pins the key the server now presents.
+fn connector(opts: ConnectOptions, state_dir: std::path::PathBuf) -> Connector {
     Arc::new(move || {
-        let c = Connection::connect(&opts)?;
+        let c = Connection::connect(&opts).map_err(|e| match e.host_key_refusal() {
+            Some((key, p)) if p != HostKeyProblem::Revoked => {
+                let hint = trust::command_hint(
+                    &opts.remote,
+                    &state_dir,
+                    key,
+                    p == HostKeyProblem::Changed,
+                );
+                e.hint(hint)
+            }
+            _ => e,
+        })?;
         info!(
             "connected to {} ({} {}; {})",
             opts.remote,

@@ -143,6 +143,24 @@ pub fn print(state_dir: &Path, as_json: bool) -> Result<()> {
     let m = &v["mirror"];
     if !m.is_null() {
         println!("remote:   {}", m["connection"].as_str().unwrap_or("?"));
+        let srv = &m["server"];
+        if !srv.is_null() {
+            let a = &srv["algorithms"];
+            println!(
+                "server:   {} ({} {}), logged in with {}",
+                srv["remote"].as_str().unwrap_or("?"),
+                srv["host_key"]["type"].as_str().unwrap_or("?"),
+                srv["host_key"]["fingerprint"].as_str().unwrap_or("?"),
+                srv["auth"].as_str().unwrap_or("?")
+            );
+            println!(
+                "          kex {}, host key {}, cipher {}, mac {}",
+                a["kex"].as_str().unwrap_or("?"),
+                a["host_key"].as_str().unwrap_or("?"),
+                a["cipher"][0].as_str().unwrap_or("?"),
+                a["mac"][0].as_str().unwrap_or("?")
+            );
+        }
         println!(
             "mirror:   {} paths pending ({} bytes), {} in flight, {} files confirmed this run ({} bytes sent), {} conflicts kept aside",
             m["pending"], m["pending_bytes"], m["in_flight"], m["confirmed"], m["bytes_sent"], m["conflicts"]

@@ -15,7 +15,7 @@ use common::pattern;
 use common::sshd::{Flavor, Sshd};
 use ftpsync::remote::{
     Attrs, ConnectOptions, Connection, ErrorKind, FileKind, HashTool, HostKeyProblem, RemoteError,
-    Secret, Transport, VerifyMethod, VerifyMode,
+    Secret, SecretSource, Transport, VerifyMethod, VerifyMode,
 };
 use sha2::{Digest, Sha256};
 
@@ -571,16 +571,13 @@ fn encrypted_key_needs_its_passphrase() {
     eprintln!("{e}");
     assert_eq!(e.kind(), ErrorKind::Auth);
     let msg = e.to_string();
-    assert!(
-        msg.contains("is encrypted: a passphrase is needed"),
-        "{msg}"
-    );
+    assert!(msg.contains("is encrypted: give its passphrase"), "{msg}");
     assert!(msg.contains("/nonexistent/id_rsa (not found)"), "{msg}");
-    o.passphrase = Some(Secret::new("wrong".into()));
+    o.passphrase = Some(SecretSource::Given(Secret::new("wrong".into())));
     let msg = connect_err(&o).to_string();
     assert!(msg.contains("passphrase given does not open it"), "{msg}");
     assert!(!msg.contains("wrong"), "the passphrase leaked: {msg}");
-    o.passphrase = Some(Secret::new("s3cret passphrase".into()));
+    o.passphrase = Some(SecretSource::Given(Secret::new("s3cret passphrase".into())));
     Connection::connect(&o).unwrap();
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
 use super::b64;
+use super::credentials::{Responder, SecretSource};
 use super::error::{classify, describe, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError};
 use super::keyfile::{self, KeyFile};
 use super::probe;
@@ -28,42 +29,70 @@ aes128-gcm@openssh.com,aes256-ctr,aes128-ctr";
 /// Encrypt-then-MAC SHA-2 only.
 pub const MACS: &str = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com";
 
-/// The policy by category, for messages.
-pub(crate) const POLICY: [(&str, &str); 4] = [
-    ("key exchange", KEX_ALGORITHMS),
-    ("host key type", HOST_KEY_ALGORITHMS),
-    ("cipher", CIPHERS),
-    ("MAC", MACS),
-];
-
-/// A secret (a key passphrase): never printed, wiped from memory on drop.
-#[derive(Clone, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Secret {
-        Secret(s)
-    }
-
-    /// The secret itself, for the one call that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// The algorithms a session may use: the defaults above, or a narrower choice from the config
+/// (wider only with `insecure`). Comma-separated, in preference order, as libssh2 takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Algorithms {
+    pub kex: String,
+    pub host_key: String,
+    pub ciphers: String,
+    pub macs: String,
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        // SAFETY: zero bytes are valid UTF-8; the string is dropped right after.
-        for b in unsafe { self.0.as_bytes_mut() } {
-            // Volatile so the wipe of memory about to be freed is not optimised away.
-            unsafe { std::ptr::write_volatile(b, 0) };
+impl Default for Algorithms {
+    fn default() -> Algorithms {
+        Algorithms {
+            kex: KEX_ALGORITHMS.into(),
+            host_key: HOST_KEY_ALGORITHMS.into(),
+            ciphers: CIPHERS.into(),
+            macs: MACS.into(),
         }
+    }
+}
+
+impl Algorithms {
+    /// The defaults with each given list replacing its category. Names outside the default
+    /// policy are refused unless `insecure` (the config's `insecure_allow_weak_algorithms`).
+    pub fn narrowed(
+        kex: &[String],
+        host_key: &[String],
+        ciphers: &[String],
+        macs: &[String],
+        insecure: bool,
+    ) -> Result<Algorithms, String> {
+        let pick = |what: &str, given: &[String], default: &str| -> Result<String, String> {
+            if given.is_empty() {
+                return Ok(default.to_string());
+            }
+            for name in given {
+                if name.is_empty() || name.contains([',', ' ']) {
+                    return Err(format!("invalid {what} algorithm name '{name}'"));
+                }
+                if !insecure && !default.split(',').any(|d| d == name) {
+                    return Err(format!(
+                        "{what} algorithm '{name}' is outside ftpsync's default policy ({default}); \
+                         the config may only narrow it, unless insecure_allow_weak_algorithms = true"
+                    ));
+                }
+            }
+            Ok(given.join(","))
+        };
+        Ok(Algorithms {
+            kex: pick("key exchange", kex, KEX_ALGORITHMS)?,
+            host_key: pick("host key", host_key, HOST_KEY_ALGORITHMS)?,
+            ciphers: pick("cipher", ciphers, CIPHERS)?,
+            macs: pick("MAC", macs, MACS)?,
+        })
+    }
+
+    /// The policy by category, for messages.
+    fn categories(&self) -> [(&str, &str); 4] {
+        [
+            ("key exchange", &self.kex),
+            ("host key type", &self.host_key),
+            ("cipher", &self.ciphers),
+            ("MAC", &self.macs),
+        ]
     }
 }
 
@@ -77,7 +106,12 @@ pub struct ConnectOptions {
     /// Private key files, tried in order after the agent. Missing files are skipped.
     pub identities: Vec<PathBuf>,
     /// For encrypted key files.
-    pub passphrase: Option<Secret>,
+    pub passphrase: Option<SecretSource>,
+    /// Password authentication: off unless a source is given.
+    pub password: Option<SecretSource>,
+    /// Answers keyboard-interactive challenges after the key (a second factor).
+    pub otp: Option<SecretSource>,
+    pub algorithms: Algorithms,
     /// Try ssh-agent (when SSH_AUTH_SOCK is set) before the key files.
     pub use_agent: bool,
     pub verify: VerifyMode,
@@ -94,6 +128,9 @@ impl ConnectOptions {
             known_hosts: home_files(&[".ssh/known_hosts"]),
             identities: home_files(&[".ssh/id_ed25519", ".ssh/id_rsa"]),
             passphrase: None,
+            password: None,
+            otp: None,
+            algorithms: Algorithms::default(),
             use_agent: true,
             verify: VerifyMode::Auto,
             connect_timeout: Duration::from_secs(20),
@@ -135,24 +172,21 @@ pub(crate) struct Established {
     pub session: Session,
     pub host_key: HostKeyInfo,
     pub negotiated: Negotiated,
+    /// How the login succeeded ("ssh-agent", "key /path", "key /path + keyboard-interactive").
+    pub auth: String,
 }
 
 /// Connects, checks the host key and authenticates.
 pub(crate) fn establish(opts: &ConnectOptions) -> Result<Established, RemoteError> {
     let (session, host_key, negotiated) = handshake(opts)?;
-    check_host_key(opts, &host_key, &session)?;
-    authenticate(&session, opts)?;
+    check_host_key(opts, &host_key)?;
+    let auth = authenticate(&session, opts)?;
     session.set_timeout(millis(opts.io_timeout));
-    log::info!(
-        "connected to {}: host key {} {}, {negotiated}",
-        opts.remote,
-        host_key.key_type,
-        host_key.fingerprint
-    );
     Ok(Established {
         session,
         host_key,
         negotiated,
+        auth,
     })
 }
 
@@ -170,13 +204,13 @@ fn handshake(opts: &ConnectOptions) -> Result<(Session, HostKeyInfo, Negotiated)
     let (tcp, addr) = tcp_connect(&opts.remote, opts.connect_timeout)?;
     let mut session = Session::new().map_err(|e| fail("cannot create an SSH session", &e))?;
     session.set_timeout(millis(opts.connect_timeout));
-    set_policy(&session)?;
+    set_policy(&session, &opts.algorithms)?;
     session.set_tcp_stream(tcp);
     if let Err(e) = session.handshake() {
         return Err(handshake_error(opts, addr, &e));
     }
     let negotiated = negotiated(&session);
-    check_negotiated(&negotiated)?;
+    check_negotiated(&negotiated, &opts.algorithms)?;
     let host_key = host_key_info(&session)?;
     Ok((session, host_key, negotiated))
 }
@@ -213,14 +247,14 @@ fn fail(what: &str, e: &ssh2::Error) -> RemoteError {
 
 /// Sets the allowlists. Must come before the handshake; libssh2 silently drops names it does
 /// not know, so what was negotiated is checked again afterwards.
-fn set_policy(session: &Session) -> Result<(), RemoteError> {
+fn set_policy(session: &Session, a: &Algorithms) -> Result<(), RemoteError> {
     let prefs = [
-        (MethodType::Kex, KEX_ALGORITHMS),
-        (MethodType::HostKey, HOST_KEY_ALGORITHMS),
-        (MethodType::CryptCs, CIPHERS),
-        (MethodType::CryptSc, CIPHERS),
-        (MethodType::MacCs, MACS),
-        (MethodType::MacSc, MACS),
+        (MethodType::Kex, a.kex.as_str()),
+        (MethodType::HostKey, &a.host_key),
+        (MethodType::CryptCs, &a.ciphers),
+        (MethodType::CryptSc, &a.ciphers),
+        (MethodType::MacCs, &a.macs),
+        (MethodType::MacSc, &a.macs),
         (MethodType::CompCs, "none"),
         (MethodType::CompSc, "none"),
     ];
@@ -237,7 +271,7 @@ fn set_policy(session: &Session) -> Result<(), RemoteError> {
 fn handshake_error(opts: &ConnectOptions, addr: SocketAddr, e: &ssh2::Error) -> RemoteError {
     let target = format!("{}:{}", opts.remote.host, opts.remote.port);
     if let Ok(offered) = probe::offered(addr, opts.connect_timeout) {
-        let why = probe::explain(&offered, &POLICY);
+        let why = probe::explain(&offered, &opts.algorithms.categories());
         if !why.is_empty() {
             // Fatal like a host key problem: retrying cannot help, an administrator must act.
             return RemoteError::new(
@@ -269,22 +303,22 @@ fn negotiated(session: &Session) -> Negotiated {
 
 /// Defence in depth: everything negotiated must be on the allowlists (a MAC only matters when
 /// the cipher is not AEAD).
-fn check_negotiated(n: &Negotiated) -> Result<(), RemoteError> {
+fn check_negotiated(n: &Negotiated, a: &Algorithms) -> Result<(), RemoteError> {
     let allowed = |list: &str, v: &str| list.split(',').any(|a| a == v);
     let aead = |c: &str| c.contains("-gcm@") || c.starts_with("chacha20-poly1305");
     let mut bad = Vec::new();
     for (what, list, v) in [
-        ("kex", KEX_ALGORITHMS, &n.kex),
-        ("host key", HOST_KEY_ALGORITHMS, &n.host_key),
-        ("cipher", CIPHERS, &n.cipher_cs),
-        ("cipher", CIPHERS, &n.cipher_sc),
+        ("kex", a.kex.as_str(), &n.kex),
+        ("host key", &a.host_key, &n.host_key),
+        ("cipher", &a.ciphers, &n.cipher_cs),
+        ("cipher", &a.ciphers, &n.cipher_sc),
     ] {
         if !allowed(list, v) {
             bad.push(format!("{what} {v}"));
         }
     }
     for (cipher, mac) in [(&n.cipher_cs, &n.mac_cs), (&n.cipher_sc, &n.mac_sc)] {
-        if !aead(cipher) && !allowed(MACS, mac) {
+        if !aead(cipher) && !allowed(&a.macs, mac) {
             bad.push(format!("MAC {mac}"));
         }
     }
@@ -338,11 +372,8 @@ fn key_type_name(kind: HostKeyType, blob: &[u8]) -> String {
 /// Checks the server's key against every known_hosts file. Only a Match passes; a key listed
 /// under `@revoked` anywhere is refused even if also listed as valid (libssh2 ignores those
 /// lines, so they are read here).
-fn check_host_key(
-    opts: &ConnectOptions,
-    key: &HostKeyInfo,
-    session: &Session,
-) -> Result<(), RemoteError> {
+pub fn check_host_key(opts: &ConnectOptions, key: &HostKeyInfo) -> Result<(), RemoteError> {
+    let session = Session::new().map_err(|e| fail("cannot create an SSH session", &e))?;
     let mut known = session
         .known_hosts()
         .map_err(|e| fail("cannot initialise known hosts", &e))?;
@@ -444,20 +475,33 @@ fn host_key_refusal(
     RemoteError::host_key(key.clone(), problem, msg)
 }
 
-/// Authenticates: ssh-agent first, then each key file. Fatal problems (a key others can read)
-/// stop at once; otherwise every attempt is noted for the final error.
-fn authenticate(session: &Session, opts: &ConnectOptions) -> Result<(), RemoteError> {
+/// Authenticates: ssh-agent first, then each key file, then (when the user gave a source for
+/// them) keyboard-interactive and password. Returns how it succeeded. Fatal problems (a key
+/// others can read) stop at once; otherwise every attempt is noted for the final error.
+fn authenticate(session: &Session, opts: &ConnectOptions) -> Result<String, RemoteError> {
     let user = &opts.remote.user;
     let mut notes = Vec::new();
+    let mut used = Vec::new();
     if opts.use_agent && try_agent(session, user, &mut notes)? {
-        log::info!("authenticated as {user} with ssh-agent");
-        return Ok(());
+        used.push("ssh-agent".to_string());
     }
     for key in &opts.identities {
-        if try_key(session, opts, key, &mut notes)? {
-            log::info!("authenticated as {user} with key {}", key.display());
-            return Ok(());
+        if !used.is_empty() {
+            break;
         }
+        if try_key(session, opts, key, &mut notes)? {
+            used.push(format!("key {}", key.display()));
+        }
+    }
+    if !session.authenticated() {
+        if let Some(how) = try_secrets(session, opts, &mut notes)? {
+            used.push(how.to_string());
+        }
+    }
+    if session.authenticated() {
+        let how = used.join(" + ");
+        log::info!("authenticated as {user} with {how}");
+        return Ok(how);
     }
     if notes.is_empty() {
         notes.push("no ssh-agent and no identity file configured".into());
@@ -471,6 +515,59 @@ fn authenticate(session: &Session, opts: &ConnectOptions) -> Result<(), RemoteEr
             notes.join("; ")
         ),
     ))
+}
+
+/// Keyboard-interactive (a second factor the server asks for after the key, or on its own)
+/// and password authentication, each only when the user named where its secret comes from.
+fn try_secrets(
+    session: &Session,
+    opts: &ConnectOptions,
+    notes: &mut Vec<String>,
+) -> Result<Option<&'static str>, RemoteError> {
+    if opts.otp.is_none() && opts.password.is_none() {
+        return Ok(None);
+    }
+    let user = &opts.remote.user;
+    let methods = match session.auth_methods(user) {
+        Ok(m) => m.to_string(),
+        Err(e) if fatal_during_auth(&e) => return Err(fail("authentication failed", &e)),
+        Err(_) => return Ok(None),
+    };
+    let offered = |m: &str| methods.split(',').any(|x| x == m);
+    if offered("keyboard-interactive") {
+        let mut r = Responder {
+            password: opts.password.as_ref(),
+            otp: opts.otp.as_ref(),
+            error: None,
+            answered: 0,
+        };
+        let result = session.userauth_keyboard_interactive(user, &mut r);
+        if let Some(e) = r.error {
+            return Err(e);
+        }
+        match result {
+            Ok(()) if session.authenticated() => return Ok(Some("keyboard-interactive")),
+            Err(e) if fatal_during_auth(&e) => return Err(fail("authentication failed", &e)),
+            _ => notes.push(format!(
+                "keyboard-interactive ({} answer(s) given, not accepted)",
+                r.answered
+            )),
+        }
+    }
+    if let (Some(source), true) = (&opts.password, offered("password")) {
+        let password = source.get("the password")?;
+        match session.userauth_password(user, password.expose()) {
+            Ok(()) if session.authenticated() => return Ok(Some("password")),
+            Err(e) if fatal_during_auth(&e) => return Err(fail("authentication failed", &e)),
+            _ => notes.push("password (not accepted)".into()),
+        }
+    }
+    if !offered("keyboard-interactive") && !offered("password") {
+        notes.push(format!(
+            "the server offers no further method we may use ({methods})"
+        ));
+    }
+    Ok(None)
 }
 
 /// An error that ends authentication at once: the connection itself broke.
@@ -519,23 +616,29 @@ fn try_key(
 ) -> Result<bool, RemoteError> {
     let shown = key.display();
     let state = keyfile::inspect(key)?;
-    let passphrase = opts.passphrase.as_ref().map(Secret::expose);
-    match state {
-        KeyFile::Missing => {
+    let passphrase = match (state, &opts.passphrase) {
+        (KeyFile::Missing, _) => {
             notes.push(format!("{shown} (not found)"));
             return Ok(false);
         }
-        KeyFile::Encrypted if passphrase.is_none() => {
-            notes.push(format!("key {shown} is encrypted: a passphrase is needed"));
+        (KeyFile::Encrypted, None) => {
+            notes.push(format!(
+                "key {shown} is encrypted: give its passphrase with --passphrase-file or \
+                 --passphrase-command (or run in the foreground to be asked)"
+            ));
             return Ok(false);
         }
-        _ => {}
-    }
+        (KeyFile::Encrypted, Some(source)) => {
+            Some(source.get(&format!("the passphrase of key {shown}"))?)
+        }
+        (KeyFile::Plain, _) => None,
+    };
+    let passphrase = passphrase.as_ref().map(|s| s.expose());
     match session.userauth_pubkey_file(&opts.remote.user, None, key, passphrase) {
         Ok(()) if session.authenticated() => Ok(true),
         Ok(()) => {
             notes.push(format!(
-                "{shown} (accepted, but more authentication is required)"
+                "{shown} (accepted, but the server requires a further method)"
             ));
             Ok(false)
         }
@@ -576,23 +679,30 @@ mod tests {
                 assert!(!format!("{list},").contains(weak), "{weak} in {list}");
             }
         }
-        assert!(check_negotiated(&Negotiated {
-            kex: "curve25519-sha256".into(),
-            host_key: "ssh-ed25519".into(),
-            cipher_cs: "aes128-gcm@openssh.com".into(),
-            cipher_sc: "aes128-gcm@openssh.com".into(),
-            mac_cs: "hmac-sha1".into(),
-            mac_sc: "hmac-sha1".into(),
-        })
+        let policy = Algorithms::default();
+        assert!(check_negotiated(
+            &Negotiated {
+                kex: "curve25519-sha256".into(),
+                host_key: "ssh-ed25519".into(),
+                cipher_cs: "aes128-gcm@openssh.com".into(),
+                cipher_sc: "aes128-gcm@openssh.com".into(),
+                mac_cs: "hmac-sha1".into(),
+                mac_sc: "hmac-sha1".into(),
+            },
+            &policy
+        )
         .is_ok());
-        let e = check_negotiated(&Negotiated {
-            kex: "diffie-hellman-group14-sha1".into(),
-            host_key: "ssh-ed25519".into(),
-            cipher_cs: "aes128-ctr".into(),
-            cipher_sc: "aes128-ctr".into(),
-            mac_cs: "hmac-sha1".into(),
-            mac_sc: "hmac-sha2-256-etm@openssh.com".into(),
-        })
+        let e = check_negotiated(
+            &Negotiated {
+                kex: "diffie-hellman-group14-sha1".into(),
+                host_key: "ssh-ed25519".into(),
+                cipher_cs: "aes128-ctr".into(),
+                cipher_sc: "aes128-ctr".into(),
+                mac_cs: "hmac-sha1".into(),
+                mac_sc: "hmac-sha2-256-etm@openssh.com".into(),
+            },
+            &policy,
+        )
         .unwrap_err();
         assert!(e.to_string().contains("kex diffie-hellman-group14-sha1"));
         assert!(e.to_string().contains("MAC hmac-sha1"));
@@ -600,13 +710,29 @@ mod tests {
 
     #[test]
     fn secret_is_not_printed() {
-        let s = Secret::new("hunter2".into());
-        assert!(!format!("{s:?}").contains("hunter2"));
+        let s = super::super::credentials::Secret::new("hunter2".into());
         let o = ConnectOptions {
-            passphrase: Some(s),
+            passphrase: Some(SecretSource::Given(s)),
             ..ConnectOptions::new("u@h:p".parse().unwrap())
         };
         assert!(!format!("{o:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn config_may_narrow_the_policy_but_not_widen_it() {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a =
+            Algorithms::narrowed(&[], &[], &v(&["aes256-gcm@openssh.com"]), &[], false).unwrap();
+        assert_eq!(a.ciphers, "aes256-gcm@openssh.com");
+        assert_eq!(a.kex, KEX_ALGORITHMS);
+        let e = Algorithms::narrowed(&[], &[], &v(&["aes128-cbc"]), &[], false).unwrap_err();
+        assert!(
+            e.contains("aes128-cbc") && e.contains("insecure_allow_weak_algorithms"),
+            "{e}"
+        );
+        let a = Algorithms::narrowed(&v(&["diffie-hellman-group14-sha1"]), &[], &[], &[], true);
+        assert_eq!(a.unwrap().kex, "diffie-hellman-group14-sha1");
+        assert!(Algorithms::narrowed(&v(&["a,b"]), &[], &[], &[], true).is_err());
     }
 
     #[test]

@@ -16,7 +16,9 @@ use super::error::{RemoteError, Result};
 use super::path::{self, ancestors, join, validate};
 use super::posix::PosixRename;
 use super::verify::{self, HashTool, VerifyMethod, VerifyMode};
-use super::{read_chunk, Attrs, FileKind, RemoteStat, Sha256Hash, Transport, UploadReport};
+use super::{
+    read_chunk, Attrs, FileKind, RemoteStat, SessionInfo, Sha256Hash, Transport, UploadReport,
+};
 
 /// Bytes per SFTP write and read: libssh2 pipelines within one call, and 1 MiB measured as fast
 /// as anything larger.
@@ -47,8 +49,7 @@ pub struct Connection {
     verified_dirs: HashSet<Vec<u8>>,
     verify_mode: VerifyMode,
     verify_method: Option<VerifyMethod>,
-    host_key: HostKeyInfo,
-    negotiated: Negotiated,
+    info: SessionInfo,
     io_timeout: Duration,
 }
 
@@ -115,20 +116,24 @@ impl Connection {
             verified_dirs: HashSet::new(),
             verify_mode: opts.verify,
             verify_method: None,
-            host_key: est.host_key,
-            negotiated: est.negotiated,
+            info: SessionInfo {
+                server: opts.remote.to_string(),
+                host_key: est.host_key,
+                negotiated: est.negotiated,
+                auth: est.auth,
+            },
             io_timeout: opts.io_timeout,
         })
     }
 
     /// The server's host key (type and SHA256 fingerprint), for status and audit.
     pub fn host_key(&self) -> &HostKeyInfo {
-        &self.host_key
+        &self.info.host_key
     }
 
     /// The negotiated algorithms, for status and audit.
     pub fn negotiated(&self) -> &Negotiated {
-        &self.negotiated
+        &self.info.negotiated
     }
 
     /// The absolute remote root.
@@ -693,6 +698,10 @@ fn io_fail(e: std::io::Error) -> RemoteError {
 }
 
 impl Transport for Connection {
+    fn session(&self) -> Option<SessionInfo> {
+        Some(self.info.clone())
+    }
+
     fn lstat(&mut self, rel: &[u8]) -> Result<Option<RemoteStat>> {
         let abs = self.prepare(rel, true)?;
         let st = self

@@ -107,6 +107,12 @@ impl RemoteError {
         self.host_key.as_deref().map(|(i, p)| (i, *p))
     }
 
+    /// Appends advice (what to run to fix it), keeping the kind.
+    pub fn hint(mut self, advice: impl fmt::Display) -> RemoteError {
+        self.message = format!("{}; {advice}", self.message);
+        self
+    }
+
     /// Prefixes the message with context, keeping the kind.
     pub fn context(mut self, what: impl fmt::Display) -> RemoteError {
         self.message = format!("{what}: {}", self.message);

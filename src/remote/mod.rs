@@ -10,6 +10,7 @@
 mod b64;
 mod connect;
 mod connection;
+pub mod credentials;
 mod error;
 mod keyfile;
 mod mock;
@@ -22,11 +23,13 @@ use std::io::Read;
 use std::time::Duration;
 
 pub use connect::{
-    probe_host_key, ConnectOptions, Negotiated, Secret, CIPHERS, HOST_KEY_ALGORITHMS,
-    KEX_ALGORITHMS, MACS,
+    check_host_key, probe_host_key, Algorithms, ConnectOptions, Negotiated, CIPHERS,
+    HOST_KEY_ALGORITHMS, KEX_ALGORITHMS, MACS,
 };
 pub use connection::Connection;
+pub use credentials::{check_private, Secret, SecretSource};
 pub use error::{display_path, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError, Result};
+pub use keyfile::is_encrypted as key_is_encrypted;
 pub use mock::{MockNode, MockOp, MockTransport};
 pub use verify::{HashTool, VerifyMethod, VerifyMode};
 
@@ -74,11 +77,27 @@ pub struct UploadReport {
     pub elapsed: Duration,
 }
 
+/// Who we are talking to and how, for status and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The remote as configured (sftp://user@host:port/path).
+    pub server: String,
+    pub host_key: HostKeyInfo,
+    pub negotiated: Negotiated,
+    /// How the login succeeded ("ssh-agent", "key /path", "key /path + keyboard-interactive").
+    pub auth: String,
+}
+
 /// The operations the sync engine needs from a remote. Every path is relative to the remote
 /// root (raw bytes, validated: no empty, "." or ".." components, no leading '/', no NUL);
 /// nothing can address outside the root, and no parent directory that is a symlink is ever
 /// followed. Object-safe: the engine holds a `Box<dyn Transport>` per worker.
 pub trait Transport: Send {
+    /// The server and session, when this is a real connection.
+    fn session(&self) -> Option<SessionInfo> {
+        None
+    }
+
     /// The entry at `rel`, not following a final symlink; None if absent. "" is the root.
     fn lstat(&mut self, rel: &[u8]) -> Result<Option<RemoteStat>>;
 

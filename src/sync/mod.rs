@@ -6,14 +6,16 @@
 //! and checkpoints the journal. Workers (one SFTP connection each) reconcile one path at a
 //! time; a path is never worked on by two workers at once.
 
+mod limits;
 pub mod plan;
 mod reconcile;
 
 use crate::journal::{child_path, Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
-use crate::remote::{ErrorKind, RemoteError, Transport};
+use crate::remote::{ErrorKind, RemoteError, SessionInfo, Transport};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use limits::{Meter, ReconnectGate};
 use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
 use plan::{Plan, RemoteRename};
@@ -22,7 +24,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +37,8 @@ pub struct Options {
     pub connections: usize,
     /// How long after a file's last change its upload starts.
     pub writeback_delay: Duration,
+    /// Upload bytes per second, for all workers together.
+    pub bwlimit: Option<u64>,
 }
 
 struct Job {
@@ -69,6 +73,8 @@ struct Core {
     remote_only: Vec<Vec<u8>>,
     /// Per path in flight: set to make its worker give up (a newer change arrived).
     cancels: std::collections::HashMap<Vec<u8>, Arc<AtomicBool>>,
+    /// The last session made: server, host key, algorithms, login method.
+    session: Option<SessionInfo>,
 }
 
 struct Inner {
@@ -79,8 +85,10 @@ struct Inner {
     root: OwnedFd,
     opts: Options,
     connect: Connector,
-    /// Bytes read from local files for uploads (cancelled and retried ones included).
-    sent: Arc<AtomicU64>,
+    /// Bytes read from local files for uploads (cancelled and retried ones included), paced
+    /// by the bandwidth limit.
+    meter: Arc<Meter>,
+    gate: ReconnectGate,
 }
 
 pub struct Engine {
@@ -113,6 +121,7 @@ impl Engine {
         connect: Connector,
         opts: Options,
     ) -> std::io::Result<Engine> {
+        let opts_bwlimit = opts.bwlimit;
         let inner = Arc::new(Inner {
             core: Mutex::new(Core {
                 connection: "connecting".into(),
@@ -125,7 +134,8 @@ impl Engine {
             root,
             opts,
             connect,
-            sent: Arc::default(),
+            meter: Arc::new(Meter::new(opts_bwlimit)),
+            gate: ReconnectGate::default(),
         });
         let (job_tx, job_rx) = unbounded::<Job>();
         let (done_tx, done_rx) = unbounded::<Done>();
@@ -196,13 +206,15 @@ impl Engine {
             "pending_bytes": pending_bytes,
             "in_flight": core.plan.in_flight(),
             "confirmed": core.confirmed,
-            "bytes_sent": self.inner.sent.load(Ordering::Relaxed),
+            "bytes_sent": self.inner.meter.sent(),
             "bytes_confirmed": core.bytes_sent,
             "conflicts": core.conflicts,
             "mirrored_paths": mirror.manifest.len(),
             "applied_seq": mirror.manifest.applied_seq(),
             "failures": failures,
             "remote_only": core.remote_only.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+            "server": core.session.as_ref().map(session_json),
+            "bwlimit": self.inner.opts.bwlimit,
         })
     }
 
@@ -222,6 +234,21 @@ impl Engine {
             }
         }
     }
+}
+
+fn session_json(s: &SessionInfo) -> Value {
+    let n = &s.negotiated;
+    json!({
+        "remote": s.server,
+        "host_key": {"type": s.host_key.key_type, "fingerprint": s.host_key.fingerprint},
+        "auth": s.auth,
+        "algorithms": {
+            "kex": n.kex,
+            "host_key": n.host_key,
+            "cipher": [n.cipher_cs, n.cipher_sc],
+            "mac": [n.mac_cs, n.mac_sc],
+        },
+    })
 }
 
 fn describe_backlog(core: &Core) -> String {
@@ -401,12 +428,30 @@ impl Inner {
         }
     }
 
+    /// The thread's connection, made if there is none: after failures, only once the shared
+    /// reconnect gate opens (waiting for it, unless the engine stops meanwhile).
     fn connection<'a>(
         &self,
         conn: &'a mut Option<Box<dyn Transport>>,
     ) -> Result<&'a mut Box<dyn Transport>, RemoteError> {
         if conn.is_none() {
-            *conn = Some((self.connect)()?);
+            while let Some(at) = self.gate.opens_at() {
+                if self.core.lock().stopping {
+                    return Err(RemoteError::new(ErrorKind::Transient, "stopping"));
+                }
+                std::thread::sleep((at - Instant::now()).min(Duration::from_millis(100)));
+            }
+            match (self.connect)() {
+                Ok(c) => {
+                    self.gate.succeeded();
+                    self.core.lock().session = c.session();
+                    *conn = Some(c);
+                }
+                Err(e) => {
+                    self.gate.failed();
+                    return Err(e);
+                }
+            }
         }
         conn.as_mut()
             .ok_or_else(|| RemoteError::new(ErrorKind::Transient, "no connection"))
@@ -449,7 +494,7 @@ impl Inner {
                     confirmed,
                     stored,
                     cancel,
-                    sent: self.sent.clone(),
+                    meter: self.meter.clone(),
                     intent,
                 },
             });

@@ -2,6 +2,7 @@
 //! holds. Never deletes or overwrites a remote file that changed behind ftpsync's back: such a
 //! file is kept beside as `NAME.ftpsync-conflict-<time>`.
 
+use super::limits::Meter;
 use crate::journal::Timestamp;
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, FileMeta};
@@ -9,7 +10,7 @@ use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, RemoteStat, Transpo
 use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What the engine knew of a path when the work started.
@@ -20,8 +21,8 @@ pub struct Known {
     pub stored: Option<FileMeta>,
     /// Set when a newer change to the path makes this work pointless.
     pub cancel: Arc<AtomicBool>,
-    /// Bytes read for uploads, cancelled ones included.
-    pub sent: Arc<AtomicU64>,
+    /// Counts (and, under a bandwidth limit, paces) bytes read for uploads.
+    pub meter: Arc<Meter>,
     /// An upload to this path started but never confirmed (a crash, a lost connection).
     pub intent: Option<FileMeta>,
 }
@@ -30,7 +31,7 @@ pub struct Known {
 struct Cancellable<'a> {
     file: std::fs::File,
     cancel: &'a AtomicBool,
-    sent: &'a AtomicU64,
+    meter: &'a Meter,
 }
 
 impl Read for Cancellable<'_> {
@@ -38,8 +39,9 @@ impl Read for Cancellable<'_> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("superseded by a newer change"));
         }
-        let n = self.file.read(buf)?;
-        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        let max = buf.len().min(self.meter.max_read());
+        let n = self.file.read(&mut buf[..max])?;
+        self.meter.account(n);
         Ok(n)
     }
 }
@@ -235,7 +237,7 @@ fn file(
     let mut src = Cancellable {
         file,
         cancel: &known.cancel,
-        sent: &known.sent,
+        meter: &known.meter,
     };
     match t.upload(path, &mut src, s.size, &s.sha256, &attrs) {
         // A newer change cancelled it: that change marks the path again.

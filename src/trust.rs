@@ -1,0 +1,204 @@
+//! `ftpsync trust`: show a server's host key and pin it in the state dir's known_hosts, only
+//! after a yes on the terminal or a matching `--fingerprint`. Nothing else ever pins a key.
+
+use crate::config::Remote;
+use crate::remote::{
+    check_host_key, credentials, probe_host_key, Algorithms, ConnectOptions, HostKeyInfo,
+    HostKeyProblem,
+};
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The file in the state dir that `trust` writes and `mount` reads.
+pub const KNOWN_HOSTS: &str = "known_hosts";
+
+pub struct Request {
+    pub remote: Remote,
+    pub state_dir: PathBuf,
+    /// Pin only a key with this fingerprint, without asking.
+    pub fingerprint: Option<String>,
+    /// Replace a different key pinned for this server.
+    pub replace: bool,
+    pub algorithms: Algorithms,
+}
+
+/// The command that pins `key` for `remote` in `state_dir`: what a refusal tells the user.
+pub fn command_hint(remote: &Remote, state_dir: &Path, key: &HostKeyInfo, replace: bool) -> String {
+    format!(
+        "after checking the fingerprint with the server's administrator, run: ftpsync trust{} \
+         --state-dir {} --fingerprint {} {remote}",
+        if replace { " --replace" } else { "" },
+        shell_quote(&state_dir.display().to_string()),
+        key.fingerprint
+    )
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub fn run(req: &Request) -> Result<()> {
+    crate::run::prepare_state_dir(&req.state_dir)?;
+    let file = req.state_dir.join(KNOWN_HOSTS);
+    let mut opts = ConnectOptions::new(req.remote.clone());
+    opts.algorithms = req.algorithms.clone();
+    opts.known_hosts = vec![file.clone()];
+    let key = probe_host_key(&opts).map_err(anyhow::Error::msg)?;
+    let who = host_token(&req.remote);
+    println!("{who} presents a {} key {}", key.key_type, key.fingerprint);
+    if let Some(want) = &req.fingerprint {
+        if !same_fingerprint(want, &key.fingerprint) {
+            bail!(
+                "the server's key {} does not match --fingerprint {want}: nothing was pinned. \
+                 Someone may be intercepting the connection, or the fingerprint is wrong",
+                key.fingerprint
+            );
+        }
+    }
+    let problem = match check_host_key(&opts, &key) {
+        Ok(()) => {
+            println!("already pinned in {}", file.display());
+            return Ok(());
+        }
+        Err(e) => e.host_key_refusal().map(|(_, p)| p).ok_or(e)?,
+    };
+    match problem {
+        HostKeyProblem::Revoked => bail!(
+            "this key is listed under @revoked in {}; it cannot be trusted",
+            file.display()
+        ),
+        HostKeyProblem::Changed if !req.replace => bail!(
+            "a different key is pinned for {who} in {}; if the server's key was replaced on \
+             purpose, {}",
+            file.display(),
+            command_hint(&req.remote, &req.state_dir, &key, true)
+        ),
+        _ => {}
+    }
+    if req.fingerprint.is_none() && !confirm(&who, &file)? {
+        bail!("not pinned");
+    }
+    pin(&file, &who, &key, problem == HostKeyProblem::Changed)?;
+    check_host_key(&opts, &key).map_err(|e| {
+        anyhow::anyhow!(
+            "pinned, but {} still refuses the key (a line this command does not manage, such as \
+             a hashed or wildcard entry, names another key): {e}",
+            file.display()
+        )
+    })?;
+    println!(
+        "pinned {} {} for {who} in {}",
+        key.key_type,
+        key.fingerprint,
+        file.display()
+    );
+    Ok(())
+}
+
+/// How known_hosts names a server: `host`, or `[host]:port` when not on 22.
+fn host_token(r: &Remote) -> String {
+    if r.port == 22 {
+        r.host.clone()
+    } else {
+        format!("[{}]:{}", r.host, r.port)
+    }
+}
+
+/// Fingerprints compare without the `SHA256:` prefix and base64 padding a user may paste.
+fn same_fingerprint(given: &str, actual: &str) -> bool {
+    let norm = |s: &str| {
+        let s = s.trim();
+        s.strip_prefix("SHA256:")
+            .unwrap_or(s)
+            .trim_end_matches('=')
+            .to_string()
+    };
+    !norm(given).is_empty() && norm(given) == norm(actual)
+}
+
+fn confirm(who: &str, file: &Path) -> Result<bool> {
+    if !credentials::interactive() {
+        bail!(
+            "not pinned: no terminal to ask on; check the fingerprint with the server's \
+             administrator, then pass it with --fingerprint"
+        );
+    }
+    print!(
+        "Pin this key for {who} in {}? Only if its fingerprint matches what the server's \
+         administrator says. Type yes: ",
+        file.display()
+    );
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Writes the key's line, dropping (when replacing) the lines this command wrote for the host.
+/// Atomic: a new file renamed over the old one, 0600.
+fn pin(file: &Path, who: &str, key: &HostKeyInfo, replace: bool) -> Result<()> {
+    let old = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let mut text: String = old
+        .lines()
+        .filter(|l| !(replace && l.split_ascii_whitespace().next() == Some(who)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("{who} {} {}\n", key.key_type, key.key_base64));
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file).with_context(|| format!("cannot replace {}", file.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_compare_leniently_but_exactly() {
+        let fp = "SHA256:abcDEF123";
+        assert!(same_fingerprint("SHA256:abcDEF123", fp));
+        assert!(same_fingerprint(" abcDEF123= ", fp));
+        assert!(!same_fingerprint("SHA256:abcdef123", fp));
+        assert!(!same_fingerprint("SHA256:", "SHA256:"));
+    }
+
+    #[test]
+    fn pin_replaces_only_its_own_host_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(KNOWN_HOSTS);
+        std::fs::write(&f, "[h]:2222 ssh-ed25519 OLD\nother ssh-ed25519 KEEP\n").unwrap();
+        let key = HostKeyInfo {
+            key_type: "ssh-ed25519".into(),
+            fingerprint: "SHA256:x".into(),
+            key_base64: "NEW".into(),
+        };
+        pin(&f, "[h]:2222", &key, true).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(text, "other ssh-ed25519 KEEP\n[h]:2222 ssh-ed25519 NEW\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(shell_quote("/a b").starts_with('\''));
+    }
+}
