@@ -51,6 +51,7 @@ pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
     prepare_state_dir(&cfg.state_dir)?;
     let mut connect_opts = connect_options(&cfg);
+    check_secret_files(&connect_opts)?;
     if cfg.foreground {
         ask_for_missing_secrets(&mut connect_opts)?;
         init_logging(verbosity, None)?;
@@ -321,6 +322,27 @@ fn connect_options(cfg: &MountConfig) -> ConnectOptions {
     opts.otp = m.secrets.otp.clone();
     opts.algorithms = m.algorithms.clone();
     opts
+}
+
+/// Refuses, before mounting, key and credential files that others can read: they would only
+/// fail later, in the background.
+fn check_secret_files(opts: &ConnectOptions) -> Result<()> {
+    let files = [&opts.passphrase, &opts.password]
+        .into_iter()
+        .filter_map(|s| match s {
+            Some(SecretSource::File(p)) => Some((p, "credential file")),
+            _ => None,
+        })
+        .chain(
+            opts.identities
+                .iter()
+                .filter(|k| k.exists())
+                .map(|k| (k, "private key")),
+        );
+    for (path, what) in files {
+        crate::remote::check_private(path, what).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 /// In the foreground on a terminal, secrets not given otherwise are asked for: the passphrase

@@ -12,7 +12,7 @@ use common::mirror_tree::{
     assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root, tree_filtered,
 };
 
-use common::{CmdOut, Mount};
+use common::{connection_of, Mount};
 use std::fs;
 use std::io::Write;
 use std::os::fd::IntoRawFd;
@@ -28,60 +28,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------------
-
-/// `ftpsync flush STATE --timeout SECS` (not asserted).
-fn flush_for(m: &Mount, secs: u64) -> CmdOut {
-    let mut cmd = Command::new(common::BIN);
-    cmd.arg("flush")
-        .arg(&m.state)
-        .arg("--timeout")
-        .arg(secs.to_string());
-    common::run_with_timeout(cmd, Duration::from_secs(secs + 30))
-}
-
-/// `mirror` of `ftpsync status --json`.
-fn mirror_status(m: &Mount) -> serde_json::Value {
-    let st = m.status_json();
-    st.get("mirror")
-        .cloned()
-        .filter(|v| !v.is_null())
-        .unwrap_or_else(|| panic!("status --json has no `mirror` object: {st}"))
-}
-
-fn connection_of(mirror: &serde_json::Value) -> String {
-    mirror
-        .get("connection")
-        .and_then(|v| v.as_str())
-        .unwrap_or_else(|| panic!("mirror status without `connection`: {mirror}"))
-        .to_string()
-}
-
-/// Polls `status` until `pred` holds for the mirror object; panics with the last one after
-/// `timeout`.
-fn wait_mirror_status(
-    m: &Mount,
-    timeout: Duration,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let s = mirror_status(m);
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "status never showed {what} within {timeout:?}; last mirror status: {s}\nlog:\n{}",
-            m.log_tail()
-        );
-        sleep(Duration::from_millis(200));
-    }
-}
-
-fn daemon_log(m: &Mount) -> String {
-    String::from_utf8_lossy(&fs::read(m.state.join("ftpsync.log")).unwrap_or_default()).into_owned()
-}
 
 /// A seed for the random choices of a test: `FTPSYNC_TEST_SEED` or the clock (printed, so a
 /// failing run can be repeated).
@@ -249,7 +195,7 @@ fn big_tree_reaches_the_remote(mut m: Mount) {
     let copied = started.elapsed();
     let regular = find_names(&m.local, &|n| n.ends_with(b".dat") || n.ends_with(b".bin"));
     assert_eq!(regular.len(), 2000, "the tree holds 2,000 data files");
-    let out = flush_for(&m, 60);
+    let out = m.flush_for(60);
     assert!(
         out.ok(),
         "flush failed\nstdout:\n{}\nstderr:\n{}\nlog:\n{}",
@@ -268,7 +214,7 @@ fn big_tree_reaches_the_remote(mut m: Mount) {
     let big = remote_root(&m).join("tree/a0/big-one.bin");
     assert_eq!(fs::metadata(&big).expect("remote big file").len(), 64 << 20);
     // A clean run (no fault) reports no failure: nothing was retried or refused.
-    let log = daemon_log(&m);
+    let log = m.daemon_log();
     let complaints: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
@@ -383,7 +329,7 @@ fn kill_9_ten_times_during_a_500_file_copy_loses_nothing() {
         kills_mid_copy >= 5,
         "only {kills_mid_copy} of 10 kills landed during the copy"
     );
-    let out = flush_for(&m, 120);
+    let out = m.flush_for(120);
     assert!(
         out.ok(),
         "final flush failed\nstdout:\n{}\nstderr:\n{}\nlog:\n{}",
@@ -469,7 +415,7 @@ fn sshd_killed_mid_upload_mount_keeps_working_and_the_remote_converges_after_res
 
     // flush cannot succeed, says so within its timeout, and names the state.
     let t = Instant::now();
-    let out = flush_for(&m, 2);
+    let out = m.flush_for(2);
     let flush_took = t.elapsed();
     assert!(
         !out.ok(),
@@ -485,7 +431,7 @@ fn sshd_killed_mid_upload_mount_keeps_working_and_the_remote_converges_after_res
         said.contains("pending") && said.contains("connection"),
         "flush's failure does not name what is pending and the connection state:\n{said}"
     );
-    let st = wait_mirror_status(&m, Duration::from_secs(30), "a lost connection", |s| {
+    let st = m.wait_mirror_status(Duration::from_secs(30), "a lost connection", |s| {
         !connection_of(s).starts_with("connected")
     });
     eprintln!("flush said: {said}\nstatus during the outage: {st}");
@@ -499,7 +445,7 @@ fn sshd_killed_mid_upload_mount_keeps_working_and_the_remote_converges_after_res
     sleep(wait);
     m.sshd.as_mut().expect("sshd").restart();
     let t = Instant::now();
-    let out = flush_for(&m, 30);
+    let out = m.flush_for(30);
     assert!(
         out.ok(),
         "flush after the restart failed\nstdout:\n{}\nstderr:\n{}\nlog:\n{}",
@@ -581,9 +527,9 @@ fn full_remote_disk_writes_go_on_status_reports_it_and_the_remote_converges_once
     );
 
     // flush fails and status tells why: the remote disk is full, being retried.
-    let out = flush_for(&m, 3);
+    let out = m.flush_for(3);
     assert!(!out.ok(), "flush succeeded with a full remote disk");
-    let st = wait_mirror_status(&m, Duration::from_secs(30), "a full-disk failure", |s| {
+    let st = m.wait_mirror_status(Duration::from_secs(30), "a full-disk failure", |s| {
         let text = s.to_string().to_lowercase();
         text.contains("space") || text.contains("full") || text.contains("quota")
     });
@@ -611,7 +557,7 @@ fn full_remote_disk_writes_go_on_status_reports_it_and_the_remote_converges_once
     }
     // Logged once per cause, not once per file (checked at the end).
     sleep(Duration::from_secs(3));
-    let log = daemon_log(&m);
+    let log = m.daemon_log();
     let full_lines: Vec<String> = log
         .lines()
         .filter(|l| {
@@ -623,7 +569,7 @@ fn full_remote_disk_writes_go_on_status_reports_it_and_the_remote_converges_once
 
     // Space is freed: the remote converges.
     fs::remove_file(&filler).expect("remove the filler");
-    let out = flush_for(&m, 60);
+    let out = m.flush_for(60);
     assert!(
         out.ok(),
         "flush after freeing space failed\nstdout:\n{}\nstderr:\n{}\nlog:\n{}",
@@ -632,7 +578,7 @@ fn full_remote_disk_writes_go_on_status_reports_it_and_the_remote_converges_once
         m.log_tail()
     );
     assert_mirrored(&m);
-    let st = mirror_status(&m);
+    let st = m.mirror_status();
     assert!(
         connection_of(&st).starts_with("connected"),
         "converged but status still says {st}"
@@ -692,14 +638,14 @@ fn changed_host_key_stops_uploads_names_the_new_fingerprint_and_writes_go_on() {
     );
 
     // flush fails, naming the new key.
-    let out = flush_for(&m, 5);
+    let out = m.flush_for(5);
     assert!(
         !out.ok(),
         "flush succeeded against a server with a changed host key"
     );
     let said = format!("{}{}", out.stdout, out.stderr);
     eprintln!("flush said: {said}");
-    let st = wait_mirror_status(&m, Duration::from_secs(60), "the new fingerprint", |s| {
+    let st = m.wait_mirror_status(Duration::from_secs(60), "the new fingerprint", |s| {
         connection_of(s).contains(&new_fp)
     });
     eprintln!("status: {st}");
@@ -707,7 +653,7 @@ fn changed_host_key_stops_uploads_names_the_new_fingerprint_and_writes_go_on() {
         said.contains(&new_fp),
         "flush's failure does not name the new fingerprint {new_fp}:\n{said}"
     );
-    let log = daemon_log(&m);
+    let log = m.daemon_log();
     assert!(
         log.contains(&new_fp),
         "the daemon log does not name the new fingerprint {new_fp}:\n{}",
@@ -813,12 +759,12 @@ fn remote_file_changed_behind_our_back_is_kept_as_a_conflict_copy() {
         );
     }
     // Reported: counted in status and named in the log.
-    let st = mirror_status(&m);
+    let st = m.mirror_status();
     assert!(
         st["conflicts"].as_u64().unwrap_or(0) >= 2,
         "status does not count the conflicts: {st}"
     );
-    let log = daemon_log(&m);
+    let log = m.daemon_log();
     assert!(
         log.contains("ftpsync-conflict-"),
         "the daemon log does not report the conflict copies:\n{}",
@@ -920,7 +866,7 @@ fn a_remote_only_file_is_left_alone() {
     );
     assert_mirrored_except(&m, &|p| p == b"theirs.txt");
     // ... and reported (the start-up reconciliation saw it beside what it manages).
-    let log = daemon_log(&m);
+    let log = m.daemon_log();
     let st = m.status_json().to_string();
     assert!(
         log.contains("theirs.txt") || st.contains("theirs.txt"),

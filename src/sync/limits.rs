@@ -99,7 +99,9 @@ impl ReconnectGate {
         s.1 = Some(Instant::now() + wait);
     }
 
-    pub fn succeeded(&self) {
+    /// After a success, or when a user asks for a retry now (flush): the next attempt may
+    /// start at once; the wait grows again from the start if it fails.
+    pub fn reset(&self) {
         *self.state.lock() = (0, None);
     }
 }
@@ -147,7 +149,7 @@ mod tests {
             g.failed();
         }
         assert!(g.opens_at().unwrap() - Instant::now() <= GATE_CAP);
-        g.succeeded();
+        g.reset();
         assert!(g.opens_at().is_none());
     }
 }

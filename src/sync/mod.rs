@@ -168,6 +168,7 @@ impl Engine {
         core.flush_waiters += 1;
         core.plan.expedite();
         core.offline_until = core.offline_until.map(|_| Instant::now());
+        self.inner.gate.reset();
         self.inner.cv.notify_all();
         let result = loop {
             if !core.scanning && core.plan.consumed() >= target && core.plan.is_idle() {
@@ -443,7 +444,7 @@ impl Inner {
             }
             match (self.connect)() {
                 Ok(c) => {
-                    self.gate.succeeded();
+                    self.gate.reset();
                     self.core.lock().session = c.session();
                     *conn = Some(c);
                 }

@@ -340,6 +340,8 @@ pub struct MountBuilder {
     no_remote: bool,
     chroot: bool,
     extra_args: Vec<String>,
+    no_known_hosts: bool,
+    identity: Option<PathBuf>,
 }
 
 impl MountBuilder {
@@ -371,6 +373,18 @@ impl MountBuilder {
     /// Mirror to the least-privilege sshd (chroot + ForceCommand internal-sftp).
     pub fn chroot(mut self) -> Self {
         self.chroot = true;
+        self
+    }
+
+    /// The server's key is pinned nowhere but where `ftpsync trust` puts it (the state dir).
+    pub fn no_known_hosts(mut self) -> Self {
+        self.no_known_hosts = true;
+        self
+    }
+
+    /// Logs in with this key instead of the harness's own.
+    pub fn identity(mut self, key: &Path) -> Self {
+        self.identity = Some(key.to_path_buf());
         self
     }
 
@@ -503,8 +517,15 @@ impl Mount {
         }
         match &self.sshd {
             Some(sshd) => {
-                cmd.arg("--identity").arg(sshd.identity());
-                cmd.arg("--known-hosts").arg(sshd.known_hosts());
+                let identity = self.builder.identity.clone();
+                cmd.arg("--identity")
+                    .arg(identity.unwrap_or_else(|| sshd.identity()));
+                let known_hosts = if self.builder.no_known_hosts {
+                    self.root.join("no-known-hosts")
+                } else {
+                    sshd.known_hosts()
+                };
+                cmd.arg("--known-hosts").arg(known_hosts);
                 cmd.args(["--writeback-delay", "0"]);
                 cmd.args(&self.builder.extra_args);
                 cmd.arg(&self.local).arg(sshd.remote_url());
@@ -602,6 +623,54 @@ impl Mount {
             out.stderr,
             self.log_tail()
         );
+    }
+
+    /// `ftpsync flush STATE --timeout SECS` (not asserted).
+    pub fn flush_for(&self, secs: u64) -> CmdOut {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("flush")
+            .arg(&self.state)
+            .arg("--timeout")
+            .arg(secs.to_string());
+        run_with_timeout(cmd, Duration::from_secs(secs + 30))
+    }
+
+    /// `mirror` of `ftpsync status --json`.
+    pub fn mirror_status(&self) -> serde_json::Value {
+        let st = self.status_json();
+        st.get("mirror")
+            .cloned()
+            .filter(|v| !v.is_null())
+            .unwrap_or_else(|| panic!("status --json has no `mirror` object: {st}"))
+    }
+
+    /// Polls `status` until `pred` holds for the mirror object; panics with the last one after
+    /// `timeout`.
+    pub fn wait_mirror_status(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let s = self.mirror_status();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "status never showed {what} within {timeout:?}; last mirror status: {s}\nlog:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The whole daemon log.
+    pub fn daemon_log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.state.join("ftpsync.log")).unwrap_or_default())
+            .into_owned()
     }
 
     /// `ftpsync status S --json`, parsed. Works with or without a daemon.
@@ -806,6 +875,15 @@ pub fn status_json(state: &Path) -> serde_json::Value {
 }
 
 /// Decodes `path_hex` (falling back to `path`) of a status entry.
+/// The `connection` field of a mirror status.
+pub fn connection_of(mirror: &serde_json::Value) -> String {
+    mirror
+        .get("connection")
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("mirror status without `connection`: {mirror}"))
+        .to_string()
+}
+
 pub fn entry_path(e: &serde_json::Value) -> Vec<u8> {
     if let Some(h) = e.get("path_hex").and_then(|v| v.as_str()) {
         hex::decode(h).unwrap_or_else(|err| panic!("bad path_hex {h:?}: {err}"))
