@@ -193,7 +193,7 @@ impl Connection {
         match st.map(|s| kind_of(s.perm.unwrap_or(0))) {
             Some(FileKind::Dir) => Ok(()),
             Some(FileKind::Symlink) => Err(RemoteError::new(
-                ErrorKind::Other,
+                ErrorKind::Refused,
                 format!(
                     "refusing to go through remote {shown}: it is a symlink, not a directory \
                      (planted on the server?); nothing is written through it"
@@ -866,7 +866,7 @@ impl Transport for Connection {
             }
             Some(FileKind::Symlink) => {
                 return Err(RemoteError::new(
-                    ErrorKind::Other,
+                    ErrorKind::Refused,
                     format!("refusing to set attributes of {shown}: it is a symlink"),
                 ))
             }

@@ -23,6 +23,9 @@ pub enum ErrorKind {
     SourceChanged,
     /// The remote copy does not hash to what was sent.
     VerifyMismatch,
+    /// Refused for safety: the server holds something (a planted symlink) that could lead a
+    /// write outside the remote root. Per path, like `Other`, and audited.
+    Refused,
     /// Anything else (bad path, unexpected file type, protocol surprise).
     Other,
 }
