@@ -14,3 +14,4 @@ pub mod replay;
 pub mod run;
 pub mod status;
 pub mod sync;
+pub mod utc;
