@@ -1,6 +1,7 @@
 //! ftpsync: a FUSE mirror filesystem. A directory used at local speed, every change journaled,
 //! every closed file hashed (SHA-256), mirrored to an SFTP server.
 
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod fs;
@@ -15,3 +16,4 @@ pub mod run;
 pub mod status;
 pub mod sync;
 pub mod trust;
+pub mod utc;

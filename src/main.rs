@@ -6,9 +6,10 @@ use ftpsync::config::{
     default_state_dir, parse_rate, seconds, FileConfig, MirrorConfig, MountConfig, MountOptions,
     Remote, Secrets,
 };
-use ftpsync::{run, status, trust};
-use std::path::PathBuf;
-use std::time::Duration;
+use ftpsync::{audit, run, status, trust, utc};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +56,25 @@ enum Command {
         /// Only wait until every closed file is hashed and journaled durably (works offline).
         #[arg(long)]
         local: bool,
+    },
+    /// Show the audit log (the trail of what the mirror sent and decided), oldest first, or
+    /// check its hash chain.
+    Audit {
+        /// A mountpoint of a running mirror, or its state dir.
+        target: PathBuf,
+        /// Only events at or after this UTC time: 2026-11-25, 2026-11-25T10:00:00Z,
+        /// "2026-11-25 10:00:00", or an age: 90s, 30m, 2h, 7d.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Verify the hash chain instead of printing: exit 0 if no line was found edited,
+        /// inserted or removed (the last one included), 1 naming the first break. It cannot
+        /// catch a log rewritten wholesale by someone able to write the state dir.
+        #[arg(long, conflicts_with_all = ["since", "json"])]
+        check: bool,
+        /// Print the lines as stored, one JSON object each (a line that is not a record as
+        /// {"unreadable": ...}).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -256,6 +276,24 @@ fn trust_request(a: TrustArgs) -> Result<trust::Request> {
     })
 }
 
+fn audit_command(target: &Path, since: Option<&str>, check: bool, json: bool) -> Result<()> {
+    let since = since
+        .map(|s| utc::parse_since(s, SystemTime::now()).context("--since"))
+        .transpose()?;
+    let dir = status::resolve_state_dir(target)?;
+    if !check {
+        let mut out = std::io::stdout().lock();
+        audit::print(&dir, since, json, &mut out)?;
+        return Ok(out.flush()?);
+    }
+    let report = audit::check(&dir)?;
+    if !report.intact() {
+        anyhow::bail!("{}", report.summary());
+    }
+    println!("{}", report.summary());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
@@ -282,6 +320,12 @@ fn main() {
             local,
         } => status::resolve_state_dir(&target)
             .and_then(|d| status::flush(&d, Duration::from_secs(timeout), local)),
+        Command::Audit {
+            target,
+            since,
+            check,
+            json,
+        } => audit_command(&target, since.as_deref(), check, json),
     };
     if let Err(e) = result {
         eprintln!("ftpsync: {e:#}");
