@@ -1,5 +1,6 @@
 //! The mount daemon's life: prepare, (daemonize), recover, mount, serve, drain, exit.
 
+use crate::audit::Audit;
 use crate::config::{is_root, MountConfig};
 use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
@@ -250,6 +251,7 @@ fn serve(
     let mirror = Arc::new(Mutex::new(
         Mirror::open(&cfg.state_dir).context("manifest")?,
     ));
+    let audit = Arc::new(Audit::open(&cfg.state_dir).context("audit log")?);
     // Subscribed before the start-up scan, so the engine also sees the hashes it journals.
     let feed = journal.follow();
     let engine_root = root.try_clone()?;
@@ -278,6 +280,8 @@ fn serve(
             connections: cfg.mirror.connections,
             writeback_delay: cfg.mirror.writeback_delay,
             bwlimit: cfg.mirror.bwlimit,
+            audit: Some(audit),
+            server: cfg.remote.to_string(),
         },
     )?);
     let hasher = {

@@ -1,12 +1,14 @@
 //! `ftpsync trust`: show a server's host key and pin it in the state dir's known_hosts, only
 //! after a yes on the terminal or a matching `--fingerprint`. Nothing else ever pins a key.
 
+use crate::audit::Audit;
 use crate::config::Remote;
 use crate::remote::{
     check_host_key, credentials, probe_host_key, Algorithms, ConnectOptions, HostKeyInfo,
     HostKeyProblem,
 };
 use anyhow::{bail, Context, Result};
+use serde_json::json;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -86,7 +88,13 @@ pub fn run(req: &Request) -> Result<()> {
     if req.fingerprint.is_none() && !confirm(&who, &file)? {
         bail!("not pinned");
     }
-    pin(&file, &who, &key, problem == HostKeyProblem::Changed)?;
+    let replaced = problem == HostKeyProblem::Changed;
+    pin(&file, &who, &key, replaced)?;
+    Audit::open(&req.state_dir).context("audit log")?.record(
+        "trust",
+        json!({"server": req.remote.to_string(), "key_type": key.key_type,
+                   "fingerprint": key.fingerprint, "replaced": replaced}),
+    );
     check_host_key(&opts, &key).map_err(|e| {
         anyhow::anyhow!(
             "pinned, but {} still refuses the key (a line this command does not manage, such as \

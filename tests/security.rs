@@ -144,6 +144,188 @@ fn only_trust_pins_a_key_and_a_swapped_key_needs_trust_replace() {
     m.flush();
     assert_mirrored(&m);
     m.unmount();
+
+    // The audit log tells the story: the refusals with each key, the pins, the connections.
+    let events = audit_events(&m);
+    let has = |event: &str, fp: &str| {
+        events
+            .iter()
+            .any(|e| e["event"] == event && e["fingerprint"].as_str() == Some(fp))
+    };
+    assert!(
+        has("host_key_refused", &fp),
+        "no refusal of the unknown key audited"
+    );
+    assert!(
+        has("host_key_refused", &new_fp),
+        "no refusal of the swapped key audited"
+    );
+    assert!(
+        has("trust", &fp) && has("trust", &new_fp),
+        "pins not audited"
+    );
+    let connected = events.iter().any(|e| {
+        e["event"] == "connect" && e["host_key"]["fingerprint"].as_str() == Some(new_fp.as_str())
+    });
+    assert!(connected, "the connection with the new key is not audited");
+    audit_check(&m).assert_ok();
+}
+
+/// Every line of the audit log, parsed (`ftpsync audit --json`).
+fn audit_events(m: &Mount) -> Vec<serde_json::Value> {
+    let out = ftpsync([
+        "audit".into(),
+        m.state.display().to_string(),
+        "--json".into(),
+    ]);
+    out.assert_ok();
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn audit_check(m: &Mount) -> CmdOut {
+    ftpsync([
+        "audit".into(),
+        m.state.display().to_string(),
+        "--check".into(),
+    ])
+}
+
+#[test]
+fn audit_log_records_each_change_and_check_names_an_edited_or_removed_line() {
+    let mut m = Mount::new();
+    fs::create_dir(m.path("dir")).expect("mkdir");
+    fs::write(m.path("dir/a.txt"), b"alpha").expect("write");
+    fs::write(m.path("gone.txt"), b"to be deleted").expect("write");
+    m.flush();
+    fs::rename(m.path("dir"), m.path("moved")).expect("rename");
+    fs::remove_file(m.path("gone.txt")).expect("unlink");
+    m.flush();
+    m.unmount();
+
+    let events = audit_events(&m);
+    let find = |event: &str, key: &str, value: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == event && e[key].as_str() == Some(value))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {event} with {key}={value} in {events:#?}"))
+    };
+    let confirmed = find("confirmed", "path", "dir/a.txt");
+    assert_eq!(confirmed["sha256"], common::sha256_hex(b"alpha"));
+    assert_eq!(confirmed["size"], 5);
+    assert!(confirmed["verified_by"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()));
+    find("rename", "to", "moved");
+    find("delete", "path", "gone.txt");
+    let human = ftpsync(["audit".into(), m.state.display().to_string()]);
+    assert!(
+        human.stdout.contains("confirmed") && human.stdout.contains("dir/a.txt"),
+        "{}",
+        human.stdout
+    );
+    audit_check(&m).assert_ok();
+
+    let log = m.state.join("audit.log");
+    let original = fs::read_to_string(&log).expect("audit.log");
+    let lines: Vec<&str> = original.lines().collect();
+    let target = lines
+        .iter()
+        .position(|l| l.contains("\"confirmed\"") && l.contains("dir/a.txt"))
+        .expect("the confirmed line");
+    assert!(
+        target + 1 < lines.len(),
+        "the edited line must not be the last one"
+    );
+
+    // An edited line: the sha256 of the confirmed file, one digit changed.
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let digest = common::sha256_hex(b"alpha");
+    let forged = format!(
+        "{}{}",
+        if digest.starts_with('0') { "1" } else { "0" },
+        &digest[1..]
+    );
+    edited[target] = edited[target].replace(&digest, &forged);
+    fs::write(&log, edited.join("\n") + "\n").expect("edit");
+    let out = audit_check(&m);
+    assert!(!out.ok(), "an edited line passed the check");
+    let line_no = format!("line {}", target + 1);
+    assert!(
+        out.stderr.contains(&line_no),
+        "the check does not name {line_no}: {}",
+        out.stderr
+    );
+
+    // A removed line.
+    let mut removed: Vec<&str> = lines.clone();
+    removed.remove(target);
+    fs::write(&log, removed.join("\n") + "\n").expect("remove");
+    let out = audit_check(&m);
+    assert!(!out.ok(), "a removed line passed the check");
+    assert!(out.stderr.contains("audit.log line"), "{}", out.stderr);
+
+    // The last line removed: only the head file can tell.
+    fs::write(&log, lines[..lines.len() - 1].join("\n") + "\n").expect("truncate");
+    assert!(
+        !audit_check(&m).ok(),
+        "a removed last line passed the check"
+    );
+    fs::write(&log, &original).expect("restore");
+    audit_check(&m).assert_ok();
+    let mode = fs::metadata(&log).expect("audit.log").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn a_symlink_planted_on_the_server_is_never_written_through_and_is_audited() {
+    // What is refused cannot drain at unmount: do not wait the default 30 s for it.
+    let mut m = Mount::builder().arg("--drain-timeout").arg("2").mount();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    fs::write(m.path("d/first.txt"), b"before the plant").expect("write");
+    m.flush();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let remote_d = m
+        .sshd
+        .as_ref()
+        .expect("sshd")
+        .remote_root_on_disk()
+        .join("d");
+    fs::remove_dir_all(&remote_d).expect("rm remote d");
+    std::os::unix::fs::symlink(outside.path(), &remote_d).expect("plant");
+
+    fs::write(m.path("d/second.txt"), b"must not leave the root").expect("write");
+    fs::write(m.path("d/first.txt"), b"changed after the plant").expect("write");
+    // Five seconds: several retries of each refused upload, on every connection.
+    let flushed = m.flush_for(5).ok();
+    let entries: Vec<_> = fs::read_dir(outside.path())
+        .expect("outside")
+        .flatten()
+        .collect();
+    assert!(
+        entries.is_empty(),
+        "written through the planted link: {entries:?}"
+    );
+    assert!(!flushed, "flush succeeded through a planted symlink");
+    let st = m.mirror_status();
+    let failures = st["failures"].to_string();
+    assert!(
+        failures.contains("symlink"),
+        "status shows no refusal: {st}"
+    );
+    m.unmount();
+    let refused: Vec<_> = audit_events(&m)
+        .into_iter()
+        .filter(|e| e["event"] == "refused")
+        .collect();
+    assert!(
+        refused.iter().any(|e| e["path"] == "d/second.txt"
+            && e["reason"].as_str().is_some_and(|r| r.contains("symlink"))),
+        "the refusal is not audited: {refused:?}"
+    );
 }
 
 /// A key with a passphrase, authorised on the mount's sshd; returns (key, passphrase).
@@ -167,10 +349,16 @@ fn private_file(path: &Path, text: &str) -> PathBuf {
 fn assert_nowhere(m: &Mount, secret: &str) {
     let json = serde_json::to_string(&m.status_json()).expect("json");
     let human = ftpsync(["status".into(), m.state.display().to_string()]).stdout;
+    let audit = ftpsync(["audit".into(), m.state.display().to_string()]).stdout;
+    assert!(
+        audit.contains("confirmed"),
+        "the audit log is empty: {audit}"
+    );
     for (what, text) in [
         ("log", m.daemon_log()),
         ("status --json", json),
         ("status", human),
+        ("audit", audit),
     ] {
         assert!(!text.contains(secret), "the passphrase is in the {what}");
     }

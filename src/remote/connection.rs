@@ -45,8 +45,9 @@ pub struct Connection {
     posix: PosixRename,
     /// Absolute, resolved once with realpath at connect.
     root: Vec<u8>,
-    /// Relative directories already checked to be real directories (not symlinks).
-    verified_dirs: HashSet<Vec<u8>>,
+    /// Relative directories this connection made or found: spares `mkdir_all` round trips.
+    /// Only a hint: the server can change under us, so safety never relies on it.
+    known_dirs: HashSet<Vec<u8>>,
     verify_mode: VerifyMode,
     verify_method: Option<VerifyMethod>,
     info: SessionInfo,
@@ -113,7 +114,7 @@ impl Connection {
             sftp,
             posix,
             root,
-            verified_dirs: HashSet::new(),
+            known_dirs: HashSet::new(),
             verify_mode: opts.verify,
             verify_method: None,
             info: SessionInfo {
@@ -172,20 +173,47 @@ impl Connection {
         }
     }
 
-    /// Checks that every ancestor of `rel` is a real directory, not a symlink (one planted on
-    /// the server could lead outside the root). Verified directories are remembered.
+    /// Checks, right before each operation, that no ancestor of `rel` is a symlink (one planted
+    /// on the server could lead outside the root): the server's realpath of the parent must be
+    /// the parent's own path, since the root was resolved with realpath at connect. One round
+    /// trip whatever the depth; never cached, as the server may change between operations.
     fn check_parents(&mut self, rel: &[u8]) -> Result<()> {
-        for dir in ancestors(rel) {
-            if self.verified_dirs.contains(dir) {
-                continue;
-            }
-            let st = self
-                .raw_lstat(&self.abs(dir))
-                .map_err(|e| op_error("cannot lstat", &display_path(dir), &e))?;
-            self.require_dir(dir, st.as_ref())?;
-            self.verified_dirs.insert(dir.to_vec());
+        let (parent, _) = path::split_parent(rel);
+        if parent.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let abs = self.abs(parent);
+        let checked = match self.sftp.realpath(p(&abs)) {
+            Ok(real) if real.as_os_str().as_bytes() == abs.as_slice() => Ok(()),
+            Ok(_) => Err(self.which_ancestor(parent)),
+            Err(e) if is_not_found(&e) => Err(self.which_ancestor(parent)),
+            Err(e) => Err(op_error("cannot resolve", &display_path(parent), &e)),
+        };
+        if checked.is_err() {
+            self.known_dirs.clear();
+        }
+        checked
+    }
+
+    /// Why `dir` does not resolve to itself: the first ancestor (or itself) that is missing,
+    /// a symlink or not a directory.
+    fn which_ancestor(&self, dir: &[u8]) -> RemoteError {
+        for d in ancestors(dir).chain(std::iter::once(dir)) {
+            let st = match self.raw_lstat(&self.abs(d)) {
+                Ok(st) => st,
+                Err(e) => return op_error("cannot lstat", &display_path(d), &e),
+            };
+            if let Err(e) = self.require_dir(d, st.as_ref()) {
+                return e;
+            }
+        }
+        RemoteError::new(
+            ErrorKind::Refused,
+            format!(
+                "refusing to write into remote {}: the server resolves it elsewhere",
+                display_path(dir)
+            ),
+        )
     }
 
     fn require_dir(&self, dir: &[u8], st: Option<&FileStat>) -> Result<()> {
@@ -210,9 +238,9 @@ impl Connection {
         }
     }
 
-    /// Forgets verified directories at or below `rel` (after it was renamed or removed).
+    /// Forgets known directories at or below `rel` (after it was renamed or removed).
     fn forget_dirs(&mut self, rel: &[u8]) {
-        self.verified_dirs
+        self.known_dirs
             .retain(|d| !(d == rel || (d.starts_with(rel) && d.get(rel.len()) == Some(&b'/'))));
     }
 
@@ -287,7 +315,7 @@ impl Connection {
                 _ => return Err(op_error("cannot mkdir", &shown, &e)),
             }
         }
-        self.verified_dirs.insert(rel.to_vec());
+        self.known_dirs.insert(rel.to_vec());
         Ok(())
     }
 
@@ -720,7 +748,7 @@ impl Transport for Connection {
             // mkdir of an existing directory fails with a generic error on OpenSSH: an
             // existing directory is success, with its mode brought in line.
             self.require_dir(rel, Some(&st))?;
-            self.verified_dirs.insert(rel.to_vec());
+            self.known_dirs.insert(rel.to_vec());
             if st.perm.unwrap_or(0) & 0o7777 == mode & 0o7777 {
                 return Ok(());
             }
@@ -751,7 +779,7 @@ impl Transport for Connection {
             .map(<[u8]>::to_vec)
             .collect();
         for dir in dirs {
-            if self.verified_dirs.contains(&dir) {
+            if self.known_dirs.contains(&dir) {
                 continue;
             }
             let abs = self.abs(&dir);
@@ -761,7 +789,7 @@ impl Transport for Connection {
                 Ok(st) => self.require_dir(&dir, st.as_ref())?,
                 Err(e) => return Err(op_error("cannot lstat", &shown, &e)),
             }
-            self.verified_dirs.insert(dir);
+            self.known_dirs.insert(dir);
         }
         Ok(())
     }

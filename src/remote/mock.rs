@@ -139,7 +139,11 @@ impl State {
             match self.nodes.get(dir) {
                 Some(MockNode::Dir { .. }) => {}
                 Some(MockNode::Symlink { .. }) => {
-                    return Err(err(ErrorKind::Refused, "refusing to go through symlink", dir))
+                    return Err(err(
+                        ErrorKind::Refused,
+                        "refusing to go through symlink",
+                        dir,
+                    ))
                 }
                 Some(_) => return Err(err(ErrorKind::Other, "not a directory:", dir)),
                 None => return Err(err(ErrorKind::NotFound, "no directory", dir)),

@@ -10,6 +10,7 @@ mod limits;
 pub mod plan;
 mod reconcile;
 
+use crate::audit::{path_value, Audit};
 use crate::journal::{child_path, Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
@@ -32,13 +33,17 @@ use std::time::{Duration, Instant};
 /// Opens a connection to the remote (a real SFTP session, or a mock in tests).
 pub type Connector = Arc<dyn Fn() -> Result<Box<dyn Transport>, RemoteError> + Send + Sync>;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
+    /// The remote, as the audit log names it.
+    pub server: String,
     pub connections: usize,
     /// How long after a file's last change its upload starts.
     pub writeback_delay: Duration,
     /// Upload bytes per second, for all workers together.
     pub bwlimit: Option<u64>,
+    /// Where connections, refusals and every change made remotely are recorded.
+    pub audit: Option<Arc<Audit>>,
 }
 
 struct Job {
@@ -395,7 +400,14 @@ impl Inner {
                 .connection(conn)
                 .and_then(|t| rename_remote(t, r, &self.mirror));
             match result {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.audit(
+                        "rename",
+                        json!({"from": path_value(&r.from), "to": path_value(&r.to),
+                               "exchange": r.exchange}),
+                    );
+                    return;
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -445,17 +457,78 @@ impl Inner {
             match (self.connect)() {
                 Ok(c) => {
                     self.gate.reset();
-                    self.core.lock().session = c.session();
+                    let session = c.session();
+                    if let Some(s) = &session {
+                        self.audit("connect", session_json(s));
+                    }
+                    self.core.lock().session = session;
                     *conn = Some(c);
                 }
                 Err(e) => {
                     self.gate.failed();
+                    self.audit_refusal(&e);
                     return Err(e);
                 }
             }
         }
         conn.as_mut()
             .ok_or_else(|| RemoteError::new(ErrorKind::Transient, "no connection"))
+    }
+
+    fn audit(&self, event: &str, fields: Value) {
+        if let Some(a) = &self.opts.audit {
+            a.record(event, fields);
+        }
+    }
+
+    /// A refused host key, algorithm set or login: each attempt is audited.
+    fn audit_refusal(&self, e: &RemoteError) {
+        let server = &self.opts.server;
+        match (e.kind(), e.host_key_refusal()) {
+            (ErrorKind::HostKey, Some((key, problem))) => self.audit(
+                "host_key_refused",
+                json!({"server": server, "problem": format!("{problem:?}").to_lowercase(),
+                       "key_type": key.key_type, "fingerprint": key.fingerprint,
+                       "reason": e.message()}),
+            ),
+            (ErrorKind::HostKey, None) => self.audit(
+                "algorithms_refused",
+                json!({"server": server, "reason": e.message()}),
+            ),
+            (ErrorKind::Auth, _) => self.audit(
+                "auth_failed",
+                json!({"server": server, "reason": e.message()}),
+            ),
+            _ => {}
+        }
+    }
+
+    /// What a finished reconcile changed on the remote.
+    fn audit_outcome(&self, path: &[u8], report: &reconcile::Report) {
+        for copy in &report.conflicts {
+            self.audit("conflict_kept", json!({"copy": path_value(copy)}));
+        }
+        let p = path_value(path);
+        match (&report.apply, &report.uploaded) {
+            (Apply::Put(_), Some(u)) => self.audit(
+                "confirmed",
+                json!({"path": p, "size": u.bytes, "sha256": hex::encode(u.sha256),
+                       "verified_by": u.verified_by.to_string()}),
+            ),
+            (Apply::Put(Confirmed::File(f)), None) => self.audit(
+                "confirmed",
+                json!({"path": p, "size": f.size, "sha256": hex::encode(f.sha256),
+                       "verified_by": "the remote copy already there"}),
+            ),
+            (Apply::Put(Confirmed::Dir { mode }), None) => {
+                self.audit("mkdir", json!({"path": p, "mode": format!("{mode:o}")}))
+            }
+            (Apply::Put(Confirmed::Symlink { target }), None) => {
+                self.audit("symlink", json!({"path": p, "target": path_value(target)}))
+            }
+            (Apply::Remove, _) => self.audit("delete", json!({"path": p})),
+            (Apply::Nothing, _) => {}
+        }
     }
 
     fn dispatch(&self, jobs: &Sender<Job>) {
@@ -546,6 +619,7 @@ impl Inner {
         let mut mirror = self.mirror.lock();
         match d.result {
             Ok(Outcome::Done(report)) => {
+                self.audit_outcome(&d.path, &report);
                 let written = match report.apply {
                     Apply::Put(c) => mirror.manifest.put(&d.path, c),
                     Apply::Remove => mirror.manifest.remove(&d.path),
@@ -609,6 +683,16 @@ impl Inner {
             }
             _ => {
                 warn!("{}: {e}", crate::fs::show(path));
+                if matches!(e.kind(), ErrorKind::VerifyMismatch | ErrorKind::Refused) {
+                    let event = match e.kind() {
+                        ErrorKind::Refused => "refused",
+                        _ => "verify_mismatch",
+                    };
+                    self.audit(
+                        event,
+                        json!({"path": path_value(path), "reason": e.message()}),
+                    );
+                }
                 core.failures.insert(path.to_vec(), e.to_string());
                 self.mirror
                     .lock()
@@ -655,6 +739,9 @@ impl Inner {
                 }
             }
             Err(e) => error!("manifest sync: {e}"),
+        }
+        if let Some(a) = &self.opts.audit {
+            a.sync();
         }
     }
 
