@@ -45,7 +45,7 @@ fn only_trust_pins_a_key_and_a_swapped_key_needs_trust_replace() {
     });
     let conn = connection_of(&st);
     assert!(
-        conn.contains("unknown") && conn.contains(&format!("ftpsync trust --state-dir")),
+        conn.contains("unknown") && conn.contains("ftpsync trust --state-dir"),
         "{conn}"
     );
     assert!(conn.contains(&format!("--fingerprint {fp}")), "{conn}");
