@@ -1,6 +1,6 @@
 //! One typed, validated configuration: the remote, the directories, the mount options.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -45,6 +45,21 @@ impl fmt::Display for Remote {
             format!("/~/{}", self.path)
         };
         write!(f, "sftp://{}@{}:{}{}", self.user, host, self.port, path)
+    }
+}
+
+/// Recorded as its URL.
+impl Serialize for Remote {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Remote {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Remote, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -168,7 +183,7 @@ fn finish(user: String, host: String, port: u16, path: String) -> Result<Remote,
 }
 
 /// Mount options, parsed from `-o a,b=c` lists (mount(8) style).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountOptions {
     pub allow_other: bool,
     pub allow_root: bool,
@@ -343,8 +358,9 @@ impl FileConfig {
     }
 }
 
-/// Everything `mount` needs, validated.
-#[derive(Debug, Clone)]
+/// Everything `mount` needs, validated. The daemon records it in the state dir
+/// ([`MOUNT_RECORD`]) so that one-shot commands (verify) reach the same remote the same way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MountConfig {
     pub local_dir: PathBuf,
     pub remote: Remote,
@@ -356,7 +372,7 @@ pub struct MountConfig {
 }
 
 /// How the mirror reaches and feeds the remote.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MirrorConfig {
     /// Private keys to try after ssh-agent; empty means ~/.ssh/id_ed25519 then id_rsa.
     pub identities: Vec<PathBuf>,
@@ -373,7 +389,7 @@ pub struct MirrorConfig {
 }
 
 /// Where the login secrets come from; each None means that kind is not used.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Secrets {
     pub passphrase: Option<crate::remote::SecretSource>,
     pub password: Option<crate::remote::SecretSource>,
@@ -450,11 +466,68 @@ pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, ConfigError> {
     })
 }
 
+/// The mount record in the state dir: the running mount's configuration, no secret in it.
+pub const MOUNT_RECORD: &str = "mount.json";
+
 impl MountConfig {
     pub fn shadow(&self) -> bool {
         self.local_dir == self.mountpoint
     }
+
+    /// Writes the mount record (0600, atomically).
+    pub fn record(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.state_dir.join(MOUNT_RECORD);
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Reads the record a mount left in `state_dir`.
+    pub fn recorded(state_dir: &Path) -> Result<MountConfig, ConfigError> {
+        let path = state_dir.join(MOUNT_RECORD);
+        let text = std::fs::read(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// How to connect: the mount's identities, pins (the state dir's own known_hosts last),
+    /// secrets and algorithm policy.
+    pub fn connect_options(&self) -> crate::remote::ConnectOptions {
+        let m = &self.mirror;
+        let mut opts = crate::remote::ConnectOptions::new(self.remote.clone());
+        if !m.identities.is_empty() {
+            opts.identities = m.identities.clone();
+        }
+        if !m.known_hosts.is_empty() {
+            opts.known_hosts = m.known_hosts.clone();
+        }
+        opts.known_hosts.push(self.state_dir.join(KNOWN_HOSTS));
+        opts.verify = m.verify;
+        opts.passphrase = m.secrets.passphrase.clone();
+        opts.password = m.secrets.password.clone();
+        opts.otp = m.secrets.otp.clone();
+        opts.algorithms = m.algorithms.clone();
+        opts
+    }
 }
+
+/// The file in the state dir that `ftpsync trust` writes and every connection reads.
+pub const KNOWN_HOSTS: &str = "known_hosts";
 
 /// The default state directory for a mirror of `local_dir`: one per local directory.
 pub fn default_state_dir(local_dir: &Path) -> PathBuf {

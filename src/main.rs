@@ -114,16 +114,14 @@ struct MountArgs {
     /// Journal and runtime files [default: $XDG_STATE_HOME/ftpsync/NAME, or /var/lib/ftpsync/NAME for root].
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// TOML config file (keys: local_dir, remote, mountpoint, state_dir, options, identity,
-    /// known_hosts, connections, writeback_delay, verify, drain_timeout); the command line wins.
+    /// TOML config file, mode 0600 (keys: local_dir, remote, mountpoint, state_dir, options,
+    /// identity, known_hosts, connections, writeback_delay, verify, drain_timeout, bwlimit,
+    /// passphrase_file, passphrase_command, password_file, otp_command, [algorithms]); the
+    /// command line wins.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Private key for the SFTP login, tried after ssh-agent (repeatable) [default: ~/.ssh/id_ed25519, ~/.ssh/id_rsa].
-    #[arg(long = "identity", short = 'i', value_name = "KEY")]
-    identity: Vec<PathBuf>,
-    /// OpenSSH known_hosts file pinning the server's host key (repeatable) [default: ~/.ssh/known_hosts; STATE_DIR/known_hosts is always read].
-    #[arg(long = "known-hosts", value_name = "FILE")]
-    known_hosts: Vec<PathBuf>,
+    #[command(flatten)]
+    login: LoginArgs,
     /// Parallel SFTP connections [default: 4].
     #[arg(long)]
     connections: Option<usize>,
@@ -139,13 +137,18 @@ struct MountArgs {
     /// Upload bandwidth limit shared by all connections, bytes per second with K, M or G (powers of 1024), e.g. 10M [default: unlimited].
     #[arg(long, value_name = "RATE")]
     bwlimit: Option<String>,
-    #[command(flatten)]
-    secrets: SecretArgs,
 }
 
-/// Where login secrets come from. Never from the command line or the config itself.
+/// How to log in: keys, pinned host keys, and where secrets come from (never from the command
+/// line or the config itself).
 #[derive(clap::Args)]
-struct SecretArgs {
+struct LoginArgs {
+    /// Private key for the SFTP login, tried after ssh-agent (repeatable) [default: ~/.ssh/id_ed25519, ~/.ssh/id_rsa].
+    #[arg(long = "identity", short = 'i', value_name = "KEY")]
+    identity: Vec<PathBuf>,
+    /// OpenSSH known_hosts file pinning the server's host key (repeatable) [default: ~/.ssh/known_hosts; STATE_DIR/known_hosts is always read].
+    #[arg(long = "known-hosts", value_name = "FILE")]
+    known_hosts: Vec<PathBuf>,
     /// File (mode 0600) whose first line is the key's passphrase [default: $CREDENTIALS_DIRECTORY/passphrase under systemd; in the foreground on a terminal, asked].
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
@@ -206,19 +209,19 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         .as_deref()
         .map(parse_rate)
         .transpose()?;
-    let s = a.secrets;
+    let s = &a.login;
     let secrets = Secrets::from_sources(
-        s.passphrase_file.or(file.passphrase_file),
-        s.passphrase_command.or(file.passphrase_command),
-        s.password_file.or(file.password_file),
-        s.otp_command.or(file.otp_command),
+        s.passphrase_file.clone().or(file.passphrase_file),
+        s.passphrase_command.clone().or(file.passphrase_command),
+        s.password_file.clone().or(file.password_file),
+        s.otp_command.clone().or(file.otp_command),
     )?;
     let mirror = MirrorConfig {
-        identities: pick(a.identity, file.identity)
+        identities: pick(a.login.identity, file.identity)
             .into_iter()
             .map(absolute)
             .collect::<Result<_>>()?,
-        known_hosts: pick(a.known_hosts, file.known_hosts)
+        known_hosts: pick(a.login.known_hosts, file.known_hosts)
             .into_iter()
             .map(absolute)
             .collect::<Result<_>>()?,

@@ -51,7 +51,7 @@ pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
     let root = local::open_root(&cfg.local_dir)
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
     prepare_state_dir(&cfg.state_dir)?;
-    let mut connect_opts = connect_options(&cfg);
+    let mut connect_opts = cfg.connect_options();
     check_secret_files(&connect_opts)?;
     if cfg.foreground {
         ask_for_missing_secrets(&mut connect_opts)?;
@@ -235,6 +235,7 @@ fn serve(
 ) -> Result<()> {
     let signals = block_exit_signals();
     let _lock = lock_state_dir(&cfg.state_dir)?;
+    cfg.record().context("writing the mount record")?;
     local::raise_nofile_limit();
     // SAFETY: umask cannot fail. The kernel already applied the caller's umask to every mode.
     unsafe { libc::umask(0) };
@@ -306,26 +307,6 @@ fn serve(
     ended?;
     info!("clean exit");
     Ok(())
-}
-
-/// How the mount connects: its identities, pins, secrets and algorithm policy.
-fn connect_options(cfg: &MountConfig) -> ConnectOptions {
-    let m = &cfg.mirror;
-    let mut opts = ConnectOptions::new(cfg.remote.clone());
-    if !m.identities.is_empty() {
-        opts.identities = m.identities.clone();
-    }
-    if !m.known_hosts.is_empty() {
-        opts.known_hosts = m.known_hosts.clone();
-    }
-    opts.known_hosts
-        .push(cfg.state_dir.join(crate::trust::KNOWN_HOSTS));
-    opts.verify = m.verify;
-    opts.passphrase = m.secrets.passphrase.clone();
-    opts.password = m.secrets.password.clone();
-    opts.otp = m.secrets.otp.clone();
-    opts.algorithms = m.algorithms.clone();
-    opts
 }
 
 /// Refuses, before mounting, key and credential files that others can read: they would only

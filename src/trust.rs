@@ -2,7 +2,7 @@
 //! after a yes on the terminal or a matching `--fingerprint`. Nothing else ever pins a key.
 
 use crate::audit::Audit;
-use crate::config::Remote;
+use crate::config::{Remote, KNOWN_HOSTS};
 use crate::remote::{
     check_host_key, credentials, probe_host_key, Algorithms, ConnectOptions, HostKeyInfo,
     HostKeyProblem,
@@ -12,9 +12,6 @@ use serde_json::json;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-/// The file in the state dir that `trust` writes and `mount` reads.
-pub const KNOWN_HOSTS: &str = "known_hosts";
 
 pub struct Request {
     pub remote: Remote,

@@ -31,7 +31,7 @@ pub const MACS: &str = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.
 
 /// The algorithms a session may use: the defaults above, or a narrower choice from the config
 /// (wider only with `insecure`). Comma-separated, in preference order, as libssh2 takes them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Algorithms {
     pub kex: String,
     pub host_key: String,

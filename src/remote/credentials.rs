@@ -77,6 +77,38 @@ impl fmt::Debug for SecretSource {
     }
 }
 
+/// How a source is recorded in the state dir's mount record: where the secret comes from,
+/// never the secret (a prompted one is recorded as "ask again").
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Recorded {
+    File(PathBuf),
+    Command(Vec<String>),
+    Prompt(String),
+}
+
+impl serde::Serialize for SecretSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SecretSource::File(p) => Recorded::File(p.clone()),
+            SecretSource::Command(argv) => Recorded::Command(argv.clone()),
+            SecretSource::Prompt(label) => Recorded::Prompt(label.clone()),
+            SecretSource::Given(_) => Recorded::Prompt("Passphrase".into()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SecretSource, D::Error> {
+        Ok(match Recorded::deserialize(d)? {
+            Recorded::File(p) => SecretSource::File(p),
+            Recorded::Command(argv) => SecretSource::Command(argv),
+            Recorded::Prompt(label) => SecretSource::Prompt(label),
+        })
+    }
+}
+
 impl SecretSource {
     /// A command line split as a shell would (quotes, escapes), but run without one.
     pub fn command(line: &str) -> Result<SecretSource, String> {
@@ -302,6 +334,19 @@ mod tests {
         let s = Secret::new("hunter2".into());
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{:?}", SecretSource::Given(s)).contains("hunter2"));
+    }
+
+    #[test]
+    fn a_recorded_source_never_holds_the_secret() {
+        let given = SecretSource::Given(Secret::new("hunter2".into()));
+        let text = serde_json::to_string(&given).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        let back: SecretSource = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back, SecretSource::Prompt(_)));
+        let cmd = SecretSource::command("pass show x").unwrap();
+        let back: SecretSource =
+            serde_json::from_str(&serde_json::to_string(&cmd).unwrap()).unwrap();
+        assert!(matches!(back, SecretSource::Command(a) if a == ["pass", "show", "x"]));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::ops::Range;
 use std::str::FromStr;
 
 /// How the remote copy of a file is hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum VerifyMode {
     /// Exec when the server allows it (probed once per connection), read-back otherwise.
     #[default]
