@@ -32,6 +32,17 @@ pub struct Remote {
     pub path: String,
 }
 
+impl Remote {
+    /// How known_hosts names this server: `host`, or `[host]:port` when not on 22.
+    pub fn known_hosts_name(&self) -> String {
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
+    }
+}
+
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let host = if self.host.contains(':') {
@@ -321,16 +332,55 @@ impl AlgorithmsConfig {
     }
 }
 
-/// Keys that would put a secret in the config, with where the secret belongs instead.
-const SECRET_KEYS: &[(&str, &str)] = &[
+/// Words that mark a key as holding a secret, with where the secret belongs instead.
+const SECRET_WORDS: &[(&str, &str)] = &[
     ("password", "password_file = \"/path\" (a 0600 credential file)"),
     (
         "passphrase",
         "passphrase_file = \"/path\" (a 0600 credential file) or passphrase_command = \"pass show ...\"",
     ),
     ("secret", "a 0600 credential file named by passphrase_file or password_file"),
+    ("token", "a 0600 credential file named by passphrase_file or password_file"),
     ("otp", "otp_command = \"your-totp-generator ...\""),
 ];
+
+/// Our keys that name where a secret comes from, not the secret.
+const SOURCE_KEYS: &[&str] = &[
+    "passphrase_file",
+    "passphrase_command",
+    "password_file",
+    "otp_command",
+];
+
+/// The first key, at any depth, that looks like it holds a secret, and the advice for it.
+fn secret_key(table: &toml::Table) -> Option<(String, &'static str)> {
+    for (key, value) in table {
+        let lower = key.to_ascii_lowercase();
+        if !SOURCE_KEYS.contains(&lower.as_str()) {
+            if let Some((_, instead)) = SECRET_WORDS.iter().find(|(w, _)| lower.contains(w)) {
+                return Some((key.clone(), instead));
+            }
+        }
+        if let Some(inner) = value.as_table().and_then(secret_key) {
+            return Some(inner);
+        }
+    }
+    None
+}
+
+/// A parse error without the offending line: toml quotes it, and it may hold a secret.
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map_or(String::new(), |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" (line {line}, column {column})")
+    });
+    ConfigError::Parse {
+        path: path.to_owned(),
+        message: format!("{}{at}", e.message().trim_end()),
+    }
+}
 
 impl FileConfig {
     /// Reads a config, refusing one others can read and one that holds a secret.
@@ -340,19 +390,14 @@ impl FileConfig {
             path: path.to_owned(),
             source,
         })?;
-        let parse_err = |e: toml::de::Error| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        };
+        let parse_err = |e: toml::de::Error| parse_error(path, &text, &e);
         let table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
-        for (key, instead) in SECRET_KEYS {
-            if table.contains_key(*key) {
-                return invalid(format!(
-                    "refusing config {}: it holds a `{key}`, and secrets never go in a config; \
-                     use {instead}",
-                    path.display()
-                ));
-            }
+        if let Some((key, instead)) = secret_key(&table) {
+            return invalid(format!(
+                "refusing config {}: it holds a `{key}`, and secrets never go in a config; \
+                 use {instead}",
+                path.display()
+            ));
         }
         toml::from_str(&text).map_err(parse_err)
     }
@@ -664,6 +709,26 @@ mod tests {
         let p = private_file(dir.path(), "passphrase = \"x\"\n");
         let e = FileConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("passphrase_command"), "{e}");
+        for hidden in [
+            "Password = \"hunter2\"\n",
+            "key_passphrase = \"hunter2\"\n",
+            "[algorithms]\npassword = \"hunter2\"\n",
+            "api_token = \"hunter2\"\n",
+        ] {
+            let p = private_file(dir.path(), hidden);
+            let e = FileConfig::load(&p).unwrap_err().to_string();
+            assert!(e.contains("secrets never go in a config"), "{hidden}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        // A syntax error near a secret does not quote the line.
+        let p = private_file(dir.path(), "remote = \"u@h:p\"\nbogus = \"hunter2\" x\n");
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && !e.contains("hunter2"), "{e}");
+        let p = private_file(
+            dir.path(),
+            "passphrase_file = \"/x\"\notp_command = \"totp\"\n",
+        );
+        assert!(FileConfig::load(&p).is_ok());
         let p = private_file(dir.path(), "remote = \"u@h:p\"\n");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = FileConfig::load(&p).unwrap_err().to_string();

@@ -91,9 +91,12 @@ struct TrustArgs {
     /// The mirror's state dir, whose known_hosts gets the key [default: from --config].
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// The mount's TOML config: its remote, state dir and algorithm policy.
+    /// The mount's TOML config: its remote, state dir, known_hosts files and algorithm policy.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// known_hosts files the mount also reads (repeatable), checked for a conflicting or revoked key; only STATE_DIR/known_hosts is written [default: ~/.ssh/known_hosts].
+    #[arg(long = "known-hosts", value_name = "FILE")]
+    known_hosts: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -270,9 +273,18 @@ fn trust_request(a: TrustArgs) -> Result<trust::Request> {
     if a.replace && a.fingerprint.is_none() {
         anyhow::bail!("--replace needs --fingerprint SHA256:... (the new key's, checked with the server's administrator)");
     }
+    let known_hosts = if a.known_hosts.is_empty() {
+        file.known_hosts
+    } else {
+        a.known_hosts
+    };
     Ok(trust::Request {
         remote,
         state_dir,
+        known_hosts: known_hosts
+            .into_iter()
+            .map(absolute)
+            .collect::<Result<_>>()?,
         fingerprint: a.fingerprint,
         replace: a.replace,
         algorithms: file.algorithms.policy()?,

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 pub struct Request {
     pub remote: Remote,
     pub state_dir: PathBuf,
+    /// The other known_hosts files the mount reads (empty: the default ones); read, never
+    /// written, so a conflicting or revoked key anywhere is seen.
+    pub known_hosts: Vec<PathBuf>,
     /// Pin only a key with this fingerprint, without asking.
     pub fingerprint: Option<String>,
     /// Replace a different key pinned for this server.
@@ -49,9 +52,12 @@ pub fn run(req: &Request) -> Result<()> {
     let file = req.state_dir.join(KNOWN_HOSTS);
     let mut opts = ConnectOptions::new(req.remote.clone());
     opts.algorithms = req.algorithms.clone();
-    opts.known_hosts = vec![file.clone()];
+    if !req.known_hosts.is_empty() {
+        opts.known_hosts = req.known_hosts.clone();
+    }
+    opts.known_hosts.push(file.clone());
     let key = probe_host_key(&opts).map_err(anyhow::Error::msg)?;
-    let who = host_token(&req.remote);
+    let who = req.remote.known_hosts_name();
     println!("{who} presents a {} key {}", key.key_type, key.fingerprint);
     if let Some(want) = &req.fingerprint {
         if !same_fingerprint(want, &key.fingerprint) {
@@ -64,7 +70,7 @@ pub fn run(req: &Request) -> Result<()> {
     }
     let problem = match check_host_key(&opts, &key) {
         Ok(()) => {
-            println!("already pinned in {}", file.display());
+            println!("already trusted: a known_hosts file the mount reads pins this key");
             return Ok(());
         }
         Err(e) => e.host_key_refusal().map(|(_, p)| p).ok_or(e)?,
@@ -94,8 +100,9 @@ pub fn run(req: &Request) -> Result<()> {
     );
     check_host_key(&opts, &key).map_err(|e| {
         anyhow::anyhow!(
-            "pinned, but {} still refuses the key (a line this command does not manage, such as \
-             a hashed or wildcard entry, names another key): {e}",
+            "pinned in {}, but the key is still refused (a line this command does not manage, \
+             such as a hashed or wildcard entry or one in another known_hosts file, names another \
+             key): {e}",
             file.display()
         )
     })?;
@@ -106,15 +113,6 @@ pub fn run(req: &Request) -> Result<()> {
         file.display()
     );
     Ok(())
-}
-
-/// How known_hosts names a server: `host`, or `[host]:port` when not on 22.
-fn host_token(r: &Remote) -> String {
-    if r.port == 22 {
-        r.host.clone()
-    } else {
-        format!("[{}]:{}", r.host, r.port)
-    }
 }
 
 /// Fingerprints compare without the `SHA256:` prefix and base64 padding a user may paste.

@@ -16,6 +16,9 @@ fn trust(m: &Mount, extra: &[&str]) -> CmdOut {
     let sshd = m.sshd.as_ref().expect("sshd");
     let mut args: Vec<String> = vec!["trust".into(), "--state-dir".into()];
     args.push(m.state.display().to_string());
+    // The same files as the mount: none but the state dir's own.
+    args.push("--known-hosts".into());
+    args.push(m.root.join("no-known-hosts").display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push(sshd.remote_url());
     ftpsync(args)
@@ -298,6 +301,9 @@ fn a_symlink_planted_on_the_server_is_never_written_through_and_is_audited() {
     std::os::unix::fs::symlink(outside.path(), &remote_d).expect("plant");
 
     fs::write(m.path("d/second.txt"), b"must not leave the root").expect("write");
+    // A new directory beneath: it must not be created through the link either.
+    fs::create_dir(m.path("d/sub")).expect("mkdir");
+    fs::write(m.path("d/sub/third.txt"), b"nor this").expect("write");
     fs::write(m.path("d/first.txt"), b"changed after the plant").expect("write");
     // Five seconds: several retries of each refused upload, on every connection.
     let flushed = m.flush_for(5).ok();

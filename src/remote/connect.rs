@@ -443,12 +443,7 @@ fn host_key_refusal(
     problem: HostKeyProblem,
     read: &[String],
 ) -> RemoteError {
-    let r = &opts.remote;
-    let who = if r.port == 22 {
-        r.host.clone()
-    } else {
-        format!("[{}]:{}", r.host, r.port)
-    };
+    let who = opts.remote.known_hosts_name();
     let files = if read.is_empty() {
         "no known_hosts file could be read".to_string()
     } else {
@@ -475,8 +470,9 @@ fn host_key_refusal(
     RemoteError::host_key(key.clone(), problem, msg)
 }
 
-/// Authenticates: ssh-agent first, then each key file, then (when the user gave a source for
-/// them) keyboard-interactive and password. Returns how it succeeded. Fatal problems (a key
+/// Authenticates: ssh-agent first, then each key file until one is accepted, then (when the
+/// server asks for more, or no key was accepted, and the user gave a source for them)
+/// keyboard-interactive and password. Returns how it succeeded ("key X + keyboard-interactive"). Fatal problems (a key
 /// others can read) stop at once; otherwise every attempt is noted for the final error.
 fn authenticate(session: &Session, opts: &ConnectOptions) -> Result<String, RemoteError> {
     let user = &opts.remote.user;
@@ -534,17 +530,14 @@ fn try_secrets(
         Err(_) => return Ok(None),
     };
     let offered = |m: &str| methods.split(',').any(|x| x == m);
+    let mut sent_password = false;
     if offered("keyboard-interactive") {
-        let mut r = Responder {
-            password: opts.password.as_ref(),
-            otp: opts.otp.as_ref(),
-            error: None,
-            answered: 0,
-        };
+        let mut r = Responder::new(opts.password.as_ref(), opts.otp.as_ref());
         let result = session.userauth_keyboard_interactive(user, &mut r);
         if let Some(e) = r.error {
             return Err(e);
         }
+        sent_password = r.sent_password;
         match result {
             Ok(()) if session.authenticated() => return Ok(Some("keyboard-interactive")),
             Err(e) if fatal_during_auth(&e) => return Err(fail("authentication failed", &e)),
@@ -554,7 +547,7 @@ fn try_secrets(
             )),
         }
     }
-    if let (Some(source), true) = (&opts.password, offered("password")) {
+    if let (Some(source), true, false) = (&opts.password, offered("password"), sent_password) {
         let password = source.get("the password")?;
         match session.userauth_password(user, password.expose()) {
             Ok(()) if session.authenticated() => return Ok(Some("password")),
@@ -594,8 +587,8 @@ fn try_agent(session: &Session, user: &str, notes: &mut Vec<String>) -> Result<b
     let ids = agent.identities().unwrap_or_default();
     for id in &ids {
         match agent.userauth(user, id) {
-            Ok(()) if session.authenticated() => return Ok(true),
-            Ok(()) => {}
+            // Accepted, possibly with a further method still to pass (a second factor).
+            Ok(()) => return Ok(true),
             Err(e) if fatal_during_auth(&e) => return Err(fail("authentication failed", &e)),
             Err(_) => {}
         }
@@ -640,7 +633,7 @@ fn try_key(
             notes.push(format!(
                 "{shown} (accepted, but the server requires a further method)"
             ));
-            Ok(false)
+            Ok(true)
         }
         Err(e) if fatal_during_auth(&e) => Err(fail("authentication failed", &e)),
         Err(e) => {

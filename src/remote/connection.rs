@@ -174,46 +174,38 @@ impl Connection {
     }
 
     /// Checks, right before each operation, that no ancestor of `rel` is a symlink (one planted
-    /// on the server could lead outside the root): the server's realpath of the parent must be
-    /// the parent's own path, since the root was resolved with realpath at connect. One round
-    /// trip whatever the depth; never cached, as the server may change between operations.
+    /// on the server could lead outside the root). The fast way is one round trip whatever the
+    /// depth: the server's realpath of the parent is the parent's own path (the root was
+    /// resolved with realpath at connect). When it is not (or the server answers "no such
+    /// file", as OpenSSH sometimes does for a directory being created beside), each ancestor
+    /// is lstat'ed. Never cached: the server may change between operations.
     fn check_parents(&mut self, rel: &[u8]) -> Result<()> {
         let (parent, _) = path::split_parent(rel);
         if parent.is_empty() {
             return Ok(());
         }
         let abs = self.abs(parent);
-        let checked = match self.sftp.realpath(p(&abs)) {
-            Ok(real) if real.as_os_str().as_bytes() == abs.as_slice() => Ok(()),
-            Ok(_) => Err(self.which_ancestor(parent)),
-            Err(e) if is_not_found(&e) => Err(self.which_ancestor(parent)),
-            Err(e) => Err(op_error("cannot resolve", &display_path(parent), &e)),
-        };
-        if checked.is_err() {
-            self.known_dirs.clear();
-        }
-        checked
-    }
-
-    /// Why `dir` does not resolve to itself: the first ancestor (or itself) that is missing,
-    /// a symlink or not a directory.
-    fn which_ancestor(&self, dir: &[u8]) -> RemoteError {
-        for d in ancestors(dir).chain(std::iter::once(dir)) {
-            let st = match self.raw_lstat(&self.abs(d)) {
-                Ok(st) => st,
-                Err(e) => return op_error("cannot lstat", &display_path(d), &e),
-            };
-            if let Err(e) = self.require_dir(d, st.as_ref()) {
-                return e;
+        if let Ok(real) = self.sftp.realpath(p(&abs)) {
+            if real.as_os_str().as_bytes() == abs.as_slice() {
+                return Ok(());
             }
         }
-        RemoteError::new(
-            ErrorKind::Refused,
-            format!(
-                "refusing to write into remote {}: the server resolves it elsewhere",
-                display_path(dir)
-            ),
-        )
+        let walked = self.walk_ancestors(parent);
+        if walked.is_err() {
+            self.known_dirs.clear();
+        }
+        walked
+    }
+
+    /// Each of `dir` and its ancestors must be a real directory, not a symlink.
+    fn walk_ancestors(&self, dir: &[u8]) -> Result<()> {
+        for d in ancestors(dir).chain(std::iter::once(dir)) {
+            let st = self
+                .raw_lstat(&self.abs(d))
+                .map_err(|e| op_error("cannot lstat", &display_path(d), &e))?;
+            self.require_dir(d, st.as_ref())?;
+        }
+        Ok(())
     }
 
     fn require_dir(&self, dir: &[u8], st: Option<&FileStat>) -> Result<()> {
@@ -782,12 +774,19 @@ impl Transport for Connection {
             if self.known_dirs.contains(&dir) {
                 continue;
             }
-            let abs = self.abs(&dir);
-            let shown = display_path(&dir);
-            match self.raw_lstat(&abs) {
-                Ok(None) => self.create_dir(&dir, &abs, 0o755)?,
-                Ok(st) => self.require_dir(&dir, st.as_ref())?,
-                Err(e) => return Err(op_error("cannot lstat", &shown, &e)),
+            // The cache above is a hint: what it skips, the next operation's own check covers.
+            // Anything made here is made under a parent checked just now.
+            let made = self.check_parents(&dir).and_then(|()| {
+                let abs = self.abs(&dir);
+                match self.raw_lstat(&abs) {
+                    Ok(None) => self.create_dir(&dir, &abs, 0o755),
+                    Ok(st) => self.require_dir(&dir, st.as_ref()),
+                    Err(e) => Err(op_error("cannot lstat", &display_path(&dir), &e)),
+                }
+            });
+            if let Err(e) = made {
+                self.known_dirs.clear();
+                return Err(e);
             }
             self.known_dirs.insert(dir);
         }

@@ -168,68 +168,134 @@ fn first_line(mut text: String) -> Secret {
     Secret::new(line)
 }
 
+/// The most read from a secret command: a passphrase is short; a flood is refused.
+const MAX_OUTPUT: u64 = 64 << 10;
+/// The most of its stderr quoted in an error message.
+const MAX_STDERR_QUOTE: usize = 200;
+
+/// Runs a secret command in a process group of its own, with the timeout covering its output
+/// too: a helper it leaves behind holding the pipe open cannot hang the login.
 fn run_command(argv: &[String], what: &str) -> Result<Secret, RemoteError> {
+    use std::os::unix::process::CommandExt;
     let shown = argv.first().map_or("", String::as_str);
     let mut child = Command::new(shown)
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| auth_err(format!("cannot run {shown} for {what}: {e}")))?;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.as_mut().map(|o| o.read_to_string(&mut text));
-        text
-    });
-    // Only the tail of stderr is kept for the message: a secret must never land there.
-    let err_reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = err.as_mut().map(|e| e.read_to_end(&mut text));
-        text
-    });
-    let status = wait_with_timeout(&mut child, COMMAND_TIMEOUT)
-        .map_err(|e| auth_err(format!("{shown} (for {what}): {e}")))?;
-    let text = reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    if !status.success() {
-        let mut text = text;
-        wipe(&mut text);
-        let why = String::from_utf8_lossy(&stderr);
-        let why = why.lines().last().unwrap_or("").trim();
-        return Err(auth_err(format!(
-            "{shown} (for {what}) failed with {status}{}",
-            if why.is_empty() {
-                String::new()
+    let (tx, rx) = crossbeam_channel::bounded::<(bool, Vec<u8>)>(2);
+    let pipes: [(bool, Option<Box<dyn Read + Send>>); 2] = [
+        (
+            true,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            false,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ];
+    for (is_out, pipe) in pipes {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let Some(pipe) = pipe else {
+                let _ = tx.send((is_out, Vec::new()));
+                return;
+            };
+            // Only the first line of stdout counts: it is sent as soon as it is read. The
+            // rest is drained, so a program printing more is not killed by a broken pipe.
+            let mut reader = io::BufReader::new(pipe);
+            let mut bytes = Vec::new();
+            let _ = if is_out {
+                io::BufRead::read_until(&mut (&mut reader).take(MAX_OUTPUT), b'\n', &mut bytes)
             } else {
-                format!(": {why}")
-            }
-        )));
+                (&mut reader).take(MAX_OUTPUT).read_to_end(&mut bytes)
+            };
+            let _ = tx.send((is_out, bytes));
+            let _ = io::copy(&mut reader, &mut io::sink());
+        });
     }
+    let status = wait_with_timeout(&mut child, Instant::now() + COMMAND_TIMEOUT);
+    // The child is done and its output is in the pipes; a helper it left behind may hold
+    // them open, so take what came within a moment, no more.
+    let grace = Instant::now() + Duration::from_millis(500);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        match rx.recv_deadline(grace) {
+            Ok((true, b)) => out = b,
+            Ok((false, b)) => err = b,
+            Err(_) => break,
+        }
+    }
+    // Whatever it started goes too (a no-op once they are gone).
+    // SAFETY: kill on the process group made for the child above.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let mut text = String::from_utf8(out).unwrap_or_default();
+    let status = match status {
+        Ok(s) if s.success() => s,
+        failed => {
+            wipe(&mut text);
+            let why = match failed {
+                Ok(s) => format!("failed with {s}"),
+                Err(e) => e.to_string(),
+            };
+            return Err(auth_err(format!(
+                "{shown} (for {what}) {why}{}",
+                stderr_tail(&err)
+            )));
+        }
+    };
     let secret = first_line(text);
     if secret.expose().is_empty() {
-        return Err(auth_err(format!("{shown} (for {what}) printed nothing")));
+        return Err(auth_err(format!(
+            "{shown} (for {what}) printed nothing ({status})"
+        )));
     }
     Ok(secret)
 }
 
+/// The last line of a command's stderr, short and printable, for an error message.
+fn stderr_tail(err: &[u8]) -> String {
+    let text = String::from_utf8_lossy(err);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if last.is_empty() {
+        return String::new();
+    }
+    let short: String = last.chars().take(MAX_STDERR_QUOTE).collect();
+    format!(": {}", short.escape_debug())
+}
+
 fn wait_with_timeout(
     child: &mut std::process::Child,
-    timeout: Duration,
+    deadline: Instant,
 ) -> io::Result<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
+            // SAFETY: kill on the child's own process group.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("no answer within {} s, killed", timeout.as_secs()),
+                format!(
+                    "gave no answer within {} s and was killed",
+                    COMMAND_TIMEOUT.as_secs()
+                ),
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -278,30 +344,54 @@ pub fn interactive() -> bool {
 }
 
 /// Answers a server's keyboard-interactive challenges (a second factor after the key): a
-/// prompt that asks for a password gets the password, any other gets the one-time code.
+/// prompt that asks for a password gets the password, only from the password source; any
+/// other gets the one-time code. A terminal prompt shows the server's own words.
 pub struct Responder<'a> {
     pub password: Option<&'a SecretSource>,
     pub otp: Option<&'a SecretSource>,
-    /// The first failure to fetch an answer, reported after the attempt.
+    /// The first failure to fetch an answer (or a question we may not answer), reported after
+    /// the attempt.
     pub error: Option<RemoteError>,
     /// How many prompts were answered: none means the server asked nothing we could answer.
     pub answered: usize,
+    /// Whether the password was sent: password authentication is then not tried again.
+    pub sent_password: bool,
 }
 
-impl Responder<'_> {
+impl<'a> Responder<'a> {
+    pub fn new(password: Option<&'a SecretSource>, otp: Option<&'a SecretSource>) -> Self {
+        Responder {
+            password,
+            otp,
+            error: None,
+            answered: 0,
+            sent_password: false,
+        }
+    }
+
     fn answer(&mut self, text: &str) -> String {
-        let lower = text.to_ascii_lowercase();
-        let (source, what) = if lower.contains("password") && self.password.is_some() {
-            (self.password, "the password")
+        let shown: String = text.trim().chars().take(80).collect::<String>();
+        let shown = shown.escape_debug().to_string();
+        let asks_password = text.to_ascii_lowercase().contains("password");
+        let (source, what, option) = if asks_password {
+            (self.password, "the password", "--password-file")
         } else {
-            (self.otp, "the one-time code")
+            (self.otp, "the one-time code", "--otp-command")
         };
         let Some(source) = source else {
+            self.error.get_or_insert(auth_err(format!(
+                "the server asks \"{shown}\", and no {option} was given to answer it"
+            )));
             return String::new();
         };
-        match source.get(what) {
+        let fetched = match source {
+            SecretSource::Prompt(_) => SecretSource::Prompt(shown).get(what),
+            other => other.get(what),
+        };
+        match fetched {
             Ok(s) => {
                 self.answered += 1;
+                self.sent_password |= asks_password;
                 s.expose().to_string()
             }
             Err(e) => {
@@ -375,6 +465,20 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("failed") && msg.contains("oops"), "{msg}");
         assert!(!msg.contains("leaked"), "{msg}");
+        // A helper left holding the pipe open does not hang the login past the timeout,
+        // and a flood on stderr is cut short in the message.
+        let e = SecretSource::command("sh -c 'head -c 100000 /dev/zero | tr \\\\0 x >&2; exit 1'")
+            .unwrap()
+            .get("x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400, "{}", e.len());
+        let start = Instant::now();
+        let ok = SecretSource::command("sh -c 'echo pw; sleep 60 & exit 0'")
+            .unwrap()
+            .get("x");
+        assert_eq!(ok.unwrap().expose(), "pw");
+        assert!(start.elapsed() < Duration::from_secs(40));
         let e = SecretSource::command("/nonexistent/x").unwrap().get("x");
         assert!(e.unwrap_err().to_string().contains("cannot run"));
         assert!(SecretSource::command("  ").is_err());
@@ -385,12 +489,7 @@ mod tests {
     fn responder_answers_password_and_code_prompts() {
         let pw = SecretSource::Given(Secret::new("pw".into()));
         let otp = SecretSource::command("echo 123456").unwrap();
-        let mut r = Responder {
-            password: Some(&pw),
-            otp: Some(&otp),
-            error: None,
-            answered: 0,
-        };
+        let mut r = Responder::new(Some(&pw), Some(&otp));
         let prompts = [
             ssh2::Prompt {
                 text: Cow::Borrowed("Password: "),
@@ -403,14 +502,19 @@ mod tests {
         ];
         assert_eq!(r.prompt("u", "", &prompts), ["pw", "123456"]);
         assert_eq!(r.answered, 2);
+        assert!(r.sent_password);
+        // A password prompt is never answered with the code.
+        let mut r = Responder::new(None, Some(&otp));
+        assert_eq!(r.prompt("u", "", &prompts), ["", "123456"]);
+        let e = r.error.unwrap().to_string();
+        assert!(
+            e.contains("Password:") && e.contains("--password-file"),
+            "{e}"
+        );
+        assert!(!r.sent_password);
         let failing = SecretSource::command("false").unwrap();
-        let mut r = Responder {
-            password: None,
-            otp: Some(&failing),
-            error: None,
-            answered: 0,
-        };
-        assert_eq!(r.prompt("u", "", &prompts), ["", ""]);
+        let mut r = Responder::new(None, Some(&failing));
+        assert_eq!(r.prompt("u", "", &prompts[1..]), [""]);
         assert!(r.error.is_some());
     }
 }

@@ -25,17 +25,9 @@ pub fn inspect(path: &Path) -> Result<KeyFile, RemoteError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(KeyFile::Missing),
         Err(e) => return Err(unreadable(path, &e)),
     };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(RemoteError::new(
-            ErrorKind::Auth,
-            format!(
-                "refusing private key {}: permissions {mode:04o} are too open, others can read it \
-                 (it must be readable by its owner only: chmod 600 {})",
-                path.display(),
-                path.display()
-            ),
-        ));
+    if meta.permissions().mode() & 0o077 != 0 {
+        let why = super::credentials::check_private(path, "private key").err();
+        return Err(RemoteError::new(ErrorKind::Auth, why.unwrap_or_default()));
     }
     let text = fs::read(path).map_err(|e| unreadable(path, &e))?;
     Ok(if is_encrypted(&text) {

@@ -76,33 +76,56 @@ impl TokenBucket {
 }
 
 /// Spaces connection attempts after failures, for all threads together: each failure in a
-/// row doubles the wait (from half a second to a minute); a success opens the gate.
+/// row doubles the wait (from half a second to a minute). When the wait is over, one thread
+/// probes while the others hold back (one login, one OTP prompt); a success opens the gate.
 #[derive(Default)]
 pub struct ReconnectGate {
-    state: Mutex<(u32, Option<Instant>)>,
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    failures: u32,
+    opens_at: Option<Instant>,
+    probing: bool,
 }
 
 const GATE_CAP: Duration = Duration::from_secs(60);
+/// How often a thread held back looks again.
+const GATE_POLL: Duration = Duration::from_millis(100);
 
 impl ReconnectGate {
-    /// When the next attempt may start (None: now).
-    pub fn opens_at(&self) -> Option<Instant> {
-        self.state.lock().1.filter(|t| *t > Instant::now())
+    /// None: this thread may connect now. Some(t): look again at `t`.
+    pub fn enter(&self) -> Option<Instant> {
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        if s.failures == 0 {
+            return None;
+        }
+        match s.opens_at {
+            Some(t) if t > now => Some(t.min(now + GATE_POLL)),
+            _ if s.probing => Some(now + GATE_POLL),
+            _ => {
+                s.probing = true;
+                None
+            }
+        }
     }
 
     pub fn failed(&self) {
         let mut s = self.state.lock();
-        s.0 = s.0.saturating_add(1);
+        s.failures = s.failures.saturating_add(1);
         let wait = Duration::from_millis(500)
-            .saturating_mul(1 << (s.0 - 1).min(16))
+            .saturating_mul(1 << (s.failures - 1).min(16))
             .min(GATE_CAP);
-        s.1 = Some(Instant::now() + wait);
+        s.opens_at = Some(Instant::now() + wait);
+        s.probing = false;
     }
 
     /// After a success, or when a user asks for a retry now (flush): the next attempt may
     /// start at once; the wait grows again from the start if it fails.
     pub fn reset(&self) {
-        *self.state.lock() = (0, None);
+        *self.state.lock() = GateState::default();
     }
 }
 
@@ -136,20 +159,28 @@ mod tests {
     }
 
     #[test]
-    fn gate_backs_off_and_reopens() {
+    fn gate_backs_off_lets_one_probe_and_reopens() {
         let g = ReconnectGate::default();
-        assert!(g.opens_at().is_none());
+        assert!(
+            g.enter().is_none() && g.enter().is_none(),
+            "open: everyone goes"
+        );
         g.failed();
-        let first = g.opens_at().unwrap() - Instant::now();
+        let first = g.enter().expect("closed after a failure") - Instant::now();
+        assert!(first <= GATE_POLL);
         g.failed();
         g.failed();
-        let third = g.opens_at().unwrap() - Instant::now();
-        assert!(first <= Duration::from_millis(500) && third > Duration::from_millis(1900));
+        assert!(g.state.lock().opens_at.unwrap() - Instant::now() > Duration::from_millis(1900));
+        g.state.lock().opens_at = Some(Instant::now());
+        assert!(g.enter().is_none(), "the wait is over: one probe");
+        assert!(g.enter().is_some(), "the others wait for the probe");
+        g.failed();
+        assert!(g.enter().is_some());
         for _ in 0..40 {
             g.failed();
         }
-        assert!(g.opens_at().unwrap() - Instant::now() <= GATE_CAP);
+        assert!(g.state.lock().opens_at.unwrap() - Instant::now() <= GATE_CAP);
         g.reset();
-        assert!(g.opens_at().is_none());
+        assert!(g.enter().is_none() && g.enter().is_none());
     }
 }

@@ -448,11 +448,11 @@ impl Inner {
         conn: &'a mut Option<Box<dyn Transport>>,
     ) -> Result<&'a mut Box<dyn Transport>, RemoteError> {
         if conn.is_none() {
-            while let Some(at) = self.gate.opens_at() {
+            while let Some(at) = self.gate.enter() {
                 if self.core.lock().stopping {
                     return Err(RemoteError::new(ErrorKind::Transient, "stopping"));
                 }
-                std::thread::sleep((at - Instant::now()).min(Duration::from_millis(100)));
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
             }
             match (self.connect)() {
                 Ok(c) => {
