@@ -25,6 +25,10 @@ pub enum Request {
         local: bool,
     },
     Status,
+    /// Send these paths (hex-encoded bytes) again, whatever the manifest says.
+    Repair {
+        paths_hex: Vec<String>,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -82,6 +86,7 @@ fn handle(conn: UnixStream, fs: &Fs, engine: &Engine) {
             mirror: Some(engine.status()),
             ..Reply::default()
         },
+        Ok(Request::Repair { paths_hex }) => repair(engine, &paths_hex),
         Err(e) => Reply {
             error: Some(format!("bad request: {e}")),
             ..Reply::default()
@@ -90,6 +95,23 @@ fn handle(conn: UnixStream, fs: &Fs, engine: &Engine) {
     if let Ok(mut text) = serde_json::to_string(&reply) {
         text.push('\n');
         let _ = (&conn).write_all(text.as_bytes());
+    }
+}
+
+fn repair(engine: &Engine, paths_hex: &[String]) -> Reply {
+    let paths: Result<Vec<Vec<u8>>, _> = paths_hex.iter().map(hex::decode).collect();
+    match paths {
+        Ok(paths) => {
+            engine.repair(paths);
+            Reply {
+                ok: true,
+                ..Reply::default()
+            }
+        }
+        Err(e) => Reply {
+            error: Some(format!("bad path: {e}")),
+            ..Reply::default()
+        },
     }
 }
 

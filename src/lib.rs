@@ -18,3 +18,4 @@ pub mod status;
 pub mod sync;
 pub mod trust;
 pub mod utc;
+pub mod verify;

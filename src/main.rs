@@ -6,7 +6,7 @@ use ftpsync::config::{
     default_state_dir, parse_rate, seconds, FileConfig, MirrorConfig, MountConfig, MountOptions,
     Remote, Secrets,
 };
-use ftpsync::{audit, run, status, trust, utc};
+use ftpsync::{audit, run, status, trust, utc, verify};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -56,6 +56,21 @@ enum Command {
         /// Only wait until every closed file is hashed and journaled durably (works offline).
         #[arg(long)]
         local: bool,
+    },
+    /// Compare the remote with the local tree, every file by SHA-256; exit 0 only when equal.
+    Verify {
+        /// A mountpoint of a mirror, or its state dir.
+        target: PathBuf,
+        /// Machine-readable result on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Remove what is extra or wrong on the remote and have the running daemon send the
+        /// local version of what differs or is missing (then `ftpsync flush` waits for it).
+        #[arg(long)]
+        repair: bool,
+        /// Parallel SFTP connections for hashing.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
     },
     /// Show the audit log (the trail of what the mirror sent and decided), oldest first, or
     /// check its hash chain.
@@ -328,6 +343,23 @@ fn main() {
         Command::Status { target, json } => {
             status::resolve_state_dir(&target).and_then(|d| status::print(&d, json))
         }
+        Command::Verify {
+            target,
+            json,
+            repair,
+            connections,
+        } => status::resolve_state_dir(&target).and_then(|state_dir| {
+            let equal = verify::run(&verify::Request {
+                state_dir,
+                json,
+                repair,
+                connections,
+            })?;
+            if !equal {
+                std::process::exit(1);
+            }
+            Ok(())
+        }),
         Command::Trust(a) => trust_request(a).and_then(|r| trust::run(&r)),
         Command::Flush {
             target,

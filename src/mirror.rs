@@ -82,9 +82,14 @@ enum Line {
     },
 }
 
+/// Versions of one path whose unconfirmed uploads are remembered.
+const MAX_INTENTS: usize = 4;
+
 pub struct Manifest {
     entries: PathMap<Confirmed>,
-    intents: HashMap<Vec<u8>, FileMeta>,
+    /// Per path, the versions whose uploads started and were never confirmed, newest last:
+    /// after a crash, any of them may be what the remote holds.
+    intents: HashMap<Vec<u8>, Vec<FileMeta>>,
     applied_seq: u64,
     path: PathBuf,
     log: File,
@@ -140,7 +145,14 @@ impl Manifest {
             }
             Line::Mv { from, to } => self.entries.rename(&from, &to, 0),
             Line::Applied { seq } => self.applied_seq = seq,
-            Line::Intent { path, entry } => drop(self.intents.insert(path, entry)),
+            Line::Intent { path, entry } => {
+                let versions = self.intents.entry(path).or_default();
+                versions.retain(|v| *v != entry);
+                versions.push(entry);
+                if versions.len() > MAX_INTENTS {
+                    versions.remove(0);
+                }
+            }
             Line::Settled { path } => drop(self.intents.remove(&path)),
         }
     }
@@ -217,9 +229,9 @@ impl Manifest {
         })
     }
 
-    /// The upload to `path` that was started but never confirmed, if any.
-    pub fn intent(&self, path: &[u8]) -> Option<&FileMeta> {
-        self.intents.get(path)
+    /// The uploads to `path` that were started but never confirmed, newest last.
+    pub fn intents_of(&self, path: &[u8]) -> &[FileMeta] {
+        self.intents.get(path).map_or(&[], Vec::as_slice)
     }
 
     /// Paths with an upload started but never confirmed (a crash or a lost connection).
@@ -260,14 +272,16 @@ impl Manifest {
             out.write_all(b"\n")?;
             lines += 1;
         }
-        for (path, entry) in &self.intents {
-            let l = Line::Intent {
-                path: path.clone(),
-                entry: *entry,
-            };
-            serde_json::to_writer(&mut out, &l).map_err(io::Error::other)?;
-            out.write_all(b"\n")?;
-            lines += 1;
+        for (path, versions) in &self.intents {
+            for entry in versions {
+                let l = Line::Intent {
+                    path: path.clone(),
+                    entry: *entry,
+                };
+                serde_json::to_writer(&mut out, &l).map_err(io::Error::other)?;
+                out.write_all(b"\n")?;
+                lines += 1;
+            }
         }
         serde_json::to_writer(
             &mut out,
@@ -416,14 +430,24 @@ mod tests {
             let mut m = Manifest::open(dir.path()).unwrap();
             m.intend(b"a", meta(1)).unwrap();
             m.intend(b"b", meta(2)).unwrap();
+            for n in 10..20 {
+                m.intend(b"many", meta(n)).unwrap();
+            }
             m.intend(b"c", meta(3)).unwrap();
             m.put(b"b", file(2)).unwrap();
             m.settle(b"c").unwrap();
             m.rewrite().unwrap();
         }
         let m = Manifest::open(dir.path()).unwrap();
-        assert_eq!(m.intent(b"a"), Some(&meta(1)));
-        assert_eq!(m.intents().count(), 1, "put and settle clear their intents");
+        assert_eq!(m.intents_of(b"a"), &[meta(1)]);
+        assert_eq!(m.intents().count(), 2, "put and settle clear their intents");
+        let kept = m.intents_of(b"many");
+        assert_eq!(
+            kept.len(),
+            MAX_INTENTS,
+            "a bounded number of versions is kept"
+        );
+        assert_eq!(kept.last(), Some(&meta(19)), "newest last");
     }
 
     #[test]

@@ -80,14 +80,22 @@ pub fn ancestors(rel: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// A temporary name beside `rel`: `.NAME.ftpsync-tmp-<16 hex>`, with NAME shortened so the
 /// whole stays within NAME_MAX.
 pub fn temp_beside(rel: &[u8]) -> Vec<u8> {
-    let (parent, name) = split_parent(rel);
-    let suffix = format!("{:016x}", random_u64());
-    let room = NAME_MAX - 1 - TEMP_MARKER.len() - suffix.len();
+    let (parent, _) = split_parent(rel);
     let mut tmp = Vec::with_capacity(rel.len() + 32);
     if !parent.is_empty() {
         tmp.extend_from_slice(parent);
         tmp.push(b'/');
     }
+    tmp.extend_from_slice(&temp_prefix(rel));
+    tmp.extend_from_slice(format!("{:016x}", random_u64()).as_bytes());
+    tmp
+}
+
+/// The name of `rel`'s temporary files up to their random suffix: `.NAME.ftpsync-tmp-`. Two
+/// names alike in their first 200-odd bytes share it.
+pub fn temp_prefix(rel: &[u8]) -> Vec<u8> {
+    let (_, name) = split_parent(rel);
+    let room = NAME_MAX - 1 - TEMP_MARKER.len() - 16;
     let mut keep = name.len().min(room);
     // Never cut a UTF-8 character in two: a server that insists on UTF-8 names would refuse
     // the temp name of a file whose own name it accepts.
@@ -96,11 +104,17 @@ pub fn temp_beside(rel: &[u8]) -> Vec<u8> {
             keep -= 1;
         }
     }
-    tmp.push(b'.');
-    tmp.extend_from_slice(&name[..keep]);
-    tmp.extend_from_slice(TEMP_MARKER);
-    tmp.extend_from_slice(suffix.as_bytes());
-    tmp
+    [b".", &name[..keep], TEMP_MARKER].concat()
+}
+
+/// Marks the copies kept aside when a remote file changed behind our back:
+/// `NAME.ftpsync-conflict-<UTC>`.
+pub const CONFLICT_MARKER: &[u8] = b".ftpsync-conflict-";
+
+/// Whether a file name (one component) is a conflict copy ftpsync kept aside.
+pub fn is_conflict_name(name: &[u8]) -> bool {
+    name.windows(CONFLICT_MARKER.len())
+        .any(|w| w == CONFLICT_MARKER)
 }
 
 /// Whether a file name (one component) is one of our temporary upload names, e.g. left over by

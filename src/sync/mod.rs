@@ -80,6 +80,9 @@ struct Core {
     cancels: std::collections::HashMap<Vec<u8>, Arc<AtomicBool>>,
     /// The last session made: server, host key, algorithms, login method.
     session: Option<SessionInfo>,
+    /// Paths `verify --repair` found wrong on the remote: the manifest's word for them is not
+    /// taken until they are sent again.
+    repairs: std::collections::HashSet<Vec<u8>>,
 }
 
 struct Inner {
@@ -222,6 +225,18 @@ impl Engine {
             "server": core.session.as_ref().map(session_json),
             "bwlimit": self.inner.opts.bwlimit,
         })
+    }
+
+    /// Sends these paths again whatever the manifest says (they were found wrong remotely).
+    pub fn repair(&self, paths: Vec<Vec<u8>>) {
+        let mut core = self.inner.core.lock();
+        let since = core.plan.consumed() + 1;
+        for p in paths {
+            core.plan.mark(&p, since, Instant::now());
+            core.repairs.insert(p);
+        }
+        core.plan.expedite();
+        self.inner.cv.notify_all();
     }
 
     /// Drains for at most `timeout`, then stops; what is left stays in the journal.
@@ -558,9 +573,10 @@ impl Inner {
                 .map(|(p, c)| (p.clone(), c.clone()))
                 .collect();
             let stored = core.plan.hashes.get(&path).copied();
-            let intent = mirror.manifest.intent(&path).copied();
+            let intents = mirror.manifest.intents_of(&path).to_vec();
             let cancel = Arc::new(AtomicBool::new(false));
             core.cancels.insert(path.clone(), cancel.clone());
+            let repair = core.repairs.contains(&path);
             mirror.live.insert(path.clone(), Live::Uploading);
             let _ = jobs.send(Job {
                 path,
@@ -569,7 +585,8 @@ impl Inner {
                     stored,
                     cancel,
                     meter: self.meter.clone(),
-                    intent,
+                    intents,
+                    repair,
                 },
             });
         }
@@ -620,6 +637,7 @@ impl Inner {
         match d.result {
             Ok(Outcome::Done(report)) => {
                 self.audit_outcome(&d.path, &report);
+                core.repairs.remove(&d.path);
                 let written = match report.apply {
                     Apply::Put(c) => mirror.manifest.put(&d.path, c),
                     Apply::Remove => mirror.manifest.remove(&d.path),
@@ -825,7 +843,7 @@ impl Inner {
                 let path = child_path(&dir, &name);
                 let ours = self.mirror.lock().manifest.get(&path).is_some()
                     || crate::remote::path::is_temp_name(&name)
-                    || name.windows(18).any(|w| w == b".ftpsync-conflict-")
+                    || crate::remote::path::is_conflict_name(&name)
                     || local::lookup_path(borrow(&self.root), &path).is_ok();
                 if !ours {
                     found.push(path);

@@ -23,8 +23,12 @@ pub struct Known {
     pub cancel: Arc<AtomicBool>,
     /// Counts (and, under a bandwidth limit, paces) bytes read for uploads.
     pub meter: Arc<Meter>,
-    /// An upload to this path started but never confirmed (a crash, a lost connection).
-    pub intent: Option<FileMeta>,
+    /// Uploads to this path started but never confirmed (a crash, a lost connection): the
+    /// remote may hold any of these versions.
+    pub intents: Vec<FileMeta>,
+    /// `verify --repair` found the remote wrong here: what the manifest vouches for is sent
+    /// again.
+    pub repair: bool,
 }
 
 /// The local file as the upload reads it: stops at once when a newer change arrives.
@@ -47,6 +51,11 @@ impl Read for Cancellable<'_> {
 }
 
 impl Known {
+    /// What the manifest vouches is on the remote at `path`, unless a repair doubts it.
+    fn vouched(&self, path: &[u8]) -> Option<&Confirmed> {
+        self.at(path).filter(|_| !self.repair)
+    }
+
     fn at(&self, path: &[u8]) -> Option<&Confirmed> {
         self.confirmed
             .iter()
@@ -122,7 +131,7 @@ pub fn reconcile(
     let mode = st.st_mode & 0o7777;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
-            if known.at(path) == Some(&Confirmed::Dir { mode }) {
+            if known.vouched(path) == Some(&Confirmed::Dir { mode }) {
                 return Ok(done(Apply::Nothing));
             }
             clear_non_dir(t, path, known, &mut conflicts)?;
@@ -141,7 +150,7 @@ pub fn reconcile(
             let want = Confirmed::Symlink {
                 target: target.clone(),
             };
-            if known.at(path) == Some(&want) {
+            if known.vouched(path) == Some(&want) {
                 return Ok(done(Apply::Nothing));
             }
             clear_for_replacement(t, path, known, &mut conflicts)?;
@@ -198,7 +207,7 @@ fn file(
         atime: st.st_atime,
         mtime: st.st_mtime,
     };
-    if let Some(c) = known.at(path).and_then(Confirmed::file) {
+    if let Some(c) = known.vouched(path).and_then(Confirmed::file) {
         if c.sha256 == s.sha256 && c.size == s.size {
             if c.mode != mode || c.mtime.sec != mtime.sec {
                 t.set_attrs(path, &attrs)?;
@@ -206,9 +215,9 @@ fn file(
             return Ok(done(Apply::Put(want)));
         }
     }
-    if known.intent.is_some() {
+    if !known.intents.is_empty() {
         // What the interrupted upload left beside the target.
-        let removed = remove_temps(t, parent(path))?;
+        let removed = remove_temps(t, path)?;
         if removed > 0 {
             log::info!(
                 "removed {removed} leftover temporary files beside {}",
@@ -253,11 +262,19 @@ fn file(
 }
 
 /// Removes the temporary files that interrupted uploads left in remote directory `dir`.
-fn remove_temps(t: &mut dyn Transport, dir: &[u8]) -> Result<usize> {
+/// Removes the temporary files of uploads to `path` only: those of its siblings may be in
+/// flight on other connections right now.
+fn remove_temps(t: &mut dyn Transport, path: &[u8]) -> Result<usize> {
+    use crate::remote::path::{is_temp_name, temp_prefix};
+    let prefix = temp_prefix(path);
+    let dir = parent(path);
     let mut removed = 0;
     for (name, kind) in t.list(dir)? {
-        if kind == FileKind::File && crate::remote::path::is_temp_name(&name) {
-            t.remove_file(&crate::journal::child_path(dir, &name))?;
+        if kind == FileKind::File && is_temp_name(&name) && name.starts_with(&prefix) {
+            match t.remove_file(&crate::journal::child_path(dir, &name)) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                other => other?,
+            }
             removed += 1;
         }
     }
@@ -307,7 +324,7 @@ fn clear_for_replacement(
     };
     // Ours: what the manifest says we put there, or what an interrupted upload of ours did.
     let ours = is_ours(known.at(path), &remote)
-        || known.intent.is_some_and(|i| {
+        || known.intents.iter().any(|i| {
             remote.kind == FileKind::File && remote.size == i.size && remote.mtime == i.mtime.sec
         });
     if !ours && remote.kind != FileKind::Dir {
@@ -400,6 +417,39 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_764_072_000); // 2025-11-25T12:00:00Z
         assert_eq!(conflict_stamp(t), "20251125T120000Z");
         assert_eq!(conflict_stamp(UNIX_EPOCH), "19700101T000000Z");
+    }
+
+    #[test]
+    fn only_the_paths_own_temp_files_are_removed() {
+        use crate::remote::path::temp_beside;
+        use crate::remote::{MockNode, MockTransport};
+        let t = MockTransport::new();
+        t.insert(
+            b"d",
+            MockNode::Dir {
+                mode: 0o755,
+                atime: 0,
+                mtime: 0,
+            },
+        );
+        let file = || MockNode::File {
+            data: b"x".to_vec(),
+            mode: 0o600,
+            atime: 0,
+            mtime: 0,
+        };
+        let (mine, sibling) = (temp_beside(b"d/a"), temp_beside(b"d/ab"));
+        t.insert(&mine, file());
+        t.insert(&sibling, file());
+        t.insert(b"d/a", file());
+        let mut t2 = t.clone();
+        assert_eq!(remove_temps(&mut t2, b"d/a").unwrap(), 1);
+        assert!(t.get(&mine).is_none(), "its own leftover stays");
+        assert!(
+            t.get(&sibling).is_some(),
+            "a sibling's upload in flight was removed"
+        );
+        assert!(t.get(b"d/a").is_some());
     }
 
     #[test]

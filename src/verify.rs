@@ -1,0 +1,510 @@
+//! `ftpsync verify`: a full audit of the remote against the local tree. Every entry is compared
+//! by kind, size, mode, mtime (whole seconds: what SFTP carries) and symlink target, and every
+//! file of equal size by SHA-256 on both sides (the remote one by a hash command over exec when
+//! the server allows it, by reading it back otherwise), over parallel connections.
+//! `--repair` removes what is wrong on the remote and has the daemon send the local version.
+
+use crate::audit::{path_value, Audit};
+use crate::config::MountConfig;
+use crate::control::{self, Request as Ctl};
+use crate::hash::hash_file;
+use crate::journal::child_path;
+use crate::local::{self, borrow};
+use crate::progress::{human_bytes, Progress};
+use crate::remote::path::{is_conflict_name, is_temp_name};
+use crate::remote::{ConnectOptions, Connection, FileKind, SecretSource, Transport};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Request {
+    pub state_dir: PathBuf,
+    pub json: bool,
+    pub repair: bool,
+    pub connections: usize,
+}
+
+/// One side's view of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    kind: FileKind,
+    size: u64,
+    mode: u32,
+    mtime: i64,
+    target: Option<Vec<u8>>,
+}
+
+/// A tree by relative path.
+type Tree = BTreeMap<Vec<u8>, Entry>;
+
+/// What is wrong at a path.
+#[derive(Debug)]
+enum Problem {
+    /// Local only.
+    Missing,
+    /// Remote only.
+    Extra,
+    /// On both, differing in what the list says.
+    Differs(Vec<String>),
+}
+
+#[derive(Default)]
+struct Findings {
+    problems: BTreeMap<Vec<u8>, Problem>,
+    /// Copies ftpsync kept aside when a remote file changed behind its back: reported, not
+    /// counted as a difference.
+    kept: Vec<Vec<u8>>,
+    files: u64,
+    bytes: u64,
+}
+
+/// Runs the audit; Ok(true) when the remote equals the local tree.
+pub fn run(req: &Request) -> Result<bool> {
+    let cfg = MountConfig::recorded(&req.state_dir).with_context(|| {
+        format!(
+            "no mount record in {} (verify needs a mirror mounted at least once)",
+            req.state_dir.display()
+        )
+    })?;
+    settle_daemon(&req.state_dir);
+    let opts = ask_once(cfg.connect_options())?;
+    let root = local::open_root(&cfg.local_dir)
+        .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
+    let mut conn = connect(&opts, &req.state_dir)?;
+    let local_tree = walk_local(&root)?;
+    let (remote_tree, kept) = walk_remote(&mut conn)?;
+    let mut findings = compare(&local_tree, &remote_tree);
+    findings.kept = kept;
+    let same_size: Vec<(Vec<u8>, u64)> = local_tree
+        .iter()
+        .filter(|(p, l)| {
+            l.kind == FileKind::File
+                && remote_tree
+                    .get(*p)
+                    .is_some_and(|r| r.kind == FileKind::File && r.size == l.size)
+        })
+        .map(|(p, l)| (p.clone(), l.size))
+        .collect();
+    let mismatched = hash_both(
+        &opts,
+        &req.state_dir,
+        &root,
+        conn,
+        same_size,
+        req.connections,
+    )?;
+    for p in mismatched {
+        match findings.problems.get_mut(&p) {
+            Some(Problem::Differs(what)) => what.push("sha256".into()),
+            _ => {
+                findings
+                    .problems
+                    .insert(p, Problem::Differs(vec!["sha256".into()]));
+            }
+        }
+    }
+    findings.files = local_tree.len() as u64;
+    findings.bytes = local_tree.values().map(|e| e.size).sum();
+    report(&findings, req.json);
+    if req.repair && !findings.problems.is_empty() {
+        repair(&opts, &req.state_dir, &findings, &remote_tree)?;
+    }
+    Ok(findings.problems.is_empty())
+}
+
+/// With a daemon running, waits for what it has pending: a change not yet uploaded is not a
+/// difference worth reporting.
+fn settle_daemon(state_dir: &Path) {
+    if control::call(state_dir, &Ctl::Status).is_err() {
+        return;
+    }
+    if let Err(e) = crate::status::flush(state_dir, Duration::from_secs(120), false) {
+        eprintln!(
+            "ftpsync: warning: the mount still has changes to upload ({e:#}); they show as \
+             differences below"
+        );
+    }
+}
+
+/// A prompt for the passphrase once, not once per connection.
+fn ask_once(mut opts: ConnectOptions) -> Result<ConnectOptions> {
+    if let Some(SecretSource::Prompt(label)) = &opts.passphrase {
+        let secret = crate::remote::credentials::prompt(label)
+            .context("cannot ask for the key's passphrase")?;
+        opts.passphrase = Some(SecretSource::Given(secret));
+    }
+    Ok(opts)
+}
+
+fn connect(opts: &ConnectOptions, state_dir: &Path) -> Result<Connection> {
+    Connection::connect(opts).map_err(|e| {
+        let hint = e
+            .host_key_refusal()
+            .map(|(key, p)| {
+                crate::trust::command_hint(
+                    &opts.remote,
+                    state_dir,
+                    key,
+                    p == crate::remote::HostKeyProblem::Changed,
+                )
+            })
+            .unwrap_or_default();
+        anyhow::anyhow!("{e}{}{hint}", if hint.is_empty() { "" } else { "; " })
+    })
+}
+
+fn kind_of(mode: u32) -> Option<FileKind> {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => Some(FileKind::File),
+        libc::S_IFDIR => Some(FileKind::Dir),
+        libc::S_IFLNK => Some(FileKind::Symlink),
+        // FIFOs, sockets and devices are not mirrored.
+        _ => None,
+    }
+}
+
+/// The local tree beneath the backing directory, never following a symlink.
+fn walk_local(root: &OwnedFd) -> Result<Tree> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.try_clone()?, Vec::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let shown = crate::fs::show(&prefix);
+        for e in local::list_dir(borrow(&dir)).with_context(|| format!("listing {shown}"))? {
+            let path = child_path(&prefix, e.name.as_bytes());
+            let name = local::component(&e.name)?;
+            let (fd, st) = local::lookup(borrow(&dir), &name)
+                .with_context(|| format!("local {}", crate::fs::show(&path)))?;
+            let Some(kind) = kind_of(st.st_mode) else {
+                continue;
+            };
+            let target = match kind {
+                FileKind::Symlink => Some(local::readlink(borrow(&fd))?.into_vec()),
+                _ => None,
+            };
+            out.insert(
+                path.clone(),
+                Entry {
+                    kind,
+                    size: if kind == FileKind::File {
+                        st.st_size as u64
+                    } else {
+                        0
+                    },
+                    mode: st.st_mode & 0o7777,
+                    mtime: st.st_mtime,
+                    target,
+                },
+            );
+            if kind == FileKind::Dir {
+                stack.push((fd, path));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The remote tree beneath the root, without ftpsync's temporary files; conflict copies are
+/// returned apart.
+fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
+    let mut out = BTreeMap::new();
+    let mut kept = Vec::new();
+    let mut stack = vec![Vec::new()];
+    while let Some(dir) = stack.pop() {
+        for (name, kind) in t.list(&dir)? {
+            let path = child_path(&dir, &name);
+            if is_temp_name(&name) {
+                continue;
+            }
+            if is_conflict_name(&name) {
+                kept.push(path);
+                continue;
+            }
+            if kind == FileKind::Other {
+                out.insert(path, other_entry());
+                continue;
+            }
+            let Some(st) = t.lstat(&path)? else {
+                continue;
+            };
+            if st.kind == FileKind::Dir {
+                stack.push(path.clone());
+            }
+            out.insert(
+                path,
+                Entry {
+                    kind: st.kind,
+                    size: if st.kind == FileKind::File {
+                        st.size
+                    } else {
+                        0
+                    },
+                    mode: st.mode & 0o7777,
+                    mtime: st.mtime,
+                    target: st.symlink_target,
+                },
+            );
+        }
+    }
+    Ok((out, kept))
+}
+
+fn other_entry() -> Entry {
+    Entry {
+        kind: FileKind::Other,
+        size: 0,
+        mode: 0,
+        mtime: 0,
+        target: None,
+    }
+}
+
+/// Everything but the contents: what is on one side only, and what differs in its attributes.
+fn compare(local: &BTreeMap<Vec<u8>, Entry>, remote: &BTreeMap<Vec<u8>, Entry>) -> Findings {
+    let mut f = Findings::default();
+    for (p, l) in local {
+        let Some(r) = remote.get(p) else {
+            f.problems.insert(p.clone(), Problem::Missing);
+            continue;
+        };
+        let what = differences(l, r);
+        if !what.is_empty() {
+            f.problems.insert(p.clone(), Problem::Differs(what));
+        }
+    }
+    for p in remote.keys().filter(|p| !local.contains_key(*p)) {
+        f.problems.insert(p.clone(), Problem::Extra);
+    }
+    f
+}
+
+fn differences(l: &Entry, r: &Entry) -> Vec<String> {
+    if l.kind != r.kind {
+        return vec![format!("kind {:?} != {:?}", l.kind, r.kind).to_lowercase()];
+    }
+    let mut what = Vec::new();
+    if l.size != r.size {
+        what.push(format!("size {} != {}", l.size, r.size));
+    }
+    if l.mode != r.mode {
+        what.push(format!("mode {:o} != {:o}", l.mode, r.mode));
+    }
+    // Directory times change with every entry made in them on either side: not compared.
+    if l.kind == FileKind::File && l.mtime != r.mtime {
+        what.push(format!("mtime {} != {}", l.mtime, r.mtime));
+    }
+    if l.target != r.target {
+        what.push("symlink target".into());
+    }
+    what
+}
+
+/// Files per remote hash request: batched exec commands hash many at once.
+const HASH_BATCH: usize = 64;
+
+/// Hashes each file on both sides, `connections` at a time; returns the paths that differ.
+fn hash_both(
+    opts: &ConnectOptions,
+    state_dir: &Path,
+    root: &OwnedFd,
+    first: Connection,
+    files: Vec<(Vec<u8>, u64)>,
+    connections: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let total_bytes = files.iter().map(|(_, s)| *s).sum();
+    let total = files.len() as u64;
+    let progress = Progress::new("verifying", total, total_bytes);
+    let workers = connections.clamp(1, 64).min(files.len().max(1));
+    let mut shares: Vec<Vec<(Vec<u8>, u64)>> = vec![Vec::new(); workers];
+    for (i, f) in files.into_iter().enumerate() {
+        shares[i % workers].push(f);
+    }
+    let mut first = Some(first);
+    let result = std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                let conn = first.take();
+                let progress = &progress;
+                s.spawn(move || -> Result<Vec<Vec<u8>>> {
+                    let mut conn = match conn {
+                        Some(c) => c,
+                        None => connect(opts, state_dir)?,
+                    };
+                    let mut differ = Vec::new();
+                    for batch in share.chunks(HASH_BATCH) {
+                        differ.extend(hash_batch(&mut conn, root, batch, total, progress)?);
+                    }
+                    Ok(differ)
+                })
+            })
+            .collect();
+        let mut differ = Vec::new();
+        for h in handles {
+            differ.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a verify thread panicked"))??,
+            );
+        }
+        Ok(differ)
+    });
+    progress.finish();
+    result
+}
+
+fn hash_batch(
+    conn: &mut Connection,
+    root: &OwnedFd,
+    batch: &[(Vec<u8>, u64)],
+    total: u64,
+    progress: &Progress,
+) -> Result<Vec<Vec<u8>>> {
+    let rels: Vec<&[u8]> = batch.iter().map(|(p, _)| p.as_slice()).collect();
+    let remote = conn.hash(&rels)?;
+    let mut differ = Vec::new();
+    for ((path, size), remote) in batch.iter().zip(remote) {
+        let local = local::lookup_path(borrow(root), path)
+            .and_then(|(fd, _)| local::reopen(borrow(&fd), libc::O_RDONLY))
+            .and_then(|f| hash_file(&f))
+            .with_context(|| format!("hashing local {}", crate::fs::show(path)))?;
+        if remote != Some(local.0) {
+            differ.push(path.clone());
+        }
+        progress.file_done(*size, total);
+    }
+    Ok(differ)
+}
+
+fn shown(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).escape_debug().to_string()
+}
+
+fn report(f: &Findings, as_json: bool) {
+    if as_json {
+        let list = |want: fn(&Problem) -> bool| -> Vec<Value> {
+            f.problems
+                .iter()
+                .filter(|(_, p)| want(p))
+                .map(|(path, _)| path_value(path))
+                .collect()
+        };
+        let different: Vec<Value> = f
+            .problems
+            .iter()
+            .filter_map(|(path, p)| match p {
+                Problem::Differs(what) => Some(json!({"path": path_value(path), "what": what})),
+                _ => None,
+            })
+            .collect();
+        let doc = json!({
+            "equal": f.problems.is_empty(),
+            "files": f.files,
+            "bytes": f.bytes,
+            "missing": list(|p| matches!(p, Problem::Missing)),
+            "extra": list(|p| matches!(p, Problem::Extra)),
+            "different": different,
+            "kept_conflict_copies": f.kept.iter().map(|p| path_value(p)).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+        return;
+    }
+    for (path, p) in &f.problems {
+        match p {
+            Problem::Missing => println!("missing   {}", shown(path)),
+            Problem::Extra => println!("extra     {}", shown(path)),
+            Problem::Differs(what) => println!("differs   {}: {}", shown(path), what.join(", ")),
+        }
+    }
+    for path in &f.kept {
+        println!(
+            "kept      {} (a conflict copy ftpsync kept aside)",
+            shown(path)
+        );
+    }
+    println!(
+        "{} entries ({}) checked: {}",
+        f.files,
+        human_bytes(f.bytes),
+        if f.problems.is_empty() {
+            "the remote equals the local tree".to_string()
+        } else {
+            format!("{} differences", f.problems.len())
+        }
+    );
+}
+
+/// Removes from the remote what is extra or wrong there, then has the daemon send the local
+/// version of everything that differs or is missing.
+fn repair(opts: &ConnectOptions, state_dir: &Path, f: &Findings, remote: &Tree) -> Result<()> {
+    if control::call(state_dir, &Ctl::Status).is_err() {
+        bail!("--repair needs the mount running: the daemon sends the local versions");
+    }
+    let audit = Audit::open(state_dir).context("audit log")?;
+    let mut conn = connect(opts, state_dir)?;
+    let mut resend = Vec::new();
+    for (path, p) in &f.problems {
+        let wrong_on_remote = match p {
+            Problem::Extra => true,
+            Problem::Missing => false,
+            // Contents, kind or link target: the remote entry goes; attributes are set anew.
+            Problem::Differs(what) => what.iter().any(|w| {
+                w == "sha256"
+                    || w.starts_with("kind")
+                    || w.starts_with("size")
+                    || w == "symlink target"
+            }),
+        };
+        if wrong_on_remote {
+            remove_remote(&mut conn, remote, path)?;
+            audit.record("repair_remove", json!({"path": path_value(path)}));
+        }
+        if !matches!(p, Problem::Extra) {
+            resend.push(hex::encode(path));
+        }
+    }
+    if !resend.is_empty() {
+        let reply = control::call(
+            state_dir,
+            &Ctl::Repair {
+                paths_hex: resend.clone(),
+            },
+        )?;
+        if !reply.ok {
+            bail!(
+                "the daemon refused the repair: {}",
+                reply.error.unwrap_or_default()
+            );
+        }
+    }
+    eprintln!(
+        "repair: {} paths queued for upload; run `ftpsync flush` to wait for them",
+        resend.len()
+    );
+    Ok(())
+}
+
+/// Removes a remote entry, a directory with everything beneath it.
+fn remove_remote(t: &mut dyn Transport, remote: &Tree, path: &[u8]) -> Result<()> {
+    let Some(e) = remote.get(path) else {
+        return Ok(());
+    };
+    if e.kind != FileKind::Dir {
+        return Ok(t.remove_file(path)?);
+    }
+    // Deepest first: each child's path is longer than its parent's.
+    let mut beneath: Vec<&Vec<u8>> = remote
+        .keys()
+        .filter(|p| p.starts_with(path) && p.get(path.len()) == Some(&b'/'))
+        .collect();
+    beneath.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in beneath {
+        match remote.get(p).map(|e| e.kind) {
+            Some(FileKind::Dir) => t.remove_dir(p)?,
+            _ => t.remove_file(p)?,
+        }
+    }
+    Ok(t.remove_dir(path)?)
+}

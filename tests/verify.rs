@@ -1,0 +1,102 @@
+//! `ftpsync verify` on a real mount mirrored to a real OpenSSH sshd on 127.0.0.1: it finds
+//! what changed on the remote behind ftpsync's back, and `--repair` then `flush` mends it.
+
+mod common;
+
+use common::mirror_tree::assert_mirrored;
+use common::{ftpsync, CmdOut, Mount};
+use std::fs;
+use std::path::Path;
+
+fn verify(m: &Mount, extra: &[&str]) -> CmdOut {
+    let mut args = vec!["verify".to_string(), m.mnt.display().to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ftpsync(args)
+}
+
+fn write_tree(root: &Path) {
+    fs::create_dir_all(root.join("docs/deep")).expect("mkdir");
+    for i in 0..40 {
+        let data = format!("file {i} ").repeat(i * 11 + 1);
+        fs::write(root.join(format!("docs/f{i}.txt")), data).expect("write");
+    }
+    fs::write(root.join("docs/deep/changed.txt"), b"the local truth").expect("write");
+    fs::write(root.join("deleted.txt"), b"will vanish remotely").expect("write");
+    fs::write(root.join("name with\nnewline"), b"hostile but fine").expect("write");
+    std::os::unix::fs::symlink("docs/f1.txt", root.join("link")).expect("symlink");
+}
+
+#[test]
+fn verify_finds_remote_changes_and_repair_then_flush_mends_them() {
+    let mut m = Mount::new();
+    write_tree(&m.mnt);
+    m.flush();
+    let out = verify(&m, &[]);
+    assert!(
+        out.ok(),
+        "verify of a mirrored tree failed:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("the remote equals the local tree"),
+        "{}",
+        out.stdout
+    );
+
+    // Behind ftpsync's back: one file changed (same size), one deleted, one added.
+    let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
+    fs::write(remote.join("docs/deep/changed.txt"), b"the remote lie!").expect("alter");
+    fs::remove_file(remote.join("deleted.txt")).expect("delete");
+    fs::write(remote.join("docs/extra.txt"), b"nobody asked").expect("add");
+
+    let out = verify(&m, &["--json"]);
+    assert!(!out.ok(), "verify passed a changed remote:\n{}", out.stdout);
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(doc["equal"], false);
+    assert_eq!(doc["missing"], serde_json::json!(["deleted.txt"]), "{doc}");
+    assert_eq!(doc["extra"], serde_json::json!(["docs/extra.txt"]), "{doc}");
+    let different = doc["different"].as_array().expect("different");
+    assert_eq!(different.len(), 1, "{doc}");
+    assert_eq!(different[0]["path"], "docs/deep/changed.txt");
+    // The server set its own mtime when the file was rewritten: both are reported.
+    let what = different[0]["what"].to_string();
+    assert!(what.contains("sha256") && what.contains("mtime"), "{what}");
+
+    let human = verify(&m, &[]);
+    assert!(!human.ok());
+    for line in [
+        "missing   deleted.txt",
+        "extra     docs/extra.txt",
+        "differs   docs/deep/changed.txt: mtime",
+    ] {
+        assert!(
+            human.stdout.contains(line),
+            "no {line:?} in:\n{}",
+            human.stdout
+        );
+    }
+
+    let out = verify(&m, &["--repair"]);
+    assert!(!out.ok(), "verify --repair must still report what it found");
+    m.flush();
+    let out = verify(&m, &[]);
+    assert!(
+        out.ok(),
+        "verify after --repair and flush:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("kept"),
+        "repair left a conflict copy:\n{}",
+        out.stdout
+    );
+    assert_mirrored(&m);
+    assert_eq!(
+        fs::read(remote.join("docs/deep/changed.txt")).expect("repaired"),
+        b"the local truth"
+    );
+    assert!(!remote.join("docs/extra.txt").exists());
+    m.unmount();
+}
