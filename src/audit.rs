@@ -253,7 +253,13 @@ impl Audit {
         fragment: Vec<u8>,
         head: Option<&Head>,
     ) -> io::Result<()> {
-        let complete_hash = tail.last.as_deref().map(sha256_hex);
+        // Right after a rotation the current file has no whole line yet: what the head
+        // vouches for is then the last line of the newest rotated file.
+        let last = match &tail.last {
+            Some(l) => Some(l.clone()),
+            None => self.newest_rotated_last_line()?,
+        };
+        let complete_hash = last.as_deref().map(sha256_hex);
         let agrees = match head {
             Some(h) => complete_hash.as_deref() == Some(h.last.as_str()),
             None => complete_hash.is_none(),
@@ -829,6 +835,12 @@ fn parse_record(bytes: &[u8]) -> Option<Map<String, Value>> {
 
 /// Verifies the chain over all files, oldest first.
 pub fn check(state_dir: &Path) -> anyhow::Result<CheckReport> {
+    // Shared with other checks, exclusive with writers: a rotation mid-check is no break.
+    let lock = File::open(state_dir.join(LOCK_FILE)).ok();
+    if let Some(l) = &lock {
+        l.lock_shared()
+            .with_context(|| format!("locking {}", state_dir.join(LOCK_FILE).display()))?;
+    }
     let files = log_files(state_dir).with_context(|| format!("reading {}", state_dir.display()))?;
     let head = read_head(state_dir);
     let mut walk = Walk {
@@ -1239,6 +1251,25 @@ mod tests {
         f.write_all(b"{\"time\":\"2026-11-").unwrap();
         fill(&Audit::open(d.path()).unwrap(), 2);
         assert_eq!(intact(d.path()).lines, 6);
+    }
+
+    #[test]
+    fn a_write_cut_short_right_after_a_rotation_is_dropped_too() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Audit::open_with(d.path(), 2000, 100).unwrap();
+        fill(&a, 40);
+        // Rotate by hand, as the writer does, and cut the first write to the new file short.
+        let log = d.path().join(AUDIT_FILE);
+        let n = rotated_files(d.path()).unwrap().len();
+        for i in (1..=n).rev() {
+            let from = d.path().join(format!("{AUDIT_FILE}.{i}"));
+            fs::rename(&from, d.path().join(format!("{AUDIT_FILE}.{}", i + 1))).unwrap();
+        }
+        let whole = intact(d.path()).lines;
+        fs::rename(&log, d.path().join(format!("{AUDIT_FILE}.1"))).unwrap();
+        fs::write(&log, b"{\"time\":\"2026-11-").unwrap();
+        fill(&a, 2);
+        assert_eq!(intact(d.path()).lines, whole + 2);
     }
 
     #[test]
