@@ -338,7 +338,7 @@ pub struct MountBuilder {
     keep: bool,
     extra_env: Vec<(String, String)>,
     no_remote: bool,
-    chroot: bool,
+    flavor: sshd::Flavor,
     extra_args: Vec<String>,
     no_known_hosts: bool,
     identity: Option<PathBuf>,
@@ -372,7 +372,13 @@ impl MountBuilder {
 
     /// Mirror to the least-privilege sshd (chroot + ForceCommand internal-sftp).
     pub fn chroot(mut self) -> Self {
-        self.chroot = true;
+        self.flavor = sshd::Flavor::Chroot;
+        self
+    }
+
+    /// Mirror to a server of this flavour.
+    pub fn flavor(mut self, flavor: sshd::Flavor) -> Self {
+        self.flavor = flavor;
         self
     }
 
@@ -423,13 +429,7 @@ impl MountBuilder {
             fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod test dir");
         }
         let keep = self.keep || std::env::var_os("FTPSYNC_TEST_KEEP").is_some_and(|v| v == "1");
-        let sshd = (!self.no_remote).then(|| {
-            sshd::Sshd::start(if self.chroot {
-                sshd::Flavor::Chroot
-            } else {
-                sshd::Flavor::Plain
-            })
-        });
+        let sshd = (!self.no_remote).then(|| sshd::Sshd::start(self.flavor));
         Mount {
             sshd,
             base: Some(base),

@@ -6,6 +6,10 @@
 //! root-owned path under /var/lib (sshd refuses one under /tmp) and `ForceCommand
 //! internal-sftp`: the least-privilege server, where exec is refused.
 //!
+//! `Sshd::start(Flavor::KeyAndPassword)`: the chroot setup for another dedicated user whose
+//! login needs the key *and* then the password (`AuthenticationMethods publickey,password`,
+//! checked against /etc/shadow without PAM): a second factor after the key.
+//!
 //! Each server has its own temp dir (keys, config, log, known_hosts), its own free port, and is
 //! killed with everything it spawned on drop, so tests may run in parallel.
 #![allow(dead_code)]
@@ -23,15 +27,20 @@ use std::time::{Duration, Instant};
 pub const SSHD: &str = "/usr/sbin/sshd";
 /// The unprivileged account of the chroot flavour (created once, shared by all tests).
 pub const CHROOT_USER: &str = "ftpsync-sftp";
+/// The account of the key-and-password flavour, and its password.
+pub const TWO_FACTOR_USER: &str = "ftpsync-2fa";
+pub const TWO_FACTOR_PASSWORD: &str = "pw-5e2b9c-second-factor";
 /// Chroot directories live here: root-owned, 0755, not under /tmp.
 pub const CHROOT_BASE: &str = "/var/lib/ftpsync-test";
 /// How long sshd gets to start listening.
 const START_WAIT: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flavor {
+    #[default]
     Plain,
     Chroot,
+    KeyAndPassword,
 }
 
 pub struct Sshd {
@@ -96,15 +105,16 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// Creates the chroot user once, under a lock shared by concurrently running test binaries.
-fn ensure_chroot_user() {
+/// Creates a test account once, under a lock shared by concurrently running test binaries,
+/// with `password` ("*": none, key logins only).
+fn ensure_user(user: &str, password: &str) {
     fs::create_dir_all(CHROOT_BASE).unwrap();
     fs::set_permissions(CHROOT_BASE, fs::Permissions::from_mode(0o755)).unwrap();
     let lock = fs::File::create(Path::new(CHROOT_BASE).join(".lock")).unwrap();
     lock.lock().unwrap();
     let exists = Command::new("id")
         .arg("-u")
-        .arg(CHROOT_USER)
+        .arg(user)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -118,12 +128,28 @@ fn ensure_chroot_user() {
             "/",
             "-s",
             "/usr/sbin/nologin",
-            CHROOT_USER,
+            user,
         ]));
     }
     // useradd leaves the account locked ('!'), and with UsePAM no sshd refuses even key
     // logins to a locked account: '*' means "no password" without "locked".
-    run(Command::new("usermod").args(["-p", "*", CHROOT_USER]));
+    let hash = if password == "*" {
+        "*".to_string()
+    } else {
+        let out = Command::new("openssl")
+            .args(["passwd", "-6", "-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(password.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    run(Command::new("usermod").args(["-p", &hash, user]));
 }
 
 fn user_ids(user: &str) -> (u32, u32) {
@@ -151,7 +177,11 @@ impl Sshd {
             .tempdir()
             .unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let chroot = (flavor == Flavor::Chroot).then(make_chroot);
+        let chroot = match flavor {
+            Flavor::Plain => None,
+            Flavor::Chroot => Some(make_chroot(CHROOT_USER, "*")),
+            Flavor::KeyAndPassword => Some(make_chroot(TWO_FACTOR_USER, TWO_FACTOR_PASSWORD)),
+        };
         let mut s = Sshd {
             flavor,
             dir,
@@ -192,6 +222,7 @@ impl Sshd {
         match self.flavor {
             Flavor::Plain => "root",
             Flavor::Chroot => CHROOT_USER,
+            Flavor::KeyAndPassword => TWO_FACTOR_USER,
         }
     }
 
@@ -225,7 +256,7 @@ impl Sshd {
     pub fn remote_path(&self) -> String {
         match self.flavor {
             Flavor::Plain => self.remote_root_on_disk().display().to_string(),
-            Flavor::Chroot => "/data".into(),
+            Flavor::Chroot | Flavor::KeyAndPassword => "/data".into(),
         }
     }
 
@@ -290,13 +321,20 @@ impl Sshd {
         c.push('\n');
         if let Some(chroot) = &self.chroot {
             c.push_str(&format!(
-                "Match User {CHROOT_USER}\n\
+                "Match User {}\n\
                  \x20   ChrootDirectory {}\n\
                  \x20   ForceCommand internal-sftp\n\
                  \x20   AllowTcpForwarding no\n\
                  \x20   X11Forwarding no\n",
+                self.user(),
                 chroot.path().display()
             ));
+            if self.flavor == Flavor::KeyAndPassword {
+                c.push_str(
+                    "\x20   PasswordAuthentication yes\n\
+                     \x20   AuthenticationMethods publickey,password\n",
+                );
+            }
         }
         fs::write(self.path("sshd_config"), c).unwrap();
     }
@@ -405,8 +443,8 @@ impl Sshd {
     }
 }
 
-fn make_chroot() -> tempfile::TempDir {
-    ensure_chroot_user();
+fn make_chroot(user: &str, password: &str) -> tempfile::TempDir {
+    ensure_user(user, password);
     let chroot = tempfile::Builder::new()
         .prefix("chroot-")
         .tempdir_in(CHROOT_BASE)
@@ -415,7 +453,7 @@ fn make_chroot() -> tempfile::TempDir {
     fs::set_permissions(chroot.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let data = chroot.path().join("data");
     fs::create_dir(&data).unwrap();
-    let (uid, gid) = user_ids(CHROOT_USER);
+    let (uid, gid) = user_ids(user);
     std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
     chroot
 }
