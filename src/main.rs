@@ -163,6 +163,32 @@ struct LoginArgs {
     otp_command: Option<String>,
 }
 
+/// Login settings: the command line's, else the config file's.
+struct Login {
+    identities: Vec<PathBuf>,
+    known_hosts: Vec<PathBuf>,
+    secrets: Secrets,
+}
+
+impl LoginArgs {
+    fn resolve(self, file: &FileConfig) -> Result<Login> {
+        let pick = |cli: Vec<PathBuf>, file: Vec<PathBuf>| -> Result<Vec<PathBuf>> {
+            let chosen = if cli.is_empty() { file } else { cli };
+            chosen.into_iter().map(absolute).collect()
+        };
+        Ok(Login {
+            identities: pick(self.identity, file.identity.clone())?,
+            known_hosts: pick(self.known_hosts, file.known_hosts.clone())?,
+            secrets: Secrets::from_sources(
+                self.passphrase_file.or_else(|| file.passphrase_file.clone()),
+                self.passphrase_command.or_else(|| file.passphrase_command.clone()),
+                self.password_file.or_else(|| file.password_file.clone()),
+                self.otp_command.or_else(|| file.otp_command.clone()),
+            )?,
+        })
+    }
+}
+
 fn absolute(p: PathBuf) -> Result<PathBuf> {
     std::path::absolute(&p).with_context(|| format!("bad path {}", p.display()))
 }
@@ -172,6 +198,7 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    let login = a.login.resolve(&file)?;
     let local_dir = a
         .local_dir
         .or(file.local_dir)
@@ -197,7 +224,6 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         .map(absolute)
         .transpose()?
         .unwrap_or_else(|| default_state_dir(&local_dir));
-    let pick = |cli: Vec<PathBuf>, file: Vec<PathBuf>| if cli.is_empty() { file } else { cli };
     let verify = a.verify.or(file.verify).unwrap_or_else(|| "auto".into());
     let connections = a.connections.or(file.connections).unwrap_or(4);
     if !(1..=64).contains(&connections) {
@@ -209,22 +235,9 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         .as_deref()
         .map(parse_rate)
         .transpose()?;
-    let s = &a.login;
-    let secrets = Secrets::from_sources(
-        s.passphrase_file.clone().or(file.passphrase_file),
-        s.passphrase_command.clone().or(file.passphrase_command),
-        s.password_file.clone().or(file.password_file),
-        s.otp_command.clone().or(file.otp_command),
-    )?;
     let mirror = MirrorConfig {
-        identities: pick(a.login.identity, file.identity)
-            .into_iter()
-            .map(absolute)
-            .collect::<Result<_>>()?,
-        known_hosts: pick(a.login.known_hosts, file.known_hosts)
-            .into_iter()
-            .map(absolute)
-            .collect::<Result<_>>()?,
+        identities: login.identities,
+        known_hosts: login.known_hosts,
         connections,
         writeback_delay: seconds(
             "--writeback-delay",
@@ -235,7 +248,7 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
             "--drain-timeout",
             a.drain_timeout.or(file.drain_timeout).unwrap_or(30.0),
         )?,
-        secrets,
+        secrets: login.secrets,
         algorithms: file.algorithms.policy()?,
         bwlimit,
     };
