@@ -3,10 +3,10 @@
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
 use ftpsync::config::{
-    default_state_dir, parse_rate, seconds, FileConfig, MirrorConfig, MountConfig, MountOptions,
-    Remote, Secrets,
+    connect_options, default_state_dir, parse_rate, seconds, FileConfig, MirrorConfig, MountConfig,
+    MountOptions, Remote, Secrets,
 };
-use ftpsync::{audit, run, status, trust, utc};
+use ftpsync::{audit, restore, run, status, trust, utc};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -57,6 +57,20 @@ enum Command {
         #[arg(long)]
         local: bool,
     },
+    /// Pull the remote tree into a local directory, every file hashed and (with --state-dir)
+    /// checked against the SHA-256 the mirror confirmed; re-run to resume.
+    #[command(
+        long_about = "Pull the remote tree into DIR (empty, or left by an interrupted \
+restore). Every file is hashed (SHA-256) as it downloads; with --state-dir, against the mirror's \
+manifest: a file whose hash differs is reported and not kept. Each file is written to \
+.NAME.ftpsync-part beside its target, fsync'd, verified, given its mode and mtime (the manifest's \
+to the nanosecond, else the server's whole seconds), then renamed into place; directories get \
+their modes last; symlinks are recreated as they are, never followed. A re-run skips files \
+already in place with the expected size, mtime and mode, and removes stale part files. A file \
+in DIR that differs from the remote is replaced; nothing in DIR is deleted. Nothing is written \
+outside DIR, nor through a symlink in it. Exit 0 only when everything was restored."
+    )]
+    Restore(RestoreArgs),
     /// Show the audit log (the trail of what the mirror sent and decided), oldest first, or
     /// check its hash chain.
     Audit {
@@ -94,6 +108,27 @@ struct TrustArgs {
     /// The mount's TOML config: its remote, state dir and algorithm policy.
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// sftp://user@host[:port]/path or user@host:path: the mirror's remote.
+    remote: String,
+    /// The local directory to restore into (it must exist).
+    dir: PathBuf,
+    /// The mirror's state dir: its manifest verifies every file, its known_hosts pins the
+    /// server's key [default: state_dir in --config].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The mount's TOML config: login settings, state dir and algorithm policy (its remote
+    /// and local_dir are not used).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    login: LoginArgs,
+    /// Parallel SFTP connections, each downloading different files [default: 4].
+    #[arg(long)]
+    connections: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -180,8 +215,10 @@ impl LoginArgs {
             identities: pick(self.identity, file.identity.clone())?,
             known_hosts: pick(self.known_hosts, file.known_hosts.clone())?,
             secrets: Secrets::from_sources(
-                self.passphrase_file.or_else(|| file.passphrase_file.clone()),
-                self.passphrase_command.or_else(|| file.passphrase_command.clone()),
+                self.passphrase_file
+                    .or_else(|| file.passphrase_file.clone()),
+                self.passphrase_command
+                    .or_else(|| file.passphrase_command.clone()),
                 self.password_file.or_else(|| file.password_file.clone()),
                 self.otp_command.or_else(|| file.otp_command.clone()),
             )?,
@@ -292,6 +329,47 @@ fn trust_request(a: TrustArgs) -> Result<trust::Request> {
     })
 }
 
+/// Log lines of a one-shot command to stderr, at the level -v/-q ask for (RUST_LOG wins).
+fn init_cli_logging(level: log::LevelFilter) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    let _ = b.try_init();
+}
+
+fn restore_request(a: RestoreArgs) -> Result<restore::Request> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let login = a.login.resolve(&file)?;
+    let remote: Remote = a.remote.parse()?;
+    let state_dir = a.state_dir.or(file.state_dir).map(absolute).transpose()?;
+    let connections = a.connections.or(file.connections).unwrap_or(4);
+    if !(1..=64).contains(&connections) {
+        anyhow::bail!("--connections {connections}: expected 1 to 64");
+    }
+    let mut connect = connect_options(
+        &remote,
+        &login.identities,
+        &login.known_hosts,
+        state_dir.as_deref(),
+        &login.secrets,
+        &file.algorithms.policy()?,
+    );
+    run::check_secret_files(&connect)?;
+    run::ask_for_missing_secrets(&mut connect)?;
+    Ok(restore::Request {
+        remote,
+        dir: absolute(a.dir)?,
+        state_dir,
+        connect,
+        connections,
+    })
+}
+
 fn audit_command(target: &Path, since: Option<&str>, check: bool, json: bool) -> Result<()> {
     let since = since
         .map(|s| utc::parse_since(s, SystemTime::now()).context("--since"))
@@ -330,6 +408,10 @@ fn main() {
             status::resolve_state_dir(&target).and_then(|d| status::print(&d, json))
         }
         Command::Trust(a) => trust_request(a).and_then(|r| trust::run(&r)),
+        Command::Restore(a) => restore_request(a).and_then(|r| {
+            init_cli_logging(level);
+            restore::run(&r)
+        }),
         Command::Flush {
             target,
             timeout,

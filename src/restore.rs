@@ -18,7 +18,8 @@ use crate::local::{self, SetTime};
 use crate::mirror::{Confirmed, FileMeta, Manifest, MANIFEST_FILE};
 use crate::progress::{human_bytes, Progress};
 use crate::remote::{
-    self, display_path, ConnectOptions, Connection, ErrorKind, FileKind, RemoteStat, Transport,
+    self, display_path, ConnectOptions, Connection, ErrorKind, FileKind, RemoteStat, SecretSource,
+    Transport,
 };
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -190,12 +191,24 @@ fn confirmed_word(c: &Confirmed) -> &'static str {
 }
 
 /// Lists the remote tree breadth first and decides what to restore.
-fn walk(t: &mut dyn Transport, expected: Option<&Expected>, s: &mut Summary) -> Plan {
+fn walk(
+    t: &mut Box<dyn Transport>,
+    connect: &Connect<'_>,
+    expected: Option<&Expected>,
+    s: &mut Summary,
+) -> Plan {
     let mut plan = Plan::default();
     let mut queue = VecDeque::from([Vec::new()]);
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     while let Some(dir) = queue.pop_front() {
-        let entries = match t.list_stat(&dir) {
+        let listed = match t.list_stat(&dir) {
+            Err(e) if e.kind().needs_reconnect() => connect().and_then(|c| {
+                *t = c;
+                t.list_stat(&dir)
+            }),
+            r => r,
+        };
+        let entries = match listed {
             Ok(e) => e,
             Err(e) => {
                 s.problems
@@ -223,7 +236,8 @@ fn walk(t: &mut dyn Transport, expected: Option<&Expected>, s: &mut Summary) -> 
             }
             seen.insert(rel.clone());
             if remote::path::is_temp_name(&name) {
-                s.notes.push(problem(&rel, "left out: an interrupted upload"));
+                s.notes
+                    .push(problem(&rel, "left out: an interrupted upload"));
                 continue;
             }
             if let Some(job) = plan_entry(&mut plan, &mut taken, rel, &name, st, expected, s) {
@@ -362,7 +376,9 @@ fn ensure_dir(root: BorrowedFd<'_>, rel: &[u8]) -> Result<(), String> {
         libc::S_IFLNK => Err("a local symlink is in the way (never followed): nothing \
                               restored beneath it"
             .into()),
-        _ => Err("a local file is in the way of this directory: nothing restored beneath it".into()),
+        _ => {
+            Err("a local file is in the way of this directory: nothing restored beneath it".into())
+        }
     }
 }
 
@@ -570,7 +586,7 @@ struct Tally {
 }
 
 fn worker(
-    first: Option<Box<dyn Transport>>,
+    mut t: Box<dyn Transport>,
     connect: &Connect<'_>,
     jobs: &crossbeam_channel::Receiver<FileJob>,
     root: BorrowedFd<'_>,
@@ -578,13 +594,6 @@ fn worker(
     total: u64,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut t = match first.map_or_else(connect, Ok) {
-        Ok(t) => t,
-        Err(e) => {
-            log::warn!("one connection fewer: {e}");
-            return tally;
-        }
-    };
     while let Ok(job) = jobs.recv() {
         match restore_file(&mut t, connect, root, &job) {
             Ok(Done::Skipped) => tally.skipped += 1,
@@ -605,6 +614,24 @@ fn worker(
     tally
 }
 
+/// Opens `n` more connections at once; those that fail are left out (with a warning).
+fn more_connections(connect: &Connect<'_>, n: usize) -> Vec<Box<dyn Transport>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n).map(|_| scope.spawn(connect)).collect();
+        handles
+            .into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(Ok(t)) => Some(t),
+                Ok(Err(e)) => {
+                    log::warn!("going on with one connection fewer: {e}");
+                    None
+                }
+                Err(_) => None,
+            })
+            .collect()
+    })
+}
+
 /// Restores the remote tree beneath `root` over `connections` connections: `first` (already
 /// made) and more from `connect`.
 pub fn restore(
@@ -620,7 +647,7 @@ pub fn restore(
         ..Summary::default()
     };
     let mut first = first;
-    let mut plan = walk(first.as_mut(), expected, &mut s);
+    let mut plan = walk(&mut first, connect, expected, &mut s);
     let failed = prepare_dirs(root, &plan, &mut s);
     let outside = |rel: &[u8]| failed.contains(split_parent(rel).0);
     for link in plan.links.iter().filter(|l| !outside(&l.rel)) {
@@ -633,22 +660,25 @@ pub fn restore(
     let mut files = std::mem::take(&mut plan.files);
     files.retain(|f| !outside(&f.rel));
     // Largest first, so that no connection is left with a big file at the end.
-    files.sort_by(|a, b| b.size.cmp(&a.size));
+    files.sort_by_key(|f| std::cmp::Reverse(f.size));
     let total_files = files.len() as u64;
     let total_bytes = files.iter().map(|f| f.size).sum();
+    // All connections before the progress bar, which a prompt for a second factor would garble.
+    let wanted = connections.clamp(1, 64).min(files.len().max(1));
+    let mut conns = vec![first];
+    conns.extend(more_connections(connect, wanted - 1));
     let progress = Progress::new("restoring", total_files, total_bytes);
     let (tx, rx) = crossbeam_channel::unbounded();
     for f in files {
         let _ = tx.send(f);
     }
     drop(tx);
-    let workers = connections.clamp(1, 64);
     let tallies: Vec<Tally> = std::thread::scope(|scope| {
-        let mut first = Some(first);
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let (first, rx, progress) = (first.take(), &rx, &progress);
-                scope.spawn(move || worker(first, connect, rx, root, progress, total_files))
+        let handles: Vec<_> = conns
+            .into_iter()
+            .map(|t| {
+                let (rx, progress) = (&rx, &progress);
+                scope.spawn(move || worker(t, connect, rx, root, progress, total_files))
             })
             .collect();
         handles
@@ -685,19 +715,18 @@ fn finish_dirs(root: BorrowedFd<'_>, dirs: &[DirJob], failed: &HashSet<Vec<u8>>,
         let done = open_dir(root, &d.rel).and_then(|fd| {
             sync(fd.as_fd())?;
             local::chmod(fd.as_fd(), d.mode)?;
-            local::utimens(
-                fd.as_fd(),
-                SetTime::At(d.atime, 0),
-                SetTime::At(d.mtime, 0),
-            )
+            local::utimens(fd.as_fd(), SetTime::At(d.atime, 0), SetTime::At(d.mtime, 0))
         });
         if let Err(e) = done {
-            s.problems
-                .push(problem(&d.rel, format!("cannot set its mode and times: {e}")));
+            s.problems.push(problem(
+                &d.rel,
+                format!("cannot set its mode and times: {e}"),
+            ));
         }
     }
     if let Err(e) = sync(root) {
-        s.problems.push(format!("cannot fsync the target directory: {e}"));
+        s.problems
+            .push(format!("cannot fsync the target directory: {e}"));
     }
 }
 
@@ -731,8 +760,8 @@ pub fn run(req: &Request) -> Result<()> {
     if !md.is_dir() {
         bail!("{} is not a directory", req.dir.display());
     }
-    let root = local::open_root(&req.dir)
-        .with_context(|| format!("cannot open {}", req.dir.display()))?;
+    let root =
+        local::open_root(&req.dir).with_context(|| format!("cannot open {}", req.dir.display()))?;
     let expected = match &req.state_dir {
         Some(d) => load_manifest(d)?,
         None => None,
@@ -741,7 +770,17 @@ pub fn run(req: &Request) -> Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("STATE_DIR"));
+    // Connections are made in parallel, unless each may ask on the terminal.
+    let prompts = [
+        &req.connect.passphrase,
+        &req.connect.password,
+        &req.connect.otp,
+    ]
+    .iter()
+    .any(|s| matches!(s, Some(SecretSource::Prompt(_))));
+    let one_at_a_time = parking_lot::Mutex::new(());
     let connect = || -> remote::Result<Box<dyn Transport>> {
+        let _turn = prompts.then(|| one_at_a_time.lock());
         let c = Connection::connect(&req.connect)
             .map_err(|e| crate::trust::explain_refusal(e, &req.remote, &hint_dir))?;
         Ok(Box::new(c))
@@ -754,7 +793,13 @@ pub fn run(req: &Request) -> Result<()> {
         };
         anyhow::anyhow!("cannot connect to {}: {e}", req.remote)
     })?;
-    let s = restore(root.as_fd(), expected.as_ref(), first, &connect, req.connections);
+    let s = restore(
+        root.as_fd(),
+        expected.as_ref(),
+        first,
+        &connect,
+        req.connections,
+    );
     for n in &s.notes {
         eprintln!("ftpsync: {n}");
     }
@@ -843,7 +888,10 @@ mod tests {
         m.insert(b"top", file(b"", 0o444, 1_600_000_003));
         m.insert(b"etc", link(b"/etc/passwd"));
         m.insert(b"d/up", link(b".."));
-        m.insert(b".x.ftpsync-tmp-0123456789abcdef", file(b"partial", 0o600, 5));
+        m.insert(
+            b".x.ftpsync-tmp-0123456789abcdef",
+            file(b"partial", 0o600, 5),
+        );
         m
     }
 
@@ -942,7 +990,10 @@ mod tests {
         assert!(s.problems.is_empty(), "{:?}", s.problems);
         assert_eq!((s.files, s.verified, s.unverified), (3, 0, 3));
         let md = std::fs::metadata(path(out.path(), b"d/e/big")).unwrap();
-        assert_eq!((md.mtime(), md.mtime_nsec(), md.len()), (1_600_000_002, 0, 3 << 20));
+        assert_eq!(
+            (md.mtime(), md.mtime_nsec(), md.len()),
+            (1_600_000_002, 0, 3 << 20)
+        );
         m.clear_ops();
         assert_eq!(run_over(&m, out.path(), None).skipped, 5);
         assert_eq!(downloads(&m), 0);
@@ -957,12 +1008,19 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let s = run_over(&m, out.path(), Some(&expected));
         let all = s.problems.join("\n");
-        assert!(all.contains("\"top\": does not match the manifest"), "{all}");
+        assert!(
+            all.contains("\"top\": does not match the manifest"),
+            "{all}"
+        );
         assert!(
             all.contains("\"d/e\": does not match the manifest: the remote holds a symlink"),
             "{all}"
         );
-        assert_eq!(s.problems.len(), 2, "nothing beneath the planted symlink: {all}");
+        assert_eq!(
+            s.problems.len(),
+            2,
+            "nothing beneath the planted symlink: {all}"
+        );
         assert!(std::fs::symlink_metadata(path(out.path(), b"top")).is_err());
         assert!(std::fs::symlink_metadata(path(out.path(), b"d/e")).is_err());
         let leftovers: Vec<_> = std::fs::read_dir(out.path())
@@ -989,7 +1047,11 @@ mod tests {
         .unwrap();
         let s = run_over(&m, out.path(), None);
         assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
-        assert!(s.problems[0].contains("local symlink is in the way"), "{:?}", s.problems);
+        assert!(
+            s.problems[0].contains("local symlink is in the way"),
+            "{:?}",
+            s.problems
+        );
         assert_eq!(std::fs::read(victim.path().join("top")).unwrap(), b"victim");
         assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 1);
         assert_eq!(std::fs::read(path(out.path(), b"top")).unwrap(), b"");
@@ -1038,7 +1100,12 @@ mod tests {
         for yes in [&b".a.ftpsync-part"[..], b".a.ftpsync-part-12"] {
             assert!(is_part_name(yes));
         }
-        for no in [&b"a.ftpsync-part"[..], b".ftpsync-part", b".a.ftpsync-part-x", b".a"] {
+        for no in [
+            &b"a.ftpsync-part"[..],
+            b".ftpsync-part",
+            b".a.ftpsync-part-x",
+            b".a",
+        ] {
             assert!(!is_part_name(no), "{:?}", String::from_utf8_lossy(no));
         }
     }

@@ -13,9 +13,7 @@ use sha2::{Digest, Sha256};
 use super::error::{display_path, ErrorKind, RemoteError, Result};
 use super::path::{ancestors, validate};
 use super::verify::VerifyMethod;
-use super::{
-    Attrs, DownloadReport, FileKind, RemoteStat, Sha256Hash, Transport, UploadReport,
-};
+use super::{Attrs, DownloadReport, FileKind, RemoteStat, Sha256Hash, Transport, UploadReport};
 
 /// One remote entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
