@@ -318,9 +318,10 @@ fn a_mirrored_tree_of_2000_files_restores_identical_and_resumes_after_kill_9() {
     m.unmount();
 }
 
+/// Against the least-privilege server (chroot, ForceCommand internal-sftp: no exec).
 #[test]
 fn a_remote_file_altered_behind_the_mirrors_back_is_reported_and_not_kept() {
-    let mut m = Mount::new();
+    let mut m = Mount::builder().chroot().mount();
     fs::create_dir(m.mnt.join("docs")).expect("mkdir");
     for i in 0..20 {
         fs::write(m.mnt.join(format!("docs/f{i}")), format!("document {i}")).expect("write");
