@@ -791,7 +791,7 @@ pub fn run(req: &Request) -> Result<()> {
         } else {
             e
         };
-        anyhow::anyhow!("cannot connect to {}: {e}", req.remote)
+        anyhow::anyhow!("restore from {}: {e}", req.remote)
     })?;
     let s = restore(
         root.as_fd(),
