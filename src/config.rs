@@ -554,21 +554,46 @@ impl MountConfig {
     /// secrets and algorithm policy.
     pub fn connect_options(&self) -> crate::remote::ConnectOptions {
         let m = &self.mirror;
-        let mut opts = crate::remote::ConnectOptions::new(self.remote.clone());
-        if !m.identities.is_empty() {
-            opts.identities = m.identities.clone();
-        }
-        if !m.known_hosts.is_empty() {
-            opts.known_hosts = m.known_hosts.clone();
-        }
-        opts.known_hosts.push(self.state_dir.join(KNOWN_HOSTS));
+        let mut opts = connect_options(
+            &self.remote,
+            &m.identities,
+            &m.known_hosts,
+            Some(&self.state_dir),
+            &m.secrets,
+            &m.algorithms,
+        );
         opts.verify = m.verify;
-        opts.passphrase = m.secrets.passphrase.clone();
-        opts.password = m.secrets.password.clone();
-        opts.otp = m.secrets.otp.clone();
-        opts.algorithms = m.algorithms.clone();
         opts
     }
+}
+
+/// How to log in to `remote`, for the mount and the one-shot commands alike: these key files
+/// (none given: ~/.ssh/id_ed25519, then id_rsa), these known_hosts files (none given:
+/// ~/.ssh/known_hosts) with the state dir's own read last, the sources of secrets and the
+/// algorithm policy.
+pub fn connect_options(
+    remote: &Remote,
+    identities: &[PathBuf],
+    known_hosts: &[PathBuf],
+    state_dir: Option<&Path>,
+    secrets: &Secrets,
+    algorithms: &crate::remote::Algorithms,
+) -> crate::remote::ConnectOptions {
+    let mut opts = crate::remote::ConnectOptions::new(remote.clone());
+    if !identities.is_empty() {
+        opts.identities = identities.to_vec();
+    }
+    if !known_hosts.is_empty() {
+        opts.known_hosts = known_hosts.to_vec();
+    }
+    if let Some(dir) = state_dir {
+        opts.known_hosts.push(dir.join(KNOWN_HOSTS));
+    }
+    opts.passphrase = secrets.passphrase.clone();
+    opts.password = secrets.password.clone();
+    opts.otp = secrets.otp.clone();
+    opts.algorithms = algorithms.clone();
+    opts
 }
 
 /// The file in the state dir that `ftpsync trust` writes and every connection reads.

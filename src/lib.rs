@@ -13,6 +13,7 @@ pub mod mirror;
 pub mod progress;
 pub mod remote;
 pub mod replay;
+pub mod restore;
 pub mod run;
 pub mod status;
 pub mod sync;

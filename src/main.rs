@@ -3,10 +3,10 @@
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
 use ftpsync::config::{
-    default_state_dir, parse_rate, seconds, FileConfig, MirrorConfig, MountConfig, MountOptions,
-    Remote, Secrets,
+    connect_options, default_state_dir, parse_rate, seconds, FileConfig, MirrorConfig, MountConfig,
+    MountOptions, Remote, Secrets,
 };
-use ftpsync::{audit, run, status, trust, utc, verify};
+use ftpsync::{audit, restore, run, status, trust, utc, verify};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -72,6 +72,20 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
+    /// Pull the remote tree into a local directory, every file hashed and (with --state-dir)
+    /// checked against the SHA-256 the mirror confirmed; re-run to resume.
+    #[command(
+        long_about = "Pull the remote tree into DIR (empty, or left by an interrupted \
+restore). Every file is hashed (SHA-256) as it downloads; with --state-dir, against the mirror's \
+manifest: a file whose hash differs is reported and not kept. Each file is written to \
+.NAME.ftpsync-part beside its target, fsync'd, verified, given its mode and mtime (the manifest's \
+to the nanosecond, else the server's whole seconds), then renamed into place; directories get \
+their modes last; symlinks are recreated as they are, never followed. A re-run skips files \
+already in place with the expected size, mtime and mode, and removes stale part files. A file \
+in DIR that differs from the remote is replaced; nothing in DIR is deleted. Nothing is written \
+outside DIR, nor through a symlink in it. Exit 0 only when everything was restored."
+    )]
+    Restore(RestoreArgs),
     /// Show the audit log (the trail of what the mirror sent and decided), oldest first, or
     /// check its hash chain.
     Audit {
@@ -112,6 +126,27 @@ struct TrustArgs {
     /// known_hosts files the mount also reads (repeatable), checked for a conflicting or revoked key; only STATE_DIR/known_hosts is written [default: ~/.ssh/known_hosts].
     #[arg(long = "known-hosts", value_name = "FILE")]
     known_hosts: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// sftp://user@host[:port]/path or user@host:path: the mirror's remote.
+    remote: String,
+    /// The local directory to restore into (it must exist).
+    dir: PathBuf,
+    /// The mirror's state dir: its manifest verifies every file, its known_hosts pins the
+    /// server's key [default: state_dir in --config].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The mount's TOML config: login settings, state dir and algorithm policy (its remote
+    /// and local_dir are not used).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    login: LoginArgs,
+    /// Parallel SFTP connections, each downloading different files [default: 4].
+    #[arg(long)]
+    connections: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -181,6 +216,34 @@ struct LoginArgs {
     otp_command: Option<String>,
 }
 
+/// Login settings: the command line's, else the config file's.
+struct Login {
+    identities: Vec<PathBuf>,
+    known_hosts: Vec<PathBuf>,
+    secrets: Secrets,
+}
+
+impl LoginArgs {
+    fn resolve(self, file: &FileConfig) -> Result<Login> {
+        let pick = |cli: Vec<PathBuf>, file: Vec<PathBuf>| -> Result<Vec<PathBuf>> {
+            let chosen = if cli.is_empty() { file } else { cli };
+            chosen.into_iter().map(absolute).collect()
+        };
+        Ok(Login {
+            identities: pick(self.identity, file.identity.clone())?,
+            known_hosts: pick(self.known_hosts, file.known_hosts.clone())?,
+            secrets: Secrets::from_sources(
+                self.passphrase_file
+                    .or_else(|| file.passphrase_file.clone()),
+                self.passphrase_command
+                    .or_else(|| file.passphrase_command.clone()),
+                self.password_file.or_else(|| file.password_file.clone()),
+                self.otp_command.or_else(|| file.otp_command.clone()),
+            )?,
+        })
+    }
+}
+
 fn absolute(p: PathBuf) -> Result<PathBuf> {
     std::path::absolute(&p).with_context(|| format!("bad path {}", p.display()))
 }
@@ -190,6 +253,7 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    let login = a.login.resolve(&file)?;
     let local_dir = a
         .local_dir
         .or(file.local_dir)
@@ -215,7 +279,6 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         .map(absolute)
         .transpose()?
         .unwrap_or_else(|| default_state_dir(&local_dir));
-    let pick = |cli: Vec<PathBuf>, file: Vec<PathBuf>| if cli.is_empty() { file } else { cli };
     let verify = a.verify.or(file.verify).unwrap_or_else(|| "auto".into());
     let connections = a.connections.or(file.connections).unwrap_or(4);
     if !(1..=64).contains(&connections) {
@@ -227,22 +290,9 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
         .as_deref()
         .map(parse_rate)
         .transpose()?;
-    let s = &a.login;
-    let secrets = Secrets::from_sources(
-        s.passphrase_file.clone().or(file.passphrase_file),
-        s.passphrase_command.clone().or(file.passphrase_command),
-        s.password_file.clone().or(file.password_file),
-        s.otp_command.clone().or(file.otp_command),
-    )?;
     let mirror = MirrorConfig {
-        identities: pick(a.login.identity, file.identity)
-            .into_iter()
-            .map(absolute)
-            .collect::<Result<_>>()?,
-        known_hosts: pick(a.login.known_hosts, file.known_hosts)
-            .into_iter()
-            .map(absolute)
-            .collect::<Result<_>>()?,
+        identities: login.identities,
+        known_hosts: login.known_hosts,
         connections,
         writeback_delay: seconds(
             "--writeback-delay",
@@ -253,7 +303,7 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
             "--drain-timeout",
             a.drain_timeout.or(file.drain_timeout).unwrap_or(30.0),
         )?,
-        secrets,
+        secrets: login.secrets,
         algorithms: file.algorithms.policy()?,
         bwlimit,
     };
@@ -303,6 +353,47 @@ fn trust_request(a: TrustArgs) -> Result<trust::Request> {
         fingerprint: a.fingerprint,
         replace: a.replace,
         algorithms: file.algorithms.policy()?,
+    })
+}
+
+/// Log lines of a one-shot command to stderr, at the level -v/-q ask for (RUST_LOG wins).
+fn init_cli_logging(level: log::LevelFilter) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    let _ = b.try_init();
+}
+
+fn restore_request(a: RestoreArgs) -> Result<restore::Request> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let login = a.login.resolve(&file)?;
+    let remote: Remote = a.remote.parse()?;
+    let state_dir = a.state_dir.or(file.state_dir).map(absolute).transpose()?;
+    let connections = a.connections.or(file.connections).unwrap_or(4);
+    if !(1..=64).contains(&connections) {
+        anyhow::bail!("--connections {connections}: expected 1 to 64");
+    }
+    let mut connect = connect_options(
+        &remote,
+        &login.identities,
+        &login.known_hosts,
+        state_dir.as_deref(),
+        &login.secrets,
+        &file.algorithms.policy()?,
+    );
+    run::check_secret_files(&connect)?;
+    run::ask_for_missing_secrets(&mut connect)?;
+    Ok(restore::Request {
+        remote,
+        dir: absolute(a.dir)?,
+        state_dir,
+        connect,
+        connections,
     })
 }
 
@@ -361,6 +452,10 @@ fn main() {
             Ok(())
         }),
         Command::Trust(a) => trust_request(a).and_then(|r| trust::run(&r)),
+        Command::Restore(a) => restore_request(a).and_then(|r| {
+            init_cli_logging(level);
+            restore::run(&r)
+        }),
         Command::Flush {
             target,
             timeout,

@@ -6,9 +6,7 @@ use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
 use crate::journal::Journal;
 use crate::mirror::Mirror;
-use crate::remote::{
-    credentials, ConnectOptions, Connection, HostKeyProblem, SecretSource, Transport,
-};
+use crate::remote::{credentials, ConnectOptions, Connection, SecretSource, Transport};
 use crate::sync::{Connector, Engine, Options as SyncOptions};
 use crate::{control, local, trust};
 use anyhow::{anyhow, bail, Context, Result};
@@ -311,7 +309,7 @@ fn serve(
 
 /// Refuses, before mounting, key and credential files that others can read: they would only
 /// fail later, in the background.
-fn check_secret_files(opts: &ConnectOptions) -> Result<()> {
+pub fn check_secret_files(opts: &ConnectOptions) -> Result<()> {
     let files = [&opts.passphrase, &opts.password]
         .into_iter()
         .filter_map(|s| match s {
@@ -332,7 +330,7 @@ fn check_secret_files(opts: &ConnectOptions) -> Result<()> {
 
 /// In the foreground on a terminal, secrets not given otherwise are asked for: the passphrase
 /// of an encrypted key once now, a one-time code whenever the server asks.
-fn ask_for_missing_secrets(opts: &mut ConnectOptions) -> Result<()> {
+pub fn ask_for_missing_secrets(opts: &mut ConnectOptions) -> Result<()> {
     if !credentials::interactive() {
         return Ok(());
     }
@@ -358,18 +356,8 @@ fn ask_for_missing_secrets(opts: &mut ConnectOptions) -> Result<()> {
 /// that pins the key the server now presents.
 fn connector(opts: ConnectOptions, state_dir: std::path::PathBuf) -> Connector {
     Arc::new(move || {
-        let c = Connection::connect(&opts).map_err(|e| match e.host_key_refusal() {
-            Some((key, p)) if p != HostKeyProblem::Revoked => {
-                let hint = trust::command_hint(
-                    &opts.remote,
-                    &state_dir,
-                    key,
-                    p == HostKeyProblem::Changed,
-                );
-                e.hint(hint)
-            }
-            _ => e,
-        })?;
+        let c = Connection::connect(&opts)
+            .map_err(|e| trust::explain_refusal(e, &opts.remote, &state_dir))?;
         info!(
             "connected to {} ({} {}; {})",
             opts.remote,

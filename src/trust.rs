@@ -5,7 +5,7 @@ use crate::audit::Audit;
 use crate::config::{Remote, KNOWN_HOSTS};
 use crate::remote::{
     check_host_key, credentials, probe_host_key, Algorithms, ConnectOptions, HostKeyInfo,
-    HostKeyProblem,
+    HostKeyProblem, RemoteError,
 };
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -35,6 +35,18 @@ pub fn command_hint(remote: &Remote, state_dir: &Path, key: &HostKeyInfo, replac
         shell_quote(&state_dir.display().to_string()),
         key.fingerprint
     )
+}
+
+/// A connection error as the user should see it: a refused host key (unknown or changed, not
+/// revoked) comes with the command that pins the key the server now presents in `state_dir`.
+pub fn explain_refusal(e: RemoteError, remote: &Remote, state_dir: &Path) -> RemoteError {
+    match e.host_key_refusal() {
+        Some((key, p)) if p != HostKeyProblem::Revoked => {
+            let hint = command_hint(remote, state_dir, key, p == HostKeyProblem::Changed);
+            e.hint(hint)
+        }
+        _ => e,
+    }
 }
 
 fn shell_quote(s: &str) -> String {

@@ -17,7 +17,8 @@ use super::path::{self, ancestors, join, validate};
 use super::posix::PosixRename;
 use super::verify::{self, HashTool, VerifyMethod, VerifyMode};
 use super::{
-    read_chunk, Attrs, FileKind, RemoteStat, SessionInfo, Sha256Hash, Transport, UploadReport,
+    read_chunk, Attrs, DownloadReport, FileKind, RemoteStat, SessionInfo, Sha256Hash, Transport,
+    UploadReport,
 };
 
 /// Bytes per SFTP write and read: libssh2 pipelines within one call, and 1 MiB measured as fast
@@ -543,6 +544,61 @@ fn retryable(kind: ErrorKind) -> ErrorKind {
     }
 }
 
+// Downloads and listings with attributes.
+impl Connection {
+    /// The regular file at `rel` (lstat: a symlink is refused, never followed), opened for
+    /// reading and checked to be what lstat saw: SFTP's open follows symlinks, so a file
+    /// swapped for one between the two calls shows up as a different type, size or mtime.
+    fn open_regular(&mut self, rel: &[u8]) -> Result<(ssh2::File, FileStat)> {
+        let abs = self.prepare(rel, false)?;
+        let shown = display_path(rel);
+        let st = self
+            .raw_lstat(&abs)
+            .map_err(|e| op_error("cannot lstat", &shown, &e))?;
+        let st = match st {
+            Some(st) => st,
+            None => {
+                return Err(RemoteError::new(
+                    ErrorKind::NotFound,
+                    format!("remote {shown} does not exist"),
+                ))
+            }
+        };
+        match kind_of(st.perm.unwrap_or(0)) {
+            FileKind::File => {}
+            FileKind::Symlink => {
+                return Err(RemoteError::new(
+                    ErrorKind::Refused,
+                    format!("refusing to read remote {shown}: it is a symlink, never followed"),
+                ))
+            }
+            _ => {
+                return Err(RemoteError::new(
+                    ErrorKind::Other,
+                    format!("remote {shown} is not a regular file"),
+                ))
+            }
+        }
+        let mut file = self
+            .sftp
+            .open(p(&abs))
+            .map_err(|e| op_error("cannot open", &shown, &e))?;
+        let opened = file
+            .stat()
+            .map_err(|e| op_error("cannot fstat", &shown, &e))?;
+        let same = kind_of(opened.perm.unwrap_or(0)) == FileKind::File
+            && opened.size == st.size
+            && opened.mtime == st.mtime;
+        if !same {
+            return Err(RemoteError::new(
+                ErrorKind::SourceChanged,
+                format!("remote {shown} changed while it was being opened"),
+            ));
+        }
+        Ok((file, opened))
+    }
+}
+
 // Remote hashing.
 impl Connection {
     /// Runs the probes: openssl first (faster), then sha256sum. A tool counts only if it exits
@@ -840,6 +896,100 @@ impl Transport for Connection {
                 Some((name, kind))
             })
             .collect())
+    }
+
+    fn list_stat(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, RemoteStat)>> {
+        let abs = self.prepare(dir, true)?;
+        let shown = display_path(dir);
+        if !dir.is_empty() {
+            // opendir follows a symlink: the directory itself must not be one.
+            let st = self
+                .raw_lstat(&abs)
+                .map_err(|e| op_error("cannot lstat", &shown, &e))?;
+            self.require_dir(dir, st.as_ref())?;
+        }
+        let mut handle = self
+            .sftp
+            .opendir(p(&abs))
+            .map_err(|e| op_error("cannot list", &shown, &e))?;
+        let mut out = Vec::new();
+        loop {
+            // The raw names as the server sent them (ssh2's readdir() would join and re-split
+            // them as paths, turning a hostile "a/b" into "b").
+            let (name, st) = match handle.readdir() {
+                Ok(entry) => entry,
+                Err(e) if e.code() == ErrorCode::Session(libssh2_sys::LIBSSH2_ERROR_FILE) => break,
+                Err(e) => return Err(op_error("cannot list", &shown, &e)),
+            };
+            let name = name.into_os_string().into_encoded_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let perm = st.perm.unwrap_or(0);
+            let kind = kind_of(perm);
+            let single = !name.is_empty() && !name.contains(&b'/');
+            let symlink_target = if kind == FileKind::Symlink && single {
+                let rel = if dir.is_empty() {
+                    name.clone()
+                } else {
+                    [dir, b"/", &name].concat()
+                };
+                self.raw_readlink(&rel, &self.abs(&rel)).ok()
+            } else {
+                None
+            };
+            out.push((
+                name,
+                RemoteStat {
+                    kind,
+                    size: st.size.unwrap_or(0),
+                    mode: perm & 0o7777,
+                    mtime: st.mtime.unwrap_or(0) as i64,
+                    atime: st.atime.unwrap_or(0) as i64,
+                    symlink_target,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    fn download(&mut self, rel: &[u8], dst: &mut dyn Write) -> Result<DownloadReport> {
+        let (mut file, opened) = self.open_regular(rel)?;
+        let shown = display_path(rel);
+        let size = opened.size.unwrap_or(0);
+        let mut buf = vec![0u8; CHUNK];
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        loop {
+            let n = read_chunk(&mut file, &mut buf)
+                .map_err(|e| io_fail(e).context(format!("reading remote {shown}")))?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            if bytes > size {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            dst.write_all(&buf[..n]).map_err(|e| {
+                RemoteError::new(
+                    ErrorKind::Other,
+                    format!("cannot write the local copy of {shown}: {e}"),
+                )
+            })?;
+        }
+        if bytes != size {
+            return Err(RemoteError::new(
+                ErrorKind::SourceChanged,
+                format!("remote {shown} changed while it was read ({size} bytes when opened)"),
+            ));
+        }
+        let abs = self.abs(rel);
+        Ok(DownloadReport {
+            bytes,
+            sha256: hasher.finalize().into(),
+            stat: self.stat_of(rel, &abs, &opened)?,
+        })
     }
 
     fn remove_dir(&mut self, rel: &[u8]) -> Result<()> {

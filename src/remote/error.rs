@@ -19,7 +19,8 @@ pub enum ErrorKind {
     /// Authentication failed or a key file is unusable: fatal until the user acts.
     Auth,
     /// The local bytes read for an upload did not hash to the expected SHA-256: the file
-    /// changed under us and a newer Store follows.
+    /// changed under us and a newer Store follows. For a download: the remote file changed
+    /// while it was read (another try may get a consistent copy).
     SourceChanged,
     /// The remote copy does not hash to what was sent.
     VerifyMismatch,

@@ -3,7 +3,7 @@
 //! replace), a log of the operations it served, and fault injection.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::error::{display_path, ErrorKind, RemoteError, Result};
 use super::path::{ancestors, validate};
 use super::verify::VerifyMethod;
-use super::{Attrs, FileKind, RemoteStat, Sha256Hash, Transport, UploadReport};
+use super::{Attrs, DownloadReport, FileKind, RemoteStat, Sha256Hash, Transport, UploadReport};
 
 /// One remote entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,7 @@ pub enum MockOp {
     SetAttrs(Vec<u8>),
     Hash(Vec<Vec<u8>>),
     List(Vec<u8>),
+    Download(Vec<u8>),
 }
 
 #[derive(Default)]
@@ -357,6 +358,47 @@ impl Transport for MockTransport {
             .iter()
             .filter_map(|(k, node)| Some((name_in_dir(k)?, stat_of(node).kind)))
             .collect())
+    }
+
+    fn list_stat(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, RemoteStat)>> {
+        let st = self.begin(MockOp::List(dir.to_vec()), &[dir])?;
+        st.check(dir, true)?;
+        if !st.is_dir(dir) {
+            return Err(err(ErrorKind::Refused, "not a directory:", dir));
+        }
+        let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+        Ok(st
+            .nodes
+            .iter()
+            .filter(|(k, _)| {
+                dir.is_empty() || (k.len() > skip && k.starts_with(dir) && k[dir.len()] == b'/')
+            })
+            .map(|(k, node)| (k[skip..].to_vec(), node))
+            .filter(|(name, _)| !name.contains(&b'/'))
+            .map(|(name, node)| (name, stat_of(node)))
+            .collect())
+    }
+
+    fn download(&mut self, rel: &[u8], dst: &mut dyn Write) -> Result<DownloadReport> {
+        let st = self.begin(MockOp::Download(rel.to_vec()), &[rel])?;
+        st.check(rel, false)?;
+        let node = st.nodes.get(rel).cloned();
+        drop(st);
+        match &node {
+            Some(file @ MockNode::File { data, .. }) => {
+                dst.write_all(data).map_err(|e| {
+                    err(ErrorKind::Other, &format!("local write failed ({e}):"), rel)
+                })?;
+                Ok(DownloadReport {
+                    bytes: data.len() as u64,
+                    sha256: Sha256::digest(data).into(),
+                    stat: stat_of(file),
+                })
+            }
+            Some(MockNode::Symlink { .. }) => Err(err(ErrorKind::Refused, "is a symlink:", rel)),
+            Some(MockNode::Dir { .. }) => Err(err(ErrorKind::Other, "not a regular file:", rel)),
+            None => Err(err(ErrorKind::NotFound, "no such file", rel)),
+        }
     }
 
     fn remove_dir(&mut self, rel: &[u8]) -> Result<()> {

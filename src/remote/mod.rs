@@ -1,7 +1,7 @@
 //! The SFTP transport over ssh2: connect with a pinned host key and a modern-only algorithm
 //! policy, authenticate by agent or key file, and operate on files confined to the remote root:
-//! verified uploads (temp name, fsync, remote hash, atomic posix-rename), renames, deletes,
-//! directories, symlinks, attributes and hashes.
+//! verified uploads (temp name, fsync, remote hash, atomic posix-rename), hashed downloads,
+//! renames, deletes, directories, symlinks, attributes and hashes.
 //!
 //! Blocking; one [`Connection`] per worker thread (an ssh2 Session serialises all its users).
 //! The [`Transport`] trait is what the sync engine uses, so it can run against
@@ -19,7 +19,7 @@ mod posix;
 mod probe;
 pub mod verify;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 pub use connect::{
@@ -75,6 +75,16 @@ pub struct UploadReport {
     pub sha256: Sha256Hash,
     pub verified_by: VerifyMethod,
     pub elapsed: Duration,
+}
+
+/// What a download read: the bytes and their SHA-256, and the file as it was when opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadReport {
+    pub bytes: u64,
+    /// The hash of the bytes read (and written to the destination), computed while streaming.
+    pub sha256: Sha256Hash,
+    /// The regular file's attributes when it was opened (`bytes` equals its size).
+    pub stat: RemoteStat,
 }
 
 /// Who we are talking to and how, for status and the audit log.
@@ -143,6 +153,18 @@ pub trait Transport: Send {
 
     /// The names in directory `dir` ("" is the root) and what they are, without "." and "..".
     fn list(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, FileKind)>>;
+
+    /// The entries of directory `dir` ("" is the root; itself never a symlink) with what lstat
+    /// says of each, a symlink's target included (None if it could not be read), without "."
+    /// and "..". Names are the server's bytes as sent: the caller validates them.
+    fn list_stat(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, RemoteStat)>>;
+
+    /// Streams the regular file at `rel` into `dst` (1 MiB reads), hashing what it reads.
+    /// Never follows a symlink: `rel` must be a regular file as lstat sees it, and no parent
+    /// may be a symlink. The bytes read must be as many as the file had when opened, else
+    /// `SourceChanged` (it changed on the server meanwhile). A failure to write `dst` is
+    /// `Other`, its message naming the local copy.
+    fn download(&mut self, rel: &[u8], dst: &mut dyn Write) -> Result<DownloadReport>;
 }
 
 /// One read from `src`, retried when interrupted by a signal.
