@@ -141,20 +141,9 @@ fn ask_once(mut opts: ConnectOptions) -> Result<ConnectOptions> {
 }
 
 fn connect(opts: &ConnectOptions, state_dir: &Path) -> Result<Connection> {
-    Connection::connect(opts).map_err(|e| {
-        let hint = e
-            .host_key_refusal()
-            .map(|(key, p)| {
-                crate::trust::command_hint(
-                    &opts.remote,
-                    state_dir,
-                    key,
-                    p == crate::remote::HostKeyProblem::Changed,
-                )
-            })
-            .unwrap_or_default();
-        anyhow::anyhow!("{e}{}{hint}", if hint.is_empty() { "" } else { "; " })
-    })
+    Connection::connect(opts)
+        .map_err(|e| crate::trust::explain_refusal(e, &opts.remote, state_dir))
+        .map_err(anyhow::Error::msg)
 }
 
 fn kind_of(mode: u32) -> Option<FileKind> {
