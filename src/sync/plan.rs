@@ -291,6 +291,11 @@ impl Plan {
         self.in_flight.len()
     }
 
+    /// Whether `path` waits to be worked on (it may also be in flight).
+    pub fn is_waiting(&self, path: &[u8]) -> bool {
+        self.dirty.contains_key(path)
+    }
+
     pub fn pending_paths(&self) -> impl Iterator<Item = &Vec<u8>> {
         self.dirty.keys()
     }
