@@ -11,6 +11,7 @@ pub mod journal;
 pub mod local;
 pub mod mirror;
 pub mod progress;
+pub mod prometheus;
 pub mod remote;
 pub mod replay;
 pub mod run;
