@@ -9,6 +9,7 @@ pub mod fuse;
 pub mod hash;
 pub mod journal;
 pub mod local;
+pub mod logfile;
 pub mod mirror;
 pub mod progress;
 pub mod prometheus;
