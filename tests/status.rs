@@ -261,7 +261,7 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
                 "{name} is not a sample of the {kind} {family}"
             )));
         }
-        if kind == "counter" && !(value >= 0.0) {
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("a negative or NaN counter".into()));
         }
         enter(family, &mut current).map_err(err)?;

@@ -57,8 +57,7 @@ impl Plan {
         delay: Duration,
     ) -> Option<RemoteRename> {
         self.consumed = self.consumed.max(e.seq);
-        let now = Instant::now();
-        let due = now + delay;
+        let due = Instant::now() + delay;
         match &e.record {
             // Contents are uploaded once hashed: the Store that follows marks the path.
             Record::Create { .. } | Record::Dirty { .. } => {}
@@ -80,7 +79,7 @@ impl Plan {
                     ino: *ino,
                 };
                 self.hashes.insert(path.clone(), s);
-                self.mark_at(path, e.seq, due, now);
+                self.mark(path, e.seq, due);
             }
             // Extended attributes are not mirrored, but a POSIX ACL change is a mode change.
             Record::Mkdir { path, .. }
@@ -88,10 +87,10 @@ impl Plan {
             | Record::Symlink { path, .. }
             | Record::SetAttr { path, .. }
             | Record::SetXattr { path, .. }
-            | Record::RemoveXattr { path, .. } => self.mark_at(path, e.seq, due, now),
+            | Record::RemoveXattr { path, .. } => self.mark(path, e.seq, due),
             Record::Unlink { path } | Record::Rmdir { path } => {
                 self.hashes.take_subtree(path);
-                self.mark_at(path, e.seq, due, now);
+                self.mark(path, e.seq, due);
             }
             Record::Link { existing, path } => {
                 self.hashes.follow(&e.record);
@@ -100,10 +99,10 @@ impl Plan {
                 if let (None, Some(s)) = (self.hashes.get(path), confirmed) {
                     self.hashes.insert(path.clone(), s);
                 }
-                self.mark_at(path, e.seq, due, now);
+                self.mark(path, e.seq, due);
             }
             Record::Rename { from, to, flags } => {
-                return self.rename(from, to, *flags, e.seq, manifest, due, now);
+                return self.rename(from, to, *flags, e.seq, manifest, due);
             }
         }
         None
@@ -117,7 +116,6 @@ impl Plan {
         seq: u64,
         manifest: &Manifest,
         due: Instant,
-        now: Instant,
     ) -> Option<RemoteRename> {
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         self.hashes.rename(from, to, flags);
@@ -133,8 +131,8 @@ impl Plan {
         }
         // Nothing to move remotely: what now stands at `to` is reconciled like any change, and
         // so is `from` (an upload of it may be in flight and land after the rename).
-        self.mark_at(to, seq, due, now);
-        self.mark_at(from, seq, due, now);
+        self.mark(to, seq, due);
+        self.mark(from, seq, due);
         None
     }
 
