@@ -451,15 +451,28 @@ fn status_during_a_large_upload_shows_pending_bytes_falling_a_rate_and_valid_pro
     m.unmount();
 }
 
-/// Runs `ftpsync ARGS` in the background, its stdout to `out` (not a terminal).
-fn spawn(args: &[&std::ffi::OsStr], out: &Path) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(out).expect("stdout file"))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ftpsync")
+/// `ftpsync ARGS` running in the background, its stdout to a file (not a terminal); killed
+/// when dropped, also when the test fails.
+struct Background(Child);
+
+impl Background {
+    fn spawn(args: &[&std::ffi::OsStr], out: &Path) -> Background {
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(out).expect("stdout file"))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ftpsync");
+        Background(child)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Polls `what` until it returns Some, at most `timeout`.
@@ -474,11 +487,6 @@ fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
-fn stop(mut child: Child) {
-    child.kill().expect("kill our child");
-    child.wait().expect("reap our child");
-}
-
 #[test]
 fn the_textfile_is_replaced_atomically_and_watch_repeats_plain_blocks() {
     let mut m = Mount::new();
@@ -488,7 +496,7 @@ fn the_textfile_is_replaced_atomically_and_watch_repeats_plain_blocks() {
     let dir = m.root.join("textfile");
     fs::create_dir(&dir).expect("mkdir");
     let prom = dir.join("ftpsync.prom");
-    let writer = spawn(
+    let writer = Background::spawn(
         &[
             "status".as_ref(),
             m.state.as_os_str(),
@@ -500,7 +508,7 @@ fn the_textfile_is_replaced_atomically_and_watch_repeats_plain_blocks() {
         &m.root.join("writer.out"),
     );
     let watcher_out = m.root.join("watch.out");
-    let watcher = spawn(
+    let watcher = Background::spawn(
         &[
             "status".as_ref(),
             m.mnt.as_os_str(),
@@ -531,8 +539,8 @@ fn the_textfile_is_replaced_atomically_and_watch_repeats_plain_blocks() {
         let text = fs::read_to_string(&watcher_out).ok()?;
         (text.matches("ftpsync status at ").count() >= 3).then_some(text)
     });
-    stop(writer);
-    stop(watcher);
+    drop(writer);
+    drop(watcher);
     assert!(
         !blocks.contains('\x1b'),
         "no terminal codes when stdout is a file:\n{blocks}"
