@@ -234,17 +234,17 @@ fn human_live(v: &Value, out: &mut String) {
     let (waiting, in_flight, bytes) =
         (n(&m["pending"]), n(&m["in_flight"]), n(&m["pending_bytes"]));
     let rate = n(&m["upload_rate"]);
-    let mut line = if waiting + in_flight == 0 {
-        "nothing to upload".to_string()
-    } else {
-        format!(
-            "{} ({}), {} in flight",
-            plural(waiting + in_flight, "path", "paths"),
-            human_bytes(bytes),
-            in_flight
-        )
-    };
-    if rate > 0 {
+    let mut line = format!(
+        "{} ({})",
+        plural(waiting + in_flight, "path", "paths"),
+        human_bytes(bytes)
+    );
+    if in_flight > 0 {
+        let _ = write!(line, ", {in_flight} in flight");
+    }
+    if waiting + in_flight == 0 {
+        line = "nothing to upload".to_string();
+    } else if rate > 0 {
         let _ = write!(line, ", uploading at {}/s", human_bytes(rate));
         if let Some(eta) = m["eta_seconds"].as_f64() {
             let _ = write!(line, ", about {} left", duration_words(eta));
@@ -469,4 +469,70 @@ pub fn flush(state_dir: &Path, timeout: Duration, local: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_say_them() {
+        assert_eq!(duration_words(0.4), "0 s");
+        assert_eq!(duration_words(89.0), "89 s");
+        assert_eq!(duration_words(600.0), "10 min");
+        assert_eq!(duration_words(5400.0), "1 h 30 min");
+        assert_eq!(duration_words(200_000.0), "2 d 7 h");
+    }
+
+    #[test]
+    fn the_human_view_says_what_is_pending_how_fast_and_since_when() {
+        let doc = json!({
+            "state_dir": "/s",
+            "mount": {"mountpoint": "/mnt/x", "local_dir": "/home/u/x", "remote": "sftp://u@h/x"},
+            "daemon": {"running": true, "pid": 7, "pending_hashes": 1},
+            "mirror": {"connection": "connected", "pending": 10, "in_flight": 2,
+                       "pending_bytes": 3_565_158, "upload_rate": 5_347_737, "eta_seconds": 1,
+                       "rate_window_seconds": 10,
+                       "oldest_pending": {"path": "a/b", "age_seconds": 4.2},
+                       "confirmed_last_hour": {"files": 3, "bytes": 3072},
+                       "last_confirmed_unix": 1_795_647_827.0,
+                       "failures": [{"path": "c", "reason": "permission denied"}],
+                       "confirmed": 3, "bytes_confirmed": 3072, "bytes_sent": 4096,
+                       "conflicts": 0, "mirrored_paths": 5},
+        });
+        let mut out = String::new();
+        human_live(&doc, &mut out);
+        for want in [
+            "mount:    /mnt/x (local /home/u/x, mirrored to sftp://u@h/x)\n",
+            "daemon:   running (pid 7), 1 file waiting to be hashed\n",
+            "pending:  12 paths (3.4 MiB), 2 in flight, uploading at 5.1 MiB/s, about 1 s left\n",
+            "confirmed in the last hour: 3 files (3.0 KiB), the last at 2026-11-25 23:03:47Z\n",
+            "oldest pending change: 4 s ago (a/b)\n",
+            "failures: 1 path (retried with backoff)\n  c: permission denied\n",
+        ] {
+            assert!(out.contains(want), "no {want:?} in\n{out}");
+        }
+        let mut m = doc.clone();
+        m["mirror"]["upload_rate"] = json!(0);
+        m["mirror"]["eta_seconds"] = Value::Null;
+        let mut out = String::new();
+        human_live(&m, &mut out);
+        assert!(
+            out.contains(
+                "pending:  12 paths (3.4 MiB), 2 in flight, nothing sent in the last 10 s\n"
+            ),
+            "{out}"
+        );
+        m["mirror"]["pending"] = json!(0);
+        m["mirror"]["in_flight"] = json!(0);
+        let mut out = String::new();
+        human_live(&m, &mut out);
+        assert!(out.contains("pending:  nothing to upload\n"), "{out}");
+        m["mirror"] = Value::Null;
+        m["daemon"] = json!({"running": false, "pid": null});
+        let mut out = String::new();
+        human_live(&m, &mut out);
+        assert!(!out.contains("pending:"), "{out}");
+        assert!(out.contains("daemon:   not running\n"), "{out}");
+    }
 }
