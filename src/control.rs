@@ -137,6 +137,16 @@ fn flush(fs: &Fs, engine: &Engine, timeout: Duration, local: bool) -> Reply {
 
 /// Sends one request to the daemon of `state_dir` and waits for its reply.
 pub fn call(state_dir: &Path, req: &Request) -> anyhow::Result<Reply> {
+    call_within(state_dir, req, None)
+}
+
+/// `call`, giving up when the daemon says nothing for `timeout` (a status poller must not hang
+/// on a stuck daemon).
+pub fn call_within(
+    state_dir: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+) -> anyhow::Result<Reply> {
     let path = socket_path(state_dir);
     let conn = UnixStream::connect(&path).map_err(|e| {
         anyhow::anyhow!(
@@ -144,6 +154,8 @@ pub fn call(state_dir: &Path, req: &Request) -> anyhow::Result<Reply> {
             path.display()
         )
     })?;
+    conn.set_read_timeout(timeout)?;
+    conn.set_write_timeout(timeout)?;
     let mut text = serde_json::to_string(req)?;
     text.push('\n');
     (&conn).write_all(text.as_bytes())?;

@@ -36,13 +36,32 @@ struct Cli {
 enum Command {
     /// Mount LOCAL_DIR at MOUNTPOINT (or over itself), mirrored to REMOTE.
     Mount(Box<MountArgs>),
-    /// Show the mirror's state: connection, pending paths and bytes, failures, file hashes.
+    /// Show the mirror's state: connection and server, pending paths and bytes, upload rate and
+    /// time left, what was confirmed in the last hour, the oldest pending change, failures,
+    /// the journal and file hashes.
     Status {
         /// A mountpoint of a running mirror, or its state dir.
         target: PathBuf,
-        /// Machine-readable output.
-        #[arg(long)]
+        /// Machine-readable output (the document described in doc/CONTRACTS.md).
+        #[arg(long, conflicts_with_all = ["watch", "prometheus", "prometheus_file"])]
         json: bool,
+        /// Redraw the view every SECS seconds (default 2) until Ctrl-C (in place on a terminal, one block
+        /// after another otherwise); it shows what the daemon reports, not the journal and
+        /// hashes.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+              conflicts_with_all = ["prometheus", "prometheus_file"])]
+        watch: Option<f64>,
+        /// Print the Prometheus text exposition format (metrics named ftpsync_*, labelled
+        /// with the mountpoint).
+        #[arg(long, conflicts_with = "prometheus_file")]
+        prometheus: bool,
+        /// Write the Prometheus text format to PATH every --interval seconds, atomically
+        /// (for node_exporter's textfile collector: name it *.prom), until killed.
+        #[arg(long, value_name = "PATH")]
+        prometheus_file: Option<PathBuf>,
+        /// Seconds between writes of --prometheus-file [default: 5].
+        #[arg(long, value_name = "SECS", requires = "prometheus_file")]
+        interval: Option<f64>,
     },
     /// Show the server's host key and pin it in the state dir's known_hosts (after a yes, or when --fingerprint matches).
     Trust(TrustArgs),
@@ -415,6 +434,36 @@ fn audit_command(target: &Path, since: Option<&str>, check: bool, json: bool) ->
     Ok(())
 }
 
+fn status_command(
+    target: &Path,
+    json: bool,
+    watch: Option<f64>,
+    prometheus: bool,
+    prometheus_file: Option<&Path>,
+    interval: Option<f64>,
+) -> Result<()> {
+    let every = |what: &str, secs: f64| {
+        let d = seconds(what, secs)?;
+        if d < Duration::from_millis(100) {
+            anyhow::bail!("{what}: at least 0.1 seconds");
+        }
+        Ok(d)
+    };
+    let dir = status::resolve_state_dir(target)?;
+    if let Some(path) = prometheus_file {
+        let every = every("--interval", interval.unwrap_or(5.0))?;
+        return status::prometheus_file(&dir, path, every);
+    }
+    if prometheus {
+        print!("{}", status::prometheus_text(&dir));
+        return Ok(std::io::stdout().flush()?);
+    }
+    match watch {
+        Some(secs) => status::watch(&dir, every("--watch", secs)?),
+        None => status::print(&dir, json),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
@@ -431,9 +480,21 @@ fn main() {
     }
     let result = match cli.command {
         Command::Mount(a) => mount_config(*a).and_then(|cfg| run::mount(cfg, level)),
-        Command::Status { target, json } => {
-            status::resolve_state_dir(&target).and_then(|d| status::print(&d, json))
-        }
+        Command::Status {
+            target,
+            json,
+            watch,
+            prometheus,
+            prometheus_file,
+            interval,
+        } => status_command(
+            &target,
+            json,
+            watch,
+            prometheus,
+            prometheus_file.as_deref(),
+            interval,
+        ),
         Command::Verify {
             target,
             json,

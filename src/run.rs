@@ -5,6 +5,7 @@ use crate::config::{is_root, MountConfig};
 use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
 use crate::journal::Journal;
+use crate::logfile::{self, RotatingLog};
 use crate::mirror::Mirror;
 use crate::remote::{credentials, ConnectOptions, Connection, SecretSource, Transport};
 use crate::sync::{Connector, Engine, Options as SyncOptions};
@@ -78,7 +79,7 @@ pub fn prepare_state_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn init_logging(level: log::LevelFilter, file: Option<File>) -> Result<()> {
+fn init_logging(level: log::LevelFilter, file: Option<RotatingLog>) -> Result<()> {
     let mut b = env_logger::Builder::new();
     b.filter_level(level);
     // fuser warns when it unmounts after fusermount3 -u already did: expected, not news.
@@ -141,13 +142,15 @@ fn daemon_child(
     level: log::LevelFilter,
     wr: File,
 ) -> i32 {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(cfg.state_dir.join(LOG_FILE));
+    // Standard error follows the log through rotations: panics land there too.
+    let log = RotatingLog::open(
+        &cfg.state_dir.join(LOG_FILE),
+        logfile::MAX_BYTES,
+        logfile::KEEP,
+    )
+    .and_then(|log| log.redirect(libc::STDERR_FILENO));
     let detached = log.map_err(anyhow::Error::from).and_then(|log| {
-        detach(&log)?;
+        detach()?;
         init_logging(level, Some(log))
     });
     let mut notify = Some(wr);
@@ -165,8 +168,8 @@ fn daemon_child(
     }
 }
 
-/// New session, no controlling terminal, stdio to /dev/null (stderr to the log).
-fn detach(log: &File) -> Result<()> {
+/// New session, no controlling terminal, stdin and stdout to /dev/null (stderr is the log).
+fn detach() -> Result<()> {
     let null = OpenOptions::new()
         .read(true)
         .write(true)
@@ -176,7 +179,6 @@ fn detach(log: &File) -> Result<()> {
         libc::setsid();
         libc::dup2(null.as_raw_fd(), 0);
         libc::dup2(null.as_raw_fd(), 1);
-        libc::dup2(log.as_raw_fd(), 2);
         libc::chdir(c"/".as_ptr());
     }
     Ok(())

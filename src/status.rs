@@ -1,20 +1,25 @@
 //! `ftpsync status` and `ftpsync flush`: what the journal holds, read without disturbing a
 //! running daemon, and a wait for the daemon to settle.
 
+use crate::config::MountConfig;
 use crate::control::{self, Request};
 use crate::fs::STATE_DIR_XATTR;
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
 use crate::mirror::Manifest;
+use crate::progress::human_bytes;
 use crate::replay::PathMap;
 use crate::run::{self, PID_FILE};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::ffi::CString;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A state dir given directly, or the one a mountpoint's daemon reports.
 pub fn resolve_state_dir(target: &Path) -> Result<PathBuf> {
@@ -68,6 +73,40 @@ fn hash_json(p: &[u8], size: u64, sha256: &str, seq: u64, confirmed: bool) -> Va
            "seq": seq, "confirmed": confirmed})
 }
 
+/// How long a status query waits for the daemon to answer.
+const STATUS_WAIT: Duration = Duration::from_secs(10);
+
+/// The mount's record in the state dir (null before the first mount).
+fn mount_json(state_dir: &Path) -> Value {
+    match MountConfig::recorded(state_dir) {
+        Ok(c) => json!({
+            "mountpoint": c.mountpoint.to_string_lossy(),
+            "local_dir": c.local_dir.to_string_lossy(),
+            "remote": c.remote.to_string(),
+        }),
+        Err(_) => Value::Null,
+    }
+}
+
+/// What the daemon reports, cheaply (no journal, no manifest read): the part of the status
+/// document that `--watch` and the Prometheus output show.
+pub fn live(state_dir: &Path) -> Value {
+    let pid = daemon_pid(state_dir);
+    let reply =
+        pid.and_then(|_| control::call_within(state_dir, &Request::Status, Some(STATUS_WAIT)).ok());
+    let (pending_hashes, mirror) = reply.map_or((None, None), |r| (r.pending_hashes, r.mirror));
+    json!({
+        "state_dir": state_dir.to_string_lossy(),
+        "mount": mount_json(state_dir),
+        "daemon": {
+            "running": pid.is_some(),
+            "pid": pid,
+            "pending_hashes": pending_hashes,
+        },
+        "mirror": mirror,
+    })
+}
+
 /// The status document (see doc/CONTRACTS.md).
 pub fn collect(state_dir: &Path) -> Result<Value> {
     let replay = Journal::read(&state_dir.join("journal"))
@@ -103,83 +142,184 @@ pub fn collect(state_dir: &Path) -> Result<Value> {
         hashes.insert(p.clone(), hash_json(&p, size, &sha256, seq, false));
     }
     let hashes: Vec<Value> = hashes.into_values().collect();
-    let pid = daemon_pid(state_dir);
-    let live = pid.and_then(|_| control::call(state_dir, &Request::Status).ok());
-    let (pending_hashes, mirror) = live.map_or((None, None), |r| (r.pending_hashes, r.mirror));
-    Ok(json!({
-        "state_dir": state_dir,
-        "daemon": {
-            "running": pid.is_some(),
-            "pid": pid,
-            "pending_hashes": pending_hashes,
-        },
-        "mirror": mirror,
-        "journal": {
-            "records": pending.len(),
-            "applied_seq": applied,
-            "next_seq": replay.next_seq,
-            "torn_bytes": replay.torn_bytes,
-        },
-        "pending": pending,
-        "hashes": hashes,
-    }))
+    let mut doc = live(state_dir);
+    doc["journal"] = json!({
+        "records": pending.len(),
+        "applied_seq": applied,
+        "next_seq": replay.next_seq,
+        "torn_bytes": replay.torn_bytes,
+    });
+    doc["pending"] = Value::Array(pending);
+    doc["hashes"] = Value::Array(hashes);
+    Ok(doc)
 }
 
-pub fn print(state_dir: &Path, as_json: bool) -> Result<()> {
-    let v = collect(state_dir)?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// 75 -> "75 s", 600 -> "10 min", 5400 -> "1 h 30 min", for people.
+pub fn duration_words(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..90 => format!("{s} s"),
+        90..5400 => format!("{} min", (s + 30) / 60),
+        5400..172_800 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// The human view of the live part: mount, daemon, connection and server, what is pending and
+/// how fast it goes, what was confirmed lately, the oldest pending change, failures.
+fn human_live(v: &Value, out: &mut String) {
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let mount = &v["mount"];
+    if mount.is_object() {
+        let (mnt, local) = (text(&mount["mountpoint"]), text(&mount["local_dir"]));
+        let local = if mnt == local {
+            "mounted over itself".to_string()
+        } else {
+            format!("local {local}")
+        };
+        let _ = writeln!(
+            out,
+            "mount:    {} ({local}, mirrored to {})",
+            mnt.escape_debug(),
+            text(&mount["remote"])
+        );
     }
     let d = &v["daemon"];
     match d["pid"].as_u64() {
-        Some(pid) => println!(
-            "daemon:   running (pid {pid}), {} files waiting to be hashed",
-            d["pending_hashes"]
-        ),
-        None => println!("daemon:   not running"),
+        Some(pid) if v["mirror"].is_object() => {
+            let _ = writeln!(
+                out,
+                "daemon:   running (pid {pid}), {} waiting to be hashed",
+                plural(n(&d["pending_hashes"]), "file", "files")
+            );
+        }
+        Some(pid) => {
+            let _ = writeln!(out, "daemon:   running (pid {pid}) but not answering");
+        }
+        None => {
+            let _ = writeln!(out, "daemon:   not running");
+        }
     }
-    println!("state:    {}", state_dir.display());
+    let _ = writeln!(out, "state:    {}", text(&v["state_dir"]).escape_debug());
     let m = &v["mirror"];
-    if !m.is_null() {
-        println!("remote:   {}", m["connection"].as_str().unwrap_or("?"));
-        let srv = &m["server"];
-        if !srv.is_null() {
-            let a = &srv["algorithms"];
-            println!(
-                "server:   {} ({} {}), logged in with {}",
-                srv["remote"].as_str().unwrap_or("?"),
-                srv["host_key"]["type"].as_str().unwrap_or("?"),
-                srv["host_key"]["fingerprint"].as_str().unwrap_or("?"),
-                srv["auth"].as_str().unwrap_or("?")
-            );
-            println!(
-                "          kex {}, host key {}, cipher {}, mac {}",
-                a["kex"].as_str().unwrap_or("?"),
-                a["host_key"].as_str().unwrap_or("?"),
-                a["cipher"][0].as_str().unwrap_or("?"),
-                a["mac"][0].as_str().unwrap_or("?")
-            );
-        }
-        println!(
-            "mirror:   {} paths pending ({} bytes), {} in flight, {} files confirmed this run ({} bytes sent), {} conflicts kept aside",
-            m["pending"], m["pending_bytes"], m["in_flight"], m["confirmed"], m["bytes_sent"], m["conflicts"]
+    if !m.is_object() {
+        return;
+    }
+    let _ = writeln!(out, "remote:   {}", text(&m["connection"]));
+    let srv = &m["server"];
+    if srv.is_object() {
+        let a = &srv["algorithms"];
+        let _ = writeln!(
+            out,
+            "server:   {} ({} {}), logged in with {}",
+            text(&srv["remote"]),
+            text(&srv["host_key"]["type"]),
+            text(&srv["host_key"]["fingerprint"]),
+            text(&srv["auth"])
         );
-        for f in m["failures"].as_array().into_iter().flatten() {
-            println!(
-                "  failing: {}: {}",
-                f["path"].as_str().unwrap_or("?").escape_debug(),
-                f["reason"].as_str().unwrap_or("?")
+        let _ = writeln!(
+            out,
+            "          kex {}, host key {}, cipher {}, mac {}",
+            text(&a["kex"]),
+            text(&a["host_key"]),
+            text(&a["cipher"][0]),
+            text(&a["mac"][0])
+        );
+    }
+    let (waiting, in_flight, bytes) =
+        (n(&m["pending"]), n(&m["in_flight"]), n(&m["pending_bytes"]));
+    let rate = n(&m["upload_rate"]);
+    let mut line = format!(
+        "{} ({})",
+        plural(waiting + in_flight, "path", "paths"),
+        human_bytes(bytes)
+    );
+    if in_flight > 0 {
+        let _ = write!(line, ", {in_flight} in flight");
+    }
+    if waiting + in_flight == 0 {
+        line = "nothing to upload".to_string();
+    } else if rate > 0 {
+        let _ = write!(line, ", uploading at {}/s", human_bytes(rate));
+        if let Some(eta) = m["eta_seconds"].as_f64() {
+            let _ = write!(line, ", about {} left", duration_words(eta));
+        }
+    } else if bytes > 0 {
+        let _ = write!(
+            line,
+            ", nothing sent in the last {} s",
+            n(&m["rate_window_seconds"])
+        );
+    }
+    let _ = writeln!(out, "pending:  {line}");
+    let hour = &m["confirmed_last_hour"];
+    let _ = write!(
+        out,
+        "confirmed in the last hour: {} ({})",
+        plural(n(&hour["files"]), "file", "files"),
+        human_bytes(n(&hour["bytes"]))
+    );
+    match m["last_confirmed_unix"].as_f64() {
+        Some(t) => {
+            let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
+            let _ = writeln!(out, ", the last at {}", crate::utc::readable(when));
+        }
+        None => out.push('\n'),
+    }
+    let oldest = &m["oldest_pending"];
+    if oldest.is_object() {
+        let _ = writeln!(
+            out,
+            "oldest pending change: {} ago ({})",
+            duration_words(oldest["age_seconds"].as_f64().unwrap_or(0.0)),
+            text(&oldest["path"]).escape_debug()
+        );
+    }
+    let failures = m["failures"].as_array().cloned().unwrap_or_default();
+    if failures.is_empty() {
+        let _ = writeln!(out, "failures: none");
+    } else {
+        let _ = writeln!(
+            out,
+            "failures: {} (retried with backoff)",
+            plural(failures.len() as u64, "path", "paths")
+        );
+        for f in &failures {
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                text(&f["path"]).escape_debug(),
+                text(&f["reason"])
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "this run: {} confirmed ({}), {} sent, {} kept aside, {} mirrored",
+        plural(n(&m["confirmed"]), "file", "files"),
+        human_bytes(n(&m["bytes_confirmed"])),
+        human_bytes(n(&m["bytes_sent"])),
+        plural(n(&m["conflicts"]), "conflict", "conflicts"),
+        plural(n(&m["mirrored_paths"]), "path", "paths")
+    );
+}
+
+/// The journal and the latest hashes (the part only the one-shot view reads).
+fn human_journal(v: &Value, out: &mut String) {
     let j = &v["journal"];
-    println!(
+    let _ = writeln!(
+        out,
         "journal:  {} records pending, next seq {}",
         j["records"], j["next_seq"]
     );
     if j["torn_bytes"].as_u64().unwrap_or(0) > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "          a torn tail of {} bytes will be dropped at the next mount",
             j["torn_bytes"]
         );
@@ -192,21 +332,123 @@ pub fn print(state_dir: &Path, as_json: bool) -> Result<()> {
             .or_default() += 1;
     }
     let summary: Vec<String> = by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
-    println!("          {}", summary.join(", "));
+    let _ = writeln!(out, "          {}", summary.join(", "));
     let hashes = v["hashes"].as_array().cloned().unwrap_or_default();
-    println!("hashes:   {} files (latest shown)", hashes.len());
+    let _ = writeln!(out, "hashes:   {} files (latest shown)", hashes.len());
     let mut recent = hashes.clone();
     recent.sort_by_key(|h| std::cmp::Reverse(h["seq"].as_u64()));
     for h in recent.iter().take(10) {
         let path = h["path"].as_str().unwrap_or("");
-        println!(
+        let _ = writeln!(
+            out,
             "  {}  {:>12}  {}",
             h["sha256"].as_str().unwrap_or(""),
             h["size"],
             path.escape_debug()
         );
     }
+}
+
+pub fn print(state_dir: &Path, as_json: bool) -> Result<()> {
+    let v = collect(state_dir)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut out = String::new();
+    human_live(&v, &mut out);
+    human_journal(&v, &mut out);
+    print!("{out}");
     Ok(())
+}
+
+/// Shows the live view every `every` until interrupted: redrawn in place on a terminal, as
+/// blocks one after another otherwise.
+pub fn watch(state_dir: &Path, every: Duration) -> Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let mut stdout = std::io::stdout().lock();
+    let mut first = true;
+    loop {
+        let v = live(state_dir);
+        let mut text = format!(
+            "ftpsync status at {}, every {} s (Ctrl-C to stop)\n",
+            crate::utc::readable(SystemTime::now()),
+            every.as_secs_f64()
+        );
+        human_live(&v, &mut text);
+        let frame = if tty {
+            // Home, each line over the old one (clearing its rest), then clear what is below.
+            let mut f = String::from(if first { "\x1b[2J\x1b[H" } else { "\x1b[H" });
+            for line in text.lines() {
+                f.push_str(line);
+                f.push_str("\x1b[K\n");
+            }
+            f.push_str("\x1b[J");
+            f
+        } else if first {
+            text
+        } else {
+            format!("\n{text}")
+        };
+        stdout.write_all(frame.as_bytes())?;
+        stdout.flush()?;
+        first = false;
+        std::thread::sleep(every);
+    }
+}
+
+/// The `mount` label: the mountpoint the daemon recorded, else the state dir.
+fn mount_label(v: &Value, state_dir: &Path) -> String {
+    v["mount"]["mountpoint"]
+        .as_str()
+        .map_or_else(|| state_dir.to_string_lossy().into_owned(), str::to_string)
+}
+
+/// The Prometheus text format of the mount's live state.
+pub fn prometheus_text(state_dir: &Path) -> String {
+    let v = live(state_dir);
+    crate::prometheus::render(&v, &mount_label(&v, state_dir))
+}
+
+/// Writes `bytes` to `path` through a temporary name beside it (never matching `*.prom`), so
+/// a reader sees the old text or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes the Prometheus text to `path` every `every`, until killed. A first write that fails
+/// is an error; later failures are reported and retried.
+pub fn prometheus_file(state_dir: &Path, path: &Path, every: Duration) -> Result<()> {
+    let mut written = false;
+    loop {
+        match write_atomically(path, prometheus_text(state_dir).as_bytes()) {
+            Ok(()) => written = true,
+            Err(e) if !written => {
+                return Err(e).with_context(|| format!("writing {}", path.display()))
+            }
+            Err(e) => eprintln!("ftpsync: writing {}: {e}", path.display()),
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// Waits for the daemon to hash every closed file and (unless `local`) for the remote to
@@ -227,4 +469,70 @@ pub fn flush(state_dir: &Path, timeout: Duration, local: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_say_them() {
+        assert_eq!(duration_words(0.4), "0 s");
+        assert_eq!(duration_words(89.0), "89 s");
+        assert_eq!(duration_words(600.0), "10 min");
+        assert_eq!(duration_words(5400.0), "1 h 30 min");
+        assert_eq!(duration_words(200_000.0), "2 d 7 h");
+    }
+
+    #[test]
+    fn the_human_view_says_what_is_pending_how_fast_and_since_when() {
+        let doc = json!({
+            "state_dir": "/s",
+            "mount": {"mountpoint": "/mnt/x", "local_dir": "/home/u/x", "remote": "sftp://u@h/x"},
+            "daemon": {"running": true, "pid": 7, "pending_hashes": 1},
+            "mirror": {"connection": "connected", "pending": 10, "in_flight": 2,
+                       "pending_bytes": 3_565_158, "upload_rate": 5_347_737, "eta_seconds": 1,
+                       "rate_window_seconds": 10,
+                       "oldest_pending": {"path": "a/b", "age_seconds": 4.2},
+                       "confirmed_last_hour": {"files": 3, "bytes": 3072},
+                       "last_confirmed_unix": 1_795_647_827.0,
+                       "failures": [{"path": "c", "reason": "permission denied"}],
+                       "confirmed": 3, "bytes_confirmed": 3072, "bytes_sent": 4096,
+                       "conflicts": 0, "mirrored_paths": 5},
+        });
+        let mut out = String::new();
+        human_live(&doc, &mut out);
+        for want in [
+            "mount:    /mnt/x (local /home/u/x, mirrored to sftp://u@h/x)\n",
+            "daemon:   running (pid 7), 1 file waiting to be hashed\n",
+            "pending:  12 paths (3.4 MiB), 2 in flight, uploading at 5.1 MiB/s, about 1 s left\n",
+            "confirmed in the last hour: 3 files (3.0 KiB), the last at 2026-11-25 23:03:47Z\n",
+            "oldest pending change: 4 s ago (a/b)\n",
+            "failures: 1 path (retried with backoff)\n  c: permission denied\n",
+        ] {
+            assert!(out.contains(want), "no {want:?} in\n{out}");
+        }
+        let mut m = doc.clone();
+        m["mirror"]["upload_rate"] = json!(0);
+        m["mirror"]["eta_seconds"] = Value::Null;
+        let mut out = String::new();
+        human_live(&m, &mut out);
+        assert!(
+            out.contains(
+                "pending:  12 paths (3.4 MiB), 2 in flight, nothing sent in the last 10 s\n"
+            ),
+            "{out}"
+        );
+        m["mirror"]["pending"] = json!(0);
+        m["mirror"]["in_flight"] = json!(0);
+        let mut out = String::new();
+        human_live(&m, &mut out);
+        assert!(out.contains("pending:  nothing to upload\n"), "{out}");
+        m["mirror"] = Value::Null;
+        m["daemon"] = json!({"running": false, "pid": null});
+        let mut out = String::new();
+        human_live(&m, &mut out);
+        assert!(!out.contains("pending:"), "{out}");
+        assert!(out.contains("daemon:   not running\n"), "{out}");
+    }
 }

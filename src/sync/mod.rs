@@ -9,6 +9,7 @@
 mod limits;
 pub mod plan;
 mod reconcile;
+mod stats;
 
 use crate::audit::{path_value, Audit};
 use crate::journal::{child_path, Entry, Journal};
@@ -22,10 +23,11 @@ use parking_lot::{Condvar, Mutex};
 use plan::{Plan, RemoteRename};
 use reconcile::{Apply, Known, Outcome};
 use serde_json::{json, Value};
+use stats::Stats;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -76,13 +78,23 @@ struct Core {
     scanning: bool,
     /// Remote entries at start-up that ftpsync did not put there (the first 100).
     remote_only: Vec<Vec<u8>>,
-    /// Per path in flight: set to make its worker give up (a newer change arrived).
-    cancels: std::collections::HashMap<Vec<u8>, Arc<AtomicBool>>,
+    /// Per path in flight: how to make its worker give up, and how far its upload got.
+    running: std::collections::HashMap<Vec<u8>, Running>,
+    /// The upload rate and what was confirmed lately.
+    stats: Stats,
     /// The last session made: server, host key, algorithms, login method.
     session: Option<SessionInfo>,
     /// Paths `verify --repair` found wrong on the remote: the manifest's word for them is not
     /// taken until they are sent again.
     repairs: std::collections::HashSet<Vec<u8>>,
+}
+
+/// A path being worked on.
+struct Running {
+    /// Set to make the worker give up (a newer change arrived).
+    cancel: Arc<AtomicBool>,
+    /// Bytes of the file read for its upload so far.
+    sent: Arc<AtomicU64>,
 }
 
 struct Inner {
@@ -195,15 +207,35 @@ impl Engine {
         result
     }
 
+    /// The mirror's state for `ftpsync status` (see doc/CONTRACTS.md). Cheap: a pass over the
+    /// pending paths; the rate and the last hour come from small bounded records.
     pub fn status(&self) -> Value {
-        let core = self.inner.core.lock();
+        let mut core = self.inner.core.lock();
+        let now = Instant::now();
+        let sent = self.inner.meter.sent();
+        core.stats.sample(now, sent);
+        let core = &*core;
         let mirror = self.inner.mirror.lock();
-        let pending_bytes: u64 = core
-            .plan
-            .pending_paths()
-            .filter_map(|p| core.plan.hashes.get(p))
-            .map(|s| s.size)
+        let size = |p: &[u8]| core.plan.hashes.get(p).map_or(0, |s| s.size);
+        // Waiting files count in full, files being uploaded less what was already read (a path
+        // changed again while in flight is sent again in full).
+        let waiting: u64 = core.plan.pending_paths().map(|p| size(p)).sum();
+        let sending: u64 = core
+            .running
+            .iter()
+            .filter(|(p, _)| !core.plan.is_waiting(p))
+            .map(|(p, r)| size(p).saturating_sub(r.sent.load(Ordering::Relaxed)))
             .sum();
+        let pending_bytes = waiting + sending;
+        let rate = core.stats.rate(now, sent);
+        let eta =
+            (pending_bytes > 0 && rate >= 1.0).then(|| (pending_bytes as f64 / rate).ceil() as u64);
+        let last_hour = core.stats.last_hour(now);
+        let last_confirmed = core.stats.last_confirmed();
+        let oldest = core.plan.oldest().map(|(p, since)| {
+            json!({"path": String::from_utf8_lossy(p), "path_hex": hex::encode(p),
+                   "age_seconds": (now.saturating_duration_since(since).as_secs_f64() * 10.0).round() / 10.0})
+        });
         let failures: Vec<Value> = core
             .failures
             .iter()
@@ -211,12 +243,22 @@ impl Engine {
             .collect();
         json!({
             "connection": core.halted.clone().map_or(core.connection.clone(), |h| format!("halted: {h}")),
+            "connected": core.halted.is_none() && core.connection == "connected",
+            "halted": core.halted.is_some(),
             "pending": core.plan.pending(),
             "pending_bytes": pending_bytes,
             "in_flight": core.plan.in_flight(),
+            "upload_rate": rate.round() as u64,
+            "rate_window_seconds": stats::RATE_WINDOW.as_secs(),
+            "eta_seconds": eta,
+            "oldest_pending": oldest,
             "confirmed": core.confirmed,
-            "bytes_sent": self.inner.meter.sent(),
+            "bytes_sent": sent,
             "bytes_confirmed": core.bytes_sent,
+            "confirmed_last_hour": {"files": last_hour.files, "bytes": last_hour.bytes},
+            "last_confirmed": last_confirmed.map(crate::utc::rfc3339),
+            "last_confirmed_unix": last_confirmed.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as f64 / 1000.0),
             "conflicts": core.conflicts,
             "mirrored_paths": mirror.manifest.len(),
             "applied_seq": mirror.manifest.applied_seq(),
@@ -332,7 +374,8 @@ impl Inner {
                 last_checkpoint = Instant::now();
             }
             self.cv.notify_all();
-            let core = self.core.lock();
+            let mut core = self.core.lock();
+            core.stats.sample(Instant::now(), self.meter.sent());
             if core.stopping {
                 break;
             }
@@ -371,8 +414,8 @@ impl Inner {
                     | crate::journal::Record::Unlink { .. }
                     | crate::journal::Record::Rmdir { .. }
             ) {
-                if let Some(c) = core.cancels.get(&path) {
-                    c.store(true, Ordering::Relaxed);
+                if let Some(r) = core.running.get(&path) {
+                    r.cancel.store(true, Ordering::Relaxed);
                 }
             }
             if r.is_none()
@@ -476,7 +519,13 @@ impl Inner {
                     if let Some(s) = &session {
                         self.audit("connect", session_json(s));
                     }
-                    self.core.lock().session = session;
+                    let mut core = self.core.lock();
+                    core.session = session;
+                    // Until a failure says otherwise (a job's outcome updates it).
+                    if core.halted.is_none() && core.offline_failures == 0 {
+                        core.connection = "connected".into();
+                    }
+                    drop(core);
                     *conn = Some(c);
                 }
                 Err(e) => {
@@ -575,7 +624,14 @@ impl Inner {
             let stored = core.plan.hashes.get(&path).copied();
             let intents = mirror.manifest.intents_of(&path).to_vec();
             let cancel = Arc::new(AtomicBool::new(false));
-            core.cancels.insert(path.clone(), cancel.clone());
+            let sent = Arc::new(AtomicU64::new(0));
+            core.running.insert(
+                path.clone(),
+                Running {
+                    cancel: cancel.clone(),
+                    sent: sent.clone(),
+                },
+            );
             let repair = core.repairs.contains(&path);
             mirror.live.insert(path.clone(), Live::Uploading);
             let _ = jobs.send(Job {
@@ -585,6 +641,7 @@ impl Inner {
                     stored,
                     cancel,
                     meter: self.meter.clone(),
+                    sent,
                     intents,
                     repair,
                 },
@@ -632,7 +689,7 @@ impl Inner {
 
     fn finish(&self, d: Done) {
         let mut core = self.core.lock();
-        core.cancels.remove(&d.path);
+        core.running.remove(&d.path);
         let mut mirror = self.mirror.lock();
         match d.result {
             Ok(Outcome::Done(report)) => {
@@ -649,6 +706,8 @@ impl Inner {
                 if let Some(u) = &report.uploaded {
                     core.confirmed += 1;
                     core.bytes_sent += u.bytes;
+                    core.stats
+                        .confirmed(Instant::now(), std::time::SystemTime::now(), u.bytes);
                 }
                 // The hash is in the manifest now, unless a newer Store came in meanwhile.
                 let confirmed_sha = mirror

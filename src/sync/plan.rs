@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 struct Mark {
     /// The oldest journal record this mark stands for: the checkpoint stays below it.
     since: u64,
+    /// When the oldest change this mark stands for was seen (by this run of the daemon).
+    marked: Instant,
     due: Instant,
     attempts: u32,
 }
@@ -178,17 +180,25 @@ impl Plan {
     fn put_mark(&mut self, path: Vec<u8>, m: Mark) {
         let e = self.dirty.entry(path).or_insert(m);
         e.since = e.since.min(m.since);
+        e.marked = e.marked.min(m.marked);
         e.due = e.due.min(m.due);
     }
 
     /// Path must be made equal on the remote, no earlier than `due`.
     pub fn mark(&mut self, path: &[u8], since: u64, due: Instant) {
+        self.mark_at(path, since, due, Instant::now());
+    }
+
+    /// `mark`, the change having been seen at `now`.
+    pub fn mark_at(&mut self, path: &[u8], since: u64, due: Instant, now: Instant) {
         let m = self.dirty.entry(path.to_vec()).or_insert(Mark {
             since,
+            marked: now,
             due,
             attempts: 0,
         });
         m.since = m.since.min(since);
+        m.marked = m.marked.min(now);
         // A new change pushes a waiting upload back: a burst of saves uploads once.
         m.due = m.due.max(due);
     }
@@ -279,8 +289,23 @@ impl Plan {
         self.in_flight.len()
     }
 
+    /// Whether `path` waits to be worked on (it may also be in flight).
+    pub fn is_waiting(&self, path: &[u8]) -> bool {
+        self.dirty.contains_key(path)
+    }
+
     pub fn pending_paths(&self) -> impl Iterator<Item = &Vec<u8>> {
         self.dirty.keys()
+    }
+
+    /// The path waiting longest for the remote (waiting or in flight), and since when: the
+    /// oldest change it stands for that is not yet confirmed.
+    pub fn oldest(&self) -> Option<(&[u8], Instant)> {
+        self.dirty
+            .iter()
+            .chain(self.in_flight.iter())
+            .min_by_key(|(_, m)| m.marked)
+            .map(|(p, m)| (p.as_slice(), m.marked))
     }
 
     pub fn is_idle(&self) -> bool {
@@ -473,5 +498,66 @@ mod tests {
         plan.consume(&entry(1, store("a", 1)), &m, Duration::from_millis(0));
         plan.consume(&entry(2, store("a", 2)), &m, Duration::from_secs(30));
         assert!(plan.take_due(Instant::now(), 10).is_empty());
+    }
+
+    #[test]
+    fn the_oldest_pending_change_is_kept_through_new_changes_retries_and_renames() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        assert!(plan.oldest().is_none());
+        // In the past: the rename below marks paths at the real now.
+        let t0 = Instant::now() - Duration::from_secs(10);
+        let (t1, t2, t3) = (
+            t0 + Duration::from_secs(1),
+            t0 + Duration::from_secs(2),
+            t0 + Duration::from_secs(3),
+        );
+        plan.mark_at(b"a", 1, t0, t0);
+        plan.mark_at(b"b", 2, t1, t1);
+        plan.mark_at(b"a", 3, t2, t2);
+        assert_eq!(
+            plan.oldest(),
+            Some((&b"a"[..], t0)),
+            "a newer change keeps the first time"
+        );
+        assert_eq!(plan.take_due(t3, 1), [p("a")]);
+        assert_eq!(
+            plan.oldest(),
+            Some((&b"a"[..], t0)),
+            "in flight still counts"
+        );
+        plan.finish(b"a", Some(Duration::ZERO), false);
+        assert_eq!(
+            plan.oldest(),
+            Some((&b"a"[..], t0)),
+            "a retry keeps its time"
+        );
+        assert_eq!(plan.take_due(Instant::now(), 1), [p("a")]);
+        plan.mark_at(b"a", 4, t3, t3);
+        plan.finish(b"a", None, false);
+        assert_eq!(
+            plan.oldest(),
+            Some((&b"b"[..], t1)),
+            "a's older change is confirmed"
+        );
+        let rename = Record::Rename {
+            from: p("b"),
+            to: p("c"),
+            flags: 0,
+        };
+        assert_eq!(plan.consume(&entry(5, rename), &m, Duration::ZERO), None);
+        assert_eq!(
+            plan.oldest(),
+            Some((&b"c"[..], t1)),
+            "the mark moved with the file"
+        );
+        for path in [p("a"), p("b"), p("c")] {
+            plan.mark_at(&path, 6, t0, t3);
+        }
+        let due: Vec<Vec<u8>> = plan.take_due(Instant::now() + Duration::from_secs(9), 9);
+        for path in due {
+            plan.finish(&path, None, false);
+        }
+        assert!(plan.oldest().is_none());
     }
 }

@@ -10,7 +10,7 @@ use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, RemoteStat, Transpo
 use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What the engine knew of a path when the work started.
@@ -23,6 +23,8 @@ pub struct Known {
     pub cancel: Arc<AtomicBool>,
     /// Counts (and, under a bandwidth limit, paces) bytes read for uploads.
     pub meter: Arc<Meter>,
+    /// Bytes of this path read for its upload so far (for status).
+    pub sent: Arc<AtomicU64>,
     /// Uploads to this path started but never confirmed (a crash, a lost connection): the
     /// remote may hold any of these versions.
     pub intents: Vec<FileMeta>,
@@ -36,6 +38,7 @@ struct Cancellable<'a> {
     file: std::fs::File,
     cancel: &'a AtomicBool,
     meter: &'a Meter,
+    sent: &'a AtomicU64,
 }
 
 impl Read for Cancellable<'_> {
@@ -46,6 +49,7 @@ impl Read for Cancellable<'_> {
         let max = buf.len().min(self.meter.max_read());
         let n = self.file.read(&mut buf[..max])?;
         self.meter.account(n);
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -247,6 +251,7 @@ fn file(
         file,
         cancel: &known.cancel,
         meter: &known.meter,
+        sent: &known.sent,
     };
     match t.upload(path, &mut src, s.size, &s.sha256, &attrs) {
         // A newer change cancelled it: that change marks the path again.
