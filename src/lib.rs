@@ -10,6 +10,7 @@ pub mod hash;
 pub mod journal;
 pub mod local;
 pub mod mirror;
+pub mod mount_helper;
 pub mod progress;
 pub mod remote;
 pub mod replay;
