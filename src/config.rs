@@ -534,8 +534,7 @@ pub fn default_state_dir(local_dir: &Path) -> PathBuf {
     let base = match std::env::var_os("XDG_STATE_HOME") {
         Some(x) if !x.is_empty() => PathBuf::from(x).join("ftpsync"),
         _ if is_root() => PathBuf::from("/var/lib/ftpsync"),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
+        _ => home_dir()
             .unwrap_or_else(|| PathBuf::from("/tmp"))
             .join(".local/state/ftpsync"),
     };
@@ -587,9 +586,31 @@ pub fn profile_dir() -> PathBuf {
     }
     match env("XDG_CONFIG_HOME") {
         Some(x) => x.join("ftpsync"),
-        None => env("HOME")
+        None => home_dir()
             .unwrap_or_else(|| PathBuf::from("/"))
             .join(".config/ftpsync"),
+    }
+}
+
+/// `$HOME`, else the user's home from the password database: mount(8) runs its helpers with
+/// HOME (and PATH) removed from the environment.
+pub fn home_dir() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(home));
+    }
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    // SAFETY: getpwuid_r fills `pw` with pointers into `buf`, which outlives their use here.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut found = std::ptr::null_mut();
+        let uid = libc::geteuid();
+        let r = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found);
+        if r != 0 || found.is_null() || pw.pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr(pw.pw_dir).to_bytes();
+        (!dir.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(dir)))
     }
 }
 
