@@ -50,6 +50,10 @@ enum Command {
     /// mount(8) runs this too: `mount -t fuse.ftpsync PROFILE MOUNTPOINT [-o OPTS]` and fstab
     /// lines of type fuse.ftpsync, through /sbin/mount.fuse.ftpsync (a symlink to ftpsync) or
     /// fuse3's mount.fuse, which runs `ftpsync PROFILE MOUNTPOINT -o OPTS`.
+    #[command(
+        override_usage = "ftpsync mount [OPTIONS] LOCAL_DIR REMOTE [MOUNTPOINT]\n       \
+                                ftpsync mount [OPTIONS] [--profile] PROFILE [MOUNTPOINT]"
+    )]
     Mount(Box<MountArgs>),
     /// Show the mirror's state: connection, pending paths and bytes, failures, file hashes.
     Status {
@@ -219,13 +223,19 @@ fn mount_config(mut a: MountArgs) -> Result<MountConfig> {
     .into_iter()
     .flatten()
     .collect();
-    if a.profile.is_none()
+    let implicit = a.profile.is_none()
         && a.config.is_none()
-        && args.first().is_some_and(|f| names_profile(Path::new(f)))
-    {
+        && args.first().is_some_and(|f| names_profile(Path::new(f)));
+    if implicit {
         a.profile = Some(args.remove(0).to_string_lossy().into_owned());
     }
-    let (file, source) = config_file(a.config.as_deref(), a.profile.as_deref())?;
+    let (file, source) = match config_file(a.config.as_deref(), a.profile.as_deref()) {
+        Err(e) if implicit => {
+            let name = a.profile.unwrap_or_default();
+            return Err(e.context(format!("'{name}' is neither a file here nor a profile")));
+        }
+        loaded => loaded?,
+    };
     let mut args = args.into_iter();
     let (local_arg, remote_arg, mountpoint_arg) = if a.profile.is_some() {
         let mountpoint = args.next().map(PathBuf::from);
