@@ -5,10 +5,11 @@
 //!
 //! mount(8) looks for `mount.fuse.ftpsync` only in /sbin, /sbin/fs.d and /sbin/fs (compiled
 //! into libmount) and removes PATH from the helper's environment: a helper "put on PATH" is
-//! never found. Rather than writing into /sbin on a shared machine, the mount(8) tests run
-//! mount(8) in a private mount namespace where /usr/sbin (which /sbin links to) is an overlay
-//! of the installed PREFIX/sbin on the real one. mount(8) there finds the helper exactly where
-//! a root install puts it, and nothing outside the test changes, even if the test is killed.
+//! never found. Rather than writing into /sbin and /etc on a shared machine, the mount(8)
+//! tests run install.sh and mount(8) in a private mount namespace where /usr/sbin (which /sbin
+//! links to), /etc or /usr/local are writable overlays whose changes land in the test's temp
+//! dir. install.sh there does what it does on a real machine, mount(8) finds the helper where
+//! install.sh put it, and nothing outside the test changes, even if the test is killed.
 //! Files under that namespace's mounts are reached through /proc/HOLDER/root.
 //!
 //! Profiles come from a temp dir named by FTPSYNC_CONFIG_DIR, never from /etc/ftpsync.
@@ -18,7 +19,7 @@ mod common;
 use common::sshd::{Flavor, Sshd};
 use common::{become_subreaper, run_with_timeout, wait_daemon, CmdOut, Ended, BIN, CMD_WAIT};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -162,26 +163,40 @@ impl Setup {
     }
 }
 
-/// A private mount namespace in which directory `over` shows the entries of `top` over its
-/// own (a read-only overlay), kept alive by a holder process.
+/// A private mount namespace, kept alive by a holder process, in which some directories are
+/// writable overlays: what is written there lands in the test's temp dir, never in the real
+/// directory. /run/systemd is hidden there, so no systemctl reaches the host's systemd.
 struct Ns {
     holder: Child,
-    stderr: PathBuf,
     /// Detached when the test ends, whatever happened.
     mounts: Vec<PathBuf>,
 }
 
 impl Ns {
-    fn overlay(top: &Path, over: &str, scratch: &Path) -> Ns {
+    fn new(scratch: &Path, writable: &[&str]) -> Ns {
         for tool in ["unshare", "nsenter", "mount", "umount", "fusermount3"] {
             common::require_tool(tool);
         }
+        let ready = scratch.join("ns.ready");
         let stderr = scratch.join("ns.stderr");
-        let script = format!(
-            "mount -t overlay ftpsync-test -o lowerdir={}:{over} {over} && exec sleep 3600",
-            top.display()
-        );
-        let holder = Command::new("unshare")
+        let mut script =
+            "set -e\n[ ! -d /run/systemd ] || mount -t tmpfs ftpsync-test /run/systemd\n"
+                .to_string();
+        for (i, dir) in writable.iter().enumerate() {
+            let (up, work) = (
+                scratch.join(format!("ns{i}.up")),
+                scratch.join(format!("ns{i}.work")),
+            );
+            fs::create_dir(&up).expect("mkdir");
+            fs::create_dir(&work).expect("mkdir");
+            script += &format!(
+                "mount -t overlay ftpsync-test -o lowerdir={dir},upperdir={},workdir={} {dir}\n",
+                up.display(),
+                work.display()
+            );
+        }
+        script += &format!("touch {}\nexec sleep 3600\n", ready.display());
+        let mut holder = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg(script)
             .stdin(Stdio::null())
@@ -189,22 +204,30 @@ impl Ns {
             .stderr(fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("unshare");
-        let mut ns = Ns {
-            holder,
-            stderr,
-            mounts: Vec::new(),
-        };
         let start = Instant::now();
-        while !ns.mountinfo().contains(" ftpsync-test ") {
-            let exited = ns.holder.try_wait().expect("try_wait").is_some();
-            assert!(
-                !exited && start.elapsed() < Duration::from_secs(10),
-                "cannot set up the overlay on {over} in a private mount namespace: {}",
-                fs::read_to_string(&ns.stderr).unwrap_or_default()
-            );
+        while !ready.exists() {
+            let exited = holder.try_wait().expect("try_wait").is_some();
+            if exited || start.elapsed() > Duration::from_secs(10) {
+                let _ = holder.kill();
+                let _ = holder.wait();
+                panic!(
+                    "cannot set up overlays on {writable:?} in a private mount namespace: {}",
+                    fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        ns
+        Ns {
+            holder,
+            mounts: Vec::new(),
+        }
+    }
+
+    /// install.sh ARGS run inside the namespace, with the binary under test.
+    fn install(&self, s: &Setup, args: &[&Path]) -> CmdOut {
+        let mut cmd = self.cmd(s, INSTALL);
+        cmd.args(args).env("FTPSYNC_BIN", BIN);
+        run_with_timeout(cmd, CMD_WAIT)
     }
 
     fn mountinfo(&self) -> String {
@@ -274,10 +297,39 @@ fn p(s: &str) -> &Path {
 #[test]
 fn mount_t_fuse_ftpsync_and_an_fstab_line_then_umount_and_fusermount3() {
     let s = Setup::new(true);
-    s.install().assert_ok();
     s.profile("demo", true, "");
-    let mut ns = Ns::overlay(&s.prefix.join("sbin"), "/usr/sbin", &s.root);
+    let mut ns = Ns::new(&s.root, &["/usr/sbin", "/etc"]);
     ns.mounts.push(s.mnt.clone());
+
+    // install.sh as root: the helper where mount(8) looks, the unit, /etc/ftpsync.
+    let host_helper = fs::symlink_metadata("/sbin/mount.fuse.ftpsync")
+        .ok()
+        .map(|m| m.ino());
+    let out = ns.install(&s, &[&s.prefix]);
+    out.assert_ok();
+    let bin = s.prefix.join("bin/ftpsync");
+    for want in [
+        format!("linked     /sbin/mount.fuse.ftpsync -> {}", bin.display()),
+        "linked     /etc/systemd/system/ftpsync@.service".into(),
+        "created    /etc/ftpsync (mode 0700)".into(),
+    ] {
+        assert!(
+            out.stdout.contains(&want),
+            "{want:?} not in:\n{}",
+            out.stdout
+        );
+    }
+    assert_eq!(
+        fs::read_link(ns.path(p("/sbin/mount.fuse.ftpsync"))).ok(),
+        Some(bin.clone())
+    );
+    assert_eq!(
+        fs::symlink_metadata("/sbin/mount.fuse.ftpsync")
+            .ok()
+            .map(|m| m.ino()),
+        host_helper,
+        "install.sh in the test's namespace changed the machine's /sbin"
+    );
 
     // mount(8) runs /sbin/mount.fuse.ftpsync, the symlink install.sh made, which mounts the
     // profile on the mountpoint given (over the profile's own `mountpoint`, also this one).
@@ -376,7 +428,7 @@ fn mount_t_fuse_ftpsync_and_an_fstab_line_then_umount_and_fusermount3() {
 fn without_the_sbin_helper_fuse3s_mount_fuse_runs_ftpsync_from_the_default_path() {
     // mount(8) falls back to /sbin/mount.fuse for any fuse.TYPE; it runs `TYPE SOURCE DIR -o
     // OPTS` through sh, whose PATH is its default one (mount(8) removed the caller's), so
-    // ftpsync must sit in /usr/local/bin or the like: overlaid here, as PREFIX=/usr/local does.
+    // ftpsync must sit in /usr/local/bin or the like, as with PREFIX=/usr/local.
     if Path::new("/sbin/mount.fuse.ftpsync").exists() {
         eprintln!(
             "skipped: /sbin/mount.fuse.ftpsync is installed on this machine and would be used"
@@ -388,10 +440,12 @@ fn without_the_sbin_helper_fuse3s_mount_fuse_runs_ftpsync_from_the_default_path(
         "fuse3's /sbin/mount.fuse is missing (apt-get install fuse3)"
     );
     let s = Setup::new(false);
-    s.install().assert_ok();
     s.profile("demo", false, "");
-    let mut ns = Ns::overlay(&s.prefix.join("bin"), "/usr/local/bin", &s.root);
+    let mut ns = Ns::new(&s.root, &["/usr/local"]);
     ns.mounts.push(s.mnt.clone());
+    // The default PREFIX, but nothing outside it: no /sbin/mount.fuse.ftpsync.
+    ns.install(&s, &[p("--prefix-only"), p("/usr/local")])
+        .assert_ok();
 
     let mut mount = ns.cmd(&s, "mount");
     mount
