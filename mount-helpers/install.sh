@@ -145,9 +145,9 @@ Next:
   3. Mount it, one of:
          ftpsync mount NAME [MOUNTPOINT]
          mount -t fuse.ftpsync NAME MOUNTPOINT
-         /etc/fstab:  NAME  MOUNTPOINT  fuse.ftpsync  _netdev,nofail  0  0
+         /etc/fstab:  NAME  MOUNTPOINT  fuse.ftpsync  nodev,nosuid,_netdev,nofail  0  0
                  or, mounted on first access:
-                      NAME  MOUNTPOINT  fuse.ftpsync  _netdev,nofail,noauto,x-systemd.automount  0  0
+                      NAME  MOUNTPOINT  fuse.ftpsync  nodev,nosuid,_netdev,nofail,noauto,x-systemd.automount  0  0
          systemctl enable --now ftpsync@NAME
   Unmount: umount MOUNTPOINT, fusermount3 -u MOUNTPOINT, or systemctl stop ftpsync@NAME.
 EOF

@@ -253,6 +253,18 @@ impl Ns {
             .join(path.strip_prefix("/").unwrap())
     }
 
+    /// The per-mount options of the topmost mount on `dir` inside the namespace.
+    fn mount_options(&self, dir: &Path) -> Vec<String> {
+        let want = dir.to_str().expect("utf-8 path");
+        self.mountinfo()
+            .lines()
+            .rev()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|fields| fields.get(4) == Some(&want))
+            .map(|fields| fields[5].split(',').map(String::from).collect())
+            .unwrap_or_default()
+    }
+
     /// (fstype, source) of the topmost mount on `dir` inside the namespace.
     fn mounted(&self, dir: &Path) -> Option<(String, String)> {
         let want = dir.to_str().expect("utf-8 path");
@@ -394,7 +406,8 @@ fn mount_t_fuse_ftpsync_and_an_fstab_line_then_umount_and_fusermount3() {
     fs::write(
         &fstab,
         format!(
-            "# ftpsync test\ndemo  {}  fuse.ftpsync  _netdev,nofail,noauto,x-systemd.automount,nodev  0  0\n",
+            "# as in mount-helpers/README.md\n\
+             demo  {}  fuse.ftpsync  nodev,nosuid,_netdev,nofail,noauto,x-systemd.automount  0  0\n",
             s.mnt.display()
         ),
     )
@@ -405,6 +418,11 @@ fn mount_t_fuse_ftpsync_and_an_fstab_line_then_umount_and_fusermount3() {
     assert_eq!(
         ns.mounted(&s.mnt),
         Some(("fuse.ftpsync".into(), "demo".into()))
+    );
+    let opts = ns.mount_options(&s.mnt);
+    assert!(
+        opts.contains(&"nodev".to_string()) && opts.contains(&"nosuid".to_string()),
+        "{opts:?}"
     );
     let pid = s.pid();
     fs::write(ns.path(&s.mnt.join("two.txt")), b"through fstab").expect("write");
