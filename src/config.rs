@@ -604,8 +604,7 @@ pub fn default_state_dir(local_dir: &Path) -> PathBuf {
     let base = match std::env::var_os("XDG_STATE_HOME") {
         Some(x) if !x.is_empty() => PathBuf::from(x).join("ftpsync"),
         _ if is_root() => PathBuf::from("/var/lib/ftpsync"),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
+        _ => home_dir()
             .unwrap_or_else(|| PathBuf::from("/tmp"))
             .join(".local/state/ftpsync"),
     };
@@ -627,6 +626,103 @@ pub fn default_state_dir(local_dir: &Path) -> PathBuf {
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Overrides the directory profiles are looked up in (tests, unusual layouts).
+pub const CONFIG_DIR_ENV: &str = "FTPSYNC_CONFIG_DIR";
+
+/// A profile name: `[A-Za-z0-9._-]+`, not starting with '.' (nor with '-', which would read
+/// as an option). Anything else is a path (or an error), never a profile.
+pub fn is_profile_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(['.', '-'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Where profiles live: `$FTPSYNC_CONFIG_DIR` if set; `/etc/ftpsync` for root; otherwise
+/// `$XDG_CONFIG_HOME/ftpsync`, or `~/.config/ftpsync`.
+pub fn profile_dir() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = env(CONFIG_DIR_ENV) {
+        return dir;
+    }
+    if is_root() {
+        return PathBuf::from("/etc/ftpsync");
+    }
+    match env("XDG_CONFIG_HOME") {
+        Some(x) => x.join("ftpsync"),
+        None => home_dir()
+            .unwrap_or_else(|| PathBuf::from("/"))
+            .join(".config/ftpsync"),
+    }
+}
+
+/// `$HOME`, else the user's home from the password database: mount(8) runs its helpers with
+/// HOME (and PATH) removed from the environment.
+pub fn home_dir() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(home));
+    }
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    // SAFETY: getpwuid_r fills `pw` with pointers into `buf`, which outlives their use here.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut found = std::ptr::null_mut();
+        let uid = libc::geteuid();
+        let r = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found);
+        if r != 0 || found.is_null() || pw.pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr(pw.pw_dir).to_bytes();
+        (!dir.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(dir)))
+    }
+}
+
+/// The file of profile `name` (`DIR/NAME.toml`, see [`profile_dir`]), which must exist.
+pub fn profile_path(name: &str) -> Result<PathBuf, ConfigError> {
+    profile_in(&profile_dir(), name)
+}
+
+fn profile_in(dir: &Path, name: &str) -> Result<PathBuf, ConfigError> {
+    if !is_profile_name(name) {
+        return invalid(format!(
+            "'{name}' is not a profile name (letters, digits, '.', '_' and '-', not starting \
+             with '.' or '-')"
+        ));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut known: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let file = e.ok()?.file_name().into_string().ok()?;
+            let stem = file.strip_suffix(".toml")?;
+            is_profile_name(stem).then(|| stem.to_string())
+        })
+        .collect();
+    known.sort();
+    let known = if !dir.is_dir() {
+        format!("{} does not exist", dir.display())
+    } else if known.is_empty() {
+        format!("{} holds no profile", dir.display())
+    } else {
+        format!("profiles there: {}", known.join(", "))
+    };
+    invalid(format!(
+        "no profile '{name}': looked for {} ({known}). Profiles are /etc/ftpsync/NAME.toml \
+         for root, $XDG_CONFIG_HOME/ftpsync/NAME.toml or ~/.config/ftpsync/NAME.toml for \
+         other users, or in ${CONFIG_DIR_ENV} when set",
+        path.display()
+    ))
 }
 
 #[cfg(test)]
@@ -758,6 +854,45 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = FileConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("0644 are too open"), "{e}");
+    }
+
+    #[test]
+    fn profile_names() {
+        for good in ["backup", "a", "photos-2024", "x.y_z", "B4"] {
+            assert!(is_profile_name(good), "{good}");
+        }
+        for bad in [
+            "", ".hidden", "..", "a/b", "/etc/x", "a b", "ü", "a:b", "~x", "-o",
+        ] {
+            assert!(!is_profile_name(bad), "{bad:?} taken for a profile name");
+        }
+    }
+
+    #[test]
+    fn profile_lookup_names_where_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("home.toml"), "").unwrap();
+        assert_eq!(
+            profile_in(dir.path(), "home").unwrap(),
+            dir.path().join("home.toml")
+        );
+        let e = profile_in(dir.path(), "work").unwrap_err().to_string();
+        let want = dir.path().join("work.toml");
+        assert!(e.contains(&*want.to_string_lossy()), "{e}");
+        assert!(e.contains("profiles there: home"), "{e}");
+        assert!(
+            e.contains("/etc/ftpsync") && e.contains("~/.config/ftpsync"),
+            "{e}"
+        );
+        let e = profile_in(dir.path(), "../home").unwrap_err().to_string();
+        assert!(e.contains("not a profile name"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = profile_in(empty.path(), "home").unwrap_err().to_string();
+        assert!(e.contains("holds no profile"), "{e}");
+        let e = profile_in(&empty.path().join("nowhere"), "home")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nowhere does not exist"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod journal;
 pub mod local;
 pub mod logfile;
 pub mod mirror;
+pub mod mount_helper;
 pub mod progress;
 pub mod prometheus;
 pub mod remote;

@@ -1,12 +1,14 @@
 //! The `ftpsync` command line.
 
 use anyhow::{Context, Result};
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use ftpsync::config::{
-    connect_options, default_state_dir, parse_rate, seconds, FileConfig, MirrorConfig, MountConfig,
-    MountOptions, Remote, Secrets,
+    connect_options, default_state_dir, is_profile_name, parse_rate, profile_path, seconds,
+    FileConfig, MirrorConfig, MountConfig, MountOptions, Remote, Secrets,
 };
+use ftpsync::mount_helper::{self, Invocation};
 use ftpsync::{audit, restore, run, status, trust, utc, verify};
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -34,7 +36,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Mount LOCAL_DIR at MOUNTPOINT (or over itself), mirrored to REMOTE.
+    /// Mount LOCAL_DIR at MOUNTPOINT (or over itself), mirrored to REMOTE; or mount a profile:
+    /// `ftpsync mount PROFILE [MOUNTPOINT]`.
+    ///
+    /// A profile is a config file (the keys of --config) found by name: /etc/ftpsync/NAME.toml
+    /// for root, $XDG_CONFIG_HOME/ftpsync/NAME.toml (default ~/.config/ftpsync/NAME.toml) for
+    /// other users, $FTPSYNC_CONFIG_DIR/NAME.toml when that variable is set. The first argument
+    /// is a profile when it matches [A-Za-z0-9._-]+ (not starting with '.' or '-') and nothing of
+    /// that name exists in the current directory; otherwise it is LOCAL_DIR. `--profile NAME`
+    /// says it explicitly. After a profile, the only argument is MOUNTPOINT (default: the
+    /// profile's `mountpoint`, else its `local_dir`). The command line wins over the profile.
+    ///
+    /// mount(8) runs this too: `mount -t fuse.ftpsync PROFILE MOUNTPOINT [-o OPTS]` and fstab
+    /// lines of type fuse.ftpsync, through /sbin/mount.fuse.ftpsync (a symlink to ftpsync) or
+    /// fuse3's mount.fuse, which runs `ftpsync PROFILE MOUNTPOINT -o OPTS`.
+    #[command(
+        override_usage = "ftpsync mount [OPTIONS] LOCAL_DIR REMOTE [MOUNTPOINT]\n       \
+                                ftpsync mount [OPTIONS] [--profile] PROFILE [MOUNTPOINT]"
+    )]
     Mount(Box<MountArgs>),
     /// Show the mirror's state: connection and server, pending paths and bytes, upload rate and
     /// time left, what was confirmed in the last hour, the oldest pending change, failures,
@@ -128,7 +147,8 @@ outside DIR, nor through a symlink in it. Exit 0 only when everything was restor
 
 #[derive(clap::Args)]
 struct TrustArgs {
-    /// sftp://user@host[:port]/path or user@host:path [default: remote in --config].
+    /// sftp://user@host[:port]/path or user@host:path, or a profile name (a remote always holds
+    /// a ':', a profile name never does) [default: the remote in --config or --profile].
     remote: Option<String>,
     /// Pin only if the server's key has this fingerprint (as `ssh-keygen -lf` prints it); no question asked.
     #[arg(long, value_name = "SHA256:...")]
@@ -145,6 +165,9 @@ struct TrustArgs {
     /// known_hosts files the mount also reads (repeatable), checked for a conflicting or revoked key; only STATE_DIR/known_hosts is written [default: ~/.ssh/known_hosts].
     #[arg(long = "known-hosts", value_name = "FILE")]
     known_hosts: Vec<PathBuf>,
+    /// The mount's profile (as for `mount`): its remote, state dir and algorithm policy.
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    profile: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -170,7 +193,7 @@ struct RestoreArgs {
 
 #[derive(clap::Args)]
 struct MountArgs {
-    /// The directory to mirror (the backing directory).
+    /// The directory to mirror (the backing directory), or a profile name (see above).
     local_dir: Option<PathBuf>,
     /// sftp://user@host[:port]/path or user@host:path. Plain FTP is refused.
     remote: Option<String>,
@@ -192,6 +215,10 @@ struct MountArgs {
     /// command line wins.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Mount profile NAME: DIR/NAME.toml, DIR being /etc/ftpsync for root,
+    /// ~/.config/ftpsync otherwise (see above); then the only argument is MOUNTPOINT.
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    profile: Option<String>,
     #[command(flatten)]
     login: LoginArgs,
     /// Parallel SFTP connections [default: 4].
@@ -267,30 +294,93 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
     std::path::absolute(&p).with_context(|| format!("bad path {}", p.display()))
 }
 
-fn mount_config(a: MountArgs) -> Result<MountConfig> {
-    let file = match &a.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
+/// The config file a command reads (`--profile NAME`, `--config FILE` or none), and how
+/// messages name it.
+fn config_file(config: Option<&Path>, profile: Option<&str>) -> Result<(FileConfig, String)> {
+    Ok(match (profile, config) {
+        (Some(name), _) => {
+            let path = profile_path(name)?;
+            let file = FileConfig::load(&path)?;
+            (file, format!("profile {name} ({})", path.display()))
+        }
+        (None, Some(path)) => (FileConfig::load(path)?, path.display().to_string()),
+        (None, None) => (FileConfig::default(), "--config or a profile".into()),
+    })
+}
+
+/// Whether `mount`'s first argument names a profile: it matches the profile name pattern and
+/// nothing of that name exists in the current directory (then it is LOCAL_DIR).
+fn names_profile(arg: &Path) -> bool {
+    arg.to_str().is_some_and(is_profile_name) && std::fs::symlink_metadata(arg).is_err()
+}
+
+fn mount_config(mut a: MountArgs) -> Result<MountConfig> {
+    let mut args: Vec<OsString> = [
+        a.local_dir.take().map(PathBuf::into_os_string),
+        a.remote.take().map(OsString::from),
+        a.mountpoint.take().map(PathBuf::into_os_string),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let implicit = a.profile.is_none()
+        && a.config.is_none()
+        && args.first().is_some_and(|f| names_profile(Path::new(f)));
+    if implicit {
+        a.profile = Some(args.remove(0).to_string_lossy().into_owned());
+    }
+    let (file, source) = match config_file(a.config.as_deref(), a.profile.as_deref()) {
+        Err(e) if implicit => {
+            let name = a.profile.unwrap_or_default();
+            return Err(e.context(format!("'{name}' is neither a file here nor a profile")));
+        }
+        loaded => loaded?,
+    };
+    let mut args = args.into_iter();
+    let (local_arg, remote_arg, mountpoint_arg) = if a.profile.is_some() {
+        let mountpoint = args.next().map(PathBuf::from);
+        if args.next().is_some() {
+            anyhow::bail!(
+                "after a profile the only argument is MOUNTPOINT: ftpsync mount [--profile] NAME [MOUNTPOINT]"
+            );
+        }
+        (None, None, mountpoint)
+    } else {
+        (
+            args.next().map(PathBuf::from),
+            args.next().map(|r| r.to_string_lossy().into_owned()),
+            args.next().map(PathBuf::from),
+        )
     };
     let login = a.login.resolve(&file)?;
-    let local_dir = a
-        .local_dir
-        .or(file.local_dir)
-        .context("LOCAL_DIR is required (argument or local_dir in --config)")?;
-    let remote: Remote = a
-        .remote
-        .or(file.remote)
-        .context("REMOTE is required (argument or remote in --config)")?
-        .parse()?;
+    let local_dir = local_arg.or(file.local_dir).with_context(|| {
+        format!("LOCAL_DIR is required (an argument, or local_dir in {source})")
+    })?;
+    let remote: Remote = match remote_arg.or(file.remote) {
+        Some(r) => r.parse()?,
+        None => {
+            // A directory of the same name can hide a profile: say so.
+            let hidden = local_dir
+                .to_str()
+                .filter(|n| is_profile_name(n) && profile_path(n).is_ok())
+                .map(|n| format!("; to mount the profile {n}, not the directory: ftpsync mount --profile {n}"))
+                .unwrap_or_default();
+            anyhow::bail!("REMOTE is required (an argument, or remote in {source}){hidden}");
+        }
+    };
     let local_dir = absolute(local_dir)?;
     let mountpoint = absolute(
-        a.mountpoint
+        mountpoint_arg
             .or(file.mountpoint)
             .unwrap_or(local_dir.clone()),
     )?;
     let mut options = MountOptions::default();
     for o in file.options.iter().chain(&a.options) {
         options.apply(o)?;
+    }
+    if options.fsname.is_none() {
+        // The mount's source, as mount(8) and fstab name it: `mount -a` and findmnt match on it.
+        options.fsname = a.profile.clone();
     }
     let state_dir = a
         .state_dir
@@ -337,21 +427,23 @@ fn mount_config(a: MountArgs) -> Result<MountConfig> {
     })
 }
 
-fn trust_request(a: TrustArgs) -> Result<trust::Request> {
-    let file = match &a.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
-    };
+fn trust_request(mut a: TrustArgs) -> Result<trust::Request> {
+    if a.profile.is_none() && a.config.is_none() && a.remote.as_deref().is_some_and(is_profile_name)
+    {
+        a.profile = a.remote.take();
+    }
+    let (file, source) = config_file(a.config.as_deref(), a.profile.as_deref())?;
     let remote: Remote = a
         .remote
         .or(file.remote)
-        .context("REMOTE is required (argument or remote in --config)")?
+        .with_context(|| format!("REMOTE is required (an argument, or remote in {source})"))?
         .parse()?;
     let state_dir = match (a.state_dir.or(file.state_dir), file.local_dir) {
         (Some(d), _) => absolute(d)?,
         (None, Some(local)) => default_state_dir(&absolute(local)?),
         (None, None) => anyhow::bail!(
-            "say whose state dir gets the key: --state-dir DIR (as given to mount) or --config FILE"
+            "say whose state dir gets the key: --state-dir DIR (as given to mount), --config FILE \
+             or a profile"
         ),
     };
     if a.replace && a.fingerprint.is_none() {
@@ -464,8 +556,28 @@ fn status_command(
     }
 }
 
+/// The command line, also when ftpsync runs as a mount(8) helper (see `mount_helper`).
+fn parse_cli() -> Cli {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cmd = Cli::command();
+    let commands: Vec<&str> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .chain(["help"])
+        .collect();
+    match mount_helper::translate(&argv, &commands) {
+        Ok(Invocation::Command) => Cli::parse_from(argv),
+        Ok(Invocation::Mount(args)) => Cli::parse_from(args),
+        Ok(Invocation::Fake) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{}: {e}", mount_helper::HELPER);
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,
         (false, 0) => log::LevelFilter::Warn,

@@ -394,6 +394,7 @@ fn mount_and_run(
     if let Some(mut w) = notify.take() {
         let _ = w.write_all(b"ok");
     }
+    notify_systemd("READY=1");
     let mut unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
     std::thread::Builder::new()
@@ -416,6 +417,28 @@ fn mount_and_run(
             }
         })?;
     session.run().context("FUSE session")
+}
+
+/// Tells systemd about the daemon (`Type=notify` units): READY=1 once the mount is live, so that
+/// units ordered after ours find it mounted. Does nothing outside systemd.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let addr = match path.as_bytes() {
+        [b'@', name @ ..] => SocketAddr::from_abstract_name(name),
+        _ => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
+    if let Err(e) = sent {
+        warn!(
+            "cannot notify systemd ({state}) at {}: {e}",
+            path.to_string_lossy()
+        );
+    }
 }
 
 fn fuser_config(cfg: &MountConfig) -> fuser::Config {
