@@ -59,7 +59,7 @@ enum Command {
     /// time left, what was confirmed in the last hour, the oldest pending change, failures,
     /// the journal and file hashes.
     Status {
-        /// A mountpoint of a running mirror, or its state dir.
+        /// A mountpoint of a running mirror, its state dir, or its profile name.
         target: PathBuf,
         /// Machine-readable output (the document described in doc/CONTRACTS.md).
         #[arg(long, conflicts_with_all = ["watch", "prometheus", "prometheus_file"])]
@@ -86,7 +86,7 @@ enum Command {
     Trust(TrustArgs),
     /// Wait until every change made before this call is confirmed on the remote.
     Flush {
-        /// A mountpoint of a running mirror, or its state dir.
+        /// A mountpoint of a running mirror, its state dir, or its profile name.
         target: PathBuf,
         /// Give up (exit 1, saying what is still failing) after this many seconds.
         #[arg(long, default_value_t = 300)]
@@ -97,7 +97,7 @@ enum Command {
     },
     /// Compare the remote with the local tree, every file by SHA-256; exit 0 only when equal.
     Verify {
-        /// A mountpoint of a mirror, or its state dir.
+        /// A mountpoint of a mirror, its state dir, or its profile name.
         target: PathBuf,
         /// Machine-readable result on stdout.
         #[arg(long)]
@@ -127,7 +127,7 @@ outside DIR, nor through a symlink in it. Exit 0 only when everything was restor
     /// Show the audit log (the trail of what the mirror sent and decided), oldest first, or
     /// check its hash chain.
     Audit {
-        /// A mountpoint of a running mirror, or its state dir.
+        /// A mountpoint of a running mirror, its state dir, or its profile name.
         target: PathBuf,
         /// Only events at or after this UTC time: 2026-11-25, 2026-11-25T10:00:00Z,
         /// "2026-11-25 10:00:00", or an age: 90s, 30m, 2h, 7d.
@@ -312,6 +312,21 @@ fn config_file(config: Option<&Path>, profile: Option<&str>) -> Result<(FileConf
 /// nothing of that name exists in the current directory (then it is LOCAL_DIR).
 fn names_profile(arg: &Path) -> bool {
     arg.to_str().is_some_and(is_profile_name) && std::fs::symlink_metadata(arg).is_err()
+}
+
+/// The state dir a command is about: a profile's (a name that is no path here), or the one
+/// of a mountpoint or state dir.
+fn state_dir_of(target: &Path) -> Result<PathBuf> {
+    if !names_profile(target) {
+        return status::resolve_state_dir(target);
+    }
+    let name = target.to_string_lossy();
+    let (file, source) = config_file(None, Some(&name))?;
+    match (file.state_dir, file.local_dir) {
+        (Some(d), _) => absolute(d),
+        (None, Some(local)) => Ok(default_state_dir(&absolute(local)?)),
+        (None, None) => anyhow::bail!("{source} names neither state_dir nor local_dir"),
+    }
 }
 
 fn mount_config(mut a: MountArgs) -> Result<MountConfig> {
@@ -512,7 +527,7 @@ fn audit_command(target: &Path, since: Option<&str>, check: bool, json: bool) ->
     let since = since
         .map(|s| utc::parse_since(s, SystemTime::now()).context("--since"))
         .transpose()?;
-    let dir = status::resolve_state_dir(target)?;
+    let dir = state_dir_of(target)?;
     if !check {
         let mut out = std::io::stdout().lock();
         audit::print(&dir, since, json, &mut out)?;
@@ -541,7 +556,7 @@ fn status_command(
         }
         Ok(d)
     };
-    let dir = status::resolve_state_dir(target)?;
+    let dir = state_dir_of(target)?;
     if let Some(path) = prometheus_file {
         let every = every("--interval", interval.unwrap_or(5.0))?;
         return status::prometheus_file(&dir, path, every);
@@ -612,7 +627,7 @@ fn main() {
             json,
             repair,
             connections,
-        } => status::resolve_state_dir(&target).and_then(|state_dir| {
+        } => state_dir_of(&target).and_then(|state_dir| {
             let equal = verify::run(&verify::Request {
                 state_dir,
                 json,
@@ -633,7 +648,7 @@ fn main() {
             target,
             timeout,
             local,
-        } => status::resolve_state_dir(&target)
+        } => state_dir_of(&target)
             .and_then(|d| status::flush(&d, Duration::from_secs(timeout), local)),
         Command::Audit {
             target,

@@ -486,3 +486,40 @@ fn bwlimit_5m_keeps_a_50mib_upload_near_10_s() {
     assert_mirrored(&m);
     m.unmount();
 }
+
+#[test]
+fn a_password_asked_after_the_key_comes_from_the_credential_file_only() {
+    use common::sshd::{Flavor, TWO_FACTOR_PASSWORD};
+    // Without a password source the login stops after the key: uploads halt, writes go on.
+    let mut m = Mount::builder()
+        .flavor(Flavor::KeyAndPassword)
+        .arg("--drain-timeout")
+        .arg("2")
+        .mount();
+    fs::write(m.path("a.txt"), b"waits for the second factor").expect("write");
+    assert!(!m.flush_for(3).ok(), "flush succeeded without the password");
+    let st = m.wait_mirror_status(Duration::from_secs(60), "the refusal", |s| {
+        connection_of(s).contains("further method")
+    });
+    assert!(connection_of(&st).contains("halted"), "{st}");
+    m.unmount();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = private_file(&dir.path().join("pw"), &format!("{TWO_FACTOR_PASSWORD}\n"));
+    let mut m = Mount::builder()
+        .flavor(Flavor::KeyAndPassword)
+        .arg("--password-file")
+        .arg(&pw.display().to_string())
+        .mount();
+    fs::write(m.path("b.txt"), b"sent after key and password").expect("write");
+    m.flush();
+    assert_mirrored(&m);
+    let auth = m.mirror_status()["server"]["auth"].clone();
+    let auth = auth.as_str().unwrap_or("");
+    assert!(
+        auth.contains("key") && auth.ends_with("+ password"),
+        "{auth}"
+    );
+    assert_nowhere(&m, TWO_FACTOR_PASSWORD);
+    m.unmount();
+}

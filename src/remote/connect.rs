@@ -478,10 +478,20 @@ fn authenticate(session: &Session, opts: &ConnectOptions) -> Result<String, Remo
     let user = &opts.remote.user;
     let mut notes = Vec::new();
     let mut used = Vec::new();
-    if opts.use_agent && try_agent(session, user, &mut notes)? {
+    // Keys only where the server takes them: a refused key is then told from one accepted as
+    // a first factor by the methods left afterwards (see `further_method`).
+    let keys = match session.auth_methods(user) {
+        Ok(m) => m.split(',').any(|x| x == "publickey"),
+        Err(e) if fatal_during_auth(&e) => return Err(fail("authentication failed", &e)),
+        Err(_) => true,
+    };
+    if !keys {
+        notes.push("the server takes no keys".into());
+    }
+    if keys && opts.use_agent && try_agent(session, user, &mut notes)? {
         used.push("ssh-agent".to_string());
     }
-    for key in &opts.identities {
+    for key in opts.identities.iter().filter(|_| keys) {
         if !used.is_empty() {
             break;
         }
@@ -563,6 +573,14 @@ fn try_secrets(
     Ok(None)
 }
 
+/// After a key was refused: whether it was in fact accepted as a first factor. libssh2 reports
+/// a partial success as a failure; the server's list of methods then lacks "publickey".
+fn further_method(session: &Session, user: &str) -> Option<String> {
+    let methods = session.auth_methods(user).ok()?;
+    let more = !methods.is_empty() && !methods.split(',').any(|m| m == "publickey");
+    more.then(|| methods.to_string())
+}
+
 /// An error that ends authentication at once: the connection itself broke.
 fn fatal_during_auth(e: &ssh2::Error) -> bool {
     classify(e) == ErrorKind::Transient
@@ -590,6 +608,7 @@ fn try_agent(session: &Session, user: &str, notes: &mut Vec<String>) -> Result<b
             // Accepted, possibly with a further method still to pass (a second factor).
             Ok(()) => return Ok(true),
             Err(e) if fatal_during_auth(&e) => return Err(fail("authentication failed", &e)),
+            Err(_) if further_method(session, user).is_some() => return Ok(true),
             Err(_) => {}
         }
     }
@@ -636,10 +655,18 @@ fn try_key(
             Ok(true)
         }
         Err(e) if fatal_during_auth(&e) => Err(fail("authentication failed", &e)),
-        Err(e) => {
-            notes.push(key_failure(&shown.to_string(), state, &e));
-            Ok(false)
-        }
+        Err(e) => match further_method(session, &opts.remote.user) {
+            Some(methods) => {
+                notes.push(format!(
+                    "{shown} (accepted, but the server requires a further method: {methods})"
+                ));
+                Ok(true)
+            }
+            None => {
+                notes.push(key_failure(&shown.to_string(), state, &e));
+                Ok(false)
+            }
+        },
     }
 }
 
