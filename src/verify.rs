@@ -197,13 +197,21 @@ fn walk_local(root: &OwnedFd) -> Result<Tree> {
 }
 
 /// The remote tree beneath the root, without ftpsync's temporary files; conflict copies are
-/// returned apart.
+/// returned apart. One listing per directory, with what lstat says of each entry.
 fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
     let mut out = BTreeMap::new();
     let mut kept = Vec::new();
     let mut stack = vec![Vec::new()];
     while let Some(dir) = stack.pop() {
-        for (name, kind) in t.list(&dir)? {
+        for (name, st) in t.list_stat(&dir)? {
+            if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+                eprintln!(
+                    "ftpsync: skipping a name no server should send in {}: {}",
+                    crate::fs::show(&dir),
+                    shown(&name)
+                );
+                continue;
+            }
             let path = child_path(&dir, &name);
             if is_temp_name(&name) {
                 continue;
@@ -212,26 +220,20 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
                 kept.push(path);
                 continue;
             }
-            if kind == FileKind::Other {
-                out.insert(path, other_entry());
-                continue;
-            }
-            let Some(st) = t.lstat(&path)? else {
-                continue;
-            };
             if st.kind == FileKind::Dir {
                 stack.push(path.clone());
             }
+            let file = st.kind == FileKind::File;
             out.insert(
                 path,
                 Entry {
                     kind: st.kind,
-                    size: if st.kind == FileKind::File {
-                        st.size
-                    } else {
+                    size: if file { st.size } else { 0 },
+                    mode: if st.kind == FileKind::Other {
                         0
+                    } else {
+                        st.mode & 0o7777
                     },
-                    mode: st.mode & 0o7777,
                     mtime: st.mtime,
                     target: st.symlink_target,
                 },
@@ -239,16 +241,6 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
         }
     }
     Ok((out, kept))
-}
-
-fn other_entry() -> Entry {
-    Entry {
-        kind: FileKind::Other,
-        size: 0,
-        mode: 0,
-        mtime: 0,
-        target: None,
-    }
 }
 
 /// Everything but the contents: what is on one side only, and what differs in its attributes.

@@ -94,17 +94,12 @@ fn renames_deletes_and_overwrites_converge_and_a_directory_moves_as_one_rename()
 #[test]
 fn hostile_names_reach_the_remote_intact() {
     let mut m = Mount::new();
-    let names: Vec<&[u8]> = vec![
-        b"it's \"quoted\"",
-        b"$(touch pwned-by-name)",
-        b"new\nline",
-        b"-rf",
-        b"back\\slash",
-        b"\xff\xfeinvalid utf8",
-        b" leading and trailing ",
-    ];
     let long = vec![b'L'; 255];
-    for (i, n) in names.iter().chain([long.as_slice()].iter()).enumerate() {
+    let names = common::HOSTILE_NAMES
+        .iter()
+        .copied()
+        .chain([long.as_slice()]);
+    for (i, n) in names.enumerate() {
         fs::write(m.mnt.join(OsStr::from_bytes(n)), format!("content {i}"))
             .expect("write hostile name");
     }

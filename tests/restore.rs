@@ -147,17 +147,6 @@ fn part_files(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-const HOSTILE: &[&[u8]] = &[
-    b"it's \"quoted\"",
-    b"$(touch pwned-by-name)",
-    b"new\nline",
-    b"-rf",
-    b"back\\slash",
-    b"\xff\xfeinvalid utf8",
-    b" leading and trailing ",
-    b"tab\there",
-];
-
 /// Fills the mount with `files` regular files (hostile names, three of 6 MiB, varied modes,
 /// nanosecond mtimes), ten symlinks (absolute, "..", dangling, a newline in the target) and
 /// directories with modes 0555 and 0700. Returns the number of regular files.
@@ -165,7 +154,7 @@ fn fill(mnt: &Path, files: usize) -> usize {
     let modes = [0o644, 0o600, 0o755, 0o444, 0o640];
     fs::create_dir(mnt.join("hostile")).expect("mkdir");
     let mut n = 0;
-    for (i, name) in HOSTILE.iter().enumerate() {
+    for (i, name) in common::HOSTILE_NAMES.iter().enumerate() {
         let p = mnt.join("hostile").join(OsStr::from_bytes(name));
         fs::write(&p, format!("hostile {i}")).expect("write hostile name");
         n += 1;

@@ -68,6 +68,19 @@ fn kind_of(perm: u32) -> FileKind {
     }
 }
 
+/// What lstat said, as the transport reports it.
+fn remote_stat(st: &FileStat, symlink_target: Option<Vec<u8>>) -> RemoteStat {
+    let perm = st.perm.unwrap_or(0);
+    RemoteStat {
+        kind: kind_of(perm),
+        size: st.size.unwrap_or(0),
+        mode: perm & 0o7777,
+        mtime: st.mtime.unwrap_or(0) as i64,
+        atime: st.atime.unwrap_or(0) as i64,
+        symlink_target,
+    }
+}
+
 fn is_not_found(e: &ssh2::Error) -> bool {
     classify(e) == ErrorKind::NotFound
 }
@@ -252,14 +265,7 @@ impl Connection {
         } else {
             None
         };
-        Ok(RemoteStat {
-            kind,
-            size: st.size.unwrap_or(0),
-            mode: perm & 0o7777,
-            mtime: st.mtime.unwrap_or(0) as i64,
-            atime: st.atime.unwrap_or(0) as i64,
-            symlink_target,
-        })
+        Ok(remote_stat(st, symlink_target))
     }
 
     fn raw_readlink(&self, rel: &[u8], abs: &[u8]) -> Result<Vec<u8>> {
@@ -877,27 +883,6 @@ impl Transport for Connection {
             .map_err(|e| op_error("cannot remove", &display_path(rel), &e))
     }
 
-    fn list(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, FileKind)>> {
-        let abs = self.prepare(dir, true)?;
-        let entries = self
-            .sftp
-            .readdir(p(&abs))
-            .map_err(|e| op_error("cannot list", &display_path(dir), &e))?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(entry, st)| {
-                let name = entry.file_name()?.as_bytes().to_vec();
-                let kind = match st.file_type() {
-                    t if t.is_dir() => FileKind::Dir,
-                    t if t.is_file() => FileKind::File,
-                    t if t.is_symlink() => FileKind::Symlink,
-                    _ => FileKind::Other,
-                };
-                Some((name, kind))
-            })
-            .collect())
-    }
-
     fn list_stat(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, RemoteStat)>> {
         let abs = self.prepare(dir, true)?;
         let shown = display_path(dir);
@@ -938,17 +923,7 @@ impl Transport for Connection {
             } else {
                 None
             };
-            out.push((
-                name,
-                RemoteStat {
-                    kind,
-                    size: st.size.unwrap_or(0),
-                    mode: perm & 0o7777,
-                    mtime: st.mtime.unwrap_or(0) as i64,
-                    atime: st.atime.unwrap_or(0) as i64,
-                    symlink_target,
-                },
-            ));
+            out.push((name, remote_stat(&st, symlink_target)));
         }
         Ok(out)
     }

@@ -343,23 +343,6 @@ impl Transport for MockTransport {
         }
     }
 
-    fn list(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, FileKind)>> {
-        let st = self.begin(MockOp::List(dir.to_vec()), &[dir])?;
-        let name_in_dir = |k: &[u8]| -> Option<Vec<u8>> {
-            let name = if dir.is_empty() {
-                k
-            } else {
-                k.strip_prefix(dir)?.strip_prefix(b"/")?
-            };
-            (!name.contains(&b'/')).then(|| name.to_vec())
-        };
-        Ok(st
-            .nodes
-            .iter()
-            .filter_map(|(k, node)| Some((name_in_dir(k)?, stat_of(node).kind)))
-            .collect())
-    }
-
     fn list_stat(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, RemoteStat)>> {
         let st = self.begin(MockOp::List(dir.to_vec()), &[dir])?;
         st.check(dir, true)?;

@@ -152,7 +152,10 @@ pub trait Transport: Send {
     fn hash(&mut self, rels: &[&[u8]]) -> Result<Vec<Option<Sha256Hash>>>;
 
     /// The names in directory `dir` ("" is the root) and what they are, without "." and "..".
-    fn list(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, FileKind)>>;
+    fn list(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, FileKind)>> {
+        let entries = self.list_stat(dir)?;
+        Ok(entries.into_iter().map(|(n, st)| (n, st.kind)).collect())
+    }
 
     /// The entries of directory `dir` ("" is the root; itself never a symlink) with what lstat
     /// says of each, a symlink's target included (None if it could not be read), without "."

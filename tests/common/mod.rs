@@ -120,6 +120,19 @@ where
     run_with_timeout(cmd, CMD_WAIT)
 }
 
+/// File names that trip shells, quoting and UTF-8 assumptions; each must reach the other side
+/// byte for byte.
+pub const HOSTILE_NAMES: &[&[u8]] = &[
+    b"it's \"quoted\"",
+    b"$(touch pwned-by-name)",
+    b"new\nline",
+    b"-rf",
+    b"back\\slash",
+    b"\xff\xfeinvalid utf8",
+    b" leading and trailing ",
+    b"tab\there",
+];
+
 /// SHA-256 of a byte slice, lower-case hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
