@@ -101,13 +101,16 @@ fn handle(conn: UnixStream, fs: &Fs, engine: &Engine) {
 fn repair(engine: &Engine, paths_hex: &[String]) -> Reply {
     let paths: Result<Vec<Vec<u8>>, _> = paths_hex.iter().map(hex::decode).collect();
     match paths {
-        Ok(paths) => {
-            engine.repair(paths);
-            Reply {
+        Ok(paths) => match engine.repair(paths) {
+            Ok(()) => Reply {
                 ok: true,
                 ..Reply::default()
-            }
-        }
+            },
+            Err(e) => Reply {
+                error: Some(format!("cannot record the repair: {e}")),
+                ..Reply::default()
+            },
+        },
         Err(e) => Reply {
             error: Some(format!("bad path: {e}")),
             ..Reply::default()

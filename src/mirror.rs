@@ -80,6 +80,12 @@ enum Line {
         #[serde(with = "hex::serde")]
         path: Vec<u8>,
     },
+    /// `verify --repair` found the remote wrong at this path: the entry above is not to be
+    /// trusted until the path is sent again (its next Put or Del).
+    Doubt {
+        #[serde(with = "hex::serde")]
+        path: Vec<u8>,
+    },
 }
 
 /// Versions of one path whose unconfirmed uploads are remembered.
@@ -90,6 +96,8 @@ pub struct Manifest {
     /// Per path, the versions whose uploads started and were never confirmed, newest last:
     /// after a crash, any of them may be what the remote holds.
     intents: HashMap<Vec<u8>, Vec<FileMeta>>,
+    /// Paths whose entries a verify found untrue on the remote.
+    doubts: std::collections::HashSet<Vec<u8>>,
     applied_seq: u64,
     path: PathBuf,
     log: File,
@@ -111,6 +119,7 @@ impl Manifest {
         let mut m = Manifest {
             entries: PathMap::default(),
             intents: HashMap::new(),
+            doubts: Default::default(),
             applied_seq: 0,
             log: open_log(&path, false)?,
             path,
@@ -137,10 +146,12 @@ impl Manifest {
         match l {
             Line::Put { path, entry } => {
                 self.intents.remove(&path);
+                self.doubts.remove(&path);
                 self.entries.insert(path, entry);
             }
             Line::Del { path } => {
                 self.intents.remove(&path);
+                self.doubts.remove(&path);
                 drop(self.entries.take_subtree(&path));
             }
             Line::Mv { from, to } => self.entries.rename(&from, &to, 0),
@@ -153,7 +164,11 @@ impl Manifest {
                     versions.remove(0);
                 }
             }
-            Line::Settled { path } => drop(self.intents.remove(&path)),
+            Line::Settled { path } => {
+                self.intents.remove(&path);
+                self.doubts.remove(&path);
+            }
+            Line::Doubt { path } => drop(self.doubts.insert(path)),
         }
     }
 
@@ -219,9 +234,25 @@ impl Manifest {
         })
     }
 
-    /// Forgets an interrupted upload to `path` (Put and remove do so too).
+    /// Records, durably once synced, that the remote is not what the entry at `path` says.
+    pub fn doubt(&mut self, path: &[u8]) -> io::Result<()> {
+        self.append(Line::Doubt {
+            path: path.to_vec(),
+        })
+    }
+
+    pub fn doubted(&self, path: &[u8]) -> bool {
+        self.doubts.contains(path)
+    }
+
+    /// Paths to send again whatever their entries say.
+    pub fn doubts(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.doubts.iter()
+    }
+
+    /// Forgets an interrupted upload to `path`, and a doubt (Put and remove do so too).
     pub fn settle(&mut self, path: &[u8]) -> io::Result<()> {
-        if !self.intents.contains_key(path) {
+        if !self.intents.contains_key(path) && !self.doubts.contains(path) {
             return Ok(());
         }
         self.append(Line::Settled {
@@ -282,6 +313,12 @@ impl Manifest {
                 out.write_all(b"\n")?;
                 lines += 1;
             }
+        }
+        for path in &self.doubts {
+            let l = Line::Doubt { path: path.clone() };
+            serde_json::to_writer(&mut out, &l).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+            lines += 1;
         }
         serde_json::to_writer(
             &mut out,
@@ -448,6 +485,24 @@ mod tests {
             "a bounded number of versions is kept"
         );
         assert_eq!(kept.last(), Some(&meta(19)), "newest last");
+    }
+
+    #[test]
+    fn doubts_survive_reopen_and_rewrite_until_the_path_is_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut m = Manifest::open(dir.path()).unwrap();
+            m.put(b"a", file(1)).unwrap();
+            m.put(b"b", file(2)).unwrap();
+            m.doubt(b"a").unwrap();
+            m.doubt(b"b").unwrap();
+            m.put(b"b", file(3)).unwrap();
+            m.rewrite().unwrap();
+        }
+        let m = Manifest::open(dir.path()).unwrap();
+        assert!(m.doubted(b"a"), "a doubt lost over a reopen and rewrite");
+        assert!(!m.doubted(b"b"), "a Put clears the doubt");
+        assert_eq!(m.get(b"a"), Some(&file(1)), "the entry itself stays");
     }
 
     #[test]

@@ -111,15 +111,25 @@ pub fn run(req: &Request) -> Result<bool> {
     findings.bytes = local_tree.values().map(|e| e.size).sum();
     report(&findings, req.json);
     if req.repair && !findings.problems.is_empty() {
-        repair(&opts, &req.state_dir, &findings, &remote_tree)?;
+        repair(
+            &opts,
+            &req.state_dir,
+            &root,
+            &findings,
+            &local_tree,
+            &remote_tree,
+        )?;
     }
     Ok(findings.problems.is_empty())
 }
 
+/// How long a daemon may take to answer a request that does not wait for uploads.
+const DAEMON_WAIT: Duration = Duration::from_secs(10);
+
 /// With a daemon running, waits for what it has pending: a change not yet uploaded is not a
 /// difference worth reporting.
 fn settle_daemon(state_dir: &Path) {
-    if control::call(state_dir, &Ctl::Status).is_err() {
+    if control::call_within(state_dir, &Ctl::Status, Some(DAEMON_WAIT)).is_err() {
         return;
     }
     if let Err(e) = crate::status::flush(state_dir, Duration::from_secs(120), false) {
@@ -417,75 +427,89 @@ fn report(f: &Findings, as_json: bool) {
     );
 }
 
-/// Removes from the remote what is extra or wrong there, then has the daemon send the local
-/// version of everything that differs or is missing.
-fn repair(opts: &ConnectOptions, state_dir: &Path, f: &Findings, remote: &Tree) -> Result<()> {
-    if control::call(state_dir, &Ctl::Status).is_err() {
-        bail!("--repair needs the mount running: the daemon sends the local versions");
+/// Mends what verify found. First the daemon durably doubts every path that is missing or
+/// differs, and sends its local version past what its manifest says, replacing what the remote
+/// has (no conflict copy: the user asked). Then what the daemon cannot replace goes: remote
+/// entries with no local counterpart (checked again now: a rename may have made one), and
+/// remote directories where a file or symlink belongs.
+fn repair(
+    opts: &ConnectOptions,
+    state_dir: &Path,
+    root: &OwnedFd,
+    f: &Findings,
+    local: &Tree,
+    remote: &Tree,
+) -> Result<()> {
+    let resend: Vec<String> = f
+        .problems
+        .iter()
+        .filter(|(_, p)| !matches!(p, Problem::Extra))
+        .map(|(path, _)| hex::encode(path))
+        .collect();
+    let reply = control::call_within(
+        state_dir,
+        &Ctl::Repair {
+            paths_hex: resend.clone(),
+        },
+        Some(DAEMON_WAIT),
+    )
+    .context("--repair needs the mount running: the daemon sends the local versions")?;
+    if !reply.ok {
+        bail!(
+            "the daemon refused the repair: {}",
+            reply.error.unwrap_or_default()
+        );
     }
+    let in_the_way = |path: &Vec<u8>| match f.problems.get(path) {
+        Some(Problem::Extra) => local::lookup_path(borrow(root), path).is_err(),
+        Some(Problem::Differs(_)) => {
+            remote.get(path).is_some_and(|r| r.kind == FileKind::Dir)
+                && local.get(path).is_some_and(|l| l.kind != FileKind::Dir)
+        }
+        _ => false,
+    };
     let audit = Audit::open(state_dir).context("audit log")?;
     let mut conn = connect(opts, state_dir)?;
-    let mut resend = Vec::new();
-    for (path, p) in &f.problems {
-        let wrong_on_remote = match p {
-            Problem::Extra => true,
-            Problem::Missing => false,
-            // Contents, kind or link target: the remote entry goes; attributes are set anew.
-            Problem::Differs(what) => what.iter().any(|w| {
-                w == "sha256"
-                    || w.starts_with("kind")
-                    || w.starts_with("size")
-                    || w == "symlink target"
-            }),
-        };
-        if wrong_on_remote {
-            remove_remote(&mut conn, remote, path)?;
-            audit.record("repair_remove", json!({"path": path_value(path)}));
+    let mut removed: Vec<&Vec<u8>> = Vec::new();
+    // Sorted: a directory comes before what is beneath it, which goes with it.
+    for path in f.problems.keys().filter(|p| in_the_way(p)) {
+        if removed.iter().any(|r| is_beneath(path, r)) {
+            continue;
         }
-        if !matches!(p, Problem::Extra) {
-            resend.push(hex::encode(path));
-        }
-    }
-    if !resend.is_empty() {
-        let reply = control::call(
-            state_dir,
-            &Ctl::Repair {
-                paths_hex: resend.clone(),
-            },
-        )?;
-        if !reply.ok {
-            bail!(
-                "the daemon refused the repair: {}",
-                reply.error.unwrap_or_default()
-            );
-        }
+        remove_remote(&mut conn, remote, path)?;
+        audit.record("repair_remove", json!({"path": path_value(path)}));
+        removed.push(path);
     }
     eprintln!(
-        "repair: {} paths queued for upload; run `ftpsync flush` to wait for them",
-        resend.len()
+        "repair: {} paths queued for upload, {} removed from the remote; `ftpsync flush` waits \
+         for the uploads",
+        resend.len(),
+        removed.len()
     );
     Ok(())
 }
 
-/// Removes a remote entry, a directory with everything beneath it.
+fn is_beneath(path: &[u8], dir: &[u8]) -> bool {
+    path.starts_with(dir) && path.get(dir.len()) == Some(&b'/')
+}
+
+/// Removes a remote entry, a directory with everything beneath it (deepest first). What is
+/// already gone is no error.
 fn remove_remote(t: &mut dyn Transport, remote: &Tree, path: &[u8]) -> Result<()> {
-    let Some(e) = remote.get(path) else {
-        return Ok(());
-    };
-    if e.kind != FileKind::Dir {
-        return Ok(t.remove_file(path)?);
-    }
-    // Deepest first: each child's path is longer than its parent's.
-    let mut beneath: Vec<&Vec<u8>> = remote
+    let mut doomed: Vec<&Vec<u8>> = remote
         .keys()
-        .filter(|p| p.starts_with(path) && p.get(path.len()) == Some(&b'/'))
+        .filter(|p| p.as_slice() == path || is_beneath(p, path))
         .collect();
-    beneath.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in beneath {
-        match remote.get(p).map(|e| e.kind) {
-            Some(FileKind::Dir) => t.remove_dir(p)?,
-            _ => t.remove_file(p)?,
+    doomed.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in doomed {
+        let gone = match remote.get(p).map(|e| e.kind) {
+            Some(FileKind::Dir) => t.remove_dir(p),
+            _ => t.remove_file(p),
+        };
+        match gone {
+            Err(e) if e.kind() == crate::remote::ErrorKind::NotFound => {}
+            other => other?,
         }
     }
-    Ok(t.remove_dir(path)?)
+    Ok(())
 }

@@ -6,6 +6,7 @@ mod common;
 use common::mirror_tree::assert_mirrored;
 use common::{ftpsync, CmdOut, Mount};
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 fn verify(m: &Mount, extra: &[&str]) -> CmdOut {
@@ -77,8 +78,27 @@ fn verify_finds_remote_changes_and_repair_then_flush_mends_them() {
         );
     }
 
+    // More for the repair: an extra tree, a directory where a file belongs, a mode changed.
+    fs::create_dir_all(remote.join("junk/inner")).expect("mkdir");
+    fs::write(remote.join("junk/inner/x.txt"), b"x").expect("add");
+    fs::remove_file(remote.join("docs/f3.txt")).expect("rm");
+    fs::create_dir(remote.join("docs/f3.txt")).expect("dir in the way");
+    fs::write(remote.join("docs/f3.txt/under"), b"y").expect("add");
+    fs::set_permissions(
+        remote.join("docs/f4.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+
     let out = verify(&m, &["--repair"]);
     assert!(!out.ok(), "verify --repair must still report what it found");
+    for line in [
+        "extra     junk",
+        "differs   docs/f3.txt: kind",
+        "differs   docs/f4.txt: mode",
+    ] {
+        assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
+    }
     m.flush();
     let out = verify(&m, &[]);
     assert!(
@@ -98,5 +118,7 @@ fn verify_finds_remote_changes_and_repair_then_flush_mends_them() {
         b"the local truth"
     );
     assert!(!remote.join("docs/extra.txt").exists());
+    assert!(!remote.join("junk").exists());
+    assert!(remote.join("docs/f3.txt").is_file());
     m.unmount();
 }

@@ -84,9 +84,6 @@ struct Core {
     stats: Stats,
     /// The last session made: server, host key, algorithms, login method.
     session: Option<SessionInfo>,
-    /// Paths `verify --repair` found wrong on the remote: the manifest's word for them is not
-    /// taken until they are sent again.
-    repairs: std::collections::HashSet<Vec<u8>>,
 }
 
 /// A path being worked on.
@@ -269,16 +266,22 @@ impl Engine {
         })
     }
 
-    /// Sends these paths again whatever the manifest says (they were found wrong remotely).
-    pub fn repair(&self, paths: Vec<Vec<u8>>) {
+    /// Sends these paths again whatever the manifest says (`verify` found them wrong on the
+    /// remote). The doubt is durable before this returns: a restart still resends them.
+    pub fn repair(&self, paths: Vec<Vec<u8>>) -> std::io::Result<()> {
         let mut core = self.inner.core.lock();
+        let mut mirror = self.inner.mirror.lock();
+        for p in &paths {
+            mirror.manifest.doubt(p)?;
+        }
+        mirror.manifest.sync()?;
+        drop(mirror);
         let since = core.plan.consumed() + 1;
         for p in paths {
             core.plan.mark(&p, since, Instant::now());
-            core.repairs.insert(p);
         }
-        core.plan.expedite();
         self.inner.cv.notify_all();
+        Ok(())
     }
 
     /// Drains for at most `timeout`, then stops; what is left stays in the journal.
@@ -344,8 +347,13 @@ impl Inner {
             self.take_in(e, &mut conn, done);
         }
         self.scan_local();
-        // Uploads a crash or an outage interrupted: adopt what arrived, clear their temp files.
-        let interrupted: Vec<Vec<u8>> = self.mirror.lock().manifest.intents().cloned().collect();
+        // Uploads a crash or an outage interrupted (adopt what arrived, clear their temp files),
+        // and repairs a verify asked for.
+        let interrupted: Vec<Vec<u8>> = {
+            let mirror = self.mirror.lock();
+            let m = &mirror.manifest;
+            m.intents().chain(m.doubts()).cloned().collect()
+        };
         let mut core = self.core.lock();
         let since = core.plan.consumed() + 1;
         for p in interrupted {
@@ -632,7 +640,7 @@ impl Inner {
                     sent: sent.clone(),
                 },
             );
-            let repair = core.repairs.contains(&path);
+            let repair = mirror.manifest.doubted(&path);
             mirror.live.insert(path.clone(), Live::Uploading);
             let _ = jobs.send(Job {
                 path,
@@ -694,7 +702,6 @@ impl Inner {
         match d.result {
             Ok(Outcome::Done(report)) => {
                 self.audit_outcome(&d.path, &report);
-                core.repairs.remove(&d.path);
                 let written = match report.apply {
                     Apply::Put(c) => mirror.manifest.put(&d.path, c),
                     Apply::Remove => mirror.manifest.remove(&d.path),

@@ -266,9 +266,8 @@ fn file(
     }
 }
 
-/// Removes the temporary files that interrupted uploads left in remote directory `dir`.
-/// Removes the temporary files of uploads to `path` only: those of its siblings may be in
-/// flight on other connections right now.
+/// Removes the temporary files that interrupted uploads to `path` left beside it; only its
+/// own: those of its siblings may be in flight on other connections right now.
 fn remove_temps(t: &mut dyn Transport, path: &[u8]) -> Result<usize> {
     use crate::remote::path::{is_temp_name, temp_prefix};
     let prefix = temp_prefix(path);
@@ -327,8 +326,10 @@ fn clear_for_replacement(
     let Some(remote) = lstat(t, path)? else {
         return Ok(());
     };
-    // Ours: what the manifest says we put there, or what an interrupted upload of ours did.
-    let ours = is_ours(known.at(path), &remote)
+    // Ours: what the manifest says we put there, or what an interrupted upload of ours did;
+    // under a repair the user asked to replace whatever is there.
+    let ours = known.repair
+        || is_ours(known.at(path), &remote)
         || known.intents.iter().any(|i| {
             remote.kind == FileKind::File && remote.size == i.size && remote.mtime == i.mtime.sec
         });
