@@ -30,7 +30,8 @@
 # `flush` does not wait out); sshfs defaults; rclone --vfs-cache-mode $RCLONE_CACHE_MODE (writes)
 # --vfs-write-back $RCLONE_WRITE_BACK (1s, like ftpsync's delay; rclone's default is 5s and it
 # has no way to skip it), --transfers 4 (default); lsyncd default.rsync with delay = 1 s
-# (its default is 15 s). LSYNCD=0 leaves lsyncd out.
+# (its default is 15 s). LSYNCD=0 leaves lsyncd out. The order of the tools rotates from run to
+# run, so that none is always first after the previous workload's deletions.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,6 +41,7 @@ RUNS="${RUNS:-3}"
 BENCH_DIR="${BENCH_DIR:-/var/tmp}"
 RCLONE_CACHE_MODE="${RCLONE_CACHE_MODE:-writes}"
 RCLONE_WRITE_BACK="${RCLONE_WRITE_BACK:-1s}"
+RCLONE_FLAGS="${RCLONE_FLAGS:-}" # extra rclone mount flags, e.g. --sftp-disable-hashcheck
 LSYNCD="${LSYNCD:-1}"
 NFILES=2000
 SEQ_MIB=256
@@ -253,10 +255,14 @@ rclone_cmd=(rclone mount ":sftp:$REMOTE_ROOT/rclone" "${mnt[rclone]}" "${rclone_
     --vfs-cache-mode "$RCLONE_CACHE_MODE" --vfs-write-back "$RCLONE_WRITE_BACK"
     --cache-dir "$base/rclone/cache" --rc --rc-addr "127.0.0.1:$rc_port" --rc-no-auth
     --log-file "$base/rclone/log")
+# shellcheck disable=SC2206
+[ -n "$RCLONE_FLAGS" ] && rclone_cmd+=($RCLONE_FLAGS)
 "${rclone_cmd[@]}" >/dev/null 2>&1 &
 RCLONE_PID=$!
 wait_mount "${mnt[rclone]}" "$RCLONE_PID" "$base/rclone/log"
-rclone_hashes=$(rclone backend features ":sftp:$REMOTE_ROOT/rclone" "${rclone_sftp[@]}" 2>/dev/null |
+sftp_extra=()
+for f in $RCLONE_FLAGS; do case $f in --sftp-*) sftp_extra+=("$f") ;; esac; done
+rclone_hashes=$(rclone backend features ":sftp:$REMOTE_ROOT/rclone" "${rclone_sftp[@]}" "${sftp_extra[@]}" 2>/dev/null |
     python3 -c 'import json,sys; print(",".join(json.load(sys.stdin)["Hashes"]) or "none")' || echo unknown)
 
 # lsyncd: default.rsync over ssh to the same sshd (root may exec there, so rsync --server runs).
@@ -326,7 +332,8 @@ for w in files seq; do
     for t in "${tools[@]}"; do eval "app_${t}=() srv_${t}=() rd_${t}=()"; done
     for run in $(seq "$RUNS"); do
         line="  $w run $run:"
-        for t in "${tools[@]}"; do
+        k=$(((run - 1) % ${#tools[@]}))
+        for t in "${tools[@]:k}" "${tools[@]:0:k}"; do
             m="${mnt[$t]}"
             sync
             if [ "$w" = files ]; then
@@ -416,8 +423,8 @@ echo "read = dd of that file to /dev/null after sync + drop_caches; 'on server' 
 echo "of $0; bare = the local disk under $BENCH_DIR"
 echo "kernel $(uname -r), $(nproc) cores, $(df -PT "$BENCH_DIR" | awk 'NR==2 {print $2}') under $BENCH_DIR;" \
     "$(/usr/sbin/sshd -V 2>&1 | head -1 | awk '{print $1}' | tr -d ,) on 127.0.0.1 (one sshd for all)"
-echo "$(sshfs --version 2>&1 | head -1); $(rclone version 2>/dev/null | head -1)" \
-    "--vfs-cache-mode $RCLONE_CACHE_MODE --vfs-write-back $RCLONE_WRITE_BACK;" \
+echo "$(sshfs --version 2>&1 | grep -o 'SSHFS version [^ ]*'); $(rclone version 2>/dev/null | head -1)" \
+    "--vfs-cache-mode $RCLONE_CACHE_MODE --vfs-write-back $RCLONE_WRITE_BACK${RCLONE_FLAGS:+ $RCLONE_FLAGS};" \
     "$([ "$LSYNCD" = 1 ] && echo "lsyncd $(lsyncd -version 2>&1 | awk '{print $2}') + $(rsync --version | head -1 | awk '{print $1, $3}'), delay 1 s")"
 echo
 table "absolute, s" ""
@@ -442,4 +449,5 @@ fi
 echo "mounts:"
 printf '  %s\n' "${ftpsync_cmd[*]}" "${sshfs_cmd[*]}" "${rclone_cmd[*]}" | sed "s#$base#\$BASE#g"
 echo "rerun: (cd $PWD && RUNS=$RUNS BENCH_DIR=$BENCH_DIR RCLONE_CACHE_MODE=$RCLONE_CACHE_MODE" \
-    "RCLONE_WRITE_BACK=$RCLONE_WRITE_BACK LSYNCD=$LSYNCD scripts/bench-peers.sh)"
+    "RCLONE_WRITE_BACK=$RCLONE_WRITE_BACK${RCLONE_FLAGS:+ RCLONE_FLAGS='$RCLONE_FLAGS'} LSYNCD=$LSYNCD" \
+    "scripts/bench-peers.sh)"

@@ -242,7 +242,7 @@ impl Engine {
             "connection": core.halted.clone().map_or(core.connection.clone(), |h| format!("halted: {h}")),
             "connected": core.halted.is_none() && core.connection == "connected",
             "halted": core.halted.is_some(),
-            "pending": core.plan.pending(),
+            "pending": core.plan.waiting_only(),
             "pending_bytes": pending_bytes,
             "in_flight": core.plan.in_flight(),
             "upload_rate": rate.round() as u64,

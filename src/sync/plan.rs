@@ -289,6 +289,14 @@ impl Plan {
         self.in_flight.len()
     }
 
+    /// Paths waiting that are not in flight too (a path changed during its upload is both).
+    pub fn waiting_only(&self) -> usize {
+        self.dirty
+            .keys()
+            .filter(|p| !self.in_flight.contains_key(*p))
+            .count()
+    }
+
     /// Whether `path` waits to be worked on (it may also be in flight).
     pub fn is_waiting(&self, path: &[u8]) -> bool {
         self.dirty.contains_key(path)
