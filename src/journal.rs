@@ -2,8 +2,10 @@
 //! mirrored directory, written before the operation is acknowledged.
 //!
 //! On-disk format (all integers little-endian):
-//! - Segments `dir/{first_seq:016}.jnl`. Header, 24 bytes: magic `FTPSJNL\0`, version u32 (1),
-//!   flags u32, first_seq u64 (must equal the file name).
+//! - Segments `dir/{first_seq:016}.jnl`. Header, 32 bytes: magic `FTPSJNL\0`, version u32 (2),
+//!   flags u32, first_seq u64 (must equal the file name), CRC32 of those 24 bytes u32, zero
+//!   u32. The CRC matters: a flipped "compacted" flag would make a segment supersede the
+//!   segments before it.
 //! - Records follow: payload length u32, CRC32 of (seq bytes ++ payload) u32, seq u64, payload.
 //!   Payload: tag u8, then the fields in declaration order; byte strings are u32 length + bytes,
 //!   `Option` a 0/1 byte then the value, `Timestamp` sec i64 + nsec u32. A payload over 64 MiB
@@ -254,9 +256,9 @@ impl Default for Options {
 }
 
 const MAGIC: &[u8; 8] = b"FTPSJNL\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const FLAG_COMPACTED: u32 = 1;
-const HEADER_LEN: u64 = 24;
+const HEADER_LEN: u64 = 32;
 const FRAME_HEADER_LEN: usize = 16;
 const MAX_PAYLOAD: usize = 64 << 20;
 const SEGMENT_SUFFIX: &str = ".jnl";
@@ -751,6 +753,8 @@ fn header(first_seq: u64, flags: u32) -> [u8; HEADER_LEN as usize] {
     out[8..12].copy_from_slice(&VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&flags.to_le_bytes());
     out[16..24].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32fast::hash(&out[..24]);
+    out[24..28].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -760,14 +764,22 @@ fn parse_header(path: &Path, bytes: &[u8], named_seq: u64) -> Result<Header, Jou
         reason,
     };
     let mut dec = Decoder::new(bytes);
-    let parsed = (|| Ok::<_, String>((dec.array::<8>()?, dec.u32()?, dec.u32()?, dec.u64()?)))();
-    let (magic, version, flags, first_seq) =
+    let parsed = (|| {
+        let fields = (dec.array::<8>()?, dec.u32()?, dec.u32()?, dec.u64()?);
+        Ok::<_, String>((fields, dec.u32()?, dec.u32()?))
+    })();
+    let ((magic, version, flags, first_seq), crc, reserved) =
         parsed.map_err(|_| bad(format!("shorter than {HEADER_LEN} bytes")))?;
     if &magic != MAGIC {
         return Err(bad("not a journal segment (bad magic)".into()));
     }
     if version != VERSION {
-        return Err(bad(format!("unsupported version {version}")));
+        return Err(bad(format!(
+            "unsupported version {version} (this ftpsync reads version {VERSION})"
+        )));
+    }
+    if crc != crc32fast::hash(&bytes[..24]) || reserved != 0 {
+        return Err(bad("damaged header (checksum mismatch)".into()));
     }
     if flags & !FLAG_COMPACTED != 0 {
         return Err(bad(format!("unknown flags {flags:#x}")));
@@ -2733,10 +2745,9 @@ mod fuzz {
         }
 
         /// Damage anywhere, headers and earlier segments included, is refused as corrupt or
-        /// reads back only records that were written, each under its own seq; with the damaged
-        /// segment's header intact, a prefix of them. (Headers carry no checksum: flipping the
-        /// compacted flag of the last one makes it supersede every earlier segment, whose
-        /// records are then dropped. Only a format change can catch that.)
+        /// reads back a prefix of the records written, each under its own seq. (A damaged
+        /// header fails its checksum: a flipped "compacted" flag cannot make a segment
+        /// supersede the ones before it.)
         #[test]
         fn damage_anywhere_never_invents_records(
             records in vec(record(), 1..10),
@@ -2761,16 +2772,42 @@ mod fuzz {
                         last_seq = e.seq;
                     }
                     let kept = replay.entries.len();
-                    let seg = &segments[which];
-                    let header_intact = seg.bytes.get(..HEADER_LEN as usize)
-                        == Some(&header(seg.first_seq, 0)[..]);
-                    if header_intact {
-                        prop_assert!(is_last || kept == entries.len(), "{:?}", replay);
-                        prop_assert_eq!(&replay.entries, &entries[..kept].to_vec());
-                        prop_assert_eq!(replay.next_seq, kept as u64 + 1);
-                    }
+                    prop_assert!(is_last || kept == entries.len(), "{:?}", replay);
+                    prop_assert_eq!(&replay.entries, &entries[..kept].to_vec());
+                    prop_assert_eq!(replay.next_seq, kept as u64 + 1);
                 }
             }
+        }
+    }
+
+    fn unlink(path: &[u8]) -> Record {
+        Record::Unlink {
+            path: path.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_flipped_compacted_flag_is_refused_not_obeyed() {
+        let dir = TempDir::new().unwrap();
+        let first = [
+            header(1, 0).to_vec(),
+            frame(&unlink(b"a"), 1),
+            frame(&unlink(b"b"), 2),
+        ]
+        .concat();
+        let mut second = [header(3, 0).to_vec(), frame(&unlink(b"c"), 3)].concat();
+        second[12] |= FLAG_COMPACTED as u8;
+        fs::write(dir.path().join(segment_name(1)), &first).unwrap();
+        fs::write(dir.path().join(segment_name(3)), &second).unwrap();
+        let err = Journal::read(dir.path()).unwrap_err();
+        assert!(matches!(err, JournalError::BadHeader { .. }), "{err}");
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert!(Journal::open(dir.path()).is_err());
+        for seq in [1, 3] {
+            assert!(
+                dir.path().join(segment_name(seq)).exists(),
+                "a segment was deleted"
+            );
         }
     }
 
