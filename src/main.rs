@@ -113,15 +113,20 @@ enum Command {
     /// Pull the remote tree into a local directory, every file hashed and (with --state-dir)
     /// checked against the SHA-256 the mirror confirmed; re-run to resume.
     #[command(
-        long_about = "Pull the remote tree into DIR (empty, or left by an interrupted \
-restore). Every file is hashed (SHA-256) as it downloads; with --state-dir, against the mirror's \
-manifest: a file whose hash differs is reported and not kept. Each file is written to \
-.NAME.ftpsync-part beside its target, fsync'd, verified, given its mode and mtime (the manifest's \
-to the nanosecond, else the server's whole seconds), then renamed into place; directories get \
-their modes last; symlinks are recreated as they are, never followed. A re-run skips files \
-already in place with the expected size, mtime and mode, and removes stale part files. A file \
-in DIR that differs from the remote is replaced; nothing in DIR is deleted. Nothing is written \
-outside DIR, nor through a symlink in it. Exit 0 only when everything was restored."
+        long_about = "Pull the remote tree into DIR, which must be empty or left by an \
+unfinished restore of the same remote: a restore first writes the marker \
+.ftpsync-restore.ftpsync-tmp-0000000000000000 (0600, naming the remote) in DIR and removes it \
+when a run completes with no problems; any other DIR that is not empty is refused. Every file is \
+hashed (SHA-256) as it downloads; with --state-dir, against the mirror's manifest: a file whose \
+hash differs is reported and not kept. Each file is written to .NAME.ftpsync-part beside its \
+target, fsync'd, verified, given its mode and mtime, then renamed into place; directories get \
+their modes last; symlinks are recreated as they are, never followed. Modes and mtimes are the \
+manifest's (mtime to the nanosecond, setuid/setgid included) where it has the path, else the \
+server's (whole seconds, setuid/setgid dropped). On a re-run, a file in place with the expected \
+size, mtime and mode is skipped; any other file or symlink where the remote has a file or \
+symlink is replaced; .NAME.ftpsync-part[-N] files whose names the remote does not hold are \
+removed; nothing else is deleted. Nothing is written outside DIR, nor through a symlink in it. \
+Exit 0 only when everything was restored."
     )]
     Restore(RestoreArgs),
     /// Show the audit log (the trail of what the mirror sent and decided), oldest first, or
@@ -174,9 +179,11 @@ struct TrustArgs {
 struct RestoreArgs {
     /// sftp://user@host[:port]/path or user@host:path: the mirror's remote.
     remote: String,
-    /// The local directory to restore into (it must exist).
+    /// The local directory to restore into: existing, and empty or left by an unfinished
+    /// restore of the same remote.
     dir: PathBuf,
-    /// The mirror's state dir: its manifest verifies every file, its known_hosts pins the
+    /// The mirror's state dir: its manifest verifies every file and gives its mode (setuid and
+    /// setgid only from there, never from the server) and mtime, its known_hosts pins the
     /// server's key [default: state_dir in --config].
     #[arg(long)]
     state_dir: Option<PathBuf>,

@@ -7,6 +7,11 @@
 //! the expected size, mtime and mode was verified by an earlier run, and a re-run after an
 //! interruption skips it (and removes the part files the interruption left).
 //!
+//! Since a restore replaces the files and symlinks in its way, DIR must be empty or hold the
+//! marker (`MARKER`) an unfinished restore of the same remote left: a run writes it before
+//! anything else and removes it when it completes with no problems. Without the manifest's word
+//! a mode loses its setuid and setgid bits.
+//!
 //! Nothing is written outside DIR: DIR is opened once, and every local operation is relative
 //! to a directory descriptor beneath it, one validated name at a time, never following a
 //! symlink (`local`). A symlink on the server is recreated as a symlink with its target as it
@@ -14,9 +19,11 @@
 //! refused. Directories get their modes and mtimes after their contents.
 
 use crate::config::Remote;
+use crate::journal::child_path;
 use crate::local::{self, SetTime};
 use crate::mirror::{Confirmed, FileMeta, Manifest, MANIFEST_FILE};
 use crate::progress::{human_bytes, Progress};
+use crate::remote::path::split_parent;
 use crate::remote::{
     self, display_path, ConnectOptions, Connection, ErrorKind, FileKind, RemoteStat, SecretSource,
     Transport,
@@ -25,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsStr};
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -38,6 +45,14 @@ pub const PART_SUFFIX: &[u8] = b".ftpsync-part";
 const NAME_MAX: usize = 255;
 /// Tries per file when the connection drops or the file changes on the server while read.
 const ATTEMPTS: u32 = 3;
+/// Setuid and setgid: taken only from the manifest, never from what the server reports.
+const UNVOUCHED: u32 = 0o6000;
+
+/// The mode a restore gives an entry the manifest has no word on: the server's permission bits,
+/// without setuid and setgid (a server must not hand out a setuid binary to whoever restores).
+fn server_mode(mode: u32) -> u32 {
+    mode & 0o7777 & !UNVOUCHED
+}
 
 /// What `ftpsync restore` was asked to do.
 pub struct Request {
@@ -71,26 +86,12 @@ pub struct Summary {
     pub unverified: u64,
     /// Whether a manifest was used at all.
     pub with_manifest: bool,
-    /// Remote entries deliberately left out (interrupted uploads, devices, FIFOs, sockets).
+    /// Remote entries deliberately left out (interrupted uploads, devices, FIFOs, sockets)
+    /// or restored without the setuid/setgid bits no manifest vouched for.
     pub notes: Vec<String>,
     /// Everything that was not restored as it should be: the restore is incomplete.
     pub problems: Vec<String>,
     pub elapsed: Duration,
-}
-
-fn child(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
-    }
-}
-
-fn split_parent(rel: &[u8]) -> (&[u8], &[u8]) {
-    match rel.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&rel[..i], &rel[i + 1..]),
-        None => (&[], rel),
-    }
 }
 
 fn problem(rel: &[u8], why: impl std::fmt::Display) -> String {
@@ -138,6 +139,117 @@ pub fn is_part_name(name: &[u8]) -> bool {
         _ => name,
     };
     name.starts_with(b".") && stem.len() > PART_SUFFIX.len() + 1 && stem.ends_with(PART_SUFFIX)
+}
+
+/// The marker a restore keeps in DIR, recording the remote, from its start until a run
+/// completes with no problems: a DIR that is not empty is restored into only when it holds the
+/// marker of the same remote. Its name has the form of ftpsync's temporary upload names
+/// (`.NAME.ftpsync-tmp-<16 hex>`), which restore never takes from a server (it leaves them out
+/// as interrupted uploads): no remote entry is ever restored over the marker or mistaken for it.
+pub const MARKER: &[u8] = b".ftpsync-restore.ftpsync-tmp-0000000000000000";
+/// Most of a marker read (it is two short lines).
+const MARKER_MAX: u64 = 64 << 10;
+
+/// What DIR held when a restore started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Nothing, or only the marker of a restore of another remote that got no further: a new
+    /// restore, which writes its marker.
+    Empty,
+    /// What an unfinished restore of the same remote left, its marker included: resumed.
+    Resumed,
+}
+
+fn marker_text(remote: &str) -> String {
+    format!(
+        "ftpsync restore into this directory is unfinished: run it again to complete it \
+         (this file goes when a run completes with no problems)\nremote: {remote}\n"
+    )
+}
+
+/// The remote the marker in `root` records; None when there is none (anything but a regular
+/// file with a `remote:` line is no marker).
+fn marker_remote(root: BorrowedFd<'_>) -> io::Result<Option<String>> {
+    let (fd, st) = match local::lookup(root, &name_of(MARKER)?) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        found => found?,
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(None);
+    }
+    let mut text = Vec::new();
+    local::reopen(fd.as_fd(), libc::O_RDONLY)?
+        .take(MARKER_MAX)
+        .read_to_end(&mut text)?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"remote: "))
+        .map(|r| String::from_utf8_lossy(r).into_owned()))
+}
+
+/// Whether a restore of `remote` may write into `root` (DIR, named `shown` in errors): only
+/// when it is empty or holds the marker of an unfinished restore of the same remote, since a
+/// restore replaces the files and symlinks in its way and removes stale part files.
+pub fn check_target(root: BorrowedFd<'_>, shown: &Path, remote: &str) -> Result<Target> {
+    let entries =
+        local::list_dir(root).with_context(|| format!("cannot list {}", shown.display()))?;
+    let others = entries
+        .iter()
+        .filter(|e| e.name.as_bytes() != MARKER)
+        .count();
+    let recorded = if others < entries.len() {
+        marker_remote(root).with_context(|| {
+            format!(
+                "cannot read the restore marker {} in {}",
+                display_path(MARKER),
+                shown.display()
+            )
+        })?
+    } else {
+        None
+    };
+    match recorded {
+        Some(r) if r == remote => Ok(Target::Resumed),
+        Some(_) if others == 0 => Ok(Target::Empty),
+        None if entries.is_empty() => Ok(Target::Empty),
+        Some(r) => bail!(
+            "{} holds an unfinished restore of {r}, not of {remote}; restore into an empty \
+             directory, or finish that one",
+            shown.display()
+        ),
+        None => bail!(
+            "{} is not empty; restore into an empty directory, or into the one an unfinished \
+             restore of this remote left (it holds the marker {}), which it resumes: a restore \
+             replaces the files and symlinks in its way, so it refuses a directory it did not \
+             start in",
+            shown.display(),
+            display_path(MARKER)
+        ),
+    }
+}
+
+fn sync_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    local::reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(|d| d.sync_all())
+}
+
+/// Puts the marker of a restore of `remote` in `root` (0600, replacing another remote's),
+/// durably, before anything else is written there.
+pub fn write_marker(root: BorrowedFd<'_>, remote: &str) -> io::Result<()> {
+    let name = name_of(MARKER)?;
+    match local::unlink(root, &name, 0) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
+        _ => {}
+    }
+    let mut f = local::create(root, &name, libc::O_WRONLY | libc::O_EXCL, 0o600)?;
+    f.write_all(marker_text(remote).as_bytes())?;
+    f.sync_all()?;
+    sync_dir(root)
+}
+
+/// Removes the marker once a run completed with no problems.
+pub fn remove_marker(root: BorrowedFd<'_>) -> io::Result<()> {
+    local::unlink(root, &name_of(MARKER)?, 0)?;
+    sync_dir(root)
 }
 
 struct DirJob {
@@ -220,7 +332,7 @@ fn walk(
         let mut taken = names.clone();
         let mut here = HashSet::new();
         for (name, st) in entries {
-            let rel = child(&dir, &name);
+            let rel = child_path(&dir, &name);
             if !here.insert(name.clone()) {
                 s.problems
                     .push(problem(&rel, "listed twice by the server; restored once"));
@@ -276,15 +388,26 @@ fn plan_entry(
         taken.insert(p.clone());
         p
     };
+    let special = matches!(st.kind, FileKind::Dir | FileKind::File) && st.mode & UNVOUCHED != 0;
+    if want.is_none() && special {
+        s.notes.push(problem(
+            &rel,
+            format!(
+                "restored without its setuid/setgid bits (mode {:o} on the server): no \
+                 manifest vouches for them",
+                st.mode & 0o7777
+            ),
+        ));
+    }
     match (st.kind, want) {
         (FileKind::Dir, None | Some(Confirmed::Dir { .. })) => {
             let mode = match want {
-                Some(Confirmed::Dir { mode }) => *mode,
-                _ => st.mode,
+                Some(Confirmed::Dir { mode }) => *mode & 0o7777,
+                _ => server_mode(st.mode),
             };
             plan.dirs.push(DirJob {
                 rel: rel.clone(),
-                mode: mode & 0o7777,
+                mode,
                 atime: st.atime,
                 mtime: st.mtime,
             });
@@ -293,7 +416,7 @@ fn plan_entry(
         (FileKind::File, None | Some(Confirmed::File(_))) => plan.files.push(FileJob {
             part: part(),
             size: st.size,
-            mode: st.mode & 0o7777,
+            mode: server_mode(st.mode),
             mtime: st.mtime,
             want: want.and_then(Confirmed::file).copied(),
             rel,
@@ -551,7 +674,10 @@ fn restore_file(
             }
             let (mode, mtime) = match &job.want {
                 Some(m) => (m.mode, SetTime::At(m.mtime.sec, m.mtime.nsec)),
-                None => (report.stat.mode, SetTime::At(report.stat.mtime, 0)),
+                None => (
+                    server_mode(report.stat.mode),
+                    SetTime::At(report.stat.mtime, 0),
+                ),
             };
             let atime = SetTime::At(report.stat.atime, 0);
             file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
@@ -595,7 +721,19 @@ fn worker(
 ) -> Tally {
     let mut tally = Tally::default();
     while let Ok(job) = jobs.recv() {
-        match restore_file(&mut t, connect, root, &job) {
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            restore_file(&mut t, connect, root, &job)
+        }));
+        let Ok(done) = done else {
+            // Its connection may be left mid-request: this worker stops, the others go on.
+            tally.problems.push(problem(
+                &job.rel,
+                "not restored: the worker restoring it panicked (a bug; its part file, if any, \
+                 goes at the next run)",
+            ));
+            return tally;
+        };
+        match done {
             Ok(Done::Skipped) => tally.skipped += 1,
             Ok(Done::Downloaded { bytes, verified }) => {
                 tally.files += 1;
@@ -683,7 +821,14 @@ pub fn restore(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .map(|h| {
+                h.join().unwrap_or_else(|_| Tally {
+                    problems: vec!["a restore worker panicked: what it restored is not \
+                                    counted and may be incomplete"
+                        .into()],
+                    ..Tally::default()
+                })
+            })
             .collect()
     });
     progress.finish();
@@ -696,8 +841,10 @@ pub fn restore(
     }
     s.unverified = s.files - s.verified;
     for f in rx.try_iter() {
-        s.problems
-            .push(problem(&f.rel, "not restored: every connection was lost"));
+        s.problems.push(problem(
+            &f.rel,
+            "not restored: every worker had stopped (lost connections or panics, above)",
+        ));
     }
     finish_dirs(root, &plan.dirs, &failed, &mut s);
     s.elapsed = start.elapsed();
@@ -708,12 +855,9 @@ pub fn restore(
 /// change the mtime and may need the owner's write permission), and makes the renames into
 /// them durable.
 fn finish_dirs(root: BorrowedFd<'_>, dirs: &[DirJob], failed: &HashSet<Vec<u8>>, s: &mut Summary) {
-    let sync = |fd: BorrowedFd<'_>| {
-        local::reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY).and_then(|d| d.sync_all())
-    };
     for d in dirs.iter().rev().filter(|d| !failed.contains(&d.rel)) {
         let done = open_dir(root, &d.rel).and_then(|fd| {
-            sync(fd.as_fd())?;
+            sync_dir(fd.as_fd())?;
             local::chmod(fd.as_fd(), d.mode)?;
             local::utimens(fd.as_fd(), SetTime::At(d.atime, 0), SetTime::At(d.mtime, 0))
         });
@@ -724,7 +868,7 @@ fn finish_dirs(root: BorrowedFd<'_>, dirs: &[DirJob], failed: &HashSet<Vec<u8>>,
             ));
         }
     }
-    if let Err(e) = sync(root) {
+    if let Err(e) = sync_dir(root) {
         s.problems
             .push(format!("cannot fsync the target directory: {e}"));
     }
@@ -762,6 +906,8 @@ pub fn run(req: &Request) -> Result<()> {
     }
     let root =
         local::open_root(&req.dir).with_context(|| format!("cannot open {}", req.dir.display()))?;
+    let remote_url = req.remote.to_string();
+    let target = check_target(root.as_fd(), &req.dir, &remote_url)?;
     let expected = match &req.state_dir {
         Some(d) => load_manifest(d)?,
         None => None,
@@ -793,6 +939,15 @@ pub fn run(req: &Request) -> Result<()> {
         };
         anyhow::anyhow!("restore from {}: {e}", req.remote)
     })?;
+    if target == Target::Empty {
+        write_marker(root.as_fd(), &remote_url).with_context(|| {
+            format!(
+                "cannot write the restore marker {} in {}",
+                display_path(MARKER),
+                req.dir.display()
+            )
+        })?;
+    }
     let s = restore(
         root.as_fd(),
         expected.as_ref(),
@@ -816,7 +971,13 @@ pub fn run(req: &Request) -> Result<()> {
             s.problems.len()
         );
     }
-    Ok(())
+    remove_marker(root.as_fd()).with_context(|| {
+        format!(
+            "restore complete, but the marker {} in {} cannot be removed",
+            display_path(MARKER),
+            req.dir.display()
+        )
+    })
 }
 
 /// The summary printed at the end.
@@ -1082,6 +1243,171 @@ mod tests {
             std::fs::read(path(out.path(), b"d/e/big")).unwrap().len(),
             3 << 20
         );
+    }
+
+    fn listing(dir: &Path) -> Vec<Vec<u8>> {
+        let mut names: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_an_empty_directory_or_one_an_unfinished_restore_of_the_same_remote_left_is_taken() {
+        const R: &str = "sftp://u@h:22/data";
+        let out = tempfile::tempdir().unwrap();
+        let root = local::open_root(out.path()).unwrap();
+        let check = |remote: &str| check_target(root.as_fd(), out.path(), remote);
+        assert_eq!(check(R).unwrap(), Target::Empty);
+
+        // Someone's own files: refused, whatever the remote, and left alone.
+        std::fs::write(path(out.path(), b"notes.txt"), b"newer than the backup").unwrap();
+        let e = format!("{:#}", check(R).unwrap_err());
+        assert!(
+            e.contains("is not empty; restore into an empty directory"),
+            "{e}"
+        );
+        assert_eq!(listing(out.path()), [b"notes.txt".to_vec()]);
+        // Nor does a symlink, or a file without a `remote:` line, named like the marker count.
+        let marker = path(out.path(), MARKER);
+        std::os::unix::fs::symlink("elsewhere", &marker).unwrap();
+        assert!(check(R).is_err());
+        std::fs::remove_file(&marker).unwrap();
+        std::fs::write(&marker, b"not a marker").unwrap();
+        assert!(check(R).is_err());
+        std::fs::remove_file(&marker).unwrap();
+        std::fs::remove_file(path(out.path(), b"notes.txt")).unwrap();
+
+        // A run writes its marker (0600, naming the remote); what it leaves is resumed by a run
+        // for the same remote only.
+        write_marker(root.as_fd(), R).unwrap();
+        let md = std::fs::symlink_metadata(&marker).unwrap();
+        assert!(md.is_file());
+        assert_eq!(md.mode() & 0o777, 0o600);
+        assert!(std::fs::read_to_string(&marker)
+            .unwrap()
+            .contains(&format!("\nremote: {R}\n")));
+        std::fs::write(path(out.path(), b"restored"), b"x").unwrap();
+        assert_eq!(check(R).unwrap(), Target::Resumed);
+        let e = format!("{:#}", check("sftp://u@h:22/other").unwrap_err());
+        assert!(
+            e.contains(&format!("holds an unfinished restore of {R}, not of")),
+            "{e}"
+        );
+        // Another remote's marker with nothing beside it: that restore wrote nothing.
+        std::fs::remove_file(path(out.path(), b"restored")).unwrap();
+        assert_eq!(check("sftp://u@h:22/other").unwrap(), Target::Empty);
+        write_marker(root.as_fd(), "sftp://u@h:22/other").unwrap();
+        assert_eq!(check("sftp://u@h:22/other").unwrap(), Target::Resumed);
+        remove_marker(root.as_fd()).unwrap();
+        assert!(listing(out.path()).is_empty());
+
+        // Its name is one restore never takes from a server, nor removes as a part file.
+        assert!(remote::path::is_temp_name(MARKER));
+        assert!(!is_part_name(MARKER));
+    }
+
+    #[test]
+    fn a_remote_entry_named_like_the_marker_never_lands_on_it() {
+        let m = tree();
+        m.insert(MARKER, file(b"from the server", 0o644, 5));
+        let out = tempfile::tempdir().unwrap();
+        let root = local::open_root(out.path()).unwrap();
+        write_marker(root.as_fd(), "sftp://u@h:22/data").unwrap();
+        let s = run_over(&m, out.path(), None);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!((s.files, s.skipped), (3, 0), "the marker is not counted");
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.contains(".ftpsync-restore.ftpsync-tmp-") && n.contains("left out")),
+            "{:?}",
+            s.notes
+        );
+        let text = std::fs::read_to_string(path(out.path(), MARKER)).unwrap();
+        assert!(text.contains("remote: sftp://u@h:22/data"), "{text}");
+        assert_eq!(
+            check_target(root.as_fd(), out.path(), "sftp://u@h:22/data").unwrap(),
+            Target::Resumed
+        );
+        assert_eq!(run_over(&m, out.path(), None).skipped, 5);
+    }
+
+    #[test]
+    fn setuid_and_setgid_bits_come_only_from_the_manifest() {
+        let m = MockTransport::new();
+        m.insert(b"bin", dir(0o2775));
+        m.insert(b"bin/su", file(b"#!/bin/sh\n", 0o4755, 1_600_000_000));
+        m.insert(b"bin/wall", file(b"#!/bin/sh\n", 0o2755, 1_600_000_000));
+        m.insert(b"tmp", dir(0o1777));
+        let mode = |dir: &Path, rel: &[u8]| {
+            std::fs::symlink_metadata(path(dir, rel)).unwrap().mode() & 0o7777
+        };
+
+        let plain = tempfile::tempdir().unwrap();
+        let s = run_over(&m, plain.path(), None);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(mode(plain.path(), b"bin/su"), 0o755);
+        assert_eq!(mode(plain.path(), b"bin/wall"), 0o755);
+        assert_eq!(mode(plain.path(), b"bin"), 0o775);
+        assert_eq!(
+            mode(plain.path(), b"tmp"),
+            0o1777,
+            "the sticky bit is no risk"
+        );
+        let dropped = s
+            .notes
+            .iter()
+            .filter(|n| n.contains("setuid/setgid"))
+            .count();
+        assert_eq!(dropped, 3, "{:?}", s.notes);
+        // What was restored that way counts as in place.
+        assert_eq!(run_over(&m, plain.path(), None).skipped, 2);
+
+        // The manifest vouches for them: restored as the mirror confirmed them.
+        let vouched = tempfile::tempdir().unwrap();
+        let s = run_over(&m, vouched.path(), Some(&manifest_of(&m)));
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(mode(vouched.path(), b"bin/su"), 0o4755);
+        assert_eq!(mode(vouched.path(), b"bin/wall"), 0o2755);
+        assert_eq!(mode(vouched.path(), b"bin"), 0o2775);
+        assert!(
+            !s.notes.iter().any(|n| n.contains("setuid")),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn a_panicking_worker_fails_the_restore_and_keeps_the_others_counts() {
+        let m = tree();
+        let out = tempfile::tempdir().unwrap();
+        let root = local::open_root(out.path()).unwrap();
+        // One connection; the smallest file (restored last) loses it, and connecting again
+        // panics.
+        m.fail_path(b"top", 1, ErrorKind::Transient);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let connect = || -> remote::Result<Box<dyn Transport>> {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                panic!("injected panic while connecting again");
+            }
+            Ok(Box::new(m.clone()))
+        };
+        let first = connect().unwrap();
+        let s = restore(root.as_fd(), None, first, &connect, 1);
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(
+            s.problems[0].contains("\"top\": not restored: the worker restoring it panicked"),
+            "{:?}",
+            s.problems
+        );
+        assert_eq!(
+            s.files, 2,
+            "the files that worker restored are still counted"
+        );
+        assert!(std::fs::symlink_metadata(path(out.path(), b"top")).is_err());
     }
 
     #[test]

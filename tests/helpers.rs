@@ -1,7 +1,8 @@
 //! Profiles, the mount(8) helper, fstab and the systemd unit, for real: `mount -t fuse.ftpsync
 //! PROFILE DIR` and an fstab line through the helper installed by `mount-helpers/install.sh`,
 //! unmounted by `umount` and by `fusermount3 -u`; `ftpsync mount PROFILE`, `ftpsync trust
-//! PROFILE`, the unit's foreground command; the errors of a missing or unsafe profile.
+//! PROFILE`, the unit's foreground command; the errors of a missing or unsafe profile; what
+//! install.sh refuses to replace.
 //!
 //! mount(8) looks for `mount.fuse.ftpsync` only in /sbin, /sbin/fs.d and /sbin/fs (compiled
 //! into libmount) and removes PATH from the helper's environment: a helper "put on PATH" is
@@ -709,6 +710,118 @@ fn install_is_idempotent_and_the_unit_verifies() {
         !out.stderr.contains("ftpsync@"),
         "systemd-analyze verify complained:\n{}",
         out.stderr
+    );
+}
+
+#[test]
+fn install_replaces_only_its_own_helper_and_unit_unless_forced() {
+    let s = Setup::new(false);
+    let ns = Ns::new(&s.root, &["/usr/sbin", "/etc"]);
+    let host_helper = fs::symlink_metadata("/sbin/mount.fuse.ftpsync")
+        .ok()
+        .map(|m| m.ino());
+    let (helper, unit) = (
+        p("/sbin/mount.fuse.ftpsync"),
+        p("/etc/systemd/system/ftpsync@.service"),
+    );
+    let bin = s.prefix.join("bin/ftpsync");
+    let our_unit = s.prefix.join("lib/systemd/system/ftpsync@.service");
+    let admins_unit = "[Service]\nExecStart=/opt/site/bin/ftpsync mount -f --profile %i\n";
+
+    // The admin's own helper and unit, in the namespace's /sbin and /etc.
+    fs::create_dir_all(ns.path(p("/etc/systemd/system"))).expect("mkdir");
+    fs::write(ns.path(helper), "#!/bin/sh\n# the admin's own\n").expect("write");
+    fs::write(ns.path(unit), admins_unit).expect("write");
+    let out = ns.install(&s, &[&s.prefix]);
+    assert!(!out.ok(), "install.sh replaced them:\n{}", out.stdout);
+    for want in [
+        "not installed, nothing changed",
+        "/sbin/mount.fuse.ftpsync is a file this install did not put there",
+        "/etc/systemd/system/ftpsync@.service is a file this install did not put there",
+        "--force",
+    ] {
+        assert!(
+            out.stderr.contains(want),
+            "{want:?} not in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!bin.exists(), "install.sh went on before refusing");
+    assert_eq!(
+        fs::read_to_string(ns.path(helper)).unwrap(),
+        "#!/bin/sh\n# the admin's own\n"
+    );
+    assert_eq!(fs::read_to_string(ns.path(unit)).unwrap(), admins_unit);
+
+    // The helper of another install is not this one's either.
+    fs::remove_file(ns.path(helper)).unwrap();
+    std::os::unix::fs::symlink("/opt/other/bin/ftpsync", ns.path(helper)).unwrap();
+    let out = ns.install(&s, &[&s.prefix]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr.contains(&format!(
+            "/sbin/mount.fuse.ftpsync is a symlink to /opt/other/bin/ftpsync, not to {}",
+            bin.display()
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // --force replaces them, saying what went.
+    let out = ns.install(&s, &[p("--force"), &s.prefix]);
+    out.assert_ok();
+    for want in [
+        format!(
+            "linked     /sbin/mount.fuse.ftpsync -> {} (--force: replaced a symlink to \
+             /opt/other/bin/ftpsync)",
+            bin.display()
+        ),
+        format!(
+            "linked     /etc/systemd/system/ftpsync@.service -> {} (--force: replaced a file \
+             of its own)",
+            our_unit.display()
+        ),
+    ] {
+        assert!(
+            out.stdout.contains(&want),
+            "{want:?} not in:\n{}",
+            out.stdout
+        );
+    }
+    assert_eq!(fs::read_link(ns.path(helper)).ok(), Some(bin.clone()));
+    assert_eq!(fs::read_link(ns.path(unit)).ok(), Some(our_unit.clone()));
+
+    // Its own links are its own: a second run, without --force, changes nothing.
+    let out = ns.install(&s, &[&s.prefix]);
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.matches("unchanged  ").count(),
+        5,
+        "binary, both helpers, unit and its link:\n{}",
+        out.stdout
+    );
+
+    // A copy of its own unit (or binary) is its own too: linked over without --force.
+    fs::remove_file(ns.path(unit)).unwrap();
+    fs::copy(&our_unit, ns.path(unit)).unwrap();
+    fs::remove_file(ns.path(helper)).unwrap();
+    fs::copy(&bin, ns.path(helper)).unwrap();
+    let out = ns.install(&s, &[&s.prefix]);
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.matches("(replaced an identical file)").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fs::read_link(ns.path(helper)).ok(), Some(bin));
+    assert_eq!(fs::read_link(ns.path(unit)).ok(), Some(our_unit));
+    assert_eq!(
+        fs::symlink_metadata("/sbin/mount.fuse.ftpsync")
+            .ok()
+            .map(|m| m.ino()),
+        host_helper,
+        "install.sh in the test's namespace changed the machine's /sbin"
     );
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use common::mirror_tree::assert_mirrored;
 use common::{run_with_timeout, sha256_file, walk, CmdOut, Mount, BIN, CMD_WAIT};
+use ftpsync::restore::MARKER;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -52,6 +53,11 @@ fn count(out: &CmdOut, prefix: &str, suffix: &str) -> u64 {
         .unwrap_or_else(|| panic!("no '{prefix}N {suffix}' in the summary:\n{out:#?}"))
 }
 
+/// Whether a name beneath a restore's target is the restore's own (a part file, its marker).
+fn restored_name(name: &[u8]) -> bool {
+    !name.ends_with(b".ftpsync-part") && name != MARKER
+}
+
 /// Regular files beneath `root` while a restore is writing there (entries may come and go).
 fn files_now(root: &Path) -> usize {
     let Ok(entries) = fs::read_dir(root) else {
@@ -61,7 +67,7 @@ fn files_now(root: &Path) -> usize {
         .flatten()
         .map(|e| match e.file_type() {
             Ok(t) if t.is_dir() => files_now(&e.path()),
-            Ok(t) if t.is_file() && !e.file_name().as_bytes().ends_with(b".ftpsync-part") => 1,
+            Ok(t) if t.is_file() && restored_name(e.file_name().as_bytes()) => 1,
             _ => 0,
         })
         .sum()
@@ -204,11 +210,14 @@ fn fill(mnt: &Path, files: usize) -> usize {
     n
 }
 
-/// Regular files (not part files) and symlinks in place under `root`, with inode and ctime.
+/// Regular files (not part files, not the marker) and symlinks in place under `root`, with
+/// inode and ctime.
 fn in_place(root: &Path) -> BTreeMap<Vec<u8>, (u64, i64, i64)> {
     walk(root)
         .into_iter()
-        .filter(|(rel, _, md)| !md.is_dir() && !rel.windows(13).any(|w| w == b".ftpsync-part"))
+        .filter(|(rel, _, md)| {
+            !md.is_dir() && !rel.windows(13).any(|w| w == b".ftpsync-part") && rel != MARKER
+        })
         .map(|(rel, _, md)| (rel, (md.ino(), md.ctime(), md.ctime_nsec())))
         .collect()
 }
@@ -268,7 +277,9 @@ fn a_mirrored_tree_of_2000_files_restores_identical_and_resumes_after_kill_9() {
     let before = in_place(&resumed);
     let files_before = walk(&resumed)
         .iter()
-        .filter(|(rel, _, md)| md.is_file() && !rel.windows(13).any(|w| w == b".ftpsync-part"))
+        .filter(|(rel, _, md)| {
+            md.is_file() && !rel.windows(13).any(|w| w == b".ftpsync-part") && rel != MARKER
+        })
         .count() as u64;
     eprintln!(
         "killed with {files_before} files and {} symlinks in place, {} part files",
@@ -276,6 +287,10 @@ fn a_mirrored_tree_of_2000_files_restores_identical_and_resumes_after_kill_9() {
         part_files(&resumed).len()
     );
     assert!(files_before >= files as u64 / 4 && files_before < files as u64);
+    assert!(
+        resumed.join(OsStr::from_bytes(MARKER)).is_file(),
+        "the interrupted run left no marker: a re-run would refuse the directory"
+    );
 
     let out = restore(&m, &resumed, true, &[]);
     out.assert_ok();
@@ -304,6 +319,10 @@ fn a_mirrored_tree_of_2000_files_restores_identical_and_resumes_after_kill_9() {
         "stale part files are removed"
     );
     assert_same_tree(&m.local, &resumed);
+    assert!(
+        !resumed.join(OsStr::from_bytes(MARKER)).exists(),
+        "a complete run removes its marker"
+    );
     m.unmount();
 }
 
@@ -356,6 +375,24 @@ fn a_remote_file_altered_behind_the_mirrors_back_is_reported_and_not_kept() {
         fs::read(plain.join("docs/f7")).expect("restored"),
         b"DOCUMENT 7"
     );
+    // An incomplete run keeps its marker (a re-run resumes); a complete one leaves none.
+    assert!(target.join(OsStr::from_bytes(MARKER)).is_file());
+    assert!(!plain.join(OsStr::from_bytes(MARKER)).exists());
+
+    // A directory no restore started in is refused, and nothing in it changes: a restore
+    // would replace the newer local copy.
+    let own = m.plain.join("own");
+    fs::create_dir_all(own.join("docs")).expect("mkdir");
+    fs::write(own.join("docs/f3"), b"my newer edit").expect("write");
+    let before = tree(&own);
+    let out = restore(&m, &own, false, &[]);
+    assert!(!out.ok(), "restored into a directory with files: {out:#?}");
+    assert!(
+        out.stderr
+            .contains("is not empty; restore into an empty directory"),
+        "{out:#?}"
+    );
+    assert_eq!(tree(&own), before);
 
     // A server whose key is pinned nowhere is refused, with the command that pins it.
     let sshd = m.sshd.as_ref().expect("sshd");
@@ -410,8 +447,15 @@ fn hostile_symlinks_are_restored_as_symlinks_and_never_written_through() {
 
     // Locally, in the target: symlinks where the restore will write a directory, a file and a
     // part file.
+    // As if planted after an interrupted run, whose marker lets the restore resume there.
     let target = m.plain.join("out");
     fs::create_dir(&target).expect("mkdir");
+    let sshd = m.sshd.as_ref().expect("sshd");
+    fs::write(
+        target.join(OsStr::from_bytes(MARKER)),
+        format!("remote: {}\n", sshd.remote_url()),
+    )
+    .expect("marker");
     std::os::unix::fs::symlink(outside.path(), target.join("sub")).expect("symlink");
     std::os::unix::fs::symlink(outside.path().join("victim"), target.join("f")).expect("symlink");
     std::os::unix::fs::symlink(outside.path().join("part"), target.join(".f.ftpsync-part"))
