@@ -79,12 +79,19 @@ else
     exit 1
 fi
 
+say "a full audit of the server against the local tree: ftpsync verify $demo/mnt"
+"$bin" verify "$demo/mnt"
+
+say "the audit log's hash chain: ftpsync audit $demo/mnt --check"
+"$bin" audit "$demo/mnt" --check
+
 cat <<EOF
 
 The mount is live. Everything written in $demo/mnt is journaled, hashed on close and
 mirrored to $REMOTE_URL (on disk: $REMOTE_ROOT).
 
   status (scripts):   $bin status $demo/mnt --json
+  audit trail:        $bin audit $demo/mnt
   wait for the remote: $bin flush $demo/mnt
   unmount:            fusermount3 -u $demo/mnt
   stop the server:    kill $SSHD_PID
