@@ -16,6 +16,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 RUNS="${RUNS:-3}"
 BENCH_DIR="${BENCH_DIR:-/var/tmp}"
@@ -35,17 +37,9 @@ command -v python3 >/dev/null || {
 }
 modprobe fuse 2>/dev/null || true
 
-echo "building ftpsync (release)..."
-cargo build --release --quiet
-bin="$PWD/target/release/ftpsync"
+bench_build
 
-free_kb=$(df -Pk "$BENCH_DIR" | awk 'NR==2 {print $4}')
-if [ "$free_kb" -lt $((3 * 1024 * 1024)) ]; then
-    echo "need 3 GiB free in $BENCH_DIR (have $((free_kb / 1024)) MiB); set BENCH_DIR" >&2
-    exit 1
-fi
-# true when something is mounted on $1 (works for a dead FUSE mount too)
-is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
+bench_need_space 3
 base="$(mktemp -d "$BENCH_DIR/ftpsync-bench.XXXXXX")"
 mnt=""
 cleanup() {

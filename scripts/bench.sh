@@ -18,6 +18,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 RUNS="${RUNS:-3}"
 BENCH_DIR="${BENCH_DIR:-/var/tmp}"
@@ -34,18 +36,10 @@ for tool in fusermount3 python3 /usr/sbin/sshd ssh-keygen sha256sum; do
 done
 modprobe fuse 2>/dev/null || true
 
-echo "building ftpsync (release)..."
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-$PWD/target}/release/ftpsync"
-[ -x "$bin" ] || { echo "no release binary at $bin" >&2; exit 1; }
+bench_build
 
-free_kb=$(df -Pk "$BENCH_DIR" | awk 'NR==2 {print $4}')
-if [ "$free_kb" -lt $((4 * 1024 * 1024)) ]; then
-    echo "need 4 GiB free in $BENCH_DIR (have $((free_kb / 1024)) MiB); set BENCH_DIR" >&2
-    exit 1
-fi
+bench_need_space 4
 
-is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 base="$(mktemp -d "$BENCH_DIR/ftpsync-bench.XXXXXX")"
 chmod 755 "$base"
 mnt="$base/mnt"

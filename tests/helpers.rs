@@ -19,6 +19,7 @@ mod common;
 
 use common::sshd::{Flavor, Sshd};
 use common::{become_subreaper, run_with_timeout, wait_daemon, CmdOut, Ended, BIN, CMD_WAIT};
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -266,6 +267,23 @@ impl Ns {
             .unwrap_or_default()
     }
 
+    /// Runs mount(8) inside the namespace with `args` and checks that profile `demo` is then
+    /// mounted on `s.mnt` as fuse.ftpsync.
+    fn mount_demo(&self, s: &Setup, args: &[&OsStr], env: Option<(&str, &Path)>) {
+        let mut mount = self.cmd(s, "mount");
+        mount.args(args);
+        if let Some((k, v)) = env {
+            mount.env(k, v);
+        }
+        run_with_timeout(mount, CMD_WAIT).assert_ok();
+        assert_eq!(
+            self.mounted(&s.mnt),
+            Some(("fuse.ftpsync".into(), "demo".into())),
+            "mountinfo in the namespace:\n{}",
+            self.mountinfo()
+        );
+    }
+
     /// (fstype, source) of the topmost mount on `dir` inside the namespace.
     fn mounted(&self, dir: &Path) -> Option<(String, String)> {
         let want = dir.to_str().expect("utf-8 path");
@@ -358,17 +376,18 @@ fn mount_t_fuse_ftpsync_and_an_fstab_line_then_umount_and_fusermount3() {
             ),
     )
     .unwrap();
-    let mut mount = ns.cmd(&s, "mount");
-    mount
-        .args(["-t", "fuse.ftpsync", "demo"])
-        .arg(&s.mnt)
-        .args(["-o", "nodev,noatime,_netdev"]);
-    run_with_timeout(mount, CMD_WAIT).assert_ok();
-    assert_eq!(
-        ns.mounted(&s.mnt),
-        Some(("fuse.ftpsync".into(), "demo".into())),
-        "mountinfo in the namespace:\n{}",
-        ns.mountinfo()
+    let o = |a: &'static str| OsStr::new(a);
+    ns.mount_demo(
+        &s,
+        &[
+            o("-t"),
+            o("fuse.ftpsync"),
+            o("demo"),
+            s.mnt.as_os_str(),
+            o("-o"),
+            o("nodev,noatime,_netdev"),
+        ],
+        None,
     );
     assert_eq!(
         ns.mounted(&other),
@@ -413,13 +432,7 @@ fn mount_t_fuse_ftpsync_and_an_fstab_line_then_umount_and_fusermount3() {
         ),
     )
     .unwrap();
-    let mut mount = ns.cmd(&s, "mount");
-    mount.arg(&s.mnt).env("LIBMOUNT_FSTAB", &fstab);
-    run_with_timeout(mount, CMD_WAIT).assert_ok();
-    assert_eq!(
-        ns.mounted(&s.mnt),
-        Some(("fuse.ftpsync".into(), "demo".into()))
-    );
+    ns.mount_demo(&s, &[s.mnt.as_os_str()], Some(("LIBMOUNT_FSTAB", &fstab)));
     let opts = ns.mount_options(&s.mnt);
     assert!(
         opts.contains(&"nodev".to_string()) && opts.contains(&"nosuid".to_string()),
@@ -466,15 +479,18 @@ fn without_the_sbin_helper_fuse3s_mount_fuse_runs_ftpsync_from_the_default_path(
     ns.install(&s, &[p("--prefix-only"), p("/usr/local")])
         .assert_ok();
 
-    let mut mount = ns.cmd(&s, "mount");
-    mount
-        .args(["-t", "fuse.ftpsync", "demo"])
-        .arg(&s.mnt)
-        .args(["-o", "nosuid"]);
-    run_with_timeout(mount, CMD_WAIT).assert_ok();
-    assert_eq!(
-        ns.mounted(&s.mnt),
-        Some(("fuse.ftpsync".into(), "demo".into()))
+    let o = |a: &'static str| OsStr::new(a);
+    ns.mount_demo(
+        &s,
+        &[
+            o("-t"),
+            o("fuse.ftpsync"),
+            o("demo"),
+            s.mnt.as_os_str(),
+            o("-o"),
+            o("nosuid"),
+        ],
+        None,
     );
     let pid = s.pid();
     let argv = cmdline(pid);
