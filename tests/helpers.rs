@@ -284,6 +284,18 @@ impl Ns {
         );
     }
 
+    /// `mount -t fuse.ftpsync demo MNT -o OPTS` inside the namespace, checked.
+    fn mount_t(&self, s: &Setup, opts: &str) {
+        let args = ["-t", "fuse.ftpsync", "demo"].map(OsStr::new);
+        let tail = ["-o", opts].map(OsStr::new);
+        let all: Vec<&OsStr> = args
+            .into_iter()
+            .chain([s.mnt.as_os_str()])
+            .chain(tail)
+            .collect();
+        self.mount_demo(s, &all, None);
+    }
+
     /// (fstype, source) of the topmost mount on `dir` inside the namespace.
     fn mounted(&self, dir: &Path) -> Option<(String, String)> {
         let want = dir.to_str().expect("utf-8 path");
@@ -376,19 +388,7 @@ fn mount_t_fuse_ftpsync_and_an_fstab_line_then_umount_and_fusermount3() {
             ),
     )
     .unwrap();
-    let o = |a: &'static str| OsStr::new(a);
-    ns.mount_demo(
-        &s,
-        &[
-            o("-t"),
-            o("fuse.ftpsync"),
-            o("demo"),
-            s.mnt.as_os_str(),
-            o("-o"),
-            o("nodev,noatime,_netdev"),
-        ],
-        None,
-    );
+    ns.mount_t(&s, "nodev,noatime,_netdev");
     assert_eq!(
         ns.mounted(&other),
         None,
@@ -479,19 +479,7 @@ fn without_the_sbin_helper_fuse3s_mount_fuse_runs_ftpsync_from_the_default_path(
     ns.install(&s, &[p("--prefix-only"), p("/usr/local")])
         .assert_ok();
 
-    let o = |a: &'static str| OsStr::new(a);
-    ns.mount_demo(
-        &s,
-        &[
-            o("-t"),
-            o("fuse.ftpsync"),
-            o("demo"),
-            s.mnt.as_os_str(),
-            o("-o"),
-            o("nosuid"),
-        ],
-        None,
-    );
+    ns.mount_t(&s, "nosuid");
     let pid = s.pid();
     let argv = cmdline(pid);
     assert_eq!(
