@@ -77,16 +77,7 @@ impl<V: Clone> PathMap<V> {
 
     /// Removes and returns `root` and everything beneath it.
     pub fn take_subtree(&mut self, root: &[u8]) -> Vec<(Vec<u8>, V)> {
-        let keys: Vec<Vec<u8>> = self
-            .map
-            .range(root.to_vec()..)
-            .take_while(|(p, _)| p.starts_with(root))
-            .filter(|(p, _)| is_within(p, root))
-            .map(|(p, _)| p.clone())
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| self.map.remove(&k).map(|v| (k, v)))
-            .collect()
+        take_subtree(&mut self.map, root)
     }
 
     fn put_under(&mut self, entries: Vec<(Vec<u8>, V)>, from: &[u8], to: &[u8]) {
@@ -111,8 +102,24 @@ impl<V> IntoIterator for PathMap<V> {
     }
 }
 
-fn is_within(path: &[u8], root: &[u8]) -> bool {
-    path.len() == root.len() || path.get(root.len()) == Some(&b'/')
+/// Whether `path` is `root` or beneath it ("" is the root of everything).
+pub fn is_within(path: &[u8], root: &[u8]) -> bool {
+    root.is_empty()
+        || (path.starts_with(root)
+            && (path.len() == root.len() || path.get(root.len()) == Some(&b'/')))
+}
+
+/// Removes and returns the entries of a path-keyed map at and beneath `root`.
+pub fn take_subtree<V>(map: &mut BTreeMap<Vec<u8>, V>, root: &[u8]) -> Vec<(Vec<u8>, V)> {
+    let keys: Vec<Vec<u8>> = map
+        .range(root.to_vec()..)
+        .take_while(|(p, _)| p.starts_with(root))
+        .filter(|(p, _)| is_within(p, root))
+        .map(|(p, _)| p.clone())
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| map.remove(&k).map(|v| (k, v)))
+        .collect()
 }
 
 #[cfg(test)]

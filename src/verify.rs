@@ -13,6 +13,7 @@ use crate::local::{self, borrow};
 use crate::progress::{human_bytes, Progress};
 use crate::remote::path::{is_conflict_name, is_temp_name};
 use crate::remote::{ConnectOptions, Connection, FileKind, SecretSource, Transport};
+use crate::replay::is_within;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -490,7 +491,7 @@ fn repair(
 }
 
 fn is_beneath(path: &[u8], dir: &[u8]) -> bool {
-    path.starts_with(dir) && path.get(dir.len()) == Some(&b'/')
+    path.len() > dir.len() && is_within(path, dir)
 }
 
 /// Removes a remote entry, a directory with everything beneath it (deepest first). What is

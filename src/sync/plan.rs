@@ -9,7 +9,7 @@
 
 use crate::journal::{Entry, Record};
 use crate::mirror::{Confirmed, FileMeta, Manifest};
-use crate::replay::PathMap;
+use crate::replay::{is_within, take_subtree, PathMap};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -39,12 +39,6 @@ pub struct Plan {
     dirty: BTreeMap<Vec<u8>, Mark>,
     in_flight: HashMap<Vec<u8>, Mark>,
     consumed: u64,
-}
-
-fn is_within(path: &[u8], root: &[u8]) -> bool {
-    root.is_empty()
-        || (path.starts_with(root)
-            && (path.len() == root.len() || path.get(root.len()) == Some(&b'/')))
 }
 
 impl Plan {
@@ -137,17 +131,6 @@ impl Plan {
     }
 
     fn move_marks(&mut self, from: &[u8], to: &[u8], exchange: bool) {
-        let take = |d: &mut BTreeMap<Vec<u8>, Mark>, root: &[u8]| -> Vec<(Vec<u8>, Mark)> {
-            let keys: Vec<Vec<u8>> = d
-                .range(root.to_vec()..)
-                .take_while(|(p, _)| p.starts_with(root))
-                .filter(|(p, _)| is_within(p, root))
-                .map(|(p, _)| p.clone())
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| d.remove(&k).map(|m| (k, m)))
-                .collect()
-        };
         let reroot = |p: &[u8], a: &[u8], b: &[u8]| [b, &p[a.len()..]].concat();
         // Work in flight finishes at the old names; what now stands at the new ones must be
         // reconciled after it, or nothing would ever send it there.
@@ -159,8 +142,8 @@ impl Plan {
                 moved(from, to).or_else(|| exchange.then(|| moved(to, from)).flatten())
             })
             .collect();
-        let moved = take(&mut self.dirty, from);
-        let replaced = take(&mut self.dirty, to);
+        let moved = take_subtree(&mut self.dirty, from);
+        let replaced = take_subtree(&mut self.dirty, to);
         for (p, m) in in_flight {
             self.put_mark(p, m);
         }
