@@ -49,13 +49,14 @@ pub fn explain_refusal(e: RemoteError, remote: &Remote, state_dir: &Path) -> Rem
     }
 }
 
+/// Quoted for a shell only when needed, so the usual path reads as it is.
 fn shell_quote(s: &str) -> String {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@".contains(&b))
     {
         s.to_string()
     } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
+        crate::remote::verify::shell_quote(s)
     }
 }
 

@@ -219,7 +219,7 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
                 eprintln!(
                     "ftpsync: skipping a name no server should send in {}: {}",
                     crate::fs::show(&dir),
-                    shown(&name)
+                    crate::fs::show(&name)
                 );
                 continue;
             }
@@ -370,10 +370,6 @@ fn hash_batch(
     Ok(differ)
 }
 
-fn shown(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).escape_debug().to_string()
-}
-
 fn report(f: &Findings, as_json: bool) {
     if as_json {
         let list = |want: fn(&Problem) -> bool| -> Vec<Value> {
@@ -405,15 +401,17 @@ fn report(f: &Findings, as_json: bool) {
     }
     for (path, p) in &f.problems {
         match p {
-            Problem::Missing => println!("missing   {}", shown(path)),
-            Problem::Extra => println!("extra     {}", shown(path)),
-            Problem::Differs(what) => println!("differs   {}: {}", shown(path), what.join(", ")),
+            Problem::Missing => println!("missing   {}", crate::fs::show(path)),
+            Problem::Extra => println!("extra     {}", crate::fs::show(path)),
+            Problem::Differs(what) => {
+                println!("differs   {}: {}", crate::fs::show(path), what.join(", "))
+            }
         }
     }
     for path in &f.kept {
         println!(
             "kept      {} (a conflict copy ftpsync kept aside)",
-            shown(path)
+            crate::fs::show(path)
         );
     }
     println!(
