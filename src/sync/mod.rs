@@ -696,12 +696,15 @@ impl Inner {
     }
 
     fn finish(&self, d: Done) {
+        // The audit log's file I/O stays outside the engine's locks.
+        if let Ok(Outcome::Done(report)) = &d.result {
+            self.audit_outcome(&d.path, report);
+        }
         let mut core = self.core.lock();
         core.running.remove(&d.path);
         let mut mirror = self.mirror.lock();
         match d.result {
             Ok(Outcome::Done(report)) => {
-                self.audit_outcome(&d.path, &report);
                 let written = match report.apply {
                     Apply::Put(c) => mirror.manifest.put(&d.path, c),
                     Apply::Remove => mirror.manifest.remove(&d.path),
