@@ -359,10 +359,39 @@ pub enum Live {
     Failed(String),
 }
 
+/// The files open for writing now, by inode number in the backing directory: the filesystem
+/// writes it, the engine reads it. Such a file's next hash comes when its last writer closes
+/// it; any other file whose hash the engine lacks is waiting for a hash already under way.
+#[derive(Default)]
+pub struct OpenWriters(parking_lot::Mutex<HashMap<u64, u32>>);
+
+impl OpenWriters {
+    pub fn opened(&self, ino: u64) {
+        *self.0.lock().entry(ino).or_insert(0) += 1;
+    }
+
+    pub fn closed(&self, ino: u64) {
+        let mut m = self.0.lock();
+        if let Some(n) = m.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ino);
+            }
+        }
+    }
+
+    pub fn contains(&self, ino: u64) -> bool {
+        self.0.lock().contains_key(&ino)
+    }
+}
+
 /// The manifest and the live states, shared by the engine (writer) and the filesystem.
 pub struct Mirror {
     pub manifest: Manifest,
     pub live: HashMap<Vec<u8>, Live>,
+    /// Shared on its own, outside the mirror's lock: opening a file must not wait for a
+    /// manifest append.
+    pub writers: std::sync::Arc<OpenWriters>,
 }
 
 impl Mirror {
@@ -370,6 +399,7 @@ impl Mirror {
         Ok(Mirror {
             manifest: Manifest::open(state_dir)?,
             live: HashMap::new(),
+            writers: std::sync::Arc::default(),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::hash::hash_file;
 use crate::journal::child_path;
 use crate::local::{self, borrow};
 use crate::progress::{human_bytes, Progress};
-use crate::remote::path::{is_conflict_name, is_temp_name};
+use crate::remote::path::is_conflict_name;
 use crate::remote::{ConnectOptions, Connection, FileKind, SecretSource, Transport};
 use crate::replay::is_within;
 use anyhow::{bail, Context, Result};
@@ -207,8 +207,7 @@ fn walk_local(root: &OwnedFd) -> Result<Tree> {
     Ok(out)
 }
 
-/// The remote tree beneath the root, without ftpsync's temporary files; conflict copies are
-/// returned apart. One listing per directory, with what lstat says of each entry.
+/// The remote tree beneath the root; conflict copies are returned apart. One listing per directory, with what lstat says of each entry.
 fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
     let mut out = BTreeMap::new();
     let mut kept = Vec::new();
@@ -224,9 +223,8 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
                 continue;
             }
             let path = child_path(&dir, &name);
-            if is_temp_name(&name) {
-                continue;
-            }
+            // A temporary file is listed like any extra entry: the daemon removes its own
+            // leftovers, so one still there (verify waits for uploads) is worth a look.
             if is_conflict_name(&name) {
                 kept.push(path);
                 continue;

@@ -12,7 +12,7 @@ mod tree;
 use crate::hash::{self, Sha256Hash};
 use crate::journal::{Journal, Record, Timestamp};
 use crate::local::{self, borrow, SetTime};
-use crate::mirror::Mirror;
+use crate::mirror::{Mirror, OpenWriters};
 use fuser::{BackingId, Errno, FileAttr, FileType, FopenFlags};
 use hasher::HashQueue;
 use log::{error, warn};
@@ -77,6 +77,8 @@ struct Handle {
     ino: u64,
     file: File,
     writable: bool,
+    /// The backing file's inode number, while this handle counts in `Fs::writers`.
+    writer_ino: Option<u64>,
     track: Arc<Mutex<Track>>,
     _backing: Option<Arc<BackingId>>,
 }
@@ -85,6 +87,8 @@ pub struct Fs {
     tree: Mutex<Tree>,
     /// What the remote holds, for the `user.ftpsync.*` attributes and the start-up scan.
     mirror: Arc<Mutex<Mirror>>,
+    /// Files open for writing, which the engine must not hash behind our back.
+    writers: Arc<OpenWriters>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Vec<local::DirEntry>>>,
     backing: Mutex<HashMap<u64, Weak<BackingId>>>,
@@ -204,8 +208,10 @@ impl Fs {
         opts: Options,
     ) -> io::Result<Fs> {
         let st = local::fstat(borrow(&root))?;
+        let writers = mirror.lock().writers.clone();
         Ok(Fs {
             mirror,
+            writers,
             tree: Mutex::new(Tree::new(root, &st)),
             handles: RwLock::default(),
             dirs: Mutex::default(),
@@ -616,8 +622,15 @@ impl Fs {
         let mut t = self.tree.lock();
         let track = t.get(ino).ok_or(Errno::ESTALE)?.track.clone();
         t.take(ino, Ref::Open);
+        let mut writer_ino = None;
         if writable {
-            let size = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+            let md = file.metadata();
+            let size = md.as_ref().map_or(u64::MAX, |m| m.len());
+            if let Ok(md) = &md {
+                let backing_ino = std::os::unix::fs::MetadataExt::ino(md);
+                self.writers.opened(backing_ino);
+                writer_ino = Some(backing_ino);
+            }
             let mut tr = track.lock();
             tr.writers += 1;
             tr.passthrough |= backing.is_some();
@@ -647,6 +660,7 @@ impl Fs {
             ino,
             file,
             writable,
+            writer_ino,
             track,
             _backing: backing.clone(),
         };
@@ -727,6 +741,9 @@ impl Fs {
             tr.writers = tr.writers.saturating_sub(1);
             let hash_now = tr.writers == 0 && tr.dirty;
             drop(tr);
+            if let Some(w) = h.writer_ino {
+                self.writers.closed(w);
+            }
             if hash_now {
                 self.schedule_hash(&mut t, ino, Instant::now());
             }

@@ -876,6 +876,29 @@ impl Transport for Connection {
         Ok(())
     }
 
+    fn rename_noreplace(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        let from_abs = self.prepare(from, false)?;
+        let to_abs = self.prepare(to, false)?;
+        let shown = format!("{} to {}", display_path(from), display_path(to));
+        if self
+            .raw_lstat(&to_abs)
+            .map_err(|e| op_error("cannot lstat", &shown, &e))?
+            .is_some()
+        {
+            return Err(RemoteError::new(
+                ErrorKind::Other,
+                format!("cannot rename {shown}: the target exists"),
+            ));
+        }
+        // The SFTP v3 rename (posix-rename's flags are not sent): it never replaces.
+        self.sftp
+            .rename(p(&from_abs), p(&to_abs), None)
+            .map_err(|e| op_error("cannot rename", &shown, &e))?;
+        self.forget_dirs(from);
+        self.forget_dirs(to);
+        Ok(())
+    }
+
     fn remove_file(&mut self, rel: &[u8]) -> Result<()> {
         let abs = self.prepare(rel, false)?;
         self.sftp

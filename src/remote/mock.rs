@@ -330,6 +330,16 @@ impl Transport for MockTransport {
         st.rename(from, to)
     }
 
+    fn rename_noreplace(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        let mut st = self.begin(MockOp::Rename(from.to_vec(), to.to_vec()), &[from, to])?;
+        st.check(from, false)?;
+        st.check(to, false)?;
+        if st.nodes.contains_key(to) {
+            return Err(err(ErrorKind::Other, "the target exists:", to));
+        }
+        st.rename(from, to)
+    }
+
     fn remove_file(&mut self, rel: &[u8]) -> Result<()> {
         let mut st = self.begin(MockOp::RemoveFile(rel.to_vec()), &[rel])?;
         st.check(rel, false)?;

@@ -133,6 +133,10 @@ pub trait Transport: Send {
     /// Renames atomically, replacing a file (or empty directory) at `to`.
     fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<()>;
 
+    /// Renames, never replacing anything: fails if `to` exists (or appears meanwhile, on a
+    /// server whose plain SFTP rename refuses to replace, as the protocol says).
+    fn rename_noreplace(&mut self, from: &[u8], to: &[u8]) -> Result<()>;
+
     /// Removes a file or symlink.
     fn remove_file(&mut self, rel: &[u8]) -> Result<()>;
 

@@ -80,15 +80,8 @@ pub fn ancestors(rel: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// A temporary name beside `rel`: `.NAME.ftpsync-tmp-<16 hex>`, with NAME shortened so the
 /// whole stays within NAME_MAX.
 pub fn temp_beside(rel: &[u8]) -> Vec<u8> {
-    let (parent, _) = split_parent(rel);
-    let mut tmp = Vec::with_capacity(rel.len() + 32);
-    if !parent.is_empty() {
-        tmp.extend_from_slice(parent);
-        tmp.push(b'/');
-    }
-    tmp.extend_from_slice(&temp_prefix(rel));
-    tmp.extend_from_slice(format!("{:016x}", random_u64()).as_bytes());
-    tmp
+    let suffix = format!("{:016x}", random_u64());
+    sibling(rel, &[&temp_prefix(rel), suffix.as_bytes()].concat())
 }
 
 /// The name of `rel`'s temporary files up to their random suffix: `.NAME.ftpsync-tmp-`. Two
@@ -96,19 +89,43 @@ pub fn temp_beside(rel: &[u8]) -> Vec<u8> {
 pub fn temp_prefix(rel: &[u8]) -> Vec<u8> {
     let (_, name) = split_parent(rel);
     let room = NAME_MAX - 1 - TEMP_MARKER.len() - 16;
+    [b".", shortened(name, room), TEMP_MARKER].concat()
+}
+
+/// A name for the copy kept aside of the server's version at `rel`:
+/// `NAME.ftpsync-conflict-<stamp>-<8 hex>`. The random part keeps several conflicts within one
+/// second apart; NAME is shortened so the whole stays within NAME_MAX.
+pub fn conflict_beside(rel: &[u8], stamp: &str) -> Vec<u8> {
+    let (_, name) = split_parent(rel);
+    let suffix = format!("{stamp}-{:08x}", random_u64() as u32);
+    let room = NAME_MAX - CONFLICT_MARKER.len() - suffix.len();
+    let name = [shortened(name, room), CONFLICT_MARKER, suffix.as_bytes()].concat();
+    sibling(rel, &name)
+}
+
+/// `name` in the same directory as `rel`.
+fn sibling(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let (parent, _) = split_parent(rel);
+    if parent.is_empty() {
+        return name.to_vec();
+    }
+    [parent, b"/", name].concat()
+}
+
+/// At most `room` bytes of `name`, never cutting a UTF-8 character in two: a server that
+/// insists on UTF-8 names would refuse a derived name of a file whose own name it accepts.
+fn shortened(name: &[u8], room: usize) -> &[u8] {
     let mut keep = name.len().min(room);
-    // Never cut a UTF-8 character in two: a server that insists on UTF-8 names would refuse
-    // the temp name of a file whose own name it accepts.
     if let Ok(name) = std::str::from_utf8(name) {
         while !name.is_char_boundary(keep) {
             keep -= 1;
         }
     }
-    [b".", &name[..keep], TEMP_MARKER].concat()
+    &name[..keep]
 }
 
-/// Marks the copies kept aside when a remote file changed behind our back:
-/// `NAME.ftpsync-conflict-<UTC>`.
+/// Marks the copies kept aside when a remote entry changed behind our back:
+/// `NAME.ftpsync-conflict-<UTC>-<8 hex>`.
 pub const CONFLICT_MARKER: &[u8] = b".ftpsync-conflict-";
 
 /// Whether a file name (one component) is a conflict copy ftpsync kept aside.
@@ -207,6 +224,26 @@ mod tests {
         assert!(!is_temp_name(b"file.txt"));
         assert!(!is_temp_name(b".x.ftpsync-tmp-zz"));
         assert_ne!(temp_beside(b"a"), temp_beside(b"a"));
+    }
+
+    #[test]
+    fn conflict_names_are_distinct_bounded_and_recognised() {
+        let c = conflict_beside(b"d/report.txt", "20261202T063000Z");
+        let shown = c.escape_ascii().to_string();
+        assert!(
+            c.starts_with(b"d/report.txt.ftpsync-conflict-20261202T063000Z-"),
+            "{shown}"
+        );
+        assert_eq!(
+            c.len(),
+            b"d/report.txt.ftpsync-conflict-20261202T063000Z-".len() + 8
+        );
+        assert!(is_conflict_name(split_parent(&c).1));
+        assert_ne!(c, conflict_beside(b"d/report.txt", "20261202T063000Z"));
+        let long = "é".repeat(127);
+        let c = conflict_beside(long.as_bytes(), "20261202T063000Z");
+        assert!(c.len() <= NAME_MAX && is_conflict_name(&c));
+        assert!(std::str::from_utf8(&c).is_ok());
     }
 
     /// Found by `fuzz::temp_names_are_bounded_recognised_and_distinct` (its shrunk input):

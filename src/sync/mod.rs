@@ -9,6 +9,7 @@
 mod limits;
 pub mod plan;
 mod reconcile;
+mod rename;
 mod stats;
 
 use crate::audit::{path_value, Audit};
@@ -61,10 +62,12 @@ struct Done {
 #[derive(Default)]
 struct Core {
     plan: Plan,
-    failures: BTreeMap<Vec<u8>, String>,
+    failures: BTreeMap<Vec<u8>, Failure>,
     connection: String,
     /// A host-key or authentication refusal: nothing is sent until it is fixed.
     halted: Option<String>,
+    /// When the refusal was last met.
+    halted_at: Option<Instant>,
     /// Set after a connection-wide failure: no dispatch before then.
     offline_until: Option<Instant>,
     offline_failures: u32,
@@ -78,12 +81,24 @@ struct Core {
     scanning: bool,
     /// Remote entries at start-up that ftpsync did not put there (the first 100).
     remote_only: Vec<Vec<u8>>,
+    /// Closed files whose hash has not come yet, and how often they were found so.
+    awaiting_hash: std::collections::HashMap<Vec<u8>, u32>,
     /// Per path in flight: how to make its worker give up, and how far its upload got.
     running: std::collections::HashMap<Vec<u8>, Running>,
     /// The upload rate and what was confirmed lately.
     stats: Stats,
     /// The last session made: server, host key, algorithms, login method.
     session: Option<SessionInfo>,
+}
+
+/// A path's latest failure.
+struct Failure {
+    reason: String,
+    /// Only a person can clear it (a refusal, a permission): a flush stops waiting for it.
+    needs_person: bool,
+    /// Failures in a row, and when the last one happened.
+    count: u32,
+    last: Instant,
 }
 
 /// A path being worked on.
@@ -98,6 +113,7 @@ struct Inner {
     core: Mutex<Core>,
     cv: Condvar,
     mirror: Arc<Mutex<Mirror>>,
+    writers: Arc<crate::mirror::OpenWriters>,
     journal: Arc<Journal>,
     root: OwnedFd,
     opts: Options,
@@ -115,6 +131,12 @@ pub struct Engine {
 
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const HALTED_RETRY: Duration = Duration::from_secs(60);
+/// How often leftover temporary files are looked for while the daemon runs (a lost connection
+/// leaves one behind an upload).
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How often a closed file is found without its hash before the engine takes it itself (after
+/// about 8 s: 0.25 s doubling).
+const HASH_OVERDUE: u32 = 5;
 
 /// Exponential backoff with jitter, capped.
 fn backoff(attempts: u32, cap: Duration) -> Duration {
@@ -139,6 +161,7 @@ impl Engine {
         opts: Options,
     ) -> std::io::Result<Engine> {
         let opts_bwlimit = opts.bwlimit;
+        let writers = mirror.lock().writers.clone();
         let inner = Arc::new(Inner {
             core: Mutex::new(Core {
                 connection: "connecting".into(),
@@ -147,6 +170,7 @@ impl Engine {
             }),
             cv: Condvar::new(),
             mirror,
+            writers,
             journal,
             root,
             opts,
@@ -187,9 +211,13 @@ impl Engine {
         core.offline_until = core.offline_until.map(|_| Instant::now());
         self.inner.gate.reset();
         self.inner.cv.notify_all();
+        let began = Instant::now();
         let result = loop {
             if !core.scanning && core.plan.consumed() >= target && core.plan.is_idle() {
                 break Ok(());
+            }
+            if let Some(why) = needs_person(&core, began) {
+                break Err(why);
             }
             if self.inner.cv.wait_until(&mut core, deadline).timed_out() {
                 break Err(describe_backlog(&core));
@@ -236,7 +264,7 @@ impl Engine {
         let failures: Vec<Value> = core
             .failures
             .iter()
-            .map(|(p, why)| json!({"path": String::from_utf8_lossy(p), "reason": why}))
+            .map(|(p, f)| json!({"path": String::from_utf8_lossy(p), "reason": f.reason}))
             .collect();
         json!({
             "connection": core.halted.clone().map_or(core.connection.clone(), |h| format!("halted: {h}")),
@@ -317,6 +345,31 @@ fn session_json(s: &SessionInfo) -> Value {
     })
 }
 
+/// Why waiting on is pointless, if it is: the remote refused us (host key, login) again since
+/// the flush began, or paths failed for a reason only a person can clear, each retried once
+/// since then.
+fn needs_person(core: &Core, began: Instant) -> Option<String> {
+    if let (Some(why), Some(at)) = (&core.halted, core.halted_at) {
+        if at >= began {
+            return Some(format!("uploads are stopped: {why}"));
+        }
+    }
+    let stuck: Vec<String> = core
+        .failures
+        .iter()
+        .filter(|(_, f)| f.needs_person && f.count >= 2 && f.last >= began)
+        .map(|(p, f)| format!("\n  {}: {}", crate::fs::show(p), f.reason))
+        .collect();
+    if stuck.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} paths fail for a reason only you can clear (retried since the flush began):{}",
+        stuck.len(),
+        stuck.iter().take(20).cloned().collect::<String>()
+    ))
+}
+
 fn describe_backlog(core: &Core) -> String {
     let mut s = format!(
         "{} paths pending, {} in flight; connection: {}",
@@ -326,7 +379,8 @@ fn describe_backlog(core: &Core) -> String {
             .clone()
             .map_or(core.connection.clone(), |h| format!("halted: {h}"))
     );
-    for (p, why) in core.failures.iter().take(20) {
+    for (p, f) in core.failures.iter().take(20) {
+        let why = &f.reason;
         s.push_str(&format!("\n  {}: {why}", crate::fs::show(p)));
     }
     s
@@ -359,10 +413,13 @@ impl Inner {
         for p in interrupted {
             core.plan.mark(&p, since, Instant::now());
         }
-        core.scanning = false;
         drop(core);
-        self.report_remote_only(&mut conn);
+        // Before any upload starts (no temp name is then in flight), and before a flush may
+        // call the start-up done.
+        self.survey_remote(&mut conn, true);
+        self.core.lock().scanning = false;
         let mut last_checkpoint = Instant::now();
+        let mut last_sweep = Instant::now();
         loop {
             let wait = self.next_wake();
             select! {
@@ -381,6 +438,10 @@ impl Inner {
                 self.checkpoint();
                 last_checkpoint = Instant::now();
             }
+            if last_sweep.elapsed() >= SWEEP_EVERY && self.quiet_and_online() {
+                self.survey_remote(&mut conn, false);
+                last_sweep = Instant::now();
+            }
             self.cv.notify_all();
             let mut core = self.core.lock();
             core.stats.sample(Instant::now(), self.meter.sent());
@@ -389,6 +450,13 @@ impl Inner {
             }
         }
         self.checkpoint();
+    }
+
+    /// Nothing in flight and the remote reachable: a sweep neither races an upload nor waits
+    /// out a reconnect backoff.
+    fn quiet_and_online(&self) -> bool {
+        let core = self.core.lock();
+        core.plan.in_flight() == 0 && core.halted.is_none() && core.offline_failures == 0
     }
 
     /// How long the planner may sleep: until the next path is due (or the remote is worth
@@ -416,6 +484,9 @@ impl Inner {
                 .consume(e, &mirror.manifest, self.opts.writeback_delay);
             let path = e.record.path().to_vec();
             // A newer version (or a delete) makes an upload in flight pointless.
+            if let crate::journal::Record::Store { .. } = e.record {
+                core.awaiting_hash.remove(&path);
+            }
             if matches!(
                 e.record,
                 crate::journal::Record::Store { .. }
@@ -457,16 +528,19 @@ impl Inner {
                 self.finish(d);
             }
         }
+        let ends = rename::Ends::of(r, &self.mirror.lock());
         let mut attempts = 0;
         loop {
             if self.core.lock().stopping {
                 return;
             }
+            let mut conflicts = Vec::new();
             let result = self
                 .connection(conn)
-                .and_then(|t| rename_remote(t, r, &self.mirror));
+                .and_then(|t| rename::replay(t.as_mut(), r, &ends, &self.mirror, &mut conflicts));
+            self.kept_aside(&conflicts);
             match result {
-                Ok(()) => {
+                Ok(rename::Replayed::Moved) => {
                     self.audit(
                         "rename",
                         json!({"from": path_value(&r.from), "to": path_value(&r.to),
@@ -474,6 +548,7 @@ impl Inner {
                     );
                     return;
                 }
+                Ok(rename::Replayed::Resend) => return self.resend(r, &ends),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -489,22 +564,51 @@ impl Inner {
                     std::thread::sleep(backoff(attempts, Duration::from_secs(60)));
                 }
                 Err(e) => {
-                    // The remote source is not what we thought: send what stands at `to` anew.
                     warn!(
-                        "remote rename {} -> {} failed ({e}); uploading instead",
+                        "remote rename {} -> {} failed ({e}); sending both anew instead",
                         crate::fs::show(&r.from),
                         crate::fs::show(&r.to)
                     );
-                    let mut mirror = self.mirror.lock();
-                    if let Err(e) = mirror.manifest.remove(&r.from) {
-                        error!("manifest: {e}");
-                    }
-                    drop(mirror);
-                    self.mark_local_subtree(&r.to, r.seq);
-                    return;
+                    return self.resend(r, &ends);
                 }
             }
         }
+    }
+
+    /// Conflict copies made outside a worker's reconcile: counted and audited like theirs.
+    fn kept_aside(&self, copies: &[Vec<u8>]) {
+        for copy in copies {
+            self.audit("conflict_kept", json!({"copy": path_value(copy)}));
+        }
+        self.core.lock().conflicts += copies.len() as u64;
+    }
+
+    /// A rename that could not be replayed remotely: what stands locally at both names is sent
+    /// anew (the hashes the manifest held follow the files to their new names, so no Store need
+    /// come), and what is left of ours at the old names goes.
+    fn resend(&self, r: &RemoteRename, ends: &rename::Ends) {
+        let reroot = |p: &[u8], a: &[u8], b: &[u8]| [b, &p[a.len()..]].concat();
+        let mut moved: Vec<(Vec<u8>, crate::mirror::FileMeta)> = Vec::new();
+        let mut follow = |entries: &[(Vec<u8>, Confirmed)], a: &[u8], b: &[u8]| {
+            for (p, c) in entries {
+                if let Confirmed::File(f) = c {
+                    moved.push((reroot(p, a, b), *f));
+                }
+            }
+        };
+        follow(&ends.from, &r.from, &r.to);
+        if r.exchange {
+            follow(&ends.to, &r.to, &r.from);
+        }
+        let mut core = self.core.lock();
+        for (p, f) in moved {
+            if core.plan.hashes.get(&p).is_none() {
+                core.plan.hashes.insert(p, f);
+            }
+        }
+        drop(core);
+        self.mark_local_subtree(&r.to, r.seq);
+        self.mark_local_subtree(&r.from, r.seq);
     }
 
     /// The thread's connection, made if there is none: after failures, only once the shared
@@ -641,6 +745,10 @@ impl Inner {
                 },
             );
             let repair = mirror.manifest.doubted(&path);
+            let hash_here = core
+                .awaiting_hash
+                .get(&path)
+                .is_some_and(|&n| n >= HASH_OVERDUE);
             mirror.live.insert(path.clone(), Live::Uploading);
             let _ = jobs.send(Job {
                 path,
@@ -652,6 +760,8 @@ impl Inner {
                     sent,
                     intents,
                     repair,
+                    writers: self.writers.clone(),
+                    hash_here,
                 },
             });
         }
@@ -705,6 +815,7 @@ impl Inner {
         let mut mirror = self.mirror.lock();
         match d.result {
             Ok(Outcome::Done(report)) => {
+                core.awaiting_hash.remove(&d.path);
                 let written = match report.apply {
                     Apply::Put(c) => mirror.manifest.put(&d.path, c),
                     Apply::Remove => mirror.manifest.remove(&d.path),
@@ -737,9 +848,20 @@ impl Inner {
                 core.halted = None;
                 core.connection = "connected".into();
             }
-            Ok(Outcome::NotReady) => {
+            Ok(Outcome::OpenForWriting) => {
+                core.awaiting_hash.remove(&d.path);
                 mirror.live.remove(&d.path);
                 core.plan.finish(&d.path, None, false);
+                core.connection = "connected".into();
+            }
+            Ok(Outcome::NotReady) => {
+                mirror.live.insert(d.path.clone(), Live::Pending);
+                // Asked again until its hash comes, or taken here once overdue: a Store that
+                // never comes must not leave the path waiting for ever.
+                let n = core.awaiting_hash.entry(d.path.clone()).or_insert(0);
+                *n += 1;
+                let retry = Duration::from_millis(250 << (*n).min(6));
+                core.plan.finish(&d.path, Some(retry), false);
                 core.connection = "connected".into();
             }
             Err(e) => {
@@ -765,6 +887,7 @@ impl Inner {
                     error!("uploads stopped: {e}");
                 }
                 core.halted = Some(e.to_string());
+                core.halted_at = Some(Instant::now());
                 core.offline_until = Some(Instant::now() + HALTED_RETRY);
                 HALTED_RETRY
             }
@@ -780,12 +903,31 @@ impl Inner {
                         json!({"path": path_value(path), "reason": e.message()}),
                     );
                 }
-                core.failures.insert(path.to_vec(), e.to_string());
+                let needs_person = matches!(
+                    e.kind(),
+                    ErrorKind::Refused | ErrorKind::Permission | ErrorKind::Other
+                );
+                let count = core.failures.get(path).map_or(0, |f| f.count) + 1;
+                core.failures.insert(
+                    path.to_vec(),
+                    Failure {
+                        reason: e.to_string(),
+                        needs_person,
+                        count,
+                        last: Instant::now(),
+                    },
+                );
                 self.mirror
                     .lock()
                     .live
                     .insert(path.to_vec(), Live::Failed(e.to_string()));
-                backoff(attempts, Duration::from_secs(300))
+                let retry = backoff(attempts, Duration::from_secs(300));
+                if core.flush_waiters > 0 && needs_person {
+                    // A flush waits for one retry of it: soon, not after the usual backoff.
+                    retry.min(Duration::from_secs(1))
+                } else {
+                    retry
+                }
             }
         };
         core.plan.finish(path, Some(retry), own);
@@ -884,10 +1026,12 @@ impl Inner {
         }
     }
 
-    /// Start-up: lists the remote directories we manage and reports what is there that we did
-    /// not put there. It is left alone: the local side is authoritative, but nothing is
-    /// deleted that ftpsync did not create.
-    fn report_remote_only(&self, conn: &mut Option<Box<dyn Transport>>) {
+    /// Lists the remote directories we manage and removes the temporary files that interrupted
+    /// uploads left there (called only while nothing is in flight: then no temp name is an
+    /// upload under way). At start-up (`report`), also reports what is there that we did not
+    /// put there. That is left alone: the local side is authoritative, but nothing is deleted
+    /// that ftpsync did not create.
+    fn survey_remote(&self, conn: &mut Option<Box<dyn Transport>>, report: bool) {
         let dirs: Vec<Vec<u8>> = std::iter::once(Vec::new())
             .chain(
                 self.mirror
@@ -900,24 +1044,33 @@ impl Inner {
             .collect();
         let t = match self.connection(conn) {
             Ok(t) => t,
-            Err(e) => return info!("remote-only files not checked at start-up: {e}"),
+            Err(e) => return info!("remote directories not surveyed: {e}"),
         };
         let mut found = Vec::new();
+        let mut swept = 0;
         for dir in dirs {
             let entries = match t.list(&dir) {
                 Ok(e) => e,
-                Err(e) => return info!("remote-only files not checked at start-up: {e}"),
+                Err(e) => return info!("remote directories not surveyed: {e}"),
             };
-            for (name, _) in entries {
+            for (name, kind) in entries {
                 let path = child_path(&dir, &name);
+                if crate::remote::path::is_temp_name(&name) {
+                    if kind == crate::remote::FileKind::File && t.remove_file(&path).is_ok() {
+                        swept += 1;
+                    }
+                    continue;
+                }
                 let ours = self.mirror.lock().manifest.get(&path).is_some()
-                    || crate::remote::path::is_temp_name(&name)
                     || crate::remote::path::is_conflict_name(&name)
                     || local::lookup_path(borrow(&self.root), &path).is_ok();
-                if !ours {
+                if report && !ours {
                     found.push(path);
                 }
             }
+        }
+        if swept > 0 {
+            info!("removed {swept} temporary files that interrupted uploads left on the remote");
         }
         if found.is_empty() {
             return;
@@ -976,60 +1129,4 @@ fn matches_manifest(c: Option<&Confirmed>, fd: &OwnedFd, st: &local::Stat) -> bo
         (None, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK) => true,
         _ => false,
     }
-}
-
-/// Replays one rename on the remote and in the manifest.
-fn rename_remote(
-    t: &mut Box<dyn Transport>,
-    r: &RemoteRename,
-    mirror: &Mutex<Mirror>,
-) -> Result<(), RemoteError> {
-    if r.exchange {
-        // SFTP has no exchange: three renames through a name of our own.
-        let tmp = [r.from.as_slice(), b".ftpsync-exchange"].concat();
-        t.rename(&r.from, &tmp)?;
-        t.rename(&r.to, &r.from)?;
-        t.rename(&tmp, &r.to)?;
-        let mut m = mirror.lock();
-        m.manifest
-            .rename(&r.from, &tmp)
-            .and_then(|()| m.manifest.rename(&r.to, &r.from))
-            .and_then(|()| m.manifest.rename(&tmp, &r.to))
-            .map_err(manifest_err)?;
-        return Ok(());
-    }
-    // A directory we put at the target goes first: the local rename replaced it.
-    let replaced: Vec<(Vec<u8>, Confirmed)> = {
-        let m = mirror.lock();
-        m.manifest
-            .subtree(&r.to)
-            .map(|(p, c)| (p.clone(), c.clone()))
-            .collect()
-    };
-    if matches!(replaced.first(), Some((p, Confirmed::Dir { .. })) if *p == r.to) {
-        for (p, c) in replaced.iter().rev() {
-            let res = match c {
-                Confirmed::Dir { .. } => t.remove_dir(p),
-                _ => t.remove_file(p),
-            };
-            match res {
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                other => other?,
-            }
-        }
-    }
-    // Something at the target that we did not put there is kept, not overwritten.
-    if replaced.is_empty() && reconcile::lstat(t.as_mut(), &r.to)?.is_some() {
-        reconcile::move_aside(t.as_mut(), &r.to)?;
-    }
-    t.rename(&r.from, &r.to)?;
-    mirror
-        .lock()
-        .manifest
-        .rename(&r.from, &r.to)
-        .map_err(manifest_err)
-}
-
-fn manifest_err(e: std::io::Error) -> RemoteError {
-    RemoteError::new(ErrorKind::Other, format!("manifest: {e}"))
 }

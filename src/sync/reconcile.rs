@@ -5,7 +5,7 @@
 use super::limits::Meter;
 use crate::journal::Timestamp;
 use crate::local::{self, borrow};
-use crate::mirror::{Confirmed, FileMeta};
+use crate::mirror::{Confirmed, FileMeta, OpenWriters};
 use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, RemoteStat, Transport, UploadReport};
 use std::io::Read;
 use std::os::fd::BorrowedFd;
@@ -31,6 +31,11 @@ pub struct Known {
     /// `verify --repair` found the remote wrong here: what the manifest vouches for is sent
     /// again.
     pub repair: bool,
+    /// The files open for writing now (their hash comes when they are closed).
+    pub writers: Arc<OpenWriters>,
+    /// A closed file's hash is overdue: take it here rather than wait for a record that may
+    /// never come.
+    pub hash_here: bool,
 }
 
 /// The local file as the upload reads it: stops at once when a newer change arrives.
@@ -86,7 +91,11 @@ pub struct Report {
 
 pub enum Outcome {
     Done(Report),
-    /// The local file changed since its last hash: the Store that follows marks it again.
+    /// The local file changed since its last hash and is open for writing: the Store its last
+    /// close brings marks it again.
+    OpenForWriting,
+    /// The local file changed since its last hash and is closed: a hash is under way (the
+    /// engine asks again, and takes the hash itself if none comes: `Known::hash_here`).
     NotReady,
 }
 
@@ -133,6 +142,10 @@ pub fn reconcile(
         }));
     };
     let mode = st.st_mode & 0o7777;
+    if path.is_empty() {
+        // The remote root is the server's, not ours: its mode and times are not mirrored.
+        return Ok(done(Apply::Nothing));
+    }
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
             if known.vouched(path) == Some(&Confirmed::Dir { mode }) {
@@ -194,8 +207,14 @@ fn file(
     let stored = known
         .stored
         .or_else(|| known.at(path).and_then(Confirmed::file).copied());
-    let Some(s) = stored.filter(|s| s.size == st.st_size as u64 && s.mtime == mtime) else {
-        return Ok(Outcome::NotReady);
+    let s = match stored.filter(|s| s.size == st.st_size as u64 && s.mtime == mtime) {
+        Some(s) => s,
+        None if known.writers.contains(st.st_ino) => return Ok(Outcome::OpenForWriting),
+        None if known.hash_here => match hash_here(fd, st, path)? {
+            Some(s) => s,
+            None => return Ok(Outcome::NotReady),
+        },
+        None => return Ok(Outcome::NotReady),
     };
     let meta = FileMeta {
         size: s.size,
@@ -266,6 +285,36 @@ fn file(
     }
 }
 
+/// The hash of a closed local file whose Store never came, taken here; None if the file changed
+/// meanwhile (its own Store follows then).
+fn hash_here(fd: &std::os::fd::OwnedFd, st: &local::Stat, path: &[u8]) -> Result<Option<FileMeta>> {
+    let local_err = |e: std::io::Error| {
+        RemoteError::new(
+            ErrorKind::Other,
+            format!("local {}: {e}", crate::fs::show(path)),
+        )
+    };
+    log::warn!(
+        "{}: no hash of its last version arrived; hashing it here (a lost hash record: please report it)",
+        crate::fs::show(path)
+    );
+    let file = local::reopen(borrow(fd), libc::O_RDONLY).map_err(local_err)?;
+    let (sha256, size) = crate::hash::hash_file(&file).map_err(local_err)?;
+    let after = local::fstat(borrow(fd)).map_err(local_err)?;
+    let unchanged = after.st_size == st.st_size
+        && after.st_mtime == st.st_mtime
+        && after.st_mtime_nsec == st.st_mtime_nsec
+        && size == st.st_size as u64;
+    Ok(unchanged.then(|| FileMeta {
+        size,
+        sha256,
+        mode: st.st_mode & 0o7777,
+        mtime: stamp(st.st_mtime, st.st_mtime_nsec),
+        ino: st.st_ino,
+        ctime: stamp(st.st_ctime, st.st_ctime_nsec),
+    }))
+}
+
 /// Removes the temporary files that interrupted uploads to `path` left beside it; only its
 /// own: those of its siblings may be in flight on other connections right now.
 fn remove_temps(t: &mut dyn Transport, path: &[u8]) -> Result<usize> {
@@ -294,26 +343,30 @@ pub(super) fn lstat(t: &mut dyn Transport, path: &[u8]) -> Result<Option<RemoteS
 }
 
 /// Whether the remote entry is what the manifest says we put there.
-fn is_ours(confirmed: Option<&Confirmed>, remote: &RemoteStat) -> bool {
+pub(super) fn is_ours(confirmed: Option<&Confirmed>, remote: &RemoteStat) -> bool {
     match confirmed {
         Some(Confirmed::File(f)) => {
             remote.kind == FileKind::File && remote.size == f.size && remote.mtime == f.mtime.sec
         }
-        Some(Confirmed::Symlink { .. }) => remote.kind == FileKind::Symlink,
+        Some(Confirmed::Symlink { target }) => {
+            remote.kind == FileKind::Symlink
+                && remote.symlink_target.as_deref() == Some(target.as_slice())
+        }
         Some(Confirmed::Dir { .. }) => remote.kind == FileKind::Dir,
         None => false,
     }
 }
 
-fn parent(path: &[u8]) -> &[u8] {
+pub(super) fn parent(path: &[u8]) -> &[u8] {
     match path.iter().rposition(|&b| b == b'/') {
         Some(i) => &path[..i],
         None => b"",
     }
 }
 
-/// Before something new is put at `path`: moves aside a remote file we did not put there (or
-/// that changed since), and removes what we put there before if it is a directory tree.
+/// Before something new is put at `path`: what we put there before goes if it is a directory
+/// tree (a file or symlink of ours is replaced atomically by what comes); anything else, of any
+/// kind, the server holds there is moved aside as a conflict copy.
 fn clear_for_replacement(
     t: &mut dyn Transport,
     path: &[u8],
@@ -321,33 +374,29 @@ fn clear_for_replacement(
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
     if matches!(known.at(path), Some(Confirmed::Dir { .. })) {
-        return remove_subtree(t, &known.confirmed, conflicts);
+        remove_subtree(t, &known.confirmed, conflicts)?;
     }
-    let Some(remote) = lstat(t, path)? else {
-        return Ok(());
-    };
-    // Ours: what the manifest says we put there, or what an interrupted upload of ours did;
-    // under a repair the user asked to replace whatever is there.
-    let ours = known.repair
-        || is_ours(known.at(path), &remote)
-        || known.intents.iter().any(|i| {
-            remote.kind == FileKind::File && remote.size == i.size && remote.mtime == i.mtime.sec
-        });
-    if !ours && remote.kind != FileKind::Dir {
-        conflicts.push(move_aside(t, path)?);
-    } else if !ours {
-        return Err(RemoteError::new(
-            ErrorKind::Permission,
-            format!(
-                "{}: a remote directory ftpsync did not create is in the way",
-                crate::fs::show(path)
-            ),
-        ));
+    match lstat(t, path)? {
+        Some(remote) if remote.kind == FileKind::Dir || !ours_at(known, path, &remote) => {
+            conflicts.push(move_aside(t, path)?);
+        }
+        _ => {}
     }
     Ok(())
 }
 
-/// A directory is wanted at `path`: whatever file or symlink the remote has there goes.
+/// Ours: what the manifest says we put there, or what an interrupted upload of ours did; under
+/// a repair the user asked to replace whatever is there.
+fn ours_at(known: &Known, path: &[u8], remote: &RemoteStat) -> bool {
+    known.repair
+        || is_ours(known.at(path), remote)
+        || known.intents.iter().any(|i| {
+            remote.kind == FileKind::File && remote.size == i.size && remote.mtime == i.mtime.sec
+        })
+}
+
+/// A directory is wanted at `path`: a file or symlink of ours there goes; anything else that is
+/// not a directory is moved aside.
 fn clear_non_dir(
     t: &mut dyn Transport,
     path: &[u8],
@@ -356,33 +405,26 @@ fn clear_non_dir(
 ) -> Result<()> {
     match lstat(t, path)? {
         Some(r) if r.kind == FileKind::Dir => Ok(()),
-        Some(_) => {
-            clear_for_replacement(t, path, known, conflicts).and_then(|()| match lstat(t, path)? {
-                Some(r) if r.kind != FileKind::Dir => t.remove_file(path),
-                _ => Ok(()),
-            })
-        }
+        Some(r) if ours_at(known, path, &r) => t.remove_file(path),
+        Some(_) => move_aside(t, path).map(|c| conflicts.push(c)),
         None => Ok(()),
     }
 }
 
-/// Removes what the manifest says we put at and beneath a path, deepest first. A remote file
-/// that changed since is moved aside instead; a directory holding files we did not put there
-/// stays.
-fn remove_subtree(
+/// Removes what the manifest says we put at and beneath a path, deepest first. Any entry that
+/// is not what we put there (changed, or replaced by another kind) is moved aside instead; a
+/// directory holding entries we did not put there stays.
+pub(super) fn remove_subtree(
     t: &mut dyn Transport,
     confirmed: &[(Vec<u8>, Confirmed)],
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
     for (p, c) in confirmed.iter().rev() {
-        let result = match c {
-            Confirmed::Dir { .. } => t.remove_dir(p),
-            Confirmed::Symlink { .. } => t.remove_file(p),
-            Confirmed::File(_) => match lstat(t, p)? {
-                Some(r) if is_ours(Some(c), &r) => t.remove_file(p),
-                Some(_) => move_aside(t, p).map(|c| conflicts.push(c)),
-                None => Ok(()),
-            },
+        let result = match lstat(t, p)? {
+            None => Ok(()),
+            Some(r) if !is_ours(Some(c), &r) => move_aside(t, p).map(|c| conflicts.push(c)),
+            Some(_) if matches!(c, Confirmed::Dir { .. }) => t.remove_dir(p),
+            Some(_) => t.remove_file(p),
         };
         match result {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -395,12 +437,12 @@ fn remove_subtree(
     Ok(())
 }
 
-/// Renames a remote file to `NAME.ftpsync-conflict-<UTC time>`, returning the new path.
+/// Renames a remote entry to a conflict name of its own (see `conflict_beside`), never over
+/// anything, returning the new path.
 pub(super) fn move_aside(t: &mut dyn Transport, path: &[u8]) -> Result<Vec<u8>> {
     let when = conflict_stamp(std::time::SystemTime::now());
-    let mut aside = path.to_vec();
-    aside.extend_from_slice(format!(".ftpsync-conflict-{when}").as_bytes());
-    t.rename(path, &aside)?;
+    let aside = crate::remote::path::conflict_beside(path, &when);
+    t.rename_noreplace(path, &aside)?;
     log::warn!(
         "remote {} changed behind ftpsync's back; kept as {}",
         crate::fs::show(path),

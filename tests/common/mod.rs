@@ -539,7 +539,15 @@ impl Mount {
                     sshd.known_hosts()
                 };
                 cmd.arg("--known-hosts").arg(known_hosts);
-                cmd.args(["--writeback-delay", "0"]);
+                // Uploads at once, unless the test asks for a delay of its own.
+                if !self
+                    .builder
+                    .extra_args
+                    .iter()
+                    .any(|a| a == "--writeback-delay")
+                {
+                    cmd.args(["--writeback-delay", "0"]);
+                }
                 cmd.args(&self.builder.extra_args);
                 cmd.arg(&self.local).arg(sshd.remote_url());
             }
