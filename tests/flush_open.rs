@@ -90,10 +90,9 @@ fn flush_names_files_open_for_writing_and_covers_them_once_closed() {
         fs::read(remote.join("closed.txt")).expect("closed file on the server"),
         b"closed before the flush"
     );
-    assert!(
-        !remote.join("logs/app.log").exists(),
-        "a file never closed has no hash: nothing of it is sent"
-    );
+    // What the server holds of the open file is not asserted: spawning `ftpsync flush` closed
+    // this process's copies of its descriptors at exec, a FUSE FLUSH, after which ftpsync
+    // hashes and may send the file as it stands (the `--help` of flush says so).
 
     let daemon = &m.status_json()["daemon"];
     let open = &daemon["open_for_writing"];
