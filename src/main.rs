@@ -97,8 +97,8 @@ enum Command {
     /// descriptors of it (a fork and exec closes the copies it inherited), makes ftpsync hash
     /// it within a second (at once during a flush) and send the bytes it holds then, which may
     /// include writes made after the fsync, and only if it does not change again before the
-    /// upload: ftpsync takes no snapshot, so only the last close makes a file's version
-    /// certain to reach the server. Changes made while a flush runs may or may not be covered.
+    /// upload: ftpsync takes no snapshot, so a flush covers a file only once it is closed.
+    /// Changes made while a flush runs may or may not be covered.
     ///
     /// Exit 0 when everything covered is confirmed; 1 on a timeout, naming what is pending or
     /// failing, or, with --require-closed, when a file is still open for writing.
