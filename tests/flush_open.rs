@@ -112,6 +112,9 @@ fn flush_names_files_open_for_writing_and_covers_them_once_closed() {
         human.stdout
     );
 
+    let local = flush(&m, &["--local"]);
+    local.assert_ok();
+    assert_eq!(named_open(&local), ["logs/app.log", "new\\nline.tmp"]);
     let strict = flush(&m, &["--require-closed"]);
     assert_eq!(strict.status.code(), Some(1), "{strict:?}");
     assert_eq!(named_open(&strict), ["logs/app.log", "new\\nline.tmp"]);
