@@ -1,7 +1,7 @@
 //! The control socket: a unix socket (0600) in the state dir, one JSON request per
 //! connection, one JSON reply. `ftpsync flush` and `ftpsync status` talk to the daemon here.
 
-use crate::fs::Fs;
+use crate::fs::{Fs, OpenForWriting, OPEN_LISTED};
 use crate::sync::Engine;
 use log::warn;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,50 @@ pub struct Reply {
     /// The sync engine's status (see `Engine::status`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<serde_json::Value>,
+    /// Files open for writing (for a flush: when it ended), which no flush covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_for_writing: Option<OpenFiles>,
+}
+
+/// Files open for writing: how many paths, and the first `OPEN_LISTED` in byte order.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct OpenFiles {
+    pub count: usize,
+    pub paths: Vec<PathName>,
+}
+
+/// A path as text (lossy UTF-8) and as its exact bytes in hex.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PathName {
+    pub path: String,
+    pub path_hex: String,
+}
+
+impl PathName {
+    pub fn of(p: &[u8]) -> PathName {
+        PathName {
+            path: String::from_utf8_lossy(p).into_owned(),
+            path_hex: hex::encode(p),
+        }
+    }
+
+    /// The exact bytes; the lossy text when the hex is damaged.
+    pub fn bytes(&self) -> Vec<u8> {
+        hex::decode(&self.path_hex).unwrap_or_else(|_| self.path.clone().into_bytes())
+    }
+}
+
+impl From<OpenForWriting> for OpenFiles {
+    fn from(o: OpenForWriting) -> OpenFiles {
+        OpenFiles {
+            count: o.count,
+            paths: o.paths.iter().map(|p| PathName::of(p)).collect(),
+        }
+    }
+}
+
+fn open_files(fs: &Fs) -> Option<OpenFiles> {
+    Some(fs.open_for_writing(OPEN_LISTED).into())
 }
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -84,6 +128,7 @@ fn handle(conn: UnixStream, fs: &Fs, engine: &Engine) {
             ok: true,
             pending_hashes: Some(fs.pending_hashes()),
             mirror: Some(engine.status()),
+            open_for_writing: open_files(fs),
             ..Reply::default()
         },
         Ok(Request::Repair { paths_hex }) => repair(engine, &paths_hex),
@@ -118,7 +163,8 @@ fn repair(engine: &Engine, paths_hex: &[String]) -> Reply {
     }
 }
 
-/// Hashes every closed file, then waits for the remote to confirm everything journaled.
+/// Hashes every closed file, then waits for the remote to confirm everything journaled; then
+/// names the files open for writing, which it could not cover (their bytes have no hash yet).
 fn flush(fs: &Fs, engine: &Engine, timeout: Duration, local: bool) -> Reply {
     let deadline = Instant::now() + timeout;
     let result = if fs.settle(timeout) {
@@ -135,6 +181,7 @@ fn flush(fs: &Fs, engine: &Engine, timeout: Duration, local: bool) -> Reply {
         error: result.err(),
         pending_hashes: Some(fs.pending_hashes()),
         mirror: Some(engine.status()),
+        open_for_writing: open_files(fs),
     }
 }
 

@@ -84,7 +84,24 @@ enum Command {
     },
     /// Show the server's host key and pin it in the state dir's known_hosts (after a yes, or when --fingerprint matches).
     Trust(TrustArgs),
-    /// Wait until every change made before this call is confirmed on the remote.
+    /// Wait until every change made before this call is confirmed on the remote, except files
+    /// still open for writing (named on stderr).
+    ///
+    /// Covered: every file closed before the call (its last descriptor open for writing
+    /// closed), and every mkdir, rmdir, rename, delete, symlink, chmod and change of times
+    /// made before it. Not covered: a file still open for writing when the flush ends.
+    /// Its current bytes have no hash yet, so the server keeps an earlier version of it, or
+    /// none, until it is closed; the flush names it on stderr ("still open for writing, not
+    /// covered by this flush: PATH", then a count line) and still exits 0 unless
+    /// --require-closed. An fsync of a file that stays open, or a close of one of several
+    /// descriptors of it (a fork and exec closes the copies it inherited), makes ftpsync hash
+    /// it within a second (at once during a flush) and send the bytes it holds then, which may
+    /// include writes made after the fsync, and only if it does not change again before the
+    /// upload: ftpsync takes no snapshot, so a flush covers a file only once it is closed.
+    /// Changes made while a flush runs may or may not be covered.
+    ///
+    /// Exit 0 when everything covered is confirmed; 1 on a timeout, naming what is pending or
+    /// failing, or, with --require-closed, when a file is still open for writing.
     Flush {
         /// A mountpoint of a running mirror, its state dir, or its profile name.
         target: PathBuf,
@@ -94,6 +111,10 @@ enum Command {
         /// Only wait until every closed file is hashed and journaled durably (works offline).
         #[arg(long)]
         local: bool,
+        /// Exit 1 when a file is still open for writing at the end of the flush (it is not
+        /// covered), for scripts that need the server to equal the local tree.
+        #[arg(long)]
+        require_closed: bool,
     },
     /// Compare the remote with the local tree, every file by SHA-256; exit 0 only when equal.
     Verify {
@@ -655,8 +676,15 @@ fn main() {
             target,
             timeout,
             local,
-        } => state_dir_of(&target)
-            .and_then(|d| status::flush(&d, Duration::from_secs(timeout), local)),
+            require_closed,
+        } => state_dir_of(&target).and_then(|d| {
+            let req = status::FlushRequest {
+                timeout: Duration::from_secs(timeout),
+                local,
+                require_closed,
+            };
+            status::flush(&d, &req)
+        }),
         Command::Audit {
             target,
             since,

@@ -2,8 +2,8 @@
 //! running daemon, and a wait for the daemon to settle.
 
 use crate::config::MountConfig;
-use crate::control::{self, Request};
-use crate::fs::STATE_DIR_XATTR;
+use crate::control::{self, OpenFiles, PathName, Request};
+use crate::fs::{show, STATE_DIR_XATTR};
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
 use crate::mirror::Manifest;
@@ -64,7 +64,8 @@ fn daemon_pid(state_dir: &Path) -> Option<u32> {
 }
 
 fn path_json(p: &[u8]) -> (String, String) {
-    (String::from_utf8_lossy(p).into_owned(), hex::encode(p))
+    let n = PathName::of(p);
+    (n.path, n.path_hex)
 }
 
 fn hash_json(p: &[u8], size: u64, sha256: &str, seq: u64, confirmed: bool) -> Value {
@@ -94,7 +95,9 @@ pub fn live(state_dir: &Path) -> Value {
     let pid = daemon_pid(state_dir);
     let reply =
         pid.and_then(|_| control::call_within(state_dir, &Request::Status, Some(STATUS_WAIT)).ok());
-    let (pending_hashes, mirror) = reply.map_or((None, None), |r| (r.pending_hashes, r.mirror));
+    let (pending_hashes, mirror, open) = reply.map_or((None, None, None), |r| {
+        (r.pending_hashes, r.mirror, r.open_for_writing)
+    });
     json!({
         "state_dir": state_dir.to_string_lossy(),
         "mount": mount_json(state_dir),
@@ -102,6 +105,7 @@ pub fn live(state_dir: &Path) -> Value {
             "running": pid.is_some(),
             "pid": pid,
             "pending_hashes": pending_hashes,
+            "open_for_writing": open,
         },
         "mirror": mirror,
     })
@@ -257,6 +261,7 @@ fn human_live(v: &Value, out: &mut String) {
         );
     }
     let _ = writeln!(out, "pending:  {line}");
+    human_open(&d["open_for_writing"], out);
     let hour = &m["confirmed_last_hour"];
     let _ = write!(
         out,
@@ -307,6 +312,31 @@ fn human_live(v: &Value, out: &mut String) {
         plural(n(&m["conflicts"]), "conflict", "conflicts"),
         plural(n(&m["mirrored_paths"]), "path", "paths")
     );
+}
+
+/// How many of the daemon's open-for-writing paths the human view names.
+const OPEN_SHOWN: usize = 5;
+
+/// Files open for writing, which no flush covers until they are closed; nothing when none.
+fn human_open(open: &Value, out: &mut String) {
+    let Ok(open) = serde_json::from_value::<OpenFiles>(open.clone()) else {
+        return;
+    };
+    if open.count == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "open:     {} open for writing (flush covers them once closed)",
+        plural(open.count as u64, "file", "files")
+    );
+    for p in open.paths.iter().take(OPEN_SHOWN) {
+        let _ = writeln!(out, "  {}", show(&p.bytes()));
+    }
+    let more = open.count.saturating_sub(OPEN_SHOWN);
+    if more > 0 {
+        let _ = writeln!(out, "  and {more} more");
+    }
 }
 
 /// The journal and the latest hashes (the part only the one-shot view reads).
@@ -451,29 +481,120 @@ pub fn prometheus_file(state_dir: &Path, path: &Path, every: Duration) -> Result
     }
 }
 
+/// What `ftpsync flush` asks for.
+pub struct FlushRequest {
+    pub timeout: Duration,
+    /// Only hashed and journaled durably, not confirmed on the remote.
+    pub local: bool,
+    /// Files still open for writing at the end make the flush fail.
+    pub require_closed: bool,
+}
+
 /// Waits for the daemon to hash every closed file and (unless `local`) for the remote to
-/// confirm every change.
-pub fn flush(state_dir: &Path, timeout: Duration, local: bool) -> Result<()> {
+/// confirm every change; names on stderr the files still open for writing, which it could
+/// not cover.
+pub fn flush(state_dir: &Path, req: &FlushRequest) -> Result<()> {
     let reply = control::call(
         state_dir,
         &Request::Flush {
-            timeout_ms: timeout.as_millis() as u64,
-            local,
+            timeout_ms: req.timeout.as_millis() as u64,
+            local: req.local,
         },
     )?;
+    let open = reply.open_for_writing.unwrap_or_default();
+    eprint!("{}", open_report(&open));
     if !reply.ok {
         bail!(
             "flush did not finish within {}s: {}",
-            timeout.as_secs(),
+            req.timeout.as_secs(),
             reply.error.unwrap_or_default()
+        );
+    }
+    if req.require_closed && open.count > 0 {
+        bail!(
+            "{} still open for writing (--require-closed)",
+            plural(open.count as u64, "file", "files")
         );
     }
     Ok(())
 }
 
+/// One line per file open for writing, then how many there are; nothing when none.
+fn open_report(open: &OpenFiles) -> String {
+    let mut out = String::new();
+    for p in &open.paths {
+        let _ = writeln!(
+            out,
+            "ftpsync: still open for writing, not covered by this flush: {}",
+            show(&p.bytes())
+        );
+    }
+    if open.count == 0 {
+        return out;
+    }
+    let unnamed = open.count.saturating_sub(open.paths.len());
+    let unnamed = if unnamed > 0 {
+        format!(" ({unnamed} not named)")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "ftpsync: {} still open for writing{unnamed}: the server keeps an earlier version \
+         (or none) of each until it is closed; flush again after that",
+        plural(open.count as u64, "file", "files")
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open_files(count: usize, paths: &[&[u8]]) -> OpenFiles {
+        OpenFiles {
+            count,
+            paths: paths.iter().map(|p| PathName::of(p)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_flush_names_each_open_file_on_a_line_of_its_own_then_counts_them() {
+        assert_eq!(open_report(&OpenFiles::default()), "");
+        let text = open_report(&open_files(3, &[b"a/b", b"new\nline"]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..2],
+            [
+                "ftpsync: still open for writing, not covered by this flush: a/b",
+                "ftpsync: still open for writing, not covered by this flush: new\\nline",
+            ]
+        );
+        assert!(
+            lines[2].starts_with("ftpsync: 3 files still open for writing (1 not named): "),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn the_human_view_shows_how_many_files_are_open_for_writing_and_the_first() {
+        let mut out = String::new();
+        human_open(&json!({"count": 0, "paths": []}), &mut out);
+        human_open(&Value::Null, &mut out);
+        assert_eq!(out, "");
+        let paths: Vec<Vec<u8>> = (0..7).map(|i| format!("f{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
+        let open = serde_json::to_value(open_files(7, &refs)).unwrap();
+        human_open(&open, &mut out);
+        assert!(
+            out.starts_with(
+                "open:     7 files open for writing (flush covers them once closed)\n  f0\n"
+            ),
+            "{out}"
+        );
+        assert!(out.ends_with("  f4\n  and 2 more\n"), "{out}");
+    }
 
     #[test]
     fn durations_read_like_people_say_them() {

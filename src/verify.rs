@@ -133,7 +133,12 @@ fn settle_daemon(state_dir: &Path) {
     if control::call_within(state_dir, &Ctl::Status, Some(DAEMON_WAIT)).is_err() {
         return;
     }
-    if let Err(e) = crate::status::flush(state_dir, Duration::from_secs(120), false) {
+    let req = crate::status::FlushRequest {
+        timeout: Duration::from_secs(120),
+        local: false,
+        require_closed: false,
+    };
+    if let Err(e) = crate::status::flush(state_dir, &req) {
         eprintln!(
             "ftpsync: warning: the mount still has changes to upload ({e:#}); they show as \
              differences below"

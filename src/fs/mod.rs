@@ -8,6 +8,7 @@
 mod hasher;
 pub mod recover;
 mod tree;
+mod writers;
 
 use crate::hash::{self, Sha256Hash};
 use crate::journal::{Journal, Record, Timestamp};
@@ -30,6 +31,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use tree::ROOT;
 use tree::{Ref, Track, Tree};
+pub use writers::{OpenForWriting, OPEN_LISTED};
 
 pub type R<T> = Result<T, Errno>;
 
