@@ -690,12 +690,18 @@ fn conflict_copies(dir: &Path, name: &str) -> Vec<PathBuf> {
         .filter(|e| {
             let n = e.file_name();
             let n = n.to_string_lossy();
-            n.strip_prefix(&prefix).is_some_and(|stamp| {
+            // <YYYYMMDDTHHMMSSZ>-<8 hex>: the time, and what keeps copies of one second apart.
+            n.strip_prefix(&prefix).is_some_and(|rest| {
+                let Some((stamp, unique)) = rest.split_once('-') else {
+                    return false;
+                };
                 stamp.len() == 16
                     && stamp.as_bytes()[8] == b'T'
                     && stamp.ends_with('Z')
                     && stamp[..8].bytes().all(|b| b.is_ascii_digit())
                     && stamp[9..15].bytes().all(|b| b.is_ascii_digit())
+                    && unique.len() == 8
+                    && unique.bytes().all(|b| b.is_ascii_hexdigit())
             })
         })
         .map(|e| e.path())
@@ -742,7 +748,7 @@ fn remote_file_changed_behind_our_back_is_kept_as_a_conflict_copy() {
         assert_eq!(
             copies.len(),
             1,
-            "want exactly one {name}.ftpsync-conflict-<YYYYMMDDTHHMMSSZ> on the remote, got {:?}\n\
+            "want exactly one {name}.ftpsync-conflict-<YYYYMMDDTHHMMSSZ>-<8 hex> on the remote, got {:?}\n\
              remote dir: {:?}\nlog:\n{}",
             copies,
             fs::read_dir(&remote)

@@ -220,7 +220,7 @@ impl Engine {
                 break Err(why);
             }
             if self.inner.cv.wait_until(&mut core, deadline).timed_out() {
-                break Err(describe_backlog(&core));
+                break Err(format!("timed out: {}", describe_backlog(&core)));
             }
         };
         core.flush_waiters -= 1;

@@ -1,6 +1,6 @@
 //! Makes one remote path equal to the local one, as it is now, and says what the remote then
-//! holds. Never deletes or overwrites a remote file that changed behind ftpsync's back: such a
-//! file is kept beside as `NAME.ftpsync-conflict-<time>`.
+//! holds. Never deletes or overwrites a remote entry that changed behind ftpsync's back: such
+//! an entry is kept beside as a conflict copy (`remote::path::conflict_beside`).
 
 use super::limits::Meter;
 use crate::journal::Timestamp;
