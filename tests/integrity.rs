@@ -251,3 +251,27 @@ fn flush_names_a_refused_path_and_fails_without_waiting_out_its_timeout() {
         .is_none());
     m.unmount();
 }
+
+#[test]
+fn flush_fails_within_seconds_when_the_host_key_is_not_trusted() {
+    let mut m = Mount::builder()
+        .no_known_hosts()
+        .arg("--drain-timeout")
+        .arg("1")
+        .mount();
+    fs::write(m.path("f"), b"cannot be sent yet").expect("write");
+    let start = Instant::now();
+    let out = m.flush_for(120);
+    assert!(!out.ok(), "flush succeeded with an untrusted host key");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "flush waited {:?} on a refusal only a person can clear",
+        start.elapsed()
+    );
+    assert!(
+        out.stderr.contains("ftpsync trust"),
+        "flush does not say how to fix it:\n{}",
+        out.stderr
+    );
+    m.unmount();
+}

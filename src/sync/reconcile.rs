@@ -458,6 +458,7 @@ fn conflict_stamp(now: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::{MockNode, MockTransport};
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
@@ -470,7 +471,6 @@ mod tests {
     #[test]
     fn only_the_paths_own_temp_files_are_removed() {
         use crate::remote::path::temp_beside;
-        use crate::remote::{MockNode, MockTransport};
         let t = MockTransport::new();
         t.insert(
             b"d",
@@ -498,6 +498,109 @@ mod tests {
             "a sibling's upload in flight was removed"
         );
         assert!(t.get(b"d/a").is_some());
+    }
+
+    fn known(confirmed: Vec<(Vec<u8>, Confirmed)>, writers: Arc<OpenWriters>) -> Known {
+        Known {
+            confirmed,
+            stored: None,
+            cancel: Arc::default(),
+            meter: Arc::new(Meter::new(None)),
+            sent: Arc::default(),
+            intents: Vec::new(),
+            repair: false,
+            writers,
+            hash_here: false,
+        }
+    }
+
+    fn run(t: &MockTransport, dir: &std::path::Path, path: &[u8], k: &Known) -> Outcome {
+        let root = local::open_root(dir).expect("root");
+        let mut t = t.clone();
+        reconcile(&mut t, borrow(&root), path, k, &|_| {}).expect("reconcile")
+    }
+
+    /// A closed file whose Store never came is asked for again, then hashed here and sent; one
+    /// open for writing waits for the Store its close brings.
+    #[test]
+    fn a_file_without_its_hash_waits_while_open_and_is_hashed_here_once_overdue() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), b"bytes no Store describes").expect("write");
+        let ino = std::fs::metadata(dir.path().join("f")).expect("stat").ino();
+        let t = MockTransport::new();
+        let writers = Arc::new(OpenWriters::default());
+        let mut k = known(Vec::new(), writers.clone());
+        assert!(matches!(run(&t, dir.path(), b"f", &k), Outcome::NotReady));
+        writers.opened(ino);
+        k.hash_here = true;
+        assert!(matches!(
+            run(&t, dir.path(), b"f", &k),
+            Outcome::OpenForWriting
+        ));
+        writers.closed(ino);
+        let Outcome::Done(report) = run(&t, dir.path(), b"f", &k) else {
+            panic!("an overdue hash is not taken here");
+        };
+        let Apply::Put(Confirmed::File(f)) = report.apply else {
+            panic!("{:?}", report.apply);
+        };
+        assert_eq!(
+            f.sha256,
+            crate::hash::hash_file(&std::fs::File::open(dir.path().join("f")).expect("open"))
+                .expect("hash")
+                .0
+        );
+        assert!(
+            matches!(t.get(b"f"), Some(MockNode::File { data, .. }) if data == b"bytes no Store describes")
+        );
+    }
+
+    /// A local delete of a symlink the server replaced (by a file, or by a link elsewhere) keeps
+    /// the server's entry aside; one still ours goes.
+    #[test]
+    fn deleting_keeps_what_the_server_changed_and_removes_what_is_ours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = MockTransport::new();
+        let link = |target: &[u8]| Confirmed::Symlink {
+            target: target.to_vec(),
+        };
+        t.insert(
+            b"a",
+            MockNode::File {
+                data: b"the server's".to_vec(),
+                mode: 0o644,
+                atime: 0,
+                mtime: 0,
+            },
+        );
+        t.insert(
+            b"b",
+            MockNode::Symlink {
+                target: b"elsewhere".to_vec(),
+            },
+        );
+        t.insert(
+            b"c",
+            MockNode::Symlink {
+                target: b"ours".to_vec(),
+            },
+        );
+        for (path, kept) in [(&b"a"[..], true), (b"b", true), (b"c", false)] {
+            let k = known(vec![(path.to_vec(), link(b"ours"))], Arc::default());
+            let Outcome::Done(report) = run(&t, dir.path(), path, &k) else {
+                panic!("not done");
+            };
+            assert_eq!(report.apply, Apply::Remove);
+            assert_eq!(report.conflicts.len(), usize::from(kept), "{path:?}");
+            assert!(t.get(path).is_none());
+            if let Some(copy) = report.conflicts.first() {
+                assert!(
+                    t.get(copy).is_some(),
+                    "{path:?}: the server's entry is gone"
+                );
+            }
+        }
     }
 
     #[test]
