@@ -199,7 +199,8 @@ fn walk_local(root: &OwnedFd) -> Result<Tree> {
                     } else {
                         0
                     },
-                    mode: st.st_mode & 0o7777,
+                    // What the mirror sends: set-id bits never reach the server.
+                    mode: crate::sync::server_mode(st.st_mode & 0o7777),
                     mtime: st.st_mtime,
                     target,
                 },

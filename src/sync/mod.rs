@@ -22,6 +22,7 @@ use limits::{Meter, ReconnectGate};
 use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
 use plan::{Plan, RemoteRename};
+pub use reconcile::server_mode;
 use reconcile::{Apply, Known, Outcome};
 use serde_json::{json, Value};
 use stats::Stats;

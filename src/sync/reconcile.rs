@@ -153,7 +153,7 @@ pub fn reconcile(
             }
             clear_non_dir(t, path, known, &mut conflicts)?;
             t.mkdir_all(parent(path))?;
-            t.mkdir(path, mode)?;
+            t.mkdir(path, server_mode(mode))?;
             Ok(Outcome::Done(Report {
                 apply: Apply::Put(Confirmed::Dir { mode }),
                 uploaded: None,
@@ -183,6 +183,13 @@ pub fn reconcile(
         // FIFOs, sockets and devices are not mirrored.
         _ => Ok(done(Apply::Nothing)),
     }
+}
+
+/// The mode an entry gets on the server: set-user-ID and set-group-ID never cross over (on the
+/// server they would run as the SFTP account, whoever made the file here). The manifest keeps
+/// the local mode, so `restore` can bring them back where it may.
+pub fn server_mode(local: u32) -> u32 {
+    local & !(libc::S_ISUID | libc::S_ISGID)
 }
 
 fn stamp(sec: i64, nsec: i64) -> Timestamp {
@@ -226,7 +233,7 @@ fn file(
     };
     let want = Confirmed::File(meta);
     let attrs = Attrs {
-        mode,
+        mode: server_mode(mode),
         atime: st.st_atime,
         mtime: st.st_mtime,
     };

@@ -29,19 +29,25 @@ pub fn tree_filtered(root: &Path, skip: &dyn Fn(&[u8]) -> bool) -> BTreeMap<Vec<
         let desc = if md.file_type().is_symlink() {
             format!("link {:?}", fs::read_link(&p).expect("readlink"))
         } else if md.is_dir() {
-            format!("dir {:o}", md.mode() & 0o7777)
+            format!("dir {:o}", mirrored_mode(md.mode()))
         } else {
             format!(
                 "file {} {} {:o} {}",
                 md.len(),
                 sha256_file(&p),
-                md.mode() & 0o7777,
+                mirrored_mode(md.mode()),
                 md.mtime()
             )
         };
         out.insert(rel, desc);
     }
     out
+}
+
+/// Permission bits as mirrored: set-user-ID and set-group-ID never reach the server (tests of
+/// that look at the remote's modes themselves).
+pub fn mirrored_mode(mode: u32) -> u32 {
+    mode & 0o1777
 }
 
 pub fn remote_root(m: &Mount) -> PathBuf {
