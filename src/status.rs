@@ -234,6 +234,11 @@ fn human_live(v: &Value, out: &mut String) {
             text(&a["cipher"][0]),
             text(&a["mac"][0])
         );
+        let _ = writeln!(
+            out,
+            "          symlinks: {}",
+            text(&srv["capabilities"]["symlinks"])
+        );
     }
     let (waiting, in_flight, bytes) =
         (n(&m["pending"]), n(&m["in_flight"]), n(&m["pending_bytes"]));

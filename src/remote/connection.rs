@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use ssh2::{ErrorCode, FileStat, OpenFlags, OpenType, Session, Sftp};
 
+use super::capabilities;
 use super::connect::{establish, ConnectOptions, Negotiated};
 use super::error::{classify, describe, display_path, op_error, ErrorKind, HostKeyInfo};
 use super::error::{RemoteError, Result};
@@ -123,6 +124,7 @@ impl Connection {
             .map_err(|e| op_error("cannot open a second SFTP channel on", "the server", &e))?;
         let root = resolve_root(&sftp, &opts.remote.path)?;
         log::info!("remote root {}", display_path(&root));
+        let symlinks = capabilities::probe_symlinks(&sftp, &root);
         Ok(Connection {
             session: est.session,
             sftp,
@@ -136,6 +138,7 @@ impl Connection {
                 host_key: est.host_key,
                 negotiated: est.negotiated,
                 auth: est.auth,
+                symlinks,
             },
             io_timeout: opts.io_timeout,
         })
@@ -1009,11 +1012,27 @@ impl Transport for Connection {
         }
         // Made under a temp name and renamed over, so an existing entry is replaced atomically.
         let tmp = self.abs(&path::temp_beside(rel));
-        // ssh2's argument order is reversed: symlink(target, link) makes `link` point to
-        // `target`.
+        let Some((first, second)) = self.info.symlinks.order(&tmp, target) else {
+            return Err(RemoteError::new(
+                ErrorKind::Other,
+                format!("cannot create symlink {shown}: the server makes no symlinks"),
+            ));
+        };
         self.sftp
-            .symlink(p(target), p(&tmp))
+            .symlink(p(first), p(second))
             .map_err(|e| op_error("cannot create symlink", &shown, &e))?;
+        // It counts only where it was meant to be, pointing where it was meant to point.
+        let made = self
+            .raw_lstat(&tmp)
+            .map_err(|e| op_error("cannot lstat", &shown, &e))?
+            .is_some_and(|st| kind_of(st.perm.unwrap_or(0)) == FileKind::Symlink)
+            && self.raw_readlink(rel, &tmp)? == target;
+        if !made {
+            return Err(RemoteError::new(
+                ErrorKind::Refused,
+                format!("the server did not make symlink {shown} as asked"),
+            ));
+        }
         self.atomic_rename(&tmp, &abs, &shown).inspect_err(|e| {
             self.discard_temp(&tmp, e);
         })

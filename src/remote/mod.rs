@@ -8,6 +8,7 @@
 //! [`MockTransport`] in unit tests.
 
 mod b64;
+mod capabilities;
 mod connect;
 mod connection;
 pub mod credentials;
@@ -22,6 +23,7 @@ pub mod verify;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+pub use capabilities::Symlinks;
 pub use connect::{
     check_host_key, probe_host_key, Algorithms, ConnectOptions, Negotiated, CIPHERS,
     HOST_KEY_ALGORITHMS, KEX_ALGORITHMS, MACS,
@@ -96,6 +98,8 @@ pub struct SessionInfo {
     pub negotiated: Negotiated,
     /// How the login succeeded ("ssh-agent", "key /path", "key /path + keyboard-interactive").
     pub auth: String,
+    /// Whether and how the server makes symlinks (probed at connect).
+    pub symlinks: Symlinks,
 }
 
 /// The operations the sync engine needs from a remote. Every path is relative to the remote

@@ -1,0 +1,89 @@
+//! What a server can do, probed once per connection and never assumed from OpenSSH.
+//!
+//! `SSH_FXP_SYMLINK` carries two paths. The protocol draft sends (linkpath, targetpath);
+//! OpenSSH's sftp-server reads them the other way round, and libssh2 sends what it is given in
+//! the draft's order. Sent in the wrong order, a mirrored symlink is made at the path named by
+//! its *target*, anywhere the account may write. So the order is found out with both paths
+//! inside a fresh directory in the remote root, where either outcome is harmless.
+
+use super::error::display_path;
+use super::path;
+use ssh2::Sftp;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// How a server takes `SSH_FXP_SYMLINK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// (targetpath, linkpath): OpenSSH's sftp-server and the servers that copy it.
+    TargetFirst,
+    /// (linkpath, targetpath): the protocol draft's order (gesftpserver).
+    LinkFirst,
+    /// No symlinks at all (rclone serve sftp), or an answer that made sense in neither order.
+    Unsupported,
+}
+
+impl Symlinks {
+    /// The two paths of `SSH_FXP_SYMLINK` in the order this server reads them, for a link at
+    /// `link` to `target`; None where the server makes no symlinks.
+    pub fn order<'a>(self, link: &'a [u8], target: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        match self {
+            Symlinks::TargetFirst => Some((target, link)),
+            Symlinks::LinkFirst => Some((link, target)),
+            Symlinks::Unsupported => None,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Symlinks::TargetFirst => "yes (OpenSSH argument order)",
+            Symlinks::LinkFirst => "yes (protocol draft argument order)",
+            Symlinks::Unsupported => "no",
+        }
+    }
+}
+
+fn p(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
+
+/// Makes a symlink in a fresh directory beneath `root` (absolute) and looks at which of its two
+/// names it appeared, then removes both.
+pub fn probe_symlinks(sftp: &Sftp, root: &[u8]) -> Symlinks {
+    let dir = [root, b"/", &path::temp_beside(b"probe")].concat();
+    if let Err(e) = sftp.mkdir(p(&dir), 0o700) {
+        log::warn!(
+            "cannot probe how the server makes symlinks (mkdir {}: {e}); none will be made",
+            display_path(&dir)
+        );
+        return Symlinks::Unsupported;
+    }
+    let (first, second) = (
+        [&dir[..], b"/first"].concat(),
+        [&dir[..], b"/second"].concat(),
+    );
+    let made = sftp.symlink(p(&first), p(&second));
+    let is_link = |at: &[u8]| {
+        sftp.lstat(p(at))
+            .is_ok_and(|st| st.file_type().is_symlink())
+    };
+    let found = match &made {
+        Err(_) => Symlinks::Unsupported,
+        Ok(()) => match (is_link(&first), is_link(&second)) {
+            (false, true) => Symlinks::TargetFirst,
+            (true, false) => Symlinks::LinkFirst,
+            _ => Symlinks::Unsupported,
+        },
+    };
+    for name in [&first, &second] {
+        let _ = sftp.unlink(p(name));
+    }
+    if let Err(e) = sftp.rmdir(p(&dir)) {
+        log::warn!(
+            "cannot remove the probe directory {}: {e}",
+            display_path(&dir)
+        );
+    }
+    found
+}
