@@ -239,7 +239,7 @@ fn hostile_round_trip(flavor: Flavor) {
     let marker = format!("ftpsync-pwned-{}-{:?}", std::process::id(), flavor);
     let mut c = connect(&sshd);
     let want = match flavor {
-        Flavor::Plain => expected_exec(),
+        Flavor::Plain | Flavor::Gesftp => expected_exec(),
         Flavor::Chroot | Flavor::KeyAndPassword => VerifyMethod::Readback,
     };
     assert_eq!(c.verify_method().unwrap(), want);

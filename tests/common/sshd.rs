@@ -41,7 +41,13 @@ pub enum Flavor {
     Plain,
     Chroot,
     KeyAndPassword,
+    /// Like `Plain`, with Debian's gesftpserver as the sftp subsystem: a server no one here
+    /// wrote, which takes SSH_FXP_SYMLINK's paths in the protocol draft's order.
+    Gesftp,
 }
+
+/// The sftp server of the `Gesftp` flavour (package gesftpserver).
+pub const GESFTPSERVER: &str = "/usr/libexec/gesftpserver";
 
 pub struct Sshd {
     flavor: Flavor,
@@ -178,7 +184,7 @@ impl Sshd {
             .unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let chroot = match flavor {
-            Flavor::Plain => None,
+            Flavor::Plain | Flavor::Gesftp => None,
             Flavor::Chroot => Some(make_chroot(CHROOT_USER, "*")),
             Flavor::KeyAndPassword => Some(make_chroot(TWO_FACTOR_USER, TWO_FACTOR_PASSWORD)),
         };
@@ -199,7 +205,7 @@ impl Sshd {
         )
         .unwrap();
         fs::set_permissions(s.path("authorized_keys"), fs::Permissions::from_mode(0o644)).unwrap();
-        if flavor == Flavor::Plain {
+        if s.chroot.is_none() {
             fs::create_dir(s.remote_root_on_disk()).unwrap();
         }
         s.start_on_free_port();
@@ -220,7 +226,7 @@ impl Sshd {
 
     pub fn user(&self) -> &'static str {
         match self.flavor {
-            Flavor::Plain => "root",
+            Flavor::Plain | Flavor::Gesftp => "root",
             Flavor::Chroot => CHROOT_USER,
             Flavor::KeyAndPassword => TWO_FACTOR_USER,
         }
@@ -255,7 +261,7 @@ impl Sshd {
     /// The remote root as the client names it.
     pub fn remote_path(&self) -> String {
         match self.flavor {
-            Flavor::Plain => self.remote_root_on_disk().display().to_string(),
+            Flavor::Plain | Flavor::Gesftp => self.remote_root_on_disk().display().to_string(),
             Flavor::Chroot | Flavor::KeyAndPassword => "/data".into(),
         }
     }
@@ -310,12 +316,16 @@ impl Sshd {
              LogLevel VERBOSE\n\
              MaxStartups 100\n\
              MaxSessions 100\n\
-             Subsystem sftp internal-sftp\n",
+             Subsystem sftp {subsystem}\n",
             port = self.port,
             hk = self.host_key().display(),
             pid = self.path("sshd.pid").display(),
             ak = self.path("authorized_keys").display(),
             user = self.user(),
+            subsystem = match self.flavor {
+                Flavor::Gesftp => GESFTPSERVER,
+                _ => "internal-sftp",
+            },
         );
         c.push_str(&self.extra_config);
         c.push('\n');

@@ -1,0 +1,100 @@
+//! Servers no one here wrote (issue 10): the same tree of files, directories, symlinks
+//! (relative, absolute, `..`-leading) and hostile names mirrored through a real FUSE mount to
+//! each, ending with the remote equal to the local tree, `verify` clean, `restore` equal, and
+//! nothing created outside the remote root. OpenSSH's behaviour is no evidence for them.
+
+mod common;
+
+use common::mirror_tree::{assert_mirrored, tree_filtered};
+use common::sshd::Flavor;
+use common::{run_with_timeout, walk, Mount, BIN, CMD_WAIT, HOSTILE_NAMES};
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The tree every server gets: plain files, a nested directory, hostile names, and symlinks of
+/// every shape (never followed: their targets are names, nothing is written through them).
+fn plant_tree(m: &Mount) {
+    fs::create_dir_all(m.path("docs/deep/er")).expect("mkdir");
+    fs::write(m.path("docs/readme.txt"), b"hello").expect("write");
+    fs::write(m.path("docs/deep/er/data.bin"), common::pattern(7, 100_000)).expect("write");
+    for (i, name) in HOSTILE_NAMES.iter().enumerate() {
+        let path = m.path("docs").join(OsStr::from_bytes(name));
+        fs::write(&path, format!("hostile {i}")).expect("write hostile");
+    }
+    for (link, target) in [
+        ("docs/rel", "readme.txt"),
+        // Where a server that took the two paths the other way round would make a link, these
+        // targets name no existing directory: the mistake fails instead of planting one there.
+        ("docs/abs", "/nonexistent-ftpsync-test/abs"),
+        ("docs/up", "../../nonexistent-ftpsync-test/up"),
+        ("docs/deep/dotdot", ".."),
+        ("docs/dangling", "no such file"),
+    ] {
+        std::os::unix::fs::symlink(target, m.path(link)).expect("symlink");
+    }
+}
+
+/// The names directly in `dir` (none if it does not exist).
+fn names(dir: &Path) -> BTreeSet<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn restore_into(m: &Mount, dir: &Path) {
+    let sshd = m.sshd.as_ref().expect("sshd");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("restore")
+        .arg("--state-dir")
+        .arg(&m.state)
+        .arg("--identity")
+        .arg(sshd.identity())
+        .arg("--known-hosts")
+        .arg(sshd.known_hosts())
+        .arg(sshd.remote_url())
+        .arg(dir);
+    fs::create_dir_all(dir).expect("mkdir target");
+    run_with_timeout(cmd, CMD_WAIT).assert_ok();
+}
+
+fn mirrors_everything_to(flavor: Flavor) {
+    let m = Mount::builder().flavor(flavor).mount();
+    let sshd = m.sshd.as_ref().expect("sshd");
+    let remote = sshd.remote_root_on_disk();
+    let around = remote.parent().expect("parent").to_path_buf();
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let (around_before, home_before) = (names(&around), names(&home));
+
+    plant_tree(&m);
+    m.flush();
+    assert_mirrored(&m);
+    common::ftpsync(["verify".as_ref(), m.state.as_os_str()]).assert_ok();
+
+    let restored = m.root.join("restored");
+    restore_into(&m, &restored);
+    let none = |_: &[u8]| false;
+    assert_eq!(tree_filtered(&m.local, &none), tree_filtered(&restored, &none));
+
+    // Nothing outside the root: not beside it, not in the account's home.
+    assert_eq!(names(&around), around_before, "entries appeared beside the remote root");
+    assert_eq!(names(&home), home_before, "entries appeared in the account's home");
+    assert!(
+        walk(&remote).iter().all(|(rel, _, _)| !rel.starts_with(b".probe")),
+        "the capability probe left its directory behind"
+    );
+}
+
+#[test]
+fn gesftpserver_a_draft_order_server_gets_every_symlink_inside_the_root() {
+    common::require_tool(common::sshd::GESFTPSERVER);
+    mirrors_everything_to(Flavor::Gesftp);
+}
+
+#[test]
+fn openssh_internal_sftp_gets_the_same_tree() {
+    mirrors_everything_to(Flavor::Plain);
+}
