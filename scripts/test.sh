@@ -20,11 +20,18 @@ declare -A need=(
     [ssh-keygen]=openssh-client
     [sshd]=openssh-server
 )
+# servers no one here wrote, for the interop tests: file -> Debian package
+declare -A need_files=(
+    [/usr/libexec/gesftpserver]=gesftpserver
+)
 missing=()
 for cmd in "${!need[@]}"; do
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
         missing+=("${need[$cmd]}")
     fi
+done
+for f in "${!need_files[@]}"; do
+    [ -e "$f" ] || missing+=("${need_files[$f]}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"

@@ -25,8 +25,7 @@ use crate::mirror::{Confirmed, FileMeta, Manifest, MANIFEST_FILE};
 use crate::progress::{human_bytes, Progress};
 use crate::remote::path::split_parent;
 use crate::remote::{
-    self, display_path, ConnectOptions, Connection, ErrorKind, FileKind, RemoteStat, SecretSource,
-    Transport,
+    self, display_path, ConnectOptions, ErrorKind, FileKind, RemoteStat, SecretSource, Transport,
 };
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -927,9 +926,8 @@ pub fn run(req: &Request) -> Result<()> {
     let one_at_a_time = parking_lot::Mutex::new(());
     let connect = || -> remote::Result<Box<dyn Transport>> {
         let _turn = prompts.then(|| one_at_a_time.lock());
-        let c = Connection::connect(&req.connect)
-            .map_err(|e| crate::trust::explain_refusal(e, &req.remote, &hint_dir))?;
-        Ok(Box::new(c))
+        remote::open(&req.connect)
+            .map_err(|e| crate::trust::explain_refusal(e, &req.remote, &hint_dir))
     };
     let first = connect().map_err(|e| {
         let e = if req.state_dir.is_none() && e.host_key_refusal().is_some() {

@@ -7,7 +7,7 @@ use crate::fuse::FuseFs;
 use crate::journal::Journal;
 use crate::logfile::{self, RotatingLog};
 use crate::mirror::Mirror;
-use crate::remote::{credentials, ConnectOptions, Connection, SecretSource, Transport};
+use crate::remote::{credentials, ConnectOptions, SecretSource};
 use crate::sync::{Connector, Engine, Options as SyncOptions};
 use crate::{control, local, trust};
 use anyhow::{anyhow, bail, Context, Result};
@@ -358,16 +358,19 @@ pub fn ask_for_missing_secrets(opts: &mut ConnectOptions) -> Result<()> {
 /// that pins the key the server now presents.
 fn connector(opts: ConnectOptions, state_dir: std::path::PathBuf) -> Connector {
     Arc::new(move || {
-        let c = Connection::connect(&opts)
+        let c = crate::remote::open(&opts)
             .map_err(|e| trust::explain_refusal(e, &opts.remote, &state_dir))?;
-        info!(
-            "connected to {} ({} {}; {})",
-            opts.remote,
-            c.host_key().key_type,
-            c.host_key().fingerprint,
-            c.negotiated()
-        );
-        Ok(Box::new(c) as Box<dyn Transport>)
+        if let Some(s) = c.session() {
+            info!(
+                "connected to {} ({} {}; {}; symlinks: {})",
+                opts.remote,
+                s.host_key.key_type,
+                s.host_key.fingerprint,
+                s.negotiated,
+                s.symlinks.describe()
+            );
+        }
+        Ok(c)
     })
 }
 

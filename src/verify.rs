@@ -12,7 +12,7 @@ use crate::journal::child_path;
 use crate::local::{self, borrow};
 use crate::progress::{human_bytes, Progress};
 use crate::remote::path::is_conflict_name;
-use crate::remote::{ConnectOptions, Connection, FileKind, SecretSource, Transport};
+use crate::remote::{ConnectOptions, FileKind, SecretSource, Transport};
 use crate::replay::is_within;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -77,7 +77,7 @@ pub fn run(req: &Request) -> Result<bool> {
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
     let mut conn = connect(&opts, &req.state_dir)?;
     let local_tree = walk_local(&root)?;
-    let (remote_tree, kept) = walk_remote(&mut conn)?;
+    let (remote_tree, kept) = walk_remote(conn.as_mut())?;
     let mut findings = compare(&local_tree, &remote_tree);
     findings.kept = kept;
     let same_size: Vec<(Vec<u8>, u64)> = local_tree
@@ -156,8 +156,8 @@ fn ask_once(mut opts: ConnectOptions) -> Result<ConnectOptions> {
     Ok(opts)
 }
 
-fn connect(opts: &ConnectOptions, state_dir: &Path) -> Result<Connection> {
-    Connection::connect(opts)
+fn connect(opts: &ConnectOptions, state_dir: &Path) -> Result<Box<dyn Transport>> {
+    crate::remote::open(opts)
         .map_err(|e| crate::trust::explain_refusal(e, &opts.remote, state_dir))
         .map_err(anyhow::Error::msg)
 }
@@ -306,7 +306,7 @@ fn hash_both(
     opts: &ConnectOptions,
     state_dir: &Path,
     root: &OwnedFd,
-    first: Connection,
+    first: Box<dyn Transport>,
     files: Vec<(Vec<u8>, u64)>,
     connections: usize,
 ) -> Result<Vec<Vec<u8>>> {
@@ -352,7 +352,7 @@ fn hash_both(
 }
 
 fn hash_batch(
-    conn: &mut Connection,
+    conn: &mut Box<dyn Transport>,
     root: &OwnedFd,
     batch: &[(Vec<u8>, u64)],
     total: u64,
@@ -479,7 +479,7 @@ fn repair(
         if removed.iter().any(|r| is_beneath(path, r)) {
             continue;
         }
-        remove_remote(&mut conn, remote, path)?;
+        remove_remote(conn.as_mut(), remote, path)?;
         audit.record("repair_remove", json!({"path": path_value(path)}));
         removed.push(path);
     }

@@ -77,13 +77,26 @@ fn mirrors_everything_to(flavor: Flavor) {
     let restored = m.root.join("restored");
     restore_into(&m, &restored);
     let none = |_: &[u8]| false;
-    assert_eq!(tree_filtered(&m.local, &none), tree_filtered(&restored, &none));
+    assert_eq!(
+        tree_filtered(&m.local, &none),
+        tree_filtered(&restored, &none)
+    );
 
     // Nothing outside the root: not beside it, not in the account's home.
-    assert_eq!(names(&around), around_before, "entries appeared beside the remote root");
-    assert_eq!(names(&home), home_before, "entries appeared in the account's home");
+    assert_eq!(
+        names(&around),
+        around_before,
+        "entries appeared beside the remote root"
+    );
+    assert_eq!(
+        names(&home),
+        home_before,
+        "entries appeared in the account's home"
+    );
     assert!(
-        walk(&remote).iter().all(|(rel, _, _)| !rel.starts_with(b".probe")),
+        walk(&remote)
+            .iter()
+            .all(|(rel, _, _)| !rel.starts_with(b".probe")),
         "the capability probe left its directory behind"
     );
 }

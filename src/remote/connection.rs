@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use ssh2::{ErrorCode, FileStat, OpenFlags, OpenType, Session, Sftp};
 
-use super::capabilities;
+use super::capabilities::{self, Symlinks};
 use super::connect::{establish, ConnectOptions, Negotiated};
 use super::error::{classify, describe, display_path, op_error, ErrorKind, HostKeyInfo};
 use super::error::{RemoteError, Result};
@@ -152,6 +152,11 @@ impl Connection {
     /// The negotiated algorithms, for status and audit.
     pub fn negotiated(&self) -> &Negotiated {
         &self.info.negotiated
+    }
+
+    /// Whether and how the server makes symlinks.
+    pub fn symlinks(&self) -> Symlinks {
+        self.info.symlinks
     }
 
     /// The absolute remote root.

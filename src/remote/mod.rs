@@ -14,6 +14,7 @@ mod connection;
 pub mod credentials;
 mod error;
 mod keyfile;
+mod linkfile;
 mod mock;
 pub mod path;
 mod posix;
@@ -176,6 +177,16 @@ pub trait Transport: Send {
     /// `SourceChanged` (it changed on the server meanwhile). A failure to write `dst` is
     /// `Other`, its message naming the local copy.
     fn download(&mut self, rel: &[u8], dst: &mut dyn Write) -> Result<DownloadReport>;
+}
+
+/// Connects (see [`Connection::connect`]). Where the server makes no symlinks, they are kept
+/// as link files, in rclone's convention (see `linkfile`).
+pub fn open(opts: &ConnectOptions) -> Result<Box<dyn Transport>> {
+    let c = Connection::connect(opts)?;
+    if c.symlinks() == Symlinks::Unsupported {
+        return Ok(Box::new(linkfile::LinkFiles::new(Box::new(c))));
+    }
+    Ok(Box::new(c))
 }
 
 /// One read from `src`, retried when interrupted by a signal.
