@@ -11,6 +11,7 @@ use crate::hash::hash_file;
 use crate::journal::child_path;
 use crate::local::{self, borrow};
 use crate::progress::{human_bytes, Progress};
+use crate::remote::marker;
 use crate::remote::path::{is_conflict_name, is_temp_name};
 use crate::remote::{ConnectOptions, Connection, FileKind, SecretSource, Transport};
 use crate::replay::is_within;
@@ -224,7 +225,7 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
                 continue;
             }
             let path = child_path(&dir, &name);
-            if is_temp_name(&name) {
+            if is_temp_name(&name) || marker::is_marker(&path) {
                 continue;
             }
             if is_conflict_name(&name) {

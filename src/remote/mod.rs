@@ -13,6 +13,7 @@ mod connection;
 pub mod credentials;
 mod error;
 mod keyfile;
+pub mod marker;
 mod mock;
 pub mod path;
 mod posix;
