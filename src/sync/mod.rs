@@ -344,7 +344,7 @@ impl Inner {
         done: &Receiver<Done>,
     ) {
         let mut conn: Option<Box<dyn Transport>> = None;
-        self.bind_to_configured_remote();
+        self.bind_at_start(&mut conn);
         let applied = self.mirror.lock().manifest.applied_seq();
         self.core.lock().plan.resume_after(applied);
         for e in replay.iter().filter(|e| e.seq > applied) {

@@ -5,11 +5,11 @@
 //! emptied and every local path is compared with what the server really holds; files already
 //! there with the right SHA-256 are adopted, not sent again.
 //!
-//! The URL is checked when the engine starts; the host key and the root marker at every new
-//! connection, one connection at a time.
+//! The URL is checked when the engine starts; the host key and the root marker at its first
+//! connection, made then, and at every new connection after, one at a time.
 
 use super::{reconcile, Inner};
-use crate::mirror::Binding;
+use crate::mirror::{Binding, FileMeta};
 use crate::remote::marker::{self, Found, Reserved};
 use crate::remote::{RemoteError, Transport};
 use log::{info, warn};
@@ -67,9 +67,18 @@ fn root_changed(bound: &Binding, found: &Found, vouches: bool) -> Option<String>
 }
 
 impl Inner {
-    /// At start, before anything is compared or replayed: a manifest that describes another
-    /// remote URL is emptied, so the start-up scan compares every local path with the server.
-    pub(super) fn bind_to_configured_remote(&self) {
+    /// At start, before anything is replayed or compared: a manifest that describes another
+    /// remote URL, or (connecting now) another server or root, is emptied, so the start-up
+    /// scan compares every local path with what the server holds. Until that scan is done a
+    /// flush waits, so it cannot report success against a root not yet checked.
+    pub(super) fn bind_at_start(&self, conn: &mut Option<Box<dyn Transport>>) {
+        self.bind_to_configured_url();
+        if let Err(e) = self.connection(conn) {
+            info!("the remote's host key and root are checked at the next connection: {e}");
+        }
+    }
+
+    fn bind_to_configured_url(&self) {
         let url = &self.opts.server;
         let bound = self.mirror.lock().manifest.binding().cloned();
         let fresh = Binding {
@@ -203,8 +212,8 @@ impl Inner {
     }
 
     /// The manifest does not describe the remote any more: it is emptied and rebound, and
-    /// every local path is compared with what the server holds (the start-up scan does it
-    /// when it is still to come).
+    /// every local path is compared with what the server holds (by the start-up scan when it
+    /// is still to come).
     fn distrust(&self, why: &str, old: &Binding, new: Binding) {
         warn!(
             "{why}: the manifest no longer describes the remote; every local path is compared \
@@ -215,6 +224,13 @@ impl Inner {
             json!({"reason": why, "old": binding_json(old), "new": binding_json(&new)}),
         );
         let mut mirror = self.mirror.lock();
+        // What the local files hashed to stays true of them: kept as their latest hashes, so
+        // an unchanged file is sent (or adopted) without waiting for a Store never to come.
+        let hashed: Vec<(Vec<u8>, FileMeta)> = mirror
+            .manifest
+            .iter()
+            .filter_map(|(p, c)| c.file().map(|f| (p.clone(), *f)))
+            .collect();
         let done = mirror
             .manifest
             .forget_all()
@@ -224,7 +240,15 @@ impl Inner {
             log::error!("manifest: {e}");
         }
         drop(mirror);
-        if !self.core.lock().scanning {
+        let mut core = self.core.lock();
+        for (path, meta) in hashed {
+            if core.plan.hashes.get(&path).is_none() {
+                core.plan.hashes.insert(path, meta);
+            }
+        }
+        let scanned = !core.scanning;
+        drop(core);
+        if scanned {
             self.scan_local();
         }
     }

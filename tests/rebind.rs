@@ -1,0 +1,253 @@
+//! The manifest describes one remote (DESIGN invariant 9): a state dir used with another
+//! remote root, two local directories whose state dirs used to collide, and a remote root
+//! replaced on the server (while unmounted, or while mounted across an sshd restart) never
+//! leave `flush` reporting success against a root that lacks the files. Each case ends with
+//! the remote root equal to the local tree (SHA-256 of every file) after a flush that exits 0.
+
+mod common;
+
+use common::mirror_tree::{assert_mirrored, differences_in, ROOT_MARKER};
+use common::sshd::{Flavor, Sshd};
+use common::{run_with_timeout, Mount, BIN, CMD_WAIT};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// A few files in a few directories, with fixed contents, modes and mtimes, so two trees
+/// written by it are alike in everything the manifest records.
+fn write_tree(root: &Path) {
+    let mtime = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+    for i in 0..12 {
+        let dir = root.join(format!("d{}", i % 3));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join(format!("f{i}.txt"));
+        fs::write(&path, format!("file {i}\n").repeat(i * 40 + 1)).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("set mtime");
+    }
+}
+
+fn assert_equal(local: &Path, remote: &Path, log: &str) {
+    let diff = differences_in(local, remote, &|_| false);
+    assert!(
+        diff.is_empty(),
+        "remote {} differs from local {} in {} paths:\n{}\ndaemon log:\n{log}",
+        remote.display(),
+        local.display(),
+        diff.len(),
+        diff.iter().take(30).cloned().collect::<Vec<_>>().join("\n"),
+    );
+    assert!(
+        remote.join(OsStr::from_bytes(ROOT_MARKER)).is_file(),
+        "no root marker in {}",
+        remote.display()
+    );
+}
+
+/// A second, empty root on the same server, and its URL.
+fn second_root(sshd: &Sshd) -> (PathBuf, String) {
+    let root = sshd.remote_root_on_disk().with_file_name("root2");
+    fs::create_dir(&root).expect("mkdir root2");
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).expect("chmod root2");
+    let url = format!(
+        "sftp://{}@127.0.0.1:{}{}",
+        sshd.user(),
+        sshd.port(),
+        root.display()
+    );
+    (root, url)
+}
+
+/// Moves the remote root away and puts an empty directory in its place.
+fn replace_root(sshd: &Sshd) {
+    let root = sshd.remote_root_on_disk();
+    fs::rename(&root, root.with_file_name("root.moved-away")).expect("move the root away");
+    fs::create_dir(&root).expect("recreate the root");
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).expect("chmod root");
+}
+
+#[test]
+fn a_state_dir_used_with_another_remote_root_sends_everything_there() {
+    let mut m = Mount::new();
+    write_tree(&m.mnt);
+    m.flush();
+    assert_mirrored(&m);
+    m.unmount();
+
+    let (root2, url) = second_root(m.sshd.as_ref().expect("sshd"));
+    m.use_remote(url);
+    m.mount();
+    m.flush();
+    assert_equal(&m.local, &root2, &m.log_tail());
+    assert!(
+        m.daemon_log().contains("the remote changed from"),
+        "the rebinding is not logged:\n{}",
+        m.log_tail()
+    );
+    let audit = fs::read_to_string(m.state.join("audit.log")).expect("audit log");
+    assert!(audit.contains("\"rebind\""), "no rebind audit record");
+    m.unmount();
+}
+
+#[test]
+fn a_remote_root_replaced_while_unmounted_gets_everything_at_the_next_mount() {
+    let mut m = Mount::new();
+    write_tree(&m.mnt);
+    m.flush();
+    assert_mirrored(&m);
+    m.unmount();
+
+    replace_root(m.sshd.as_ref().expect("sshd"));
+    m.mount();
+    m.flush();
+    assert_mirrored(&m);
+    assert!(
+        m.daemon_log().contains("marker (id "),
+        "the replaced root is not logged:\n{}",
+        m.log_tail()
+    );
+    m.unmount();
+}
+
+/// The check is made at each new connection: after an sshd restart, the next change
+/// reconnects, finds the marker gone, and everything is sent again before flush returns.
+#[test]
+fn a_remote_root_replaced_while_mounted_gets_everything_after_the_next_connect() {
+    let mut m = Mount::new();
+    write_tree(&m.mnt);
+    m.flush();
+    assert_mirrored(&m);
+
+    let sshd = m.sshd.as_mut().expect("sshd");
+    sshd.stop();
+    replace_root(sshd);
+    sshd.restart();
+    fs::write(
+        m.path("after-restart.txt"),
+        b"made after the root was replaced",
+    )
+    .expect("write");
+    m.flush();
+    assert_mirrored(&m);
+    m.unmount();
+}
+
+/// One local directory mounted without --state-dir: its state dir is the default one under
+/// `xdg`.
+struct DefaultMount {
+    local: PathBuf,
+    mnt: PathBuf,
+    xdg: PathBuf,
+}
+
+impl DefaultMount {
+    fn mount(&self, sshd: &Sshd, url: &str) {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("mount")
+            .arg("--identity")
+            .arg(sshd.identity())
+            .arg("--known-hosts")
+            .arg(sshd.known_hosts())
+            .args(["--writeback-delay", "0"])
+            .arg(&self.local)
+            .arg(url)
+            .arg(&self.mnt)
+            .env("XDG_STATE_HOME", &self.xdg);
+        run_with_timeout(cmd, CMD_WAIT).assert_ok();
+    }
+
+    /// The state dir the running mount reports.
+    fn state_dir(&self) -> PathBuf {
+        let out = common::ftpsync([
+            "status".into(),
+            self.mnt.clone().into_os_string(),
+            "--json".into(),
+        ]);
+        let st: serde_json::Value = serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("status --json: {e}\n{}\n{}", out.stdout, out.stderr));
+        PathBuf::from(st["state_dir"].as_str().expect("state_dir"))
+    }
+
+    fn flush(&self) {
+        common::ftpsync([
+            "flush".into(),
+            self.mnt.clone().into_os_string(),
+            "--timeout".into(),
+            "60".into(),
+        ])
+        .assert_ok();
+    }
+
+    fn unmount(&self, state: &Path) {
+        let pid: i32 = fs::read_to_string(state.join("ftpsync.pid"))
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        let (ok, err) = common::fusermount_u(&self.mnt);
+        assert!(ok, "unmount {}: {err}", self.mnt.display());
+        assert!(
+            common::wait_pid_gone(pid, Duration::from_secs(60)),
+            "daemon {pid} still running"
+        );
+    }
+}
+
+#[test]
+fn directories_whose_state_dir_names_used_to_collide_get_their_own() {
+    common::become_subreaper();
+    let sshd = Sshd::start(Flavor::Plain);
+    let base = tempfile::Builder::new()
+        .prefix("ftpsync-test-")
+        .tempdir()
+        .expect("temp base");
+    let base = base.path().canonicalize().expect("canonical base");
+    let xdg = base.join("xdg");
+    let mounts: Vec<DefaultMount> = ["x/a_b", "x/a/b"]
+        .iter()
+        .enumerate()
+        .map(|(i, local)| DefaultMount {
+            local: base.join(local),
+            mnt: base.join(format!("mnt{i}")),
+            xdg: xdg.clone(),
+        })
+        .collect();
+    for m in &mounts {
+        for d in [&m.local, &m.mnt] {
+            fs::create_dir_all(d).expect("mkdir");
+        }
+        write_tree(&m.local);
+    }
+    let (root2, url2) = second_root(&sshd);
+    let roots = [
+        (sshd.remote_root_on_disk(), sshd.remote_url()),
+        (root2, url2),
+    ];
+    let mut states = Vec::new();
+    for (m, (root, url)) in mounts.iter().zip(&roots) {
+        m.mount(&sshd, url);
+        let state = m.state_dir();
+        m.flush();
+        assert_equal(
+            &m.local,
+            root,
+            &fs::read_to_string(state.join("ftpsync.log")).unwrap_or_default(),
+        );
+        m.unmount(&state);
+        assert!(
+            state.starts_with(xdg.join("ftpsync")),
+            "{}",
+            state.display()
+        );
+        states.push(state);
+    }
+    assert_ne!(states[0], states[1], "both directories got one state dir");
+}
