@@ -156,7 +156,7 @@ impl DefaultMount {
             .arg(sshd.identity())
             .arg("--known-hosts")
             .arg(sshd.known_hosts())
-            .args(["--writeback-delay", "0"])
+            .args(["--writeback-delay", "0", "--drain-timeout", "5"])
             .arg(&self.local)
             .arg(url)
             .arg(&self.mnt)
@@ -198,6 +198,15 @@ impl DefaultMount {
             common::wait_pid_gone(pid, Duration::from_secs(60)),
             "daemon {pid} still running"
         );
+    }
+}
+
+/// A test that fails mid-way leaves no mount behind (the daemon exits within its drain time).
+impl Drop for DefaultMount {
+    fn drop(&mut self) {
+        if common::is_ftpsync_mounted(&self.mnt) {
+            let _ = common::fusermount_u(&self.mnt);
+        }
     }
 }
 
