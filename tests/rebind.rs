@@ -260,3 +260,26 @@ fn directories_whose_state_dir_names_used_to_collide_get_their_own() {
     }
     assert_ne!(states[0], states[1], "both directories got one state dir");
 }
+
+/// The marker's name is reserved at the mount's root: a local file of that name is never sent
+/// over the marker, and flush says so instead of reporting success.
+#[test]
+fn a_local_file_named_like_the_marker_is_refused_not_sent_over_it() {
+    let m = Mount::new();
+    fs::write(m.path("kept.txt"), b"an ordinary file").expect("write");
+    m.flush();
+    let remote = common::mirror_tree::remote_root(&m);
+    let marker = remote.join(OsStr::from_bytes(ROOT_MARKER));
+    let before = fs::read(&marker).expect("root marker");
+    fs::write(m.path(OsStr::from_bytes(ROOT_MARKER)), b"mine").expect("write");
+    fs::create_dir(m.path("d")).expect("mkdir");
+    fs::write(m.path("d").join(OsStr::from_bytes(ROOT_MARKER)), b"deeper").expect("write");
+    let out = m.flush_for(5);
+    assert!(!out.ok(), "flush reported success with a refused file");
+    assert!(out.stderr.contains("reserved"), "{}", out.stderr);
+    assert_eq!(fs::read(&marker).expect("root marker"), before);
+    assert_eq!(
+        fs::read(remote.join("d").join(OsStr::from_bytes(ROOT_MARKER))).expect("deeper"),
+        b"deeper"
+    );
+}
