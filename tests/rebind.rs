@@ -283,3 +283,50 @@ fn a_local_file_named_like_the_marker_is_refused_not_sent_over_it() {
         b"deeper"
     );
 }
+
+/// A root the login cannot write to (here: a read-only chroot data directory with one
+/// writable directory in it) gets no marker: that is logged once, and the mirror goes on,
+/// trusting its manifest on the URL and host key, across a remount too.
+#[test]
+fn a_root_where_no_marker_can_be_written_is_mirrored_all_the_same() {
+    use std::os::unix::fs::MetadataExt;
+    let mut m = Mount::builder().chroot().prepare();
+    let remote = common::mirror_tree::remote_root(&m);
+    let owner = fs::metadata(&remote).expect("remote root");
+    fs::create_dir(remote.join("w")).expect("mkdir remote w");
+    std::os::unix::fs::chown(remote.join("w"), Some(owner.uid()), Some(owner.gid()))
+        .expect("chown remote w");
+    fs::set_permissions(&remote, fs::Permissions::from_mode(0o555)).expect("chmod root");
+    fs::create_dir(m.local.join("w")).expect("mkdir local w");
+    fs::set_permissions(m.local.join("w"), fs::Permissions::from_mode(0o755)).expect("chmod w");
+    m.mount();
+    write_tree(&m.path("w"));
+    m.flush();
+    assert_eq!(
+        differences_in(&m.local, &remote, &|_| false),
+        Vec::<String>::new(),
+        "{}",
+        m.log_tail()
+    );
+    assert!(!remote.join(OsStr::from_bytes(ROOT_MARKER)).exists());
+    assert!(
+        m.daemon_log()
+            .contains("cannot write the remote root's marker"),
+        "{}",
+        m.log_tail()
+    );
+    m.unmount();
+    m.mount();
+    fs::write(m.path("w/after.txt"), b"after the remount").expect("write");
+    m.flush();
+    assert!(
+        !m.daemon_log().contains("no longer describes"),
+        "the manifest was distrusted:\n{}",
+        m.log_tail()
+    );
+    assert_eq!(
+        differences_in(&m.local, &remote, &|_| false),
+        Vec::<String>::new()
+    );
+    m.unmount();
+}
