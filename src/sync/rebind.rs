@@ -169,6 +169,7 @@ impl Inner {
             .and_then(|id| {
                 if matches!(found, Found::Foreign(_)) {
                     reconcile::move_aside(t, marker::MARKER)?;
+                    self.forget_path(marker::MARKER);
                 }
                 marker::write(t, &id).map(|()| id)
             });
@@ -187,6 +188,17 @@ impl Inner {
                     );
                 }
                 Ok(None)
+            }
+        }
+    }
+
+    /// A mirrored file an earlier release sent under the marker's name is no longer vouched
+    /// for: it was kept aside, and the local one is refused from now on.
+    fn forget_path(&self, path: &[u8]) {
+        let mut mirror = self.mirror.lock();
+        if mirror.manifest.get(path).is_some() {
+            if let Err(e) = mirror.manifest.remove(path) {
+                log::error!("manifest: {e}");
             }
         }
     }
