@@ -608,7 +608,20 @@ pub fn default_state_dir(local_dir: &Path) -> PathBuf {
             .unwrap_or_else(|| PathBuf::from("/tmp"))
             .join(".local/state/ftpsync"),
     };
-    let name: String = local_dir
+    base.join(state_dir_name(local_dir))
+}
+
+/// Longest readable part of a default state dir's name (its end: the most telling part).
+const READABLE_NAME_MAX: usize = 64;
+
+/// `READABLE-HASH`: the path with every byte but letters, digits, '.' and '-' made '_', for
+/// people (so `/x/a_b` and `/x/a/b` read alike), and the first 12 hex digits of the SHA-256
+/// of the canonical path's bytes, so two directories never share a state dir.
+fn state_dir_name(local_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    let canonical = std::fs::canonicalize(local_dir).unwrap_or_else(|_| local_dir.to_path_buf());
+    let readable: String = canonical
         .to_string_lossy()
         .trim_matches('/')
         .chars()
@@ -620,7 +633,15 @@ pub fn default_state_dir(local_dir: &Path) -> PathBuf {
             }
         })
         .collect();
-    base.join(if name.is_empty() { "root".into() } else { name })
+    // All ASCII now: any byte offset is a character boundary.
+    let readable = &readable[readable.len().saturating_sub(READABLE_NAME_MAX)..];
+    let readable = if readable.is_empty() {
+        "root"
+    } else {
+        readable
+    };
+    let hash = hex::encode(Sha256::digest(canonical.as_os_str().as_bytes()));
+    format!("{readable}-{}", &hash[..12])
 }
 
 pub fn is_root() -> bool {
@@ -728,6 +749,28 @@ fn profile_in(dir: &Path, name: &str) -> Result<PathBuf, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_state_dirs_of_different_directories_never_collide() {
+        let names: Vec<String> = [
+            "/x/a_b",
+            "/x/a/b",
+            "/x/a b",
+            "/x/a\u{e9}b",
+            "/x/a\u{e8}b",
+            "/",
+        ]
+        .iter()
+        .map(|p| state_dir_name(Path::new(p)))
+        .collect();
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(names[0].starts_with("x_a_b-") && names[0].len() == "x_a_b-".len() + 12);
+        assert!(names[5].starts_with("root-"), "{}", names[5]);
+        let long = format!("/{}", "d/".repeat(400));
+        assert!(state_dir_name(Path::new(&long)).len() <= READABLE_NAME_MAX + 13);
+        assert_eq!(state_dir_name(Path::new("/x/a_b")), names[0], "stable");
+    }
 
     #[test]
     fn sftp_urls() {

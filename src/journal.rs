@@ -16,7 +16,9 @@
 //!   first_seq. It supersedes every segment named before it, so the rename that publishes it is
 //!   the commit point and deleting the older files is mere cleanup.
 //! - A segment is born as `*.jnl.tmp`, fsync'd, then renamed, so no header is ever torn: only
-//!   the tail of the last segment can be, and replay drops that tail.
+//!   the tail of the last segment can be, and replay drops that tail. A torn tail is the start
+//!   of one record, cut short or zero from a sector boundary on; anything else (a good record
+//!   after a bad one, a complete record with a wrong seq) is corruption and stops the replay.
 //!
 //! Lock order: `Journal::sync_lock` before `Journal::state`.
 
@@ -209,7 +211,14 @@ pub enum JournalError {
         #[source]
         source: io::Error,
     },
-    #[error("journal segment {} is corrupt at offset {offset}: {reason}", segment.display())]
+    #[error(
+        "journal segment {} is corrupt at offset {offset}: {reason}. The records from there on \
+         cannot be trusted; to start without them, keep a copy and cut the file there \
+         (`truncate -s {offset} {}`): the start-up reconciliation then compares the whole \
+         local tree with the manifest and sends what differs",
+        segment.display(),
+        segment.display()
+    )]
     Corrupt {
         segment: PathBuf,
         offset: u64,
@@ -863,15 +872,20 @@ fn scan(listing: &Listing) -> Result<Scan, JournalError> {
     for (i, (path, listed)) in retained.iter().enumerate() {
         let is_last = i + 1 == retained.len();
         let segment = scan_segment(path, listed, i == 0, &mut seqs, &mut out.entries)?;
-        if let Some(torn) = segment.torn {
-            if !is_last {
+        if let Some(bad) = segment.bad {
+            let torn = bad.torn_tail.filter(|_| is_last);
+            let Some(bytes) = torn else {
                 return Err(JournalError::Corrupt {
                     segment: path.clone(),
-                    offset: torn.offset,
-                    reason: torn.reason,
+                    offset: bad.offset,
+                    reason: bad.reason,
                 });
-            }
-            out.torn = Some(torn);
+            };
+            out.torn = Some(Torn {
+                offset: bad.offset,
+                bytes,
+                reason: bad.reason,
+            });
         }
         out.segments.push(segment.seg);
     }
@@ -883,7 +897,16 @@ fn scan(listing: &Listing) -> Result<Scan, JournalError> {
 
 struct ScannedSegment {
     seg: Segment,
-    torn: Option<Torn>,
+    /// Where the records stop, if they stop before the end of the file.
+    bad: Option<Bad>,
+}
+
+/// The first offset of a segment that does not hold the next good record.
+struct Bad {
+    offset: u64,
+    reason: String,
+    /// `Some(bytes to drop)` when what is there from `offset` on is what a crash leaves.
+    torn_tail: Option<u64>,
 }
 
 fn scan_segment(
@@ -909,7 +932,7 @@ fn scan_segment(
         })?;
     let mut offset = HEADER_LEN as usize;
     let mut last_seq = None;
-    let mut torn = None;
+    let mut bad = None;
     while offset < bytes.len() {
         match parse_frame(&bytes[offset..]).and_then(|f| seqs.accept(f.seq).map(|()| f)) {
             Ok(frame) => {
@@ -921,11 +944,7 @@ fn scan_segment(
                 });
             }
             Err(reason) => {
-                torn = Some(Torn {
-                    offset: offset as u64,
-                    bytes: (bytes.len() - offset) as u64,
-                    reason,
-                });
+                bad = Some(classify_tail(&bytes, offset, reason, seqs));
                 break;
             }
         }
@@ -936,7 +955,87 @@ fn scan_segment(
         len: offset as u64,
         last_seq,
     };
-    Ok(ScannedSegment { seg, torn })
+    Ok(ScannedSegment { seg, bad })
+}
+
+/// Tells a torn tail from damage, for the bytes from `offset` (where a record failed) to the
+/// end of the segment. A crash only ever cuts the end of the log: it leaves the start of one
+/// record, possibly followed by zeros (a file's new length can reach the disk before its
+/// data). Anything else is damage, and so is any good record with a later seq further on:
+/// dropping the tail would silently lose it.
+fn classify_tail(bytes: &[u8], offset: usize, reason: String, seqs: &SeqCheck) -> Bad {
+    let rest = &bytes[offset..];
+    let mut bad = Bad {
+        offset: offset as u64,
+        reason,
+        torn_tail: None,
+    };
+    if let Some(at) = later_record(rest, seqs) {
+        bad.reason = format!(
+            "{}, yet a good record follows at offset {}",
+            bad.reason,
+            offset + at
+        );
+    } else if is_cut_short(bytes, offset) {
+        bad.torn_tail = Some(rest.len() as u64);
+    } else {
+        bad.reason = format!(
+            "{} (a complete record or other bytes, not one cut short by a crash)",
+            bad.reason
+        );
+    }
+    bad
+}
+
+/// Whether the bytes from `offset` to the end of a segment, where no record parses, are the
+/// start of one frame that a crash cut short: the file ends inside it (or inside its header),
+/// or its unwritten rest reads as zeros from a sector boundary on (the new length reached the
+/// disk before the data). A frame whose checksum holds is complete, so it was not cut.
+fn is_cut_short(bytes: &[u8], offset: usize) -> bool {
+    let rest = &bytes[offset..];
+    let written = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    // Too short to judge: a record header cut short.
+    let Some(len) = rest
+        .first_chunk::<4>()
+        .filter(|_| rest.len() >= FRAME_HEADER_LEN)
+    else {
+        return true;
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    if written == 0 {
+        return true;
+    }
+    if len > MAX_PAYLOAD || is_sealed(rest, len) {
+        return false;
+    }
+    let end = FRAME_HEADER_LEN + len;
+    let zeros_from = (offset + written).next_multiple_of(SECTOR);
+    rest.len() < end || zeros_from < offset + end
+}
+
+/// Unwritten file data reads as zeros in whole sectors at least.
+const SECTOR: usize = 512;
+
+/// Whether `frame` holds `len` payload bytes and its checksum matches them.
+fn is_sealed(frame: &[u8], len: usize) -> bool {
+    let (Some(crc), Some(sealed)) = (frame.get(4..8), frame.get(8..FRAME_HEADER_LEN + len)) else {
+        return false;
+    };
+    crc == crc32fast::hash(sealed).to_le_bytes()
+}
+
+/// The offset in `rest` (past its first byte) of a good record that could come later in this
+/// log. Frames whose seq cannot follow are skipped before their CRC is computed, so a long
+/// damaged tail is scanned in linear time.
+fn later_record(rest: &[u8], seqs: &SeqCheck) -> Option<usize> {
+    let last_start = rest.len().checked_sub(FRAME_HEADER_LEN)?;
+    (1..=last_start).find(|&at| {
+        let frame = &rest[at..];
+        let seq = frame[8..]
+            .first_chunk::<8>()
+            .map_or(0, |b| u64::from_le_bytes(*b));
+        seqs.may_follow(seq, frame.len() as u64) && parse_frame(frame).is_ok()
+    })
 }
 
 /// Enforces the seq rules: contiguous, except the sparse live prefix of a compacted segment.
@@ -977,6 +1076,18 @@ impl SeqCheck {
         self.expected += 1;
         self.sparse_below = 0;
         Ok(())
+    }
+
+    /// Whether a record after the one that failed could carry `seq`, with `room` bytes left
+    /// for it and the records before it.
+    fn may_follow(&self, seq: u64, room: u64) -> bool {
+        let lowest = if self.sparse_below != 0 {
+            self.sparse_floor
+        } else {
+            self.expected + 1
+        };
+        let highest = self.expected.saturating_add(room / FRAME_HEADER_LEN as u64);
+        (lowest..=highest).contains(&seq)
     }
 }
 
@@ -1734,23 +1845,82 @@ mod tests {
     }
 
     #[test]
-    fn garbage_after_the_last_record_is_dropped() {
+    fn what_a_crash_leaves_after_the_last_record_is_dropped() {
         let (bytes, last_start, good) = three_record_segment();
         let intact = &bytes[..last_start];
-        let absurd_len = [0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0];
-        for garbage in [&[0u8; 40][..], &[0xde, 0xad, 0xbe, 0xef, 1], &absurd_len] {
-            let contents = [intact, garbage].concat();
-            reopen_after_damage(&contents, &good, garbage.len() as u64);
+        // A record that crosses a sector boundary, cut there, the file longer than it.
+        let long = Record::Symlink {
+            path: b"l".to_vec(),
+            target: vec![b't'; 2 * SECTOR],
+        };
+        let mut long = unsealed_frame(&long).unwrap();
+        seal_frame(&mut long, 3);
+        let cut_then_zeros = [&long[..SECTOR - last_start], &[0u8; 4 * SECTOR][..]].concat();
+        let short = [0xde, 0xad, 0xbe, 0xef, 1];
+        for tail in [&[0u8; 40][..], &[0x40, 0, 0, 0, 1], &short, &cut_then_zeros] {
+            let contents = [intact, tail].concat();
+            reopen_after_damage(&contents, &good, tail.len() as u64);
+        }
+    }
+
+    /// Writes `contents` as the only segment and expects `read` and `open` to refuse it as
+    /// corrupt at `offset`, leaving the file as it was.
+    fn assert_corrupt_at(contents: &[u8], offset: usize) {
+        let dir = TempDir::new().unwrap();
+        let seg = dir.path().join(segment_name(1));
+        fs::write(&seg, contents).unwrap();
+        for err in [
+            Journal::read(dir.path()).unwrap_err(),
+            Journal::open(dir.path()).unwrap_err(),
+        ] {
+            match &err {
+                JournalError::Corrupt {
+                    segment,
+                    offset: at,
+                    ..
+                } => assert_eq!((segment, *at), (&seg, offset as u64), "{err}"),
+                other => panic!("expected Corrupt, got {other}"),
+            }
+            let shown = err.to_string();
+            assert!(shown.contains("truncate -s"), "{shown}");
+        }
+        assert_eq!(fs::read(&seg).unwrap(), contents);
+    }
+
+    #[test]
+    fn flipped_byte_in_the_middle_of_the_last_segment_is_corrupt_not_torn() {
+        let (bytes, last_start, _) = three_record_segment();
+        let first = HEADER_LEN as usize;
+        let second = first + parse_frame(&bytes[first..]).unwrap().len;
+        for at in [
+            second + 2,
+            second + 6,
+            second + 10,
+            second + 20,
+            last_start - 1,
+        ] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            assert_corrupt_at(&damaged, second);
         }
     }
 
     #[test]
-    fn wrong_seq_in_last_segment_ends_the_log() {
-        let (bytes, last_start, good) = three_record_segment();
-        let mut frame = unsealed_frame(&store(b"x", 1)).unwrap();
-        seal_frame(&mut frame, 7);
-        let contents = [&bytes[..last_start], &frame].concat();
-        reopen_after_damage(&contents, &good, frame.len() as u64);
+    fn damage_that_no_crash_leaves_at_the_end_is_corrupt() {
+        let (bytes, last_start, _) = three_record_segment();
+        let intact = &bytes[..last_start];
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() - 3] ^= 0x01;
+        assert_corrupt_at(&flipped, last_start);
+        let absurd_len = [0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0];
+        assert_corrupt_at(&[intact, &absurd_len].concat(), last_start);
+        let mut wrong_seq = unsealed_frame(&store(b"x", 1)).unwrap();
+        seal_frame(&mut wrong_seq, 7);
+        assert_corrupt_at(&[intact, &wrong_seq].concat(), last_start);
+        let garbage = [
+            0x05, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+        ];
+        assert_corrupt_at(&[&bytes[..], &garbage].concat(), bytes.len());
     }
 
     fn three_segments(dir: &Path) -> Vec<PathBuf> {
@@ -2104,9 +2274,12 @@ mod tests {
         let mut bytes = fs::read(&seg).unwrap();
         bytes.extend_from_slice(&stale);
         fs::write(&seg, &bytes).unwrap();
+        let err = Journal::read(dir.path()).unwrap_err();
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+        bytes.truncate(bytes.len() - stale.len());
+        fs::write(&seg, &bytes).unwrap();
         let (_, replay) = open(dir.path());
         assert_eq!(replay.entries, [&live[..], &[after]].concat());
-        assert_eq!(replay.torn_bytes, stale.len() as u64);
     }
 
     fn coalesced(records: Vec<Record>) -> Vec<u64> {
@@ -2495,10 +2668,26 @@ mod fuzz {
         }
     }
 
-    /// Damage to the tail of the last segment, after its header: what a crash can leave.
+    /// What a crash can leave of the last segment, after its header: the file cut anywhere,
+    /// then maybe zeros from the next sector boundary on.
+    #[derive(Debug, Clone)]
+    struct Crash {
+        cut: Index,
+        zeros: usize,
+    }
+
+    fn crash() -> impl Strategy<Value = Crash> {
+        (
+            any::<Index>(),
+            prop_oneof![2 => Just(0), 1 => 1..3 * SECTOR],
+        )
+            .prop_map(|(cut, zeros)| Crash { cut, zeros })
+    }
+
+    /// Damage to the tail of the last segment, after its header.
     #[derive(Debug, Clone)]
     enum TailDamage {
-        Cut(Index),
+        Crash(Crash),
         Garbage(Bytes),
         /// A frame header claiming this payload length for the next seq, then these bytes.
         HugeLength(u32, Bytes),
@@ -2508,7 +2697,7 @@ mod fuzz {
 
     fn tail_damage() -> impl Strategy<Value = TailDamage> {
         prop_oneof![
-            any::<Index>().prop_map(TailDamage::Cut),
+            crash().prop_map(TailDamage::Crash),
             vec(any::<u8>(), 1..64).prop_map(|b| TailDamage::Garbage(Bytes(b))),
             (claimed_len(), vec(any::<u8>(), 0..64))
                 .prop_map(|(len, b)| TailDamage::HugeLength(len, Bytes(b))),
@@ -2516,42 +2705,79 @@ mod fuzz {
         ]
     }
 
-    /// Applies `damage` to a segment; returns how many of its records stay readable and the
-    /// length of those good bytes.
-    fn damage_tail(seg: &mut Laid, damage: &TailDamage, next_seq: u64) -> (usize, usize) {
+    /// How the journal must read a damaged segment.
+    #[derive(Debug, PartialEq)]
+    enum Verdict {
+        /// Dropped as a torn tail.
+        Torn,
+        /// Refused as corrupt where the good records end.
+        Corrupt,
+        /// Either (damage to the last record alone can look like a cut).
+        Either,
+    }
+
+    /// What survives damage: how many records stay readable, the length of those good bytes,
+    /// and how the rest must be read.
+    struct Damaged {
+        kept: usize,
+        good_len: usize,
+        verdict: Verdict,
+    }
+
+    /// Applies `damage` to a segment and says what must survive it.
+    fn damage_tail(seg: &mut Laid, damage: &TailDamage, next_seq: u64) -> Damaged {
         let (bytes, bounds) = (&mut seg.bytes, &seg.bounds);
         let intact = |end: usize| bounds.iter().filter(|&&b| b <= end).count() - 1;
         let records_at = HEADER_LEN as usize;
-        match damage {
-            TailDamage::Cut(at) => {
-                let at = records_at + at.index(bytes.len() - records_at + 1);
+        let all = bounds.len() - 1;
+        let (kept, verdict) = match damage {
+            TailDamage::Crash(Crash { cut, zeros }) => {
+                let mut at = records_at + cut.index(bytes.len() - records_at + 1);
+                if *zeros > 0 {
+                    // Sectors reach the disk whole.
+                    at = (at / SECTOR * SECTOR).max(records_at);
+                }
                 bytes.truncate(at);
-                let kept = intact(at);
-                (kept, bounds[kept])
+                bytes.resize(at + zeros, 0);
+                (intact(at), Verdict::Torn)
             }
             TailDamage::Garbage(garbage) => {
                 bytes.extend_from_slice(&garbage.0);
-                (bounds.len() - 1, bounds[bounds.len() - 1])
+                (all, Verdict::Either)
             }
             TailDamage::HugeLength(len, rest) => {
                 bytes.extend_from_slice(&len.to_le_bytes());
                 bytes.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
                 bytes.extend_from_slice(&next_seq.to_le_bytes());
                 bytes.extend_from_slice(&rest.0);
-                (bounds.len() - 1, bounds[bounds.len() - 1])
+                (all, Verdict::Either)
             }
             TailDamage::Flip(flips) => {
-                let mut first = bytes.len();
+                let mut hit = vec![false; all];
                 if bytes.len() > records_at {
                     for (at, mask) in flips {
                         let at = records_at + at.index(bytes.len() - records_at);
                         bytes[at] ^= mask;
-                        first = first.min(at);
+                        hit[intact(at)] = true;
                     }
                 }
-                let kept = intact(first);
-                (kept, bounds[kept])
+                let first = hit.iter().position(|&h| h).unwrap_or(all);
+                // A good record after the damage: dropping the tail would lose it.
+                let lost = hit[first..].iter().any(|&h| !h);
+                (
+                    first,
+                    if lost {
+                        Verdict::Corrupt
+                    } else {
+                        Verdict::Either
+                    },
+                )
             }
+        };
+        Damaged {
+            kept,
+            good_len: bounds[kept],
+            verdict,
         }
     }
 
@@ -2715,8 +2941,9 @@ mod fuzz {
         #![proptest_config(config(256))]
 
         /// A valid journal whose last segment has a damaged tail reads back exactly the records
-        /// before the damage, a prefix of those written, and reports the rest as torn bytes;
-        /// reading modifies nothing and allocates no more than the files' size.
+        /// before the damage and reports the rest as torn bytes when a crash could have left
+        /// it, and is refused as corrupt at the damage when a good record follows it; reading
+        /// modifies nothing and allocates no more than the files' size.
         #[test]
         fn damaged_tail_reads_back_a_prefix(
             records in vec(record(), 0..10),
@@ -2726,18 +2953,29 @@ mod fuzz {
         ) {
             let (mut segments, entries) = lay_out(&records, &cuts, empty_tail);
             let last = segments.last_mut().unwrap();
-            let (kept, good_len) = damage_tail(last, &damage, entries.len() as u64 + 1);
-            let kept = (last.first_seq - 1) as usize + kept;
-            let torn = (last.bytes.len() - good_len) as u64;
+            let damaged = damage_tail(last, &damage, entries.len() as u64 + 1);
+            let kept = (last.first_seq - 1) as usize + damaged.kept;
+            let torn = (last.bytes.len() - damaged.good_len) as u64;
+            let last_path = segment_name(last.first_seq);
             let dir = TempDir::new().unwrap();
             write_segments(dir.path(), &segments);
             let total: usize = segments.iter().map(|seg| seg.bytes.len()).sum();
             let (replay, largest) = largest_alloc::during(|| Journal::read(dir.path()));
-            let replay = replay.unwrap();
             prop_assert!(largest <= alloc_bound(total), "{} bytes allocated", largest);
-            prop_assert_eq!(&replay.entries, &entries[..kept].to_vec());
-            prop_assert_eq!(replay.next_seq, kept as u64 + 1);
-            prop_assert_eq!(replay.torn_bytes, torn);
+            match replay {
+                Ok(replay) => {
+                    prop_assert!(damaged.verdict != Verdict::Corrupt, "{:?}", replay);
+                    prop_assert_eq!(&replay.entries, &entries[..kept].to_vec());
+                    prop_assert_eq!(replay.next_seq, kept as u64 + 1);
+                    prop_assert_eq!(replay.torn_bytes, torn);
+                }
+                Err(JournalError::Corrupt { segment, offset, .. }) => {
+                    prop_assert!(damaged.verdict != Verdict::Torn, "refused a torn tail");
+                    prop_assert_eq!(segment, dir.path().join(last_path));
+                    prop_assert_eq!(offset, damaged.good_len as u64);
+                }
+                Err(other) => prop_assert!(false, "unexpected error {}", other),
+            }
             for seg in &segments {
                 let path = dir.path().join(segment_name(seg.first_seq));
                 prop_assert_eq!(&fs::read(path).unwrap(), &seg.bytes);
@@ -2814,20 +3052,21 @@ mod fuzz {
     proptest! {
         #![proptest_config(config(128))]
 
-        /// `Journal::open` on a directory whose last segment has a damaged tail: replays the
+        /// `Journal::open` on a directory whose last segment has a torn tail: replays the
         /// records before the damage, reports and truncates the torn bytes, and the log goes on
         /// from the next seq.
         #[test]
-        fn open_drops_a_damaged_tail_and_continues(
+        fn open_drops_a_torn_tail_and_continues(
             records in vec(record(), 1..8),
             cuts in vec(any::<Index>(), 0..2),
-            damage in tail_damage(),
+            crash in crash(),
             next in record(),
         ) {
             let (mut segments, entries) = lay_out(&records, &cuts, false);
             let last = segments.last_mut().unwrap();
             let last_path = segment_name(last.first_seq);
-            let (kept, good_len) = damage_tail(last, &damage, entries.len() as u64 + 1);
+            let damaged = damage_tail(last, &TailDamage::Crash(crash), entries.len() as u64 + 1);
+            let (kept, good_len) = (damaged.kept, damaged.good_len);
             let kept = (last.first_seq - 1) as usize + kept;
             let torn = (last.bytes.len() - good_len) as u64;
             let dir = TempDir::new().unwrap();

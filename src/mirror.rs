@@ -5,6 +5,9 @@
 //! The manifest is a log of JSON lines in the state dir, replayed at start and rewritten as a
 //! snapshot when it has grown well past its live size. A torn last line (a crash mid-append)
 //! is ignored: the entry it described is found again by the start-up reconciliation.
+//!
+//! The manifest also records which remote it describes (its [`Binding`]): its word is only
+//! good for that server, under that URL, with that root.
 
 use crate::hash::{to_hex, Sha256Hash};
 use crate::journal::Timestamp;
@@ -47,6 +50,19 @@ pub enum Confirmed {
     },
 }
 
+/// The remote a manifest describes: the entries vouch for what this server holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// `sftp://user@host:port/root`, as configured.
+    pub remote: String,
+    /// The `SHA256:` fingerprint of the server's host key, once a connection showed it.
+    #[serde(default)]
+    pub host_key: Option<String>,
+    /// The id in the remote root's marker file; None while no marker could be written.
+    #[serde(default)]
+    pub root_id: Option<String>,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Line {
@@ -86,6 +102,10 @@ enum Line {
         #[serde(with = "hex::serde")]
         path: Vec<u8>,
     },
+    /// The entries describe this remote (the latest Bind line counts).
+    Bind {
+        binding: Binding,
+    },
 }
 
 /// Versions of one path whose unconfirmed uploads are remembered.
@@ -98,6 +118,8 @@ pub struct Manifest {
     intents: HashMap<Vec<u8>, Vec<FileMeta>>,
     /// Paths whose entries a verify found untrue on the remote.
     doubts: std::collections::HashSet<Vec<u8>>,
+    /// None for a manifest written before bindings existed (or never bound).
+    binding: Option<Binding>,
     applied_seq: u64,
     path: PathBuf,
     log: File,
@@ -120,6 +142,7 @@ impl Manifest {
             entries: PathMap::default(),
             intents: HashMap::new(),
             doubts: Default::default(),
+            binding: None,
             applied_seq: 0,
             log: open_log(&path, false)?,
             path,
@@ -169,6 +192,7 @@ impl Manifest {
                 self.doubts.remove(&path);
             }
             Line::Doubt { path } => drop(self.doubts.insert(path)),
+            Line::Bind { binding } => self.binding = Some(binding),
         }
     }
 
@@ -282,6 +306,28 @@ impl Manifest {
         self.applied_seq
     }
 
+    /// The remote these entries describe.
+    pub fn binding(&self) -> Option<&Binding> {
+        self.binding.as_ref()
+    }
+
+    /// Records that the entries describe `binding`'s remote (durable once synced).
+    pub fn bind(&mut self, binding: Binding) -> io::Result<()> {
+        if self.binding.as_ref() == Some(&binding) {
+            return Ok(());
+        }
+        self.append(Line::Bind { binding })
+    }
+
+    /// Forgets every entry, interrupted upload and doubt, durably: nothing is vouched for any
+    /// more. The binding and the applied seq stay.
+    pub fn forget_all(&mut self) -> io::Result<()> {
+        self.entries = PathMap::default();
+        self.intents.clear();
+        self.doubts.clear();
+        self.rewrite()
+    }
+
     /// Durable, and rewritten as a snapshot once the log is much longer than its contents.
     pub fn sync(&mut self) -> io::Result<()> {
         if self.lines > 2 * self.entries.len() + 1024 {
@@ -294,6 +340,14 @@ impl Manifest {
         let tmp = self.path.with_extension("log.tmp");
         let mut out = io::BufWriter::new(open_log(&tmp, true)?);
         let mut lines = 0;
+        if let Some(binding) = &self.binding {
+            let l = Line::Bind {
+                binding: binding.clone(),
+            };
+            serde_json::to_writer(&mut out, &l).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+            lines += 1;
+        }
         for (path, entry) in self.entries.iter() {
             let l = Line::Put {
                 path: path.clone(),
@@ -533,6 +587,36 @@ mod tests {
         assert!(m.doubted(b"a"), "a doubt lost over a reopen and rewrite");
         assert!(!m.doubted(b"b"), "a Put clears the doubt");
         assert_eq!(m.get(b"a"), Some(&file(1)), "the entry itself stays");
+    }
+
+    #[test]
+    fn the_binding_survives_reopen_and_rewrite_and_forgetting_keeps_only_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound = Binding {
+            remote: "sftp://u@h:22/srv/a".into(),
+            host_key: Some("SHA256:abc".into()),
+            root_id: Some("0123".into()),
+        };
+        {
+            let mut m = Manifest::open(dir.path()).unwrap();
+            assert_eq!(m.binding(), None);
+            m.bind(bound.clone()).unwrap();
+            m.put(b"a", file(1)).unwrap();
+            m.intend(b"b", *file(2).file().unwrap()).unwrap();
+            m.doubt(b"a").unwrap();
+            m.set_applied(9).unwrap();
+            m.rewrite().unwrap();
+        }
+        let mut m = Manifest::open(dir.path()).unwrap();
+        assert_eq!(m.binding(), Some(&bound));
+        assert_eq!(m.len(), 1);
+        m.forget_all().unwrap();
+        for m in [m, Manifest::open(dir.path()).unwrap()] {
+            assert!(m.is_empty());
+            assert_eq!(m.intents().count() + m.doubts().count(), 0);
+            assert_eq!(m.binding(), Some(&bound));
+            assert_eq!(m.applied_seq(), 9);
+        }
     }
 
     #[test]

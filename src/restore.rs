@@ -345,6 +345,9 @@ fn walk(
                 ));
                 continue;
             }
+            if remote::marker::is_marker(&rel) {
+                continue;
+            }
             seen.insert(rel.clone());
             if remote::path::is_temp_name(&name) {
                 s.notes
@@ -1331,6 +1334,21 @@ mod tests {
             Target::Resumed
         );
         assert_eq!(run_over(&m, out.path(), None).skipped, 5);
+    }
+
+    #[test]
+    fn the_remote_roots_marker_is_not_restored_but_its_name_deeper_down_is() {
+        let m = MockTransport::new();
+        let mut raw = m.clone();
+        remote::marker::write(&mut raw, &remote::marker::new_id().unwrap()).unwrap();
+        m.insert(b"d", dir(0o755));
+        m.insert(b"d/.ftpsync-root", file(b"a user's file", 0o644, 5));
+        let out = tempfile::tempdir().unwrap();
+        let s = run_over(&m, out.path(), None);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(s.files, 1, "only d/.ftpsync-root");
+        assert!(!path(out.path(), remote::marker::MARKER).exists());
+        assert!(path(out.path(), b"d/.ftpsync-root").exists());
     }
 
     #[test]

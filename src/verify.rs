@@ -11,6 +11,7 @@ use crate::hash::hash_file;
 use crate::journal::child_path;
 use crate::local::{self, borrow};
 use crate::progress::{human_bytes, Progress};
+use crate::remote::marker;
 use crate::remote::path::is_conflict_name;
 use crate::remote::{ConnectOptions, FileKind, SecretSource, Transport};
 use crate::replay::is_within;
@@ -229,6 +230,9 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
                 continue;
             }
             let path = child_path(&dir, &name);
+            if marker::is_marker(&path) {
+                continue;
+            }
             // A temporary file is listed like any extra entry: the daemon removes its own
             // leftovers, so one still there (verify waits for uploads) is worth a look.
             if is_conflict_name(&name) {

@@ -514,6 +514,63 @@ fn torn_tail_truncated_record() {
     remount_and_check_repaired(&mut m, records(&st0) - 1, &kept);
 }
 
+/// A flipped byte in the middle of the last segment is damage, not a torn tail: the start
+/// stops, naming the segment and offset and how to go on, and touches nothing; cutting the
+/// segment there as the message says lets the next start reconcile every file.
+#[test]
+fn damage_in_the_middle_of_the_last_segment_stops_the_start() {
+    let (mut m, _st0, files) = clean_journal();
+    let seg = last_segment(&m);
+    let mut bytes = fs::read(&seg).expect("read segment");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&seg, &bytes).expect("damage segment");
+
+    let out = common::run_with_timeout(m.mount_command(), common::CMD_WAIT);
+    let said = format!("{}\n{}\n{}", out.stdout, out.stderr, m.log_tail());
+    assert!(!out.ok(), "mount started over a damaged journal:\n{said}");
+    assert!(
+        !common::is_ftpsync_mounted(&m.mnt),
+        "damaged journal, yet mounted"
+    );
+    assert!(
+        said.contains(&seg.display().to_string()),
+        "segment not named:\n{said}"
+    );
+    let offset: u64 = said
+        .split("corrupt at offset ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset named:\n{said}"));
+    assert!(
+        offset <= middle as u64,
+        "offset {offset} past the damage at {middle}"
+    );
+    assert!(
+        said.contains("truncate -s"),
+        "no way forward given:\n{said}"
+    );
+    assert_eq!(
+        fs::read(&seg).expect("segment"),
+        bytes,
+        "the refused start modified the journal"
+    );
+
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .and_then(|f| f.set_len(offset))
+        .expect("cut the segment");
+    m.mount();
+    m.flush();
+    let st = m.status_json();
+    for (rel, data) in &files {
+        common::assert_hash(&st, rel.as_bytes(), data);
+    }
+    m.unmount();
+}
+
 #[test]
 fn lost_journal_tail_converges_after_remount() {
     // DESIGN: start-up reconciles the local tree, so even a lost journal tail

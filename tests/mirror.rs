@@ -83,6 +83,7 @@ fn renames_deletes_and_overwrites_converge_and_a_directory_moves_as_one_rename()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
         .filter(|n| n.as_bytes().windows(7).any(|w| w == b"ftpsync"))
+        .filter(|n| n.as_bytes() != common::mirror_tree::ROOT_MARKER)
         .collect();
     assert!(
         leftovers.is_empty(),

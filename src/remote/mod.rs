@@ -15,6 +15,7 @@ pub mod credentials;
 mod error;
 mod keyfile;
 mod linkfile;
+pub mod marker;
 mod mock;
 pub mod path;
 mod posix;

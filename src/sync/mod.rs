@@ -8,6 +8,7 @@
 
 mod limits;
 pub mod plan;
+mod rebind;
 mod reconcile;
 mod rename;
 mod stats;
@@ -123,6 +124,7 @@ struct Inner {
     /// by the bandwidth limit.
     meter: Arc<Meter>,
     gate: ReconnectGate,
+    binder: rebind::Binder,
 }
 
 pub struct Engine {
@@ -178,6 +180,7 @@ impl Engine {
             connect,
             meter: Arc::new(Meter::new(opts_bwlimit)),
             gate: ReconnectGate::default(),
+            binder: rebind::Binder::default(),
         });
         let (job_tx, job_rx) = unbounded::<Job>();
         let (done_tx, done_rx) = unbounded::<Done>();
@@ -397,6 +400,7 @@ impl Inner {
         done: &Receiver<Done>,
     ) {
         let mut conn: Option<Box<dyn Transport>> = None;
+        self.bind_at_start(&mut conn);
         let applied = self.mirror.lock().manifest.applied_seq();
         self.core.lock().plan.resume_after(applied);
         for e in replay.iter().filter(|e| e.seq > applied) {
@@ -626,7 +630,7 @@ impl Inner {
                 }
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));
             }
-            match (self.connect)() {
+            match (self.connect)().and_then(|c| self.bind_connection(c)) {
                 Ok(c) => {
                     self.gate.reset();
                     let session = c.session();

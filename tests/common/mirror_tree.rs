@@ -57,8 +57,16 @@ pub fn remote_root(m: &Mount) -> PathBuf {
 /// Every difference between the local tree and the remote tree (paths `skip` selects are
 /// ignored on both sides).
 pub fn differences(m: &Mount, skip: &dyn Fn(&[u8]) -> bool) -> Vec<String> {
-    let local = tree_filtered(&m.local, skip);
-    let remote = tree_filtered(&remote_root(m), skip);
+    differences_in(&m.local, &remote_root(m), skip)
+}
+
+/// The name of the marker ftpsync keeps in the remote root (not a mirrored path).
+pub const ROOT_MARKER: &[u8] = b".ftpsync-root";
+
+/// Every difference between a local tree and a remote root (ftpsync's root marker aside).
+pub fn differences_in(local: &Path, remote: &Path, skip: &dyn Fn(&[u8]) -> bool) -> Vec<String> {
+    let local = tree_filtered(local, skip);
+    let remote = tree_filtered(remote, &|p| p == ROOT_MARKER || skip(p));
     local
         .iter()
         .filter(|(k, v)| remote.get(*k) != Some(*v))

@@ -451,6 +451,7 @@ impl MountBuilder {
             mnt,
             state,
             plain,
+            remote_url: None,
             builder: self,
             keep,
             pid: None,
@@ -482,6 +483,8 @@ pub struct Mount {
     pub plain: PathBuf,
     /// The loopback SFTP server the mount mirrors to (None with `no_remote()`).
     pub sshd: Option<sshd::Sshd>,
+    /// Mirrors here instead of the sshd's own root (see `use_remote`).
+    remote_url: Option<String>,
     builder: MountBuilder,
     keep: bool,
     pid: Option<i32>,
@@ -549,7 +552,9 @@ impl Mount {
                     cmd.args(["--writeback-delay", "0"]);
                 }
                 cmd.args(&self.builder.extra_args);
-                cmd.arg(&self.local).arg(sshd.remote_url());
+                let url = self.remote_url.clone();
+                cmd.arg(&self.local)
+                    .arg(url.unwrap_or_else(|| sshd.remote_url()));
             }
             None => {
                 // Nothing can be uploaded: do not wait for it at unmount.
@@ -565,6 +570,11 @@ impl Mount {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// Mirrors to `url` from the next mount on (another root on the same sshd, say).
+    pub fn use_remote(&mut self, url: String) {
+        self.remote_url = Some(url);
     }
 
     /// Mounts (daemon mode) and checks the mount is live and is ours.
