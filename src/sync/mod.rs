@@ -351,18 +351,26 @@ fn session_json(s: &SessionInfo) -> Value {
 }
 
 /// Why waiting on is pointless, if it is: the remote refused us (host key, login) again since
-/// the flush began, or paths failed for a reason only a person can clear, each retried once
-/// since then.
+/// the flush began, or all that is left are paths that failed for a reason only a person can
+/// clear, each retried once since then.
 fn needs_person(core: &Core, began: Instant) -> Option<String> {
     if let (Some(why), Some(at)) = (&core.halted, core.halted_at) {
         if at >= began {
             return Some(format!("uploads are stopped: {why}"));
         }
     }
+    let is_stuck = |p: &Vec<u8>| {
+        core.failures
+            .get(p)
+            .is_some_and(|f| f.needs_person && f.count >= 2 && f.last >= began)
+    };
+    if !core.plan.outstanding().all(is_stuck) {
+        return None;
+    }
     let stuck: Vec<String> = core
         .failures
         .iter()
-        .filter(|(_, f)| f.needs_person && f.count >= 2 && f.last >= began)
+        .filter(|(p, _)| is_stuck(p))
         .map(|(p, f)| format!("\n  {}: {}", crate::fs::show(p), f.reason))
         .collect();
     if stuck.is_empty() {

@@ -289,6 +289,11 @@ impl Plan {
         self.dirty.keys()
     }
 
+    /// Every path waiting or in flight.
+    pub fn outstanding(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.dirty.keys().chain(self.in_flight.keys())
+    }
+
     /// The path waiting longest for the remote (waiting or in flight), and since when: the
     /// oldest change it stands for that is not yet confirmed.
     pub fn oldest(&self) -> Option<(&[u8], Instant)> {
