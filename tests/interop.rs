@@ -74,6 +74,10 @@ fn expected_symlinks(flavor: Flavor) -> &'static str {
 }
 
 fn assert_status_symlinks(m: &Mount, flavor: Flavor) {
+    // The probe runs once connected; the line shows from then on.
+    m.wait_mirror_status(CMD_WAIT, "the server's symlink capability", |s| {
+        s["server"]["capabilities"]["symlinks"].is_string()
+    });
     let out = common::ftpsync(["status".as_ref(), m.state.as_os_str()]);
     out.assert_ok();
     let want = format!("symlinks: {}", expected_symlinks(flavor));
@@ -95,8 +99,8 @@ fn mirrors_everything_to(flavor: Flavor) {
     let (around_before, home_before) = (names(&around), names(&home));
 
     plant_tree(&m);
-    m.flush();
     assert_status_symlinks(&m, flavor);
+    m.flush();
     assert_mirrored(&m);
     common::ftpsync(["verify".as_ref(), m.state.as_os_str()]).assert_ok();
 
@@ -138,6 +142,10 @@ fn openssh_internal_sftp_gets_the_same_tree() {
     mirrors_everything_to(Flavor::Plain);
 }
 
+/// Fails today at the relative symlinks: proftpd makes them exactly as asked, but its
+/// SSH_FXP_READLINK answers a relative target resolved against the link's directory
+/// (`rel -> readme.txt` reads back as `/abs/root/docs/readme.txt`, `..` collapsed), so
+/// ftpsync's check that the link points where it was meant to refuses each one.
 #[test]
 fn proftpd_mod_sftp_gets_the_same_tree() {
     common::require_tool(common::sshd::PROFTPD);
@@ -145,6 +153,8 @@ fn proftpd_mod_sftp_gets_the_same_tree() {
     mirrors_everything_to(Flavor::Proftpd);
 }
 
+/// Fails at the symlinks until ftpsync stores them as `NAME.rclonelink` files where a server
+/// makes none; the server, the pinned host key, files and directories already work.
 #[test]
 fn rclone_a_server_without_symlinks_gets_them_as_link_files() {
     common::require_tool(common::sshd::RCLONE);
