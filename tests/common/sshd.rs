@@ -264,7 +264,8 @@ impl Sshd {
         self.path("known_hosts")
     }
 
-    /// Adds a public key to the accepted ones (read at each login, so no restart is needed).
+    /// Adds a public key to the accepted ones. sshd and mod_sftp read them at each login;
+    /// rclone only when it starts, so `restart()` it after this.
     pub fn authorize(&self, pub_key: &Path) {
         let mut keys = fs::read_to_string(self.path("authorized_keys")).unwrap();
         keys.push_str(&self.authorized_key_text(pub_key));
