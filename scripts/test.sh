@@ -20,9 +20,13 @@ declare -A need=(
     [ssh-keygen]=openssh-client
     [sshd]=openssh-server
 )
-# servers no one here wrote, for the interop tests: file -> Debian package
+# file -> Debian package, for what the tests run by path (servers no one here wrote, issue 10;
+# tests/common/sshd.rs names the same paths)
 declare -A need_files=(
     [/usr/libexec/gesftpserver]=gesftpserver
+    [/usr/bin/rclone]=rclone
+    [/usr/sbin/proftpd]=proftpd-core
+    [/usr/lib/proftpd/mod_sftp.so]=proftpd-mod-crypto
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -30,8 +34,10 @@ for cmd in "${!need[@]}"; do
         missing+=("${need[$cmd]}")
     fi
 done
-for f in "${!need_files[@]}"; do
-    [ -e "$f" ] || missing+=("${need_files[$f]}")
+for file in "${!need_files[@]}"; do
+    if ! [ -e "$file" ]; then
+        missing+=("${need_files[$file]}")
+    fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
@@ -40,7 +46,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
         exit 1
     fi
     apt-get update -qq
+    # policy-rc.d exit 101: proftpd-core's postinst must not start a system-wide daemon; the
+    # tests start their own, and none of them may lean on one.
+    ours_policy=""
+    if ! [ -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        ours_policy=/usr/sbin/policy-rc.d
+        trap 'rm -f "$ours_policy"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -z "$ours_policy" ] || rm -f "$ours_policy"
+    trap - EXIT
 else
     echo "test tools present"
 fi

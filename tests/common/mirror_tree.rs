@@ -2,7 +2,9 @@
 
 use super::{sha256_file, walk, Mount};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -16,9 +18,52 @@ pub fn is_conflict_name(rel: &[u8]) -> bool {
 /// seconds: SFTP v3 carries no more) and symlink target. Paths for which `skip` says true are
 /// left out (with everything beneath them).
 pub fn tree_filtered(root: &Path, skip: &dyn Fn(&[u8]) -> bool) -> BTreeMap<Vec<u8>, String> {
+    tree_described(root, skip, false)
+}
+
+/// rclone's `--links` convention, which ftpsync uses where a server has no symlinks: the link
+/// `NAME -> TARGET` is stored as a regular file `NAME.rclonelink` holding TARGET's bytes.
+pub const LINK_FILE_SUFFIX: &[u8] = b".rclonelink";
+
+/// `tree_filtered` of a tree holding symlinks as link files: each `NAME.rclonelink` is read
+/// back as the symlink `NAME` it stands for (its own mode and mtime are the store's, not the
+/// link's, so they are not compared), so the result compares with the local tree directly.
+pub fn tree_with_link_files(
+    root: &Path,
+    skip: &dyn Fn(&[u8]) -> bool,
+) -> BTreeMap<Vec<u8>, String> {
+    tree_described(root, skip, true)
+}
+
+/// The link a regular file at `rel` stands for under the link-file convention, if it is one.
+fn as_link_file(rel: &[u8], p: &Path, md: &fs::Metadata) -> Option<(Vec<u8>, String)> {
+    let name = rel.strip_suffix(LINK_FILE_SUFFIX)?;
+    if !md.is_file() || name.is_empty() || name.ends_with(b"/") {
+        return None;
+    }
+    let target = fs::read(p).expect("read link file");
+    Some((
+        name.to_vec(),
+        link_desc(Path::new(OsStr::from_bytes(&target))),
+    ))
+}
+
+fn link_desc(target: &Path) -> String {
+    format!("link {target:?}")
+}
+
+fn tree_described(
+    root: &Path,
+    skip: &dyn Fn(&[u8]) -> bool,
+    links_as_files: bool,
+) -> BTreeMap<Vec<u8>, String> {
     let mut out = BTreeMap::new();
     let mut skipped: Vec<Vec<u8>> = Vec::new();
     for (rel, p, md) in walk(root) {
+        let link_file = links_as_files
+            .then(|| as_link_file(&rel, &p, &md))
+            .flatten();
+        let rel = link_file.as_ref().map_or(rel, |(name, _)| name.clone());
         let beneath_skipped = skipped
             .iter()
             .any(|s| rel.starts_with(s) && rel.get(s.len()) == Some(&b'/'));
@@ -26,8 +71,10 @@ pub fn tree_filtered(root: &Path, skip: &dyn Fn(&[u8]) -> bool) -> BTreeMap<Vec<
             skipped.push(rel);
             continue;
         }
-        let desc = if md.file_type().is_symlink() {
-            format!("link {:?}", fs::read_link(&p).expect("readlink"))
+        let desc = if let Some((_, desc)) = link_file {
+            desc
+        } else if md.file_type().is_symlink() {
+            link_desc(&fs::read_link(&p).expect("readlink"))
         } else if md.is_dir() {
             format!("dir {:o}", mirrored_mode(md.mode()))
         } else {
@@ -54,10 +101,22 @@ pub fn remote_root(m: &Mount) -> PathBuf {
     m.sshd.as_ref().expect("sshd").remote_root_on_disk()
 }
 
+/// The remote tree described like the local one, whatever form the server keeps symlinks in.
+pub fn remote_tree(m: &Mount, skip: &dyn Fn(&[u8]) -> bool) -> BTreeMap<Vec<u8>, String> {
+    let root = remote_root(m);
+    if m.sshd.as_ref().expect("sshd").flavor().has_symlinks() {
+        tree_filtered(&root, skip)
+    } else {
+        tree_with_link_files(&root, skip)
+    }
+}
+
 /// Every difference between the local tree and the remote tree (paths `skip` selects are
 /// ignored on both sides).
 pub fn differences(m: &Mount, skip: &dyn Fn(&[u8]) -> bool) -> Vec<String> {
-    differences_in(&m.local, &remote_root(m), skip)
+    let local = tree_filtered(&m.local, skip);
+    let remote = remote_tree(m, &|p| p == ROOT_MARKER || skip(p));
+    describe_differences(&local, &remote)
 }
 
 /// The name of the marker ftpsync keeps in the remote root (not a mirrored path).
@@ -67,6 +126,13 @@ pub const ROOT_MARKER: &[u8] = b".ftpsync-root";
 pub fn differences_in(local: &Path, remote: &Path, skip: &dyn Fn(&[u8]) -> bool) -> Vec<String> {
     let local = tree_filtered(local, skip);
     let remote = tree_filtered(remote, &|p| p == ROOT_MARKER || skip(p));
+    describe_differences(&local, &remote)
+}
+
+fn describe_differences(
+    local: &BTreeMap<Vec<u8>, String>,
+    remote: &BTreeMap<Vec<u8>, String>,
+) -> Vec<String> {
     local
         .iter()
         .filter(|(k, v)| remote.get(*k) != Some(*v))

@@ -10,6 +10,10 @@
 //! login needs the key *and* then the password (`AuthenticationMethods publickey,password`,
 //! checked against /etc/shadow without PAM): a second factor after the key.
 //!
+//! `Sshd::start(Flavor::Rclone)` and `Sshd::start(Flavor::Proftpd)` run SFTP servers that are
+//! not OpenSSH at all (`rclone serve sftp`, proftpd's mod_sftp) behind the same methods, so a
+//! `Mount` mirrors to them like to any other flavour: servers no one here wrote (issue 10).
+//!
 //! Each server has its own temp dir (keys, config, log, known_hosts), its own free port, and is
 //! killed with everything it spawned on drop, so tests may run in parallel.
 #![allow(dead_code)]
@@ -44,10 +48,29 @@ pub enum Flavor {
     /// Like `Plain`, with Debian's gesftpserver as the sftp subsystem: a server no one here
     /// wrote, which takes SSH_FXP_SYMLINK's paths in the protocol draft's order.
     Gesftp,
+    /// `rclone serve sftp`: its own SSH stack serving a directory as `/`; no exec, no symlinks
+    /// (SSH_FXP_SYMLINK answers "operation unsupported"), any user name with a listed key.
+    Rclone,
+    /// proftpd with mod_sftp, logged in as root: no exec; SSH_FXP_SYMLINK in OpenSSH's order.
+    Proftpd,
+}
+
+impl Flavor {
+    /// Whether the server makes real symlinks. Where it cannot, ftpsync stores a link as
+    /// rclone's `--links` convention (`NAME.rclonelink` holding the target).
+    pub fn has_symlinks(self) -> bool {
+        self != Flavor::Rclone
+    }
 }
 
 /// The sftp server of the `Gesftp` flavour (package gesftpserver).
 pub const GESFTPSERVER: &str = "/usr/libexec/gesftpserver";
+/// The `Rclone` flavour's server (package rclone).
+pub const RCLONE: &str = "/usr/bin/rclone";
+/// The `Proftpd` flavour's server (package proftpd-core) and its SFTP module (package
+/// proftpd-mod-crypto).
+pub const PROFTPD: &str = "/usr/sbin/proftpd";
+pub const PROFTPD_MODULES: &str = "/usr/lib/proftpd";
 
 pub struct Sshd {
     flavor: Flavor,
@@ -184,7 +207,7 @@ impl Sshd {
             .unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let chroot = match flavor {
-            Flavor::Plain | Flavor::Gesftp => None,
+            Flavor::Plain | Flavor::Gesftp | Flavor::Rclone | Flavor::Proftpd => None,
             Flavor::Chroot => Some(make_chroot(CHROOT_USER, "*")),
             Flavor::KeyAndPassword => Some(make_chroot(TWO_FACTOR_USER, TWO_FACTOR_PASSWORD)),
         };
@@ -199,14 +222,11 @@ impl Sshd {
         };
         keygen(&s.host_key(), "");
         keygen(&s.identity(), "");
-        fs::copy(
-            s.identity().with_extension("pub"),
-            s.path("authorized_keys"),
-        )
-        .unwrap();
+        fs::write(s.path("authorized_keys"), "").unwrap();
         fs::set_permissions(s.path("authorized_keys"), fs::Permissions::from_mode(0o644)).unwrap();
+        s.authorize(&s.identity().with_extension("pub"));
         if s.chroot.is_none() {
-            fs::create_dir(s.remote_root_on_disk()).unwrap();
+            fs::create_dir_all(s.remote_root_on_disk()).unwrap();
         }
         s.start_on_free_port();
         s
@@ -226,7 +246,9 @@ impl Sshd {
 
     pub fn user(&self) -> &'static str {
         match self.flavor {
-            Flavor::Plain | Flavor::Gesftp => "root",
+            Flavor::Plain | Flavor::Gesftp | Flavor::Proftpd => "root",
+            // rclone checks the key only; the name is never looked up.
+            Flavor::Rclone => "rclone",
             Flavor::Chroot => CHROOT_USER,
             Flavor::KeyAndPassword => TWO_FACTOR_USER,
         }
@@ -242,11 +264,29 @@ impl Sshd {
         self.path("known_hosts")
     }
 
-    /// Adds a public key to the accepted ones.
+    /// Adds a public key to the accepted ones. sshd and mod_sftp read them at each login;
+    /// rclone only when it starts, so `restart()` it after this.
     pub fn authorize(&self, pub_key: &Path) {
         let mut keys = fs::read_to_string(self.path("authorized_keys")).unwrap();
-        keys.push_str(&fs::read_to_string(pub_key).unwrap());
+        keys.push_str(&self.authorized_key_text(pub_key));
         fs::write(self.path("authorized_keys"), keys).unwrap();
+    }
+
+    /// A public key as this server reads it: mod_sftp only takes RFC 4716
+    /// (`ssh-keygen -e`), the others OpenSSH's one-line form.
+    fn authorized_key_text(&self, pub_key: &Path) -> String {
+        if self.flavor != Flavor::Proftpd {
+            return fs::read_to_string(pub_key).unwrap();
+        }
+        let out = Command::new("ssh-keygen")
+            .arg("-e")
+            .arg("-f")
+            .arg(pub_key)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ssh-keygen -e {}", pub_key.display());
+        String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn host_key(&self) -> PathBuf {
@@ -261,8 +301,12 @@ impl Sshd {
     /// The remote root as the client names it.
     pub fn remote_path(&self) -> String {
         match self.flavor {
-            Flavor::Plain | Flavor::Gesftp => self.remote_root_on_disk().display().to_string(),
+            Flavor::Plain | Flavor::Gesftp | Flavor::Proftpd => {
+                self.remote_root_on_disk().display().to_string()
+            }
             Flavor::Chroot | Flavor::KeyAndPassword => "/data".into(),
+            // rclone serves `served/` as `/`.
+            Flavor::Rclone => "/root".into(),
         }
     }
 
@@ -279,12 +323,19 @@ impl Sshd {
     pub fn remote_root_on_disk(&self) -> PathBuf {
         match &self.chroot {
             Some(c) => c.path().join("data"),
+            None if self.flavor == Flavor::Rclone => self.served().join("root"),
             None => self.path("root"),
         }
     }
 
+    /// What rclone serves as `/`: only the remote root in it, so anything else appearing
+    /// there was made outside the root.
+    fn served(&self) -> PathBuf {
+        self.path("served")
+    }
+
     pub fn log_path(&self) -> PathBuf {
-        self.path("sshd.log")
+        self.path("server.log")
     }
 
     /// The log written since the last (re)start.
@@ -299,7 +350,64 @@ impl Sshd {
         s
     }
 
+    /// The server's config for `self.port` (rclone has none: its command line says it all).
     fn write_config(&self) {
+        match self.flavor {
+            Flavor::Rclone => {}
+            Flavor::Proftpd => self.write_proftpd_config(),
+            _ => self.write_sshd_config(),
+        }
+    }
+
+    /// A private proftpd.conf: mod_sftp on 127.0.0.1 only, key logins as root, and nothing
+    /// shared with a system proftpd (pid, scoreboard, control socket, logs all in our dir).
+    fn write_proftpd_config(&self) {
+        let c = format!(
+            "ServerType standalone\n\
+             DefaultAddress 127.0.0.1\n\
+             Port {port}\n\
+             # Without it proftpd listens on 0.0.0.0 whatever DefaultAddress says.\n\
+             SocketBindTight on\n\
+             UseIPv6 off\n\
+             UseReverseDNS off\n\
+             PidFile {dir}/proftpd.pid\n\
+             ScoreboardFile {dir}/proftpd.scoreboard\n\
+             DelayTable none\n\
+             WtmpLog off\n\
+             TransferLog none\n\
+             SystemLog {log}\n\
+             # mod_ctrls is built in and would listen on /run/proftpd.sock, shared with others.\n\
+             <IfModule mod_ctrls.c>\n\
+             \x20 ControlsEngine off\n\
+             </IfModule>\n\
+             AuthPAM off\n\
+             RequireValidShell off\n\
+             # Else root (listed in /etc/ftpusers) is refused.\n\
+             UseFtpUsers off\n\
+             RootLogin on\n\
+             ModulePath {modules}\n\
+             LoadModule mod_sftp.c\n\
+             # The one listener speaks SSH: no plain FTP anywhere.\n\
+             SFTPEngine on\n\
+             SFTPHostKey {hk}\n\
+             SFTPAuthorizedUserKeys file:{ak}\n\
+             SFTPAuthMethods publickey\n\
+             SFTPLog {log}\n\
+             # Uploads land under a temp name and are renamed over the old file.\n\
+             <Directory />\n\
+             \x20 AllowOverwrite on\n\
+             </Directory>\n",
+            port = self.port,
+            dir = self.dir.path().display(),
+            log = self.log_path().display(),
+            modules = PROFTPD_MODULES,
+            hk = self.host_key().display(),
+            ak = self.path("authorized_keys").display(),
+        );
+        fs::write(self.path("proftpd.conf"), c).unwrap();
+    }
+
+    fn write_sshd_config(&self) {
         let mut c = format!(
             "ListenAddress 127.0.0.1\n\
              Port {port}\n\
@@ -366,26 +474,78 @@ impl Sshd {
                 return;
             }
         }
-        panic!("sshd did not start on any port; log:\n{}", self.log());
+        panic!(
+            "{} did not start on any port; log:\n{}",
+            self.program(),
+            self.log()
+        );
     }
 
-    /// Starts sshd on `self.port`; false if the port was taken meanwhile.
+    /// The command running this flavour's server in the foreground on `self.port`, and the
+    /// log line that says it listens.
+    fn server_command(&self) -> (Command, String) {
+        let port = self.port;
+        match self.flavor {
+            Flavor::Rclone => {
+                let mut cmd = Command::new(RCLONE);
+                cmd.args(["serve", "sftp"])
+                    .arg(self.served())
+                    .arg("--addr")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--key")
+                    .arg(self.host_key())
+                    .arg("--authorized-keys")
+                    .arg(self.path("authorized_keys"))
+                    // No user's rclone.conf: the served directory is all it knows.
+                    .args(["--config", "/dev/null"]);
+                (cmd, format!("SFTP server listening on 127.0.0.1:{port}"))
+            }
+            Flavor::Proftpd => {
+                let mut cmd = Command::new(PROFTPD);
+                cmd.arg("--nodaemon")
+                    .arg("-c")
+                    .arg(self.path("proftpd.conf"));
+                // Logged once it has bound its port.
+                (cmd, "standalone mode STARTUP".into())
+            }
+            _ => {
+                let mut cmd = Command::new(SSHD);
+                cmd.arg("-D")
+                    .arg("-f")
+                    .arg(self.path("sshd_config"))
+                    .arg("-E")
+                    .arg(self.log_path());
+                (cmd, format!("Server listening on 127.0.0.1 port {port}"))
+            }
+        }
+    }
+
+    fn program(&self) -> &'static str {
+        match self.flavor {
+            Flavor::Rclone => RCLONE,
+            Flavor::Proftpd => PROFTPD,
+            _ => SSHD,
+        }
+    }
+
+    /// Starts the server on `self.port`; false if the port was taken meanwhile.
     fn spawn(&mut self) -> bool {
         self.log_offset = fs::metadata(self.log_path()).map_or(0, |m| m.len());
-        let child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-f")
-            .arg(self.path("sshd_config"))
-            .arg("-E")
-            .arg(self.log_path())
+        // rclone and proftpd log to stderr: into the same file, so `log()` has everything.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let (mut cmd, ready) = self.server_command();
+        let child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {SSHD}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program()));
         self.child = Some(child);
-        let ready = format!("Server listening on 127.0.0.1 port {}", self.port);
         let deadline = Instant::now() + START_WAIT;
         while Instant::now() < deadline {
             if self.log().contains(&ready) {
@@ -399,21 +559,24 @@ impl Sshd {
                 self.child = None;
                 let log = self.log();
                 assert!(
-                    log.contains("Address already in use"),
-                    "sshd exited ({st}) on start; log:\n{log}"
+                    // rclone (Go) says it in lower case.
+                    log.to_lowercase().contains("address already in use"),
+                    "{} exited ({st}) on start; log:\n{log}",
+                    self.program()
                 );
                 return false;
             }
             sleep(Duration::from_millis(20));
         }
         panic!(
-            "sshd not listening after {START_WAIT:?}; log:\n{}",
+            "{} not listening after {START_WAIT:?}; log:\n{}",
+            self.program(),
             self.log()
         );
     }
 
-    /// Kills sshd and every connection process it spawned (those call setsid, so a process
-    /// group kill would miss them): the server is gone, as after a crash.
+    /// Kills the server and every connection process it spawned (sshd's call setsid, so a
+    /// process group kill would miss them): the server is gone, as after a crash.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
