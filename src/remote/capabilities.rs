@@ -22,6 +22,10 @@ pub enum Symlinks {
     LinkFirst,
     /// No symlinks at all (rclone serve sftp), or an answer that made sense in neither order.
     Unsupported,
+    /// Symlinks are made, but read back other than made (proftpd answers a relative target
+    /// resolved to an absolute path): neither `verify`, `restore` nor the check of what the
+    /// server holds could tell a link's target, so none is made.
+    Unfaithful,
 }
 
 impl Symlinks {
@@ -31,8 +35,13 @@ impl Symlinks {
         match self {
             Symlinks::TargetFirst => Some((target, link)),
             Symlinks::LinkFirst => Some((link, target)),
-            Symlinks::Unsupported => None,
+            Symlinks::Unsupported | Symlinks::Unfaithful => None,
         }
+    }
+
+    /// Whether ftpsync makes real symlinks on this server (else they are kept as link files).
+    pub fn makes_links(self) -> bool {
+        matches!(self, Symlinks::TargetFirst | Symlinks::LinkFirst)
     }
 
     pub fn describe(self) -> &'static str {
@@ -40,6 +49,7 @@ impl Symlinks {
             Symlinks::TargetFirst => "yes (OpenSSH argument order)",
             Symlinks::LinkFirst => "yes (protocol draft argument order)",
             Symlinks::Unsupported => "no",
+            Symlinks::Unfaithful => "no (the server reads symlinks back changed)",
         }
     }
 }
@@ -49,7 +59,8 @@ fn p(bytes: &[u8]) -> &Path {
 }
 
 /// Makes a symlink in a fresh directory beneath `root` (absolute) and looks at which of its two
-/// names it appeared, then removes both.
+/// names it appeared; then one with a relative target, which must read back as made. Removes
+/// all it made.
 pub fn probe_symlinks(sftp: &Sftp, root: &[u8]) -> Symlinks {
     let dir = [root, b"/", &path::temp_beside(b"probe")].concat();
     if let Err(e) = sftp.mkdir(p(&dir), 0o700) {
@@ -68,7 +79,7 @@ pub fn probe_symlinks(sftp: &Sftp, root: &[u8]) -> Symlinks {
         sftp.lstat(p(at))
             .is_ok_and(|st| st.file_type().is_symlink())
     };
-    let found = match &made {
+    let order = match &made {
         Err(_) => Symlinks::Unsupported,
         Ok(()) => match (is_link(&first), is_link(&second)) {
             (false, true) => Symlinks::TargetFirst,
@@ -76,7 +87,23 @@ pub fn probe_symlinks(sftp: &Sftp, root: &[u8]) -> Symlinks {
             _ => Symlinks::Unsupported,
         },
     };
-    for name in [&first, &second] {
+    let third = [&dir[..], b"/third"].concat();
+    let faithful = |order: Symlinks| {
+        let target: &[u8] = b"../a relative/target";
+        let Some((a, b)) = order.order(&third, target) else {
+            return false;
+        };
+        sftp.symlink(p(a), p(b)).is_ok()
+            && sftp
+                .readlink(p(&third))
+                .is_ok_and(|t| t.as_os_str().as_bytes() == target)
+    };
+    let found = if order.makes_links() && !faithful(order) {
+        Symlinks::Unfaithful
+    } else {
+        order
+    };
+    for name in [&first, &second, &third] {
         let _ = sftp.unlink(p(name));
     }
     if let Err(e) = sftp.rmdir(p(&dir)) {

@@ -184,7 +184,7 @@ pub trait Transport: Send {
 /// as link files, in rclone's convention (see `linkfile`).
 pub fn open(opts: &ConnectOptions) -> Result<Box<dyn Transport>> {
     let c = Connection::connect(opts)?;
-    if c.symlinks() == Symlinks::Unsupported {
+    if !c.symlinks().makes_links() {
         return Ok(Box::new(linkfile::LinkFiles::new(Box::new(c))));
     }
     Ok(Box::new(c))

@@ -56,10 +56,11 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    /// Whether the server makes real symlinks. Where it cannot, ftpsync stores a link as
-    /// rclone's `--links` convention (`NAME.rclonelink` holding the target).
+    /// Whether ftpsync keeps real symlinks there. Where the server makes none (rclone) or
+    /// reads them back changed (proftpd), a link is kept in rclone's `--links` convention
+    /// (`NAME.rclonelink` holding the target).
     pub fn has_symlinks(self) -> bool {
-        self != Flavor::Rclone
+        !matches!(self, Flavor::Rclone | Flavor::Proftpd)
     }
 }
 
