@@ -61,6 +61,10 @@ pub struct Binding {
     /// The id in the remote root's marker file; None while no marker could be written.
     #[serde(default)]
     pub root_id: Option<String>,
+    /// The remote root as the server resolved it when first seen, in hex: a root that later
+    /// resolves elsewhere went through a symlink put there since.
+    #[serde(default)]
+    pub resolved_root: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -596,6 +600,7 @@ mod tests {
             remote: "sftp://u@h:22/srv/a".into(),
             host_key: Some("SHA256:abc".into()),
             root_id: Some("0123".into()),
+            resolved_root: Some(hex::encode("/srv/a")),
         };
         {
             let mut m = Manifest::open(dir.path()).unwrap();

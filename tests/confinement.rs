@@ -51,3 +51,40 @@ fn set_id_bits_a_second_user_sets_never_reach_the_server() {
     assert_mirrored(&m);
     common::ftpsync(["verify".as_ref(), m.state.as_os_str()]).assert_ok();
 }
+
+/// The remote root moved away on the server and a symlink to elsewhere put in its place: the
+/// next connection sees the root resolve elsewhere and refuses it; nothing lands there.
+#[test]
+fn a_remote_root_replaced_by_a_symlink_is_refused_not_followed() {
+    let mut m = Mount::builder().arg("--drain-timeout").arg("1").mount();
+    fs::write(m.path("before.txt"), b"sent before").expect("write");
+    m.flush();
+    m.unmount();
+    let remote = remote_root(&m);
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    fs::rename(&remote, remote.with_extension("moved")).expect("move the root away");
+    std::os::unix::fs::symlink(elsewhere.path(), &remote).expect("plant");
+    m.mount();
+    fs::write(m.path("after.txt"), b"must not land elsewhere").expect("write");
+    let start = std::time::Instant::now();
+    let out = m.flush_for(60);
+    assert!(!out.ok(), "flush succeeded through a symlinked root");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "flush waited {:?}",
+        start.elapsed()
+    );
+    assert!(out.stderr.contains("symlink"), "{}", out.stderr);
+    let landed: Vec<_> = fs::read_dir(elsewhere.path())
+        .expect("elsewhere")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        landed.is_empty(),
+        "written through the symlinked root: {landed:?}"
+    );
+    let audit = fs::read_to_string(m.state.join("audit.log")).expect("audit log");
+    assert!(audit.contains("root_refused"), "not audited:\n{audit}");
+    m.unmount();
+}

@@ -45,8 +45,6 @@ pub struct Connection {
     session: Session,
     sftp: Sftp,
     posix: PosixRename,
-    /// Absolute, resolved once with realpath at connect.
-    root: Vec<u8>,
     /// Relative directories this connection made or found: spares `mkdir_all` round trips.
     /// Only a hint: the server can change under us, so safety never relies on it.
     known_dirs: HashSet<Vec<u8>>,
@@ -129,7 +127,6 @@ impl Connection {
             session: est.session,
             sftp,
             posix,
-            root,
             known_dirs: HashSet::new(),
             verify_mode: opts.verify,
             verify_method: None,
@@ -139,6 +136,7 @@ impl Connection {
                 negotiated: est.negotiated,
                 auth: est.auth,
                 symlinks,
+                root,
             },
             io_timeout: opts.io_timeout,
         })
@@ -161,7 +159,7 @@ impl Connection {
 
     /// The absolute remote root.
     pub fn root(&self) -> &[u8] {
-        &self.root
+        &self.info.root
     }
 
     /// How this connection verifies uploads; probes the server the first time (Auto, Exec).
@@ -184,7 +182,7 @@ impl Connection {
     }
 
     fn abs(&self, rel: &[u8]) -> Vec<u8> {
-        join(&self.root, rel)
+        join(&self.info.root, rel)
     }
 
     fn raw_lstat(&self, abs: &[u8]) -> std::result::Result<Option<FileStat>, ssh2::Error> {

@@ -102,6 +102,8 @@ pub struct SessionInfo {
     pub auth: String,
     /// Whether and how the server makes symlinks (probed at connect).
     pub symlinks: Symlinks,
+    /// The remote root as the server resolved it (absolute, symlinks followed).
+    pub root: Vec<u8>,
 }
 
 /// The operations the sync engine needs from a remote. Every path is relative to the remote

@@ -570,6 +570,7 @@ impl Inner {
                             | ErrorKind::NoSpace
                             | ErrorKind::HostKey
                             | ErrorKind::Auth
+                            | ErrorKind::RootMoved
                     ) =>
                 {
                     *conn = None;
@@ -683,6 +684,10 @@ impl Inner {
             ),
             (ErrorKind::HostKey, None) => self.audit(
                 "algorithms_refused",
+                json!({"server": server, "reason": e.message()}),
+            ),
+            (ErrorKind::RootMoved, _) => self.audit(
+                "root_refused",
                 json!({"server": server, "reason": e.message()}),
             ),
             (ErrorKind::Auth, _) => self.audit(
@@ -889,14 +894,18 @@ impl Inner {
         let attempts = core.plan.attempts(path);
         let own = !matches!(
             e.kind(),
-            ErrorKind::Transient | ErrorKind::NoSpace | ErrorKind::HostKey | ErrorKind::Auth
+            ErrorKind::Transient
+                | ErrorKind::NoSpace
+                | ErrorKind::HostKey
+                | ErrorKind::Auth
+                | ErrorKind::RootMoved
         );
         let retry = match e.kind() {
             ErrorKind::Transient | ErrorKind::NoSpace => {
                 Self::offline(core, &e);
                 backoff(core.offline_failures, Duration::from_secs(60))
             }
-            ErrorKind::HostKey | ErrorKind::Auth => {
+            ErrorKind::HostKey | ErrorKind::Auth | ErrorKind::RootMoved => {
                 if core.halted.is_none() {
                     error!("uploads stopped: {e}");
                 }

@@ -121,8 +121,36 @@ impl Inner {
                 });
             }
         }
+        if let Some(root) = t.session().map(|s| s.root) {
+            self.check_resolved_root(&root)?;
+        }
         self.check_root(t.as_mut(), &mut warned)?;
         Ok(Box::new(Reserved(t)))
+    }
+
+    /// A root that resolves elsewhere than when first seen went through a symlink put in its
+    /// place (or above it) since: refused, never followed (DESIGN invariant 5).
+    fn check_resolved_root(&self, root: &[u8]) -> Result<(), RemoteError> {
+        let bound = self.binding();
+        let now = hex::encode(root);
+        match &bound.resolved_root {
+            Some(was) if *was == now => Ok(()),
+            Some(was) => Err(RemoteError::new(
+                crate::remote::ErrorKind::RootMoved,
+                format!(
+                    "the remote root now resolves to {}, not {} as when this mirror was set                      up: a symlink was put in its place or above it, and is not followed; if                      the new place is meant, name it in the remote URL (the mirror then checks                      everything against it)",
+                    crate::fs::show(root),
+                    hex::decode(was).map_or_else(|_| was.clone(), |b| crate::fs::show(&b))
+                ),
+            )),
+            None => {
+                self.record_binding(Binding {
+                    resolved_root: Some(now),
+                    ..bound
+                });
+                Ok(())
+            }
+        }
     }
 
     fn check_root(&self, t: &mut dyn Transport, warned: &mut Warned) -> Result<(), RemoteError> {
@@ -279,6 +307,7 @@ mod tests {
             remote: "sftp://u@h:22/srv/a".into(),
             host_key: Some("SHA256:old".into()),
             root_id: Some("11".into()),
+            resolved_root: None,
         }
     }
 
