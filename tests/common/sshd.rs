@@ -425,7 +425,13 @@ impl Sshd {
              LogLevel VERBOSE\n\
              MaxStartups 100\n\
              MaxSessions 100\n\
-             Subsystem sftp {subsystem}\n",
+             Subsystem sftp {subsystem}\n\
+             SetEnv HOME={home}\n",
+            // The commands ftpsync runs over exec (its hash probe and hashes) go through the
+            // account's shell, and bash then reads ~/.bashrc: on a machine whose root runs
+            // `pyenv init` there, a rehash lock left by a killed session made every exec wait
+            // 60 s. This server's own directory as HOME keeps the account's dotfiles out.
+            home = self.dir.path().display(),
             port = self.port,
             hk = self.host_key().display(),
             pid = self.path("sshd.pid").display(),
