@@ -582,6 +582,7 @@ pub fn connect_options(
     }
     if let Some(dir) = state_dir {
         opts.known_hosts.push(dir.join(KNOWN_HOSTS));
+        opts.state_known_hosts = Some(dir.join(KNOWN_HOSTS));
     }
     opts.passphrase = secrets.passphrase.clone();
     opts.password = secrets.password.clone();

@@ -68,6 +68,7 @@ pub fn run(req: &Request) -> Result<()> {
         opts.known_hosts = req.known_hosts.clone();
     }
     opts.known_hosts.push(file.clone());
+    opts.state_known_hosts = Some(file.clone());
     let key = probe_host_key(&opts).map_err(anyhow::Error::msg)?;
     let who = req.remote.known_hosts_name();
     println!("{who} presents a {} key {}", key.key_type, key.fingerprint);
