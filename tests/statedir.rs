@@ -315,3 +315,39 @@ fn a_state_dir_inside_the_mountpoint_or_holding_it_is_refused() {
         &["inside", &state.to_string_lossy()],
     );
 }
+
+/// Unmounts a bind mount the test made, also when the test fails.
+struct BindMount(PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_state_dir_in_a_bind_mount_of_the_local_dir_is_refused() {
+    let (_t, root) = base();
+    let (local, mnt) = (mkdir(&root.join("local")), mkdir(&root.join("mnt")));
+    let alias = mkdir(&root.join("alias"));
+    let bound = Command::new("mount")
+        .arg("--bind")
+        .arg(&local)
+        .arg(&alias)
+        .status()
+        .expect("run mount --bind");
+    assert!(bound.success(), "mount --bind {local:?} {alias:?}");
+    let _bind = BindMount(alias.clone());
+    // Canonical paths do not show it: only the device and inode of the ancestors do.
+    let state = alias.join("st");
+    assert_refused(
+        mount_cmd(&state, &local, Some(&mnt)),
+        &mnt,
+        &state,
+        &["state dir", "inside", &local.to_string_lossy()],
+    );
+    assert!(
+        !local.join("st").exists(),
+        "the state dir was made in LOCAL_DIR"
+    );
+}
