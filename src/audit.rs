@@ -15,15 +15,16 @@
 //! Lock order: `Audit::inner` (threads of one process), then the flock on `audit.lock`
 //! (processes: the daemon and one-shot commands).
 
+use crate::statedir::{self, Access};
 use anyhow::Context;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -79,25 +80,8 @@ impl Audit {
 
     /// Same with explicit rotation limits (tests use tiny ones).
     pub fn open_with(state_dir: &Path, max_bytes: u64, keep: usize) -> io::Result<Audit> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)?;
-        refuse_shared(state_dir, &fs::metadata(state_dir)?)?;
-        for name in [AUDIT_FILE, HEAD_FILE, LOCK_FILE] {
-            let path = state_dir.join(name);
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!("{} is a symbolic link; refusing to use it", path.display()),
-                    ))
-                }
-                Ok(m) => refuse_shared(&path, &m)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // Anyone else able to write here could rewrite the trail without a trace.
+        statedir::prepare(state_dir)?;
         let lock = open_0600(&state_dir.join(LOCK_FILE), false)?;
         open_0600(&state_dir.join(AUDIT_FILE), true)?;
         Ok(Audit {
@@ -312,7 +296,7 @@ impl Audit {
 
     fn newest_rotated_last_line(&self) -> io::Result<Option<Vec<u8>>> {
         match self.rotated()?.first() {
-            Some((_, path)) => Ok(Tail::read(&File::open(path)?)?.last),
+            Some((_, path)) => Ok(Tail::read(&statedir::open(path, Access::Read)?)?.last),
             None => Ok(None),
         }
     }
@@ -414,7 +398,7 @@ fn read_range(file: &File, start: u64, end: u64) -> io::Result<Vec<u8>> {
 
 /// Complete lines in a file, and whether one of them hashes to `wanted`.
 fn count_lines(path: &Path, wanted: Option<&str>) -> io::Result<(u64, bool)> {
-    let file = match File::open(path) {
+    let file = match statedir::open(path, Access::Read) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, false)),
         Err(e) => return Err(e),
@@ -469,35 +453,10 @@ fn rotated_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// The daemon runs with umask 0, so modes are set here, never inherited.
+/// The log (appended) or the lock, never through a symbolic link, 0600 when created.
 fn open_0600(path: &Path, append: bool) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    if append {
-        o.append(true);
-    } else {
-        o.write(true).truncate(false);
-    }
-    o.read(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-/// Anyone else able to write here could rewrite the trail without a trace.
-fn refuse_shared(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is writable by group or others (mode {mode:04o}); refusing to keep the \
-                 audit log there (chmod go-w it)",
-                path.display()
-            ),
-        ));
-    }
-    Ok(())
+    let access = if append { Access::Append } else { Access::Keep };
+    statedir::open(path, access)
 }
 
 fn write_line(log: &File, line: &[u8]) -> io::Result<()> {
@@ -515,8 +474,7 @@ fn write_line(log: &File, line: &[u8]) -> io::Result<()> {
 
 fn write_head(dir: &Path, head: &Head) -> io::Result<()> {
     let tmp = dir.join(HEAD_TMP);
-    let mut f = open_0600(&tmp, false)?;
-    f.set_len(0)?;
+    let mut f = statedir::create_temp(&tmp)?;
     let mut text = serde_json::to_vec(head)?;
     text.push(b'\n');
     f.write_all(&text)?;
@@ -526,7 +484,7 @@ fn write_head(dir: &Path, head: &Head) -> io::Result<()> {
 
 /// None when there is no head file.
 fn read_head(dir: &Path) -> io::Result<Option<Head>> {
-    let text = match fs::read(dir.join(HEAD_FILE)) {
+    let text = match statedir::read(&dir.join(HEAD_FILE)) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -836,7 +794,7 @@ fn parse_record(bytes: &[u8]) -> Option<Map<String, Value>> {
 /// Verifies the chain over all files, oldest first.
 pub fn check(state_dir: &Path) -> anyhow::Result<CheckReport> {
     // Shared with other checks, exclusive with writers: a rotation mid-check is no break.
-    let lock = File::open(state_dir.join(LOCK_FILE)).ok();
+    let lock = statedir::open(&state_dir.join(LOCK_FILE), Access::Read).ok();
     if let Some(l) = &lock {
         l.lock_shared()
             .with_context(|| format!("locking {}", state_dir.join(LOCK_FILE).display()))?;
@@ -853,7 +811,8 @@ pub fn check(state_dir: &Path) -> anyhow::Result<CheckReport> {
     };
     walk.report.files = files.len();
     for (name, path) in &files {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file = statedir::open(path, Access::Read)
+            .with_context(|| format!("opening {}", path.display()))?;
         let mut n = 0;
         for_each_line(file, |line, complete| {
             n += 1;
@@ -878,7 +837,8 @@ pub fn print(
 ) -> anyhow::Result<()> {
     let files = log_files(state_dir).with_context(|| format!("reading {}", state_dir.display()))?;
     for (name, path) in &files {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file = statedir::open(path, Access::Read)
+            .with_context(|| format!("opening {}", path.display()))?;
         let mut n = 0;
         let mut result = Ok(());
         for_each_line(file, |line, _| {
@@ -1005,7 +965,8 @@ fn unsafe_char(c: char) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::os::unix::fs::PermissionsExt;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 

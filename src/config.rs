@@ -522,16 +522,10 @@ impl MountConfig {
     /// Writes the mount record (0600, atomically).
     pub fn record(&self) -> std::io::Result<()> {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = self.state_dir.join(MOUNT_RECORD);
         let tmp = path.with_extension("tmp");
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = crate::statedir::create_temp(&tmp)?;
         f.write_all(&text)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
@@ -540,7 +534,7 @@ impl MountConfig {
     /// Reads the record a mount left in `state_dir`.
     pub fn recorded(state_dir: &Path) -> Result<MountConfig, ConfigError> {
         let path = state_dir.join(MOUNT_RECORD);
-        let text = std::fs::read(&path).map_err(|source| ConfigError::Read {
+        let text = crate::statedir::read(&path).map_err(|source| ConfigError::Read {
             path: path.clone(),
             source,
         })?;
@@ -588,6 +582,7 @@ pub fn connect_options(
     }
     if let Some(dir) = state_dir {
         opts.known_hosts.push(dir.join(KNOWN_HOSTS));
+        opts.state_known_hosts = Some(dir.join(KNOWN_HOSTS));
     }
     opts.passphrase = secrets.passphrase.clone();
     opts.password = secrets.password.clone();

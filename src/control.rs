@@ -94,8 +94,17 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// Binds the socket (replacing a stale one) and serves it on a thread of its own.
 pub fn serve(state_dir: &Path, fs: Arc<Fs>, engine: Arc<Engine>) -> std::io::Result<()> {
     let path = socket_path(state_dir);
+    // Unlinking never follows a link, and bind refuses any name that exists.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
+    // chmod follows links: make sure the name is still the socket just bound.
+    use std::os::unix::fs::FileTypeExt;
+    if !std::fs::symlink_metadata(&path)?.file_type().is_socket() {
+        return Err(std::io::Error::other(format!(
+            "{} changed under the daemon right after it was bound",
+            path.display()
+        )));
+    }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     std::thread::Builder::new()
         .name("control".into())

@@ -22,13 +22,14 @@
 //!
 //! Lock order: `Journal::sync_lock` before `Journal::state`.
 
+use crate::statedir::{self, Access};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::{self, DirBuilder, File, TryLockError};
 use std::io::{self, Read};
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -607,11 +608,7 @@ fn is_not_found(e: &JournalError) -> bool {
 }
 
 fn reopen_active(seg: Segment, torn: Option<&Torn>) -> Result<Active, JournalError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg.path)
-        .at(&seg.path)?;
+    let file = statedir::open(&seg.path, Access::ReadWrite).at(&seg.path)?;
     if let Some(torn) = torn {
         log::warn!(
             "journal: dropping a torn tail of {} bytes at offset {} of {}: {}",
@@ -653,12 +650,14 @@ struct SegmentDir {
 
 impl SegmentDir {
     fn open(path: &Path) -> Result<SegmentDir, JournalError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .at(path)?;
-        let handle = File::open(path).at(path)?;
+        if let Some(parent) = path.parent() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .at(parent)?;
+        }
+        let handle = statedir::open_subdir(path).at(path)?;
         // Two writers would interleave seqs in one segment.
         match handle.try_lock() {
             Ok(()) => {}
@@ -689,14 +688,7 @@ impl SegmentDir {
     ) -> Result<Active, JournalError> {
         let path = self.path.join(segment_name(first_seq));
         let tmp = self.path.join(format!("{first_seq:016}{TMP_SUFFIX}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .at(&tmp)?;
+        let file = statedir::create_temp(&tmp).at(&tmp)?;
         file.write_all_at(&header(first_seq, flags), 0).at(&tmp)?;
         file.write_all_at(body, HEADER_LEN).at(&tmp)?;
         file.sync_all().at(&tmp)?;
@@ -803,7 +795,7 @@ fn parse_header(path: &Path, bytes: &[u8], named_seq: u64) -> Result<Header, Jou
 
 fn read_header(path: &Path, named_seq: u64) -> Result<Header, JournalError> {
     let mut bytes = Vec::with_capacity(HEADER_LEN as usize);
-    File::open(path)
+    statedir::open(path, Access::Read)
         .and_then(|f| f.take(HEADER_LEN).read_to_end(&mut bytes))
         .at(path)?;
     parse_header(path, &bytes, named_seq)
@@ -916,7 +908,7 @@ fn scan_segment(
     seqs: &mut SeqCheck,
     entries: &mut Vec<Entry>,
 ) -> Result<ScannedSegment, JournalError> {
-    let bytes = fs::read(path).at(path)?;
+    let bytes = statedir::read(path).at(path)?;
     let header = parse_header(path, &bytes, listed.first_seq)?;
     if header != *listed {
         return Err(JournalError::BadHeader {

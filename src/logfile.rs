@@ -3,10 +3,11 @@
 //! the log (the daemon's standard error, where panics and child processes write): after each
 //! rotation it is pointed at the new file.
 
-use std::fs::{File, OpenOptions};
+use crate::statedir::{self, Access};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Rotate once the log would grow past this.
@@ -27,11 +28,7 @@ pub struct RotatingLog {
 }
 
 fn open_log(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
+    let f = statedir::open(path, Access::Append)?;
     // A log from before (or made under another umask) gets the same mode.
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     Ok(f)

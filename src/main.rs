@@ -225,7 +225,8 @@ struct MountArgs {
     local_dir: Option<PathBuf>,
     /// sftp://user@host[:port]/path or user@host:path. Plain FTP is refused.
     remote: Option<String>,
-    /// Where to mount; defaults to LOCAL_DIR itself (a shadow mount).
+    /// Where to mount; defaults to LOCAL_DIR itself (a shadow mount). Never inside LOCAL_DIR,
+    /// nor holding it. A dead mount a killed daemon of this mirror left there is detached.
     mountpoint: Option<PathBuf>,
     /// Stay in the foreground (default: daemonize, returning once the mount is live).
     #[arg(short = 'f', long)]
@@ -235,6 +236,8 @@ struct MountArgs {
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
     options: Vec<String>,
     /// Journal and runtime files [default: $XDG_STATE_HOME/ftpsync/NAME, or /var/lib/ftpsync/NAME for root].
+    /// It must be yours, writable by nobody else, hold no symbolic link, and lie outside
+    /// LOCAL_DIR and MOUNTPOINT.
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// TOML config file, mode 0600 (keys: local_dir, remote, mountpoint, state_dir, options,

@@ -12,11 +12,11 @@
 use crate::hash::{to_hex, Sha256Hash};
 use crate::journal::Timestamp;
 use crate::replay::PathMap;
+use crate::statedir::{self, Access};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST_FILE: &str = "manifest.log";
@@ -148,7 +148,7 @@ impl Manifest {
             doubts: Default::default(),
             binding: None,
             applied_seq: 0,
-            log: open_log(&path, false)?,
+            log: statedir::open(&path, Access::Append)?,
             path,
             lines: 0,
         };
@@ -157,7 +157,7 @@ impl Manifest {
     }
 
     fn replay(&mut self) -> io::Result<()> {
-        let reader = BufReader::new(File::open(&self.path)?);
+        let reader = BufReader::new(statedir::open(&self.path, Access::Read)?);
         for line in reader.split(b'\n') {
             let line = line?;
             // A line that does not parse can only be a torn last append.
@@ -342,7 +342,7 @@ impl Manifest {
 
     fn rewrite(&mut self) -> io::Result<()> {
         let tmp = self.path.with_extension("log.tmp");
-        let mut out = io::BufWriter::new(open_log(&tmp, true)?);
+        let mut out = io::BufWriter::new(statedir::create_temp(&tmp)?);
         let mut lines = 0;
         if let Some(binding) = &self.binding {
             let l = Line::Bind {
@@ -392,21 +392,10 @@ impl Manifest {
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        self.log = open_log(&self.path, false)?;
+        self.log = statedir::open(&self.path, Access::Append)?;
         self.lines = lines + 1;
         Ok(())
     }
-}
-
-fn open_log(path: &Path, truncate: bool) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.create(true).mode(0o600);
-    if truncate {
-        o.write(true).truncate(true);
-    } else {
-        o.append(true);
-    }
-    o.open(path)
 }
 
 /// What is happening to a path now, for `user.ftpsync.state` and status.
@@ -513,7 +502,7 @@ mod tests {
             m.set_applied(42).unwrap();
             m.sync().unwrap();
         }
-        let mut f = OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(dir.path().join(MANIFEST_FILE))
             .unwrap();

@@ -8,16 +8,16 @@ use crate::journal::Journal;
 use crate::logfile::{self, RotatingLog};
 use crate::mirror::Mirror;
 use crate::remote::{credentials, ConnectOptions, SecretSource};
+use crate::statedir::{self, Access};
 use crate::sync::{Connector, Engine, Options as SyncOptions};
-use crate::{control, local, trust};
+use crate::{control, layout, local, mounts, trust};
 use anyhow::{anyhow, bail, Context, Result};
 use fuser::{MountOption, SessionACL};
 use log::{error, info, warn};
 use parking_lot::Mutex;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,53 +30,99 @@ const COMPACT_BYTES: u64 = 64 << 20;
 
 /// Mounts; returns when the mount ends (foreground) or once it is live (daemon parent).
 pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
-    for (what, dir) in [
-        ("local directory", &cfg.local_dir),
-        ("mountpoint", &cfg.mountpoint),
-    ] {
-        let md = std::fs::metadata(dir).with_context(|| format!("{what} {}", dir.display()))?;
-        if !md.is_dir() {
-            bail!("{what} {} is not a directory", dir.display());
-        }
-    }
-    if cfg.state_dir.starts_with(&cfg.local_dir) {
-        bail!(
-            "the state dir {} must not be inside the mirrored directory {}",
-            cfg.state_dir.display(),
-            cfg.local_dir.display()
-        );
-    }
+    // All before the fork, so that `ftpsync mount` itself exits 1 saying why.
+    require_dir("local directory", &cfg.local_dir)?;
+    let detached = clear_stale_mount(&cfg)?;
+    require_dir("mountpoint", &cfg.mountpoint)?;
+    layout::check(&cfg.local_dir, &cfg.mountpoint, &cfg.state_dir)?;
     // Opened before mounting: with a shadow mount this is the only way to the files beneath.
     let root = local::open_root(&cfg.local_dir)
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
     prepare_state_dir(&cfg.state_dir)?;
-    let mut connect_opts = cfg.connect_options();
+    let connect_opts = cfg.connect_options();
     check_secret_files(&connect_opts)?;
+    let start = Start {
+        connect_opts,
+        root,
+        detached,
+    };
     if cfg.foreground {
-        ask_for_missing_secrets(&mut connect_opts)?;
+        let mut start = start;
+        ask_for_missing_secrets(&mut start.connect_opts)?;
         init_logging(verbosity, None)?;
-        return serve(cfg, connect_opts, root, &mut None);
+        return serve(cfg, start, &mut None);
     }
-    daemonize(cfg, connect_opts, root, verbosity)
+    daemonize(cfg, start, verbosity)
 }
 
-/// Creates the state dir 0700, refusing one that others may write to.
-pub fn prepare_state_dir(dir: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create state dir {}", dir.display()))?;
-    let md = std::fs::metadata(dir)?;
-    if md.mode() & 0o022 != 0 {
-        bail!(
-            "state dir {} is writable by others (mode {:o}); run: chmod 700 {}",
-            dir.display(),
-            md.mode() & 0o777,
-            dir.display()
-        );
+/// What the checks before the fork hand to the daemon.
+struct Start {
+    connect_opts: ConnectOptions,
+    /// The local directory, opened before anything is mounted.
+    root: OwnedFd,
+    /// The stale mount detached on the way, to be logged once the log is open.
+    detached: Option<String>,
+}
+
+fn require_dir(what: &str, dir: &Path) -> Result<()> {
+    let md = std::fs::metadata(dir).with_context(|| format!("{what} {}", dir.display()))?;
+    if !md.is_dir() {
+        bail!("{what} {} is not a directory", dir.display());
     }
     Ok(())
+}
+
+/// Detaches the dead mount a SIGKILLed daemon of this mirror left on the mountpoint, so that a
+/// restart needs no hand at `fusermount3 -uz`; refuses, untouched, any other mount in the way
+/// that would make this one fail or stack (see [`mounts::verdict`]). Returns what it did.
+fn clear_stale_mount(cfg: &MountConfig) -> Result<Option<String>> {
+    let mnt = &cfg.mountpoint;
+    let entries =
+        mounts::mounted_on(&mountinfo_path(mnt)).context("reading /proc/self/mountinfo")?;
+    let dead = std::fs::metadata(mnt).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+    let locked = state_dir_locked(&cfg.state_dir);
+    match mounts::verdict(mnt, entries.last(), dead, &fsname(cfg), locked) {
+        mounts::Verdict::Go => Ok(None),
+        mounts::Verdict::Refuse(why) => bail!("{why}"),
+        mounts::Verdict::Detach => {
+            let status = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(mnt)
+                .status()
+                .context("cannot run fusermount3 to detach the stale mount")?;
+            if !status.success() {
+                bail!(
+                    "{} is a dead mount left by a killed ftpsync daemon, and fusermount3 -uz \
+                     could not detach it ({status})",
+                    mnt.display()
+                );
+            }
+            let note = format!(
+                "detached the stale mount left by a killed daemon at {}",
+                mnt.display()
+            );
+            eprintln!("ftpsync: {note}");
+            Ok(Some(note))
+        }
+    }
+}
+
+/// The mountpoint as /proc/self/mountinfo spells it: canonical. A dead mount cannot be
+/// resolved itself (ENOTCONN), so then its parent is, and its name appended.
+fn mountinfo_path(mnt: &Path) -> std::path::PathBuf {
+    if let Ok(c) = std::fs::canonicalize(mnt) {
+        return c;
+    }
+    match (mnt.parent().map(std::fs::canonicalize), mnt.file_name()) {
+        (Some(Ok(parent)), Some(name)) => parent.join(name),
+        _ => mnt.to_path_buf(),
+    }
+}
+
+/// Creates the state dir 0700, refusing one that is not the mounting user's own, or holds a
+/// symbolic link or someone else's file (see [`statedir::prepare`]).
+pub fn prepare_state_dir(dir: &Path) -> Result<()> {
+    statedir::prepare(dir).with_context(|| format!("state dir {}", dir.display()))
 }
 
 fn init_logging(level: log::LevelFilter, file: Option<RotatingLog>) -> Result<()> {
@@ -94,12 +140,7 @@ fn init_logging(level: log::LevelFilter, file: Option<RotatingLog>) -> Result<()
 }
 
 /// Forks; the parent waits on a pipe until the child reports the mount live (or why not).
-fn daemonize(
-    cfg: MountConfig,
-    connect_opts: ConnectOptions,
-    root: OwnedFd,
-    level: log::LevelFilter,
-) -> Result<()> {
+fn daemonize(cfg: MountConfig, start: Start, level: log::LevelFilter) -> Result<()> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors on success.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -112,7 +153,7 @@ fn daemonize(
         -1 => bail!("fork: {}", std::io::Error::last_os_error()),
         0 => {
             drop(rd);
-            let code = daemon_child(cfg, connect_opts, root, level, wr);
+            let code = daemon_child(cfg, start, level, wr);
             std::process::exit(code);
         }
         _ => {
@@ -135,13 +176,7 @@ fn parent_wait(mut rd: File, state_dir: &Path) -> Result<()> {
     }
 }
 
-fn daemon_child(
-    cfg: MountConfig,
-    connect_opts: ConnectOptions,
-    root: OwnedFd,
-    level: log::LevelFilter,
-    wr: File,
-) -> i32 {
+fn daemon_child(cfg: MountConfig, start: Start, level: log::LevelFilter, wr: File) -> i32 {
     // Standard error follows the log through rotations: panics land there too.
     let log = RotatingLog::open(
         &cfg.state_dir.join(LOG_FILE),
@@ -154,7 +189,7 @@ fn daemon_child(
         init_logging(level, Some(log))
     });
     let mut notify = Some(wr);
-    let result = detached.and_then(|()| serve(cfg, connect_opts, root, &mut notify));
+    let result = detached.and_then(|()| serve(cfg, start, &mut notify));
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -201,7 +236,7 @@ fn block_exit_signals() -> libc::sigset_t {
 
 /// Whether a daemon holds the state dir's lock right now.
 pub fn state_dir_locked(dir: &Path) -> bool {
-    let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
+    let Ok(f) = statedir::open(&dir.join(LOCK_FILE), Access::Read) else {
         return false;
     };
     // SAFETY: flock on an open descriptor; a lock we get is dropped with the file.
@@ -209,12 +244,7 @@ pub fn state_dir_locked(dir: &Path) -> bool {
 }
 
 fn lock_state_dir(dir: &Path) -> Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(dir.join(LOCK_FILE))?;
+    let f = statedir::open(&dir.join(LOCK_FILE), Access::Keep)?;
     // SAFETY: flock on an open descriptor.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!(
@@ -227,14 +257,17 @@ fn lock_state_dir(dir: &Path) -> Result<File> {
 
 /// Runs the mount until it ends. `notify` (the daemon's pipe to its parent) gets "ok" and is
 /// closed once the mount is live.
-fn serve(
-    cfg: MountConfig,
-    connect_opts: ConnectOptions,
-    root: OwnedFd,
-    notify: &mut Option<File>,
-) -> Result<()> {
+fn serve(cfg: MountConfig, start: Start, notify: &mut Option<File>) -> Result<()> {
+    let Start {
+        connect_opts,
+        root,
+        detached,
+    } = start;
     let signals = block_exit_signals();
     let _lock = lock_state_dir(&cfg.state_dir)?;
+    if let Some(note) = detached {
+        warn!("{note}");
+    }
     cfg.record().context("writing the mount record")?;
     local::raise_nofile_limit();
     // SAFETY: umask cannot fail. The kernel already applied the caller's umask to every mode.
@@ -385,8 +418,8 @@ fn mount_and_run(
         fuser::Session::new(FuseFs::new(fs.clone()), &cfg.mountpoint, &fuser_config(cfg))
             .with_context(|| format!("cannot mount on {}", cfg.mountpoint.display()))?;
     let pid_file = cfg.state_dir.join(PID_FILE);
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
-    std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o600))?;
+    statedir::open(&pid_file, Access::Replace)?
+        .write_all(format!("{}\n", std::process::id()).as_bytes())?;
     info!(
         "mounted {} on {} (mirror to {}, passthrough {})",
         cfg.local_dir.display(),
@@ -444,15 +477,19 @@ fn notify_systemd(state: &str) {
     }
 }
 
+/// The mount's source as mount(8) and /proc/self/mountinfo show it.
+fn fsname(cfg: &MountConfig) -> String {
+    cfg.options
+        .fsname
+        .clone()
+        .unwrap_or_else(|| format!("ftpsync:{}", cfg.local_dir.display()))
+}
+
 fn fuser_config(cfg: &MountConfig) -> fuser::Config {
     let o = &cfg.options;
     let mut c = fuser::Config::default();
-    let fsname = o
-        .fsname
-        .clone()
-        .unwrap_or_else(|| format!("ftpsync:{}", cfg.local_dir.display()));
     c.mount_options = vec![
-        MountOption::FSName(fsname),
+        MountOption::FSName(fsname(cfg)),
         // fuser's mount(2) path (root) drops Subtype; the kernel takes it as a plain option,
         // so /proc/mounts shows fuse.ftpsync as mount -t fuse.ftpsync and fstab expect.
         MountOption::CUSTOM("subtype=ftpsync".into()),

@@ -56,11 +56,8 @@ fn daemon_pid(state_dir: &Path) -> Option<u32> {
     if !run::state_dir_locked(state_dir) {
         return None;
     }
-    std::fs::read_to_string(state_dir.join(PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let text = crate::statedir::read(&state_dir.join(PID_FILE)).ok()?;
+    String::from_utf8_lossy(&text).trim().parse().ok()
 }
 
 fn path_json(p: &[u8]) -> (String, String) {

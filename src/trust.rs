@@ -10,7 +10,6 @@ use crate::remote::{
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::{BufRead, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub struct Request {
@@ -61,7 +60,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 pub fn run(req: &Request) -> Result<()> {
-    crate::run::prepare_state_dir(&req.state_dir)?;
+    crate::statedir::prepare(&req.state_dir)?;
     let file = req.state_dir.join(KNOWN_HOSTS);
     let mut opts = ConnectOptions::new(req.remote.clone());
     opts.algorithms = req.algorithms.clone();
@@ -69,6 +68,7 @@ pub fn run(req: &Request) -> Result<()> {
         opts.known_hosts = req.known_hosts.clone();
     }
     opts.known_hosts.push(file.clone());
+    opts.state_known_hosts = Some(file.clone());
     let key = probe_host_key(&opts).map_err(anyhow::Error::msg)?;
     let who = req.remote.known_hosts_name();
     println!("{who} presents a {} key {}", key.key_type, key.fingerprint);
@@ -161,8 +161,8 @@ fn confirm(who: &str, file: &Path) -> Result<bool> {
 /// Writes the key's line, dropping (when replacing) the lines this command wrote for the host.
 /// Atomic: a new file renamed over the old one, 0600.
 fn pin(file: &Path, who: &str, key: &HostKeyInfo, replace: bool) -> Result<()> {
-    let old = match std::fs::read_to_string(file) {
-        Ok(t) => t,
+    let old = match crate::statedir::read(file) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
     };
@@ -173,12 +173,7 @@ fn pin(file: &Path, who: &str, key: &HostKeyInfo, replace: bool) -> Result<()> {
         .collect();
     text.push_str(&format!("{who} {} {}\n", key.key_type, key.key_base64));
     let tmp = file.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
+    let mut f = crate::statedir::create_temp(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;

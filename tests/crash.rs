@@ -605,3 +605,73 @@ fn sigterm_unmounts_cleanly() {
     assert_eq!(fs::read(m.mnt.join("before-term.bin")).expect("read"), data);
     m.unmount();
 }
+
+#[test]
+fn a_restart_after_kill9_detaches_its_own_dead_mount() {
+    let mut m = Mount::new();
+    let data = pattern(7070, 300_000);
+    fs::create_dir_all(m.mnt.join("d")).expect("mkdir");
+    fs::write(m.mnt.join("d/before-kill.bin"), &data).expect("write");
+    m.kill9();
+    let dead = fs::metadata(&m.mnt).expect_err("a dead FUSE mount answers nothing");
+    assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN), "{dead}");
+    // No detach_dead(): the restart itself must clear its own dead mount.
+    m.forget_dead_mount();
+    m.mount();
+    let log = m.daemon_log();
+    assert!(
+        log.contains("detached the stale mount left by a killed daemon at"),
+        "{log}"
+    );
+    assert_eq!(
+        common::mount_fstypes(&m.mnt),
+        ["fuse.ftpsync"],
+        "the new mount is the only one, not stacked on the dead one"
+    );
+    m.flush();
+    common::mirror_tree::assert_mirrored(&m);
+    m.unmount();
+}
+
+#[test]
+fn a_live_mount_of_another_mirror_on_the_mountpoint_is_never_detached() {
+    let m = Mount::builder().no_remote().mount();
+    fs::write(m.mnt.join("mine"), b"first mount").expect("write");
+    let (local, state) = (m.root.join("local2"), m.root.join("state2"));
+    fs::create_dir(&local).expect("mkdir");
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("mount")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--drain-timeout", "0"])
+        .arg(&local)
+        .arg(common::REMOTE)
+        .arg(&m.mnt);
+    let out = common::run_with_timeout(cmd, common::MOUNT_WAIT);
+    let stacked = common::mount_fstypes(&m.mnt).len() > 1;
+    if stacked {
+        // Today's code mounts on top: take the second mount away again, the first stays.
+        let pid = fs::read_to_string(state.join("ftpsync.pid")).unwrap_or_default();
+        common::fusermount_u(&m.mnt);
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            common::wait_daemon(pid, common::EXIT_WAIT);
+        }
+    }
+    assert!(
+        !out.ok() && !stacked,
+        "a second mount went onto a live one: {}\nstderr:\n{}",
+        out.cmdline,
+        out.stderr
+    );
+    let mnt = m.mnt.to_string_lossy();
+    assert!(
+        out.stderr.contains(&*mnt) && out.stderr.contains("fuse.ftpsync"),
+        "the refusal names neither the mountpoint nor the live mount:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read(m.mnt.join("mine")).expect("the first mount still serves"),
+        b"first mount"
+    );
+    assert_eq!(common::mount_fstypes(&m.mnt), ["fuse.ftpsync"]);
+}

@@ -103,6 +103,9 @@ pub struct ConnectOptions {
     /// OpenSSH known_hosts files; the host key must match an entry in one of them. Missing
     /// files are skipped.
     pub known_hosts: Vec<PathBuf>,
+    /// Which of `known_hosts` is the state dir's own: read never through a symbolic link
+    /// (see `statedir`), where the others may be the user's symlinked dotfiles.
+    pub state_known_hosts: Option<PathBuf>,
     /// Private key files, tried in order after the agent. Missing files are skipped.
     pub identities: Vec<PathBuf>,
     /// For encrypted key files.
@@ -126,6 +129,7 @@ impl ConnectOptions {
         ConnectOptions {
             remote,
             known_hosts: home_files(&[".ssh/known_hosts"]),
+            state_known_hosts: None,
             identities: home_files(&[".ssh/id_ed25519", ".ssh/id_rsa"]),
             passphrase: None,
             password: None,
@@ -380,9 +384,18 @@ pub fn check_host_key(opts: &ConnectOptions, key: &HostKeyInfo) -> Result<(), Re
     let mut revoked = false;
     let mut read = Vec::new();
     for file in &opts.known_hosts {
-        let Ok(text) = fs::read(file) else {
-            log::debug!("known_hosts {} not readable, skipped", file.display());
-            continue;
+        let text = if opts.state_known_hosts.as_ref() == Some(file) {
+            crate::statedir::read(file)
+        } else {
+            fs::read(file)
+        };
+        let text = match text {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                log::warn!("known_hosts {} skipped: {e}", file.display());
+                continue;
+            }
         };
         read.push(file.display().to_string());
         for line in text.split(|&b| b == b'\n') {

@@ -748,6 +748,16 @@ impl Mount {
         self.mounted = false;
     }
 
+    /// Forgets a dead mount left by `kill9()` without detaching it, so that the next
+    /// `mount()` meets it as a restart after a crash does.
+    pub fn forget_dead_mount(&mut self) {
+        assert!(
+            self.pid.is_none_or(|p| !pid_alive(p)),
+            "forget_dead_mount(): the daemon is alive"
+        );
+        self.mounted = false;
+    }
+
     /// Mounts again on the same local and state dirs; a dead mount left by
     /// `kill9()` is detached first.
     pub fn remount(&mut self) {
