@@ -539,7 +539,10 @@ impl Mount {
                     sshd.known_hosts()
                 };
                 cmd.arg("--known-hosts").arg(known_hosts);
-                cmd.args(["--writeback-delay", "0"]);
+                // Tests wait with flush, not with the clock, unless they ask for a delay.
+                if !self.builder.extra_args.iter().any(|a| a == "--writeback-delay") {
+                    cmd.args(["--writeback-delay", "0"]);
+                }
                 cmd.args(&self.builder.extra_args);
                 cmd.arg(&self.local).arg(sshd.remote_url());
             }
