@@ -29,7 +29,8 @@
 //!
 //! Knobs (environment): MODEL_SEED (one seed, no regressions), MODEL_SECONDS (time budget for
 //! random seeds, default 100), MODEL_OPS (operations per episode, default 60),
-//! MODEL_SERVER_EDITS / MODEL_KILLS / MODEL_RESTARTS (0 switches that part of the mix off),
+//! MODEL_SERVER_EDITS / MODEL_KILLS / MODEL_RESTARTS / MODEL_SETID (set-id modes in chmod)
+//! (0 switches that part of the mix off),
 //! MODEL_DELAY_MS (write-back delay; default drawn per seed), MODEL_FLUSH_SECS (default 60),
 //! MODEL_STEP_SECS (a local step hanging longer fails, default 60), MODEL_KEEP_GOING=1 (go on
 //! after a failing seed), MODEL_REGRESSIONS=0 (skip tests/model-regressions.txt),
@@ -103,6 +104,7 @@ impl Config {
                 server_edits: edits,
                 kills,
                 restarts,
+                setid: env_flag("MODEL_SETID", true),
                 delay_ms,
             },
         }
@@ -122,12 +124,13 @@ impl Config {
         let b = |v: bool| u8::from(v);
         format!(
             "MODEL_SEED={} MODEL_OPS={} MODEL_SERVER_EDITS={} MODEL_KILLS={} MODEL_RESTARTS={} \
-             MODEL_DELAY_MS={} cargo test --test model -- --nocapture",
+             MODEL_SETID={} MODEL_DELAY_MS={} cargo test --test model -- --nocapture",
             self.seed,
             self.ops,
             b(self.mix.server_edits),
             b(self.mix.kills),
             b(self.mix.restarts),
+            b(self.mix.setid),
             self.mix.delay_ms
         )
     }
@@ -136,12 +139,13 @@ impl Config {
     fn regression_line(&self) -> String {
         let b = |v: bool| u8::from(v);
         format!(
-            "{} ops={} edits={} kills={} restarts={} delay={}",
+            "{} ops={} edits={} kills={} restarts={} setid={} delay={}",
             self.seed,
             self.ops,
             b(self.mix.server_edits),
             b(self.mix.kills),
             b(self.mix.restarts),
+            b(self.mix.setid),
             self.mix.delay_ms
         )
     }
@@ -544,7 +548,7 @@ fn shrink(f: &Failure, watchdog: &Arc<Watchdog>) -> Vec<Op> {
 }
 
 /// Seeds kept in tests/model-regressions.txt (`SEED ops=N edits=0|1 kills=0|1 restarts=0|1
-/// delay=MS  # why`), skipping those that need a part of the mix the environment switched off.
+/// setid=0|1 delay=MS  # why`), skipping those that need a part of the mix the environment switched off.
 fn regressions() -> Vec<Config> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/model-regressions.txt");
     let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -568,7 +572,9 @@ fn regressions() -> Vec<Config> {
                 get("restarts", 1) != 0,
             );
             c.mix.delay_ms = get("delay", c.mix.delay_ms);
+            c.mix.setid = get("setid", 1) != 0;
             (allowed("MODEL_SERVER_EDITS", c.mix.server_edits)
+                && allowed("MODEL_SETID", c.mix.setid)
                 && allowed("MODEL_KILLS", c.mix.kills)
                 && allowed("MODEL_RESTARTS", c.mix.restarts))
             .then_some(c)

@@ -15,7 +15,16 @@ use std::path::Path;
 const NAMES: &[&str] = &["a", "b", "c", "d", "e", "f"];
 const MAX_DEPTH: usize = 3;
 const FILE_MODES: &[u32] = &[0o644, 0o600, 0o640, 0o755, 0o444, 0o4755];
-const DIR_MODES: &[u32] = &[0o755, 0o700, 0o750, 0o775, 0o2755, 0o1777];
+const DIR_MODES: &[u32] = &[0o755, 0o700, 0o750, 0o775, 0o1777, 0o2755];
+
+/// The modes to draw from: the last one of each list has set-id bits.
+fn modes(all: &'static [u32], mix: &Mix) -> &'static [u32] {
+    if mix.setid {
+        all
+    } else {
+        &all[..all.len() - 1]
+    }
+}
 const ROOT_MODES: &[u32] = &[0o755, 0o775, 0o700, 0o750];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,7 +127,25 @@ impl Op {
                 format!("pwrite {path} at {offset} {}", d(data))
             }
             Op::Append { path, data } => format!("append {path} {}", d(data)),
-            other => format!("{other:?}"),
+            Op::Truncate { path, len } => format!("truncate {path} to {len}"),
+            Op::Mkdir { path, mode } => format!("mkdir {path} mode {mode:o}"),
+            Op::Rmdir { path } => format!("rmdir {path}"),
+            Op::RemoveTree { path } => format!("rm -r {path}"),
+            Op::Unlink { path } => format!("unlink {path}"),
+            Op::Chmod { path, mode } => format!("chmod {mode:o} {path}"),
+            Op::Symlink { path, target } => format!("symlink {path} -> {target:?}"),
+            Op::Rename { from, to } => format!("mv {from} {to}"),
+            Op::Exchange { a, b } => format!("exchange {a} <-> {b} (RENAME_EXCHANGE)"),
+            Op::TouchRoot => "touch MNT".into(),
+            Op::ChmodRoot { mode } => format!("chmod {mode:o} MNT"),
+            Op::Pause { millis } => format!("pause {millis} ms"),
+            Op::ServerEdit {
+                path, kind, token, ..
+            } => format!("SERVER {kind:?} {path} (version {token})"),
+            Op::Flush => "flush (and check)".into(),
+            Op::KillAndRemount => "kill -9 the daemon, fusermount3 -uz, mount".into(),
+            Op::Remount => "unmount, mount".into(),
+            Op::RestartSshd => "restart sshd".into(),
         }
     }
 }
@@ -129,6 +156,8 @@ pub struct Mix {
     pub server_edits: bool,
     pub kills: bool,
     pub restarts: bool,
+    /// Set-id bits in chmod (the server must never get them).
+    pub setid: bool,
     /// The write-back delay the mount runs with, for the pauses around it.
     pub delay_ms: u64,
 }
@@ -212,7 +241,7 @@ fn draw_once(
             one(Op::Create {
                 path,
                 data: data(rng),
-                mode: *pick(rng, FILE_MODES)?,
+                mode: *pick(rng, modes(FILE_MODES, mix))?,
             })
         }
         130..=189 => one(Op::Overwrite {
@@ -241,7 +270,7 @@ fn draw_once(
         }),
         300..=379 => one(Op::Mkdir {
             path: free_path(t, rng)?,
-            mode: *pick(rng, DIR_MODES)?,
+            mode: *pick(rng, modes(DIR_MODES, mix))?,
         }),
         380..=404 => {
             let empty = t.paths_where(|p, n| n.is_dir() && t.children(p).is_empty());
@@ -258,10 +287,10 @@ fn draw_once(
         475..=514 => {
             let chmoddable = t.paths_where(|_, n| !matches!(n, Node::Link { .. }));
             let path = pick(rng, &chmoddable)?;
-            let modes = if t.is_dir(path) { DIR_MODES } else { FILE_MODES };
+            let all = if t.is_dir(path) { DIR_MODES } else { FILE_MODES };
             one(Op::Chmod {
                 path: path.clone(),
-                mode: *pick(rng, modes)?,
+                mode: *pick(rng, modes(all, mix))?,
             })
         }
         515..=554 => one(Op::Symlink {

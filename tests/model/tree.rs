@@ -26,9 +26,19 @@ impl Node {
 
 /// Short enough for a trace, exact enough to tell versions apart.
 pub fn describe_bytes(data: &[u8]) -> String {
-    let head = String::from_utf8_lossy(&data[..data.len().min(40)]).replace('\n', "\\n");
+    let text: String = data
+        .iter()
+        .take_while(|b| b.is_ascii_graphic() || **b == b' ')
+        .take(40)
+        .map(|&b| b as char)
+        .collect();
+    let text = if text.len() >= 8 {
+        format!(" {text:?}")
+    } else {
+        String::new()
+    };
     format!(
-        "{} bytes sha256 {}.. {head:?}",
+        "{} bytes sha256 {}..{text}",
         data.len(),
         &super::common::sha256_hex(data)[..12]
     )
