@@ -29,9 +29,10 @@
 //!
 //! Knobs (environment): MODEL_SEED (one seed, no regressions), MODEL_SECONDS (time budget for
 //! random seeds, default 100), MODEL_OPS (operations per episode, default 60),
-//! MODEL_SERVER_EDITS / MODEL_KILLS / MODEL_RESTARTS / MODEL_SETID (set-id modes in chmod)
-//! (0 switches that part of the mix off),
-//! MODEL_DELAY_MS (write-back delay; default drawn per seed), MODEL_FLUSH_SECS (default 60),
+//! MODEL_SERVER_EDITS / MODEL_KILLS / MODEL_RESTARTS / MODEL_SETID (set-id modes in chmod) /
+//! MODEL_ROOT (touch and chmod of the mount root) / MODEL_EXCHANGE (RENAME_EXCHANGE): 0
+//! switches that part of the mix off;
+//! MODEL_DELAY_MS (write-back delay; default drawn per seed), MODEL_FLUSH_SECS (default 45),
 //! MODEL_STEP_SECS (a local step hanging longer fails, default 60), MODEL_KEEP_GOING=1 (go on
 //! after a failing seed), MODEL_REGRESSIONS=0 (skip tests/model-regressions.txt),
 //! MODEL_SHRINK=1 (shrink a failing trace), MODEL_TRACE (operations shown, default 40).
@@ -105,6 +106,8 @@ impl Config {
                 kills,
                 restarts,
                 setid: env_flag("MODEL_SETID", true),
+                root: env_flag("MODEL_ROOT", true),
+                exchange: env_flag("MODEL_EXCHANGE", true),
                 delay_ms,
             },
         }
@@ -124,13 +127,15 @@ impl Config {
         let b = |v: bool| u8::from(v);
         format!(
             "MODEL_SEED={} MODEL_OPS={} MODEL_SERVER_EDITS={} MODEL_KILLS={} MODEL_RESTARTS={} \
-             MODEL_SETID={} MODEL_DELAY_MS={} cargo test --test model -- --nocapture",
+             MODEL_SETID={} MODEL_ROOT={} MODEL_EXCHANGE={} MODEL_DELAY_MS={} cargo test --test model -- --nocapture",
             self.seed,
             self.ops,
             b(self.mix.server_edits),
             b(self.mix.kills),
             b(self.mix.restarts),
             b(self.mix.setid),
+            b(self.mix.root),
+            b(self.mix.exchange),
             self.mix.delay_ms
         )
     }
@@ -139,13 +144,15 @@ impl Config {
     fn regression_line(&self) -> String {
         let b = |v: bool| u8::from(v);
         format!(
-            "{} ops={} edits={} kills={} restarts={} setid={} delay={}",
+            "{} ops={} edits={} kills={} restarts={} setid={} root={} exchange={} delay={}",
             self.seed,
             self.ops,
             b(self.mix.server_edits),
             b(self.mix.kills),
             b(self.mix.restarts),
             b(self.mix.setid),
+            b(self.mix.root),
+            b(self.mix.exchange),
             self.mix.delay_ms
         )
     }
@@ -336,7 +343,7 @@ impl Episode {
                 ..Counts::default()
             },
             watchdog,
-            flush_secs: env_u64("MODEL_FLUSH_SECS").unwrap_or(60),
+            flush_secs: env_u64("MODEL_FLUSH_SECS").unwrap_or(45),
         }
     }
 
@@ -548,7 +555,7 @@ fn shrink(f: &Failure, watchdog: &Arc<Watchdog>) -> Vec<Op> {
 }
 
 /// Seeds kept in tests/model-regressions.txt (`SEED ops=N edits=0|1 kills=0|1 restarts=0|1
-/// setid=0|1 delay=MS  # why`), skipping those that need a part of the mix the environment switched off.
+/// setid=0|1 root=0|1 exchange=0|1 delay=MS  # why`), skipping those that need a part of the mix the environment switched off.
 fn regressions() -> Vec<Config> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/model-regressions.txt");
     let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -573,8 +580,12 @@ fn regressions() -> Vec<Config> {
             );
             c.mix.delay_ms = get("delay", c.mix.delay_ms);
             c.mix.setid = get("setid", 1) != 0;
+            c.mix.root = get("root", 1) != 0;
+            c.mix.exchange = get("exchange", 1) != 0;
             (allowed("MODEL_SERVER_EDITS", c.mix.server_edits)
                 && allowed("MODEL_SETID", c.mix.setid)
+                && allowed("MODEL_ROOT", c.mix.root)
+                && allowed("MODEL_EXCHANGE", c.mix.exchange)
                 && allowed("MODEL_KILLS", c.mix.kills)
                 && allowed("MODEL_RESTARTS", c.mix.restarts))
             .then_some(c)

@@ -158,6 +158,10 @@ pub struct Mix {
     pub restarts: bool,
     /// Set-id bits in chmod (the server must never get them).
     pub setid: bool,
+    /// touch and chmod of the mount root itself.
+    pub root: bool,
+    /// RENAME_EXCHANGE.
+    pub exchange: bool,
     /// The write-back delay the mount runs with, for the pauses around it.
     pub delay_ms: u64,
 }
@@ -327,14 +331,14 @@ fn draw_once(
                 Op::Rename { from, to },
             ])
         }
-        710..=739 => {
+        710..=739 if mix.exchange => {
             let all: Vec<String> = t.nodes.keys().cloned().collect();
             let a = pick(rng, &all)?.clone();
             let b = pick(rng, &all)?.clone();
             t.can_exchange(&a, &b).then(|| vec![Op::Exchange { a, b }])
         }
-        740..=749 => one(Op::TouchRoot),
-        750..=759 => one(Op::ChmodRoot {
+        740..=749 if mix.root => one(Op::TouchRoot),
+        750..=759 if mix.root => one(Op::ChmodRoot {
             mode: *pick(rng, ROOT_MODES)?,
         }),
         760..=859 => {
