@@ -30,8 +30,9 @@
 //! Knobs (environment): MODEL_SEED (one seed, no regressions), MODEL_SECONDS (time budget for
 //! random seeds, default 100), MODEL_OPS (operations per episode, default 60),
 //! MODEL_SERVER_EDITS / MODEL_KILLS / MODEL_RESTARTS / MODEL_SETID (set-id modes in chmod) /
-//! MODEL_ROOT (touch and chmod of the mount root) / MODEL_EXCHANGE (RENAME_EXCHANGE): 0
-//! switches that part of the mix off;
+//! MODEL_ROOT (touch and chmod of the mount root) / MODEL_EXCHANGE (RENAME_EXCHANGE) /
+//! MODEL_NEW_PARENT (renames into a directory the server may not have yet: off, each mkdir
+//! settles first): 0 switches that part of the mix off;
 //! MODEL_DELAY_MS (write-back delay; default drawn per seed), MODEL_FLUSH_SECS (default 45),
 //! MODEL_STEP_SECS (a local step hanging longer fails, default 60), MODEL_KEEP_GOING=1 (go on
 //! after a failing seed), MODEL_REGRESSIONS=0 (skip tests/model-regressions.txt),
@@ -108,6 +109,7 @@ impl Config {
                 setid: env_flag("MODEL_SETID", true),
                 root: env_flag("MODEL_ROOT", true),
                 exchange: env_flag("MODEL_EXCHANGE", true),
+                new_parent: env_flag("MODEL_NEW_PARENT", true),
                 delay_ms,
             },
         }
@@ -127,7 +129,8 @@ impl Config {
         let b = |v: bool| u8::from(v);
         format!(
             "MODEL_SEED={} MODEL_OPS={} MODEL_SERVER_EDITS={} MODEL_KILLS={} MODEL_RESTARTS={} \
-             MODEL_SETID={} MODEL_ROOT={} MODEL_EXCHANGE={} MODEL_DELAY_MS={} cargo test --test model -- --nocapture",
+             MODEL_SETID={} MODEL_ROOT={} MODEL_EXCHANGE={} MODEL_NEW_PARENT={} MODEL_DELAY_MS={} \
+             cargo test --test model -- --nocapture",
             self.seed,
             self.ops,
             b(self.mix.server_edits),
@@ -136,6 +139,7 @@ impl Config {
             b(self.mix.setid),
             b(self.mix.root),
             b(self.mix.exchange),
+            b(self.mix.new_parent),
             self.mix.delay_ms
         )
     }
@@ -144,7 +148,8 @@ impl Config {
     fn regression_line(&self) -> String {
         let b = |v: bool| u8::from(v);
         format!(
-            "{} ops={} edits={} kills={} restarts={} setid={} root={} exchange={} delay={}",
+            "{} ops={} edits={} kills={} restarts={} setid={} root={} exchange={} new_parent={} \
+             delay={}",
             self.seed,
             self.ops,
             b(self.mix.server_edits),
@@ -153,6 +158,7 @@ impl Config {
             b(self.mix.setid),
             b(self.mix.root),
             b(self.mix.exchange),
+            b(self.mix.new_parent),
             self.mix.delay_ms
         )
     }
@@ -256,6 +262,16 @@ impl Failure {
             .to_string()
     }
 
+    /// The seed's line for tests/model-regressions.txt, cut right after the failing
+    /// operation (the draws are deterministic, so the prefix is the same).
+    fn regression_line(&self) -> String {
+        Config {
+            ops: self.done.len(),
+            ..self.config
+        }
+        .regression_line()
+    }
+
     fn report(&self, shown: usize) -> String {
         let from = self.done.len().saturating_sub(shown);
         let ops: Vec<String> = self.done[from..]
@@ -274,7 +290,7 @@ impl Failure {
             self.done.len().saturating_sub(1),
             self.config.ops,
             self.config.rerun(),
-            self.config.regression_line(),
+            self.regression_line(),
             ops.len(),
             ops.join("\n"),
             self.what.len(),
@@ -376,6 +392,9 @@ impl Episode {
                 self.watchdog.begin(local.show());
                 let r = ops::apply_local(&self.m.mnt, &mut self.t, local);
                 self.watchdog.end();
+                if r.is_ok() && matches!(local, Op::Mkdir { .. }) && !self.config.mix.new_parent {
+                    self.wait_idle()?;
+                }
                 if let Err(e) = r {
                     let hung = if self.watchdog.fired.load(Ordering::SeqCst) {
                         " (it hung: the watchdog killed the daemon)"
@@ -555,7 +574,7 @@ fn shrink(f: &Failure, watchdog: &Arc<Watchdog>) -> Vec<Op> {
 }
 
 /// Seeds kept in tests/model-regressions.txt (`SEED ops=N edits=0|1 kills=0|1 restarts=0|1
-/// setid=0|1 root=0|1 exchange=0|1 delay=MS  # why`), skipping those that need a part of the mix the environment switched off.
+/// setid=0|1 root=0|1 exchange=0|1 new_parent=0|1 delay=MS  # why`), skipping those that need a part of the mix the environment switched off.
 fn regressions() -> Vec<Config> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/model-regressions.txt");
     let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -582,10 +601,12 @@ fn regressions() -> Vec<Config> {
             c.mix.setid = get("setid", 1) != 0;
             c.mix.root = get("root", 1) != 0;
             c.mix.exchange = get("exchange", 1) != 0;
+            c.mix.new_parent = get("new_parent", 1) != 0;
             (allowed("MODEL_SERVER_EDITS", c.mix.server_edits)
                 && allowed("MODEL_SETID", c.mix.setid)
                 && allowed("MODEL_ROOT", c.mix.root)
                 && allowed("MODEL_EXCHANGE", c.mix.exchange)
+                && allowed("MODEL_NEW_PARENT", c.mix.new_parent)
                 && allowed("MODEL_KILLS", c.mix.kills)
                 && allowed("MODEL_RESTARTS", c.mix.restarts))
             .then_some(c)
@@ -644,7 +665,7 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
                     eprintln!("  #{i:<3} {}", op.show());
                 }
             }
-            failures.push(config.regression_line());
+            failures.push(f.regression_line());
             if !keep_going {
                 break;
             }

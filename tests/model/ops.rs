@@ -162,6 +162,9 @@ pub struct Mix {
     pub root: bool,
     /// RENAME_EXCHANGE.
     pub exchange: bool,
+    /// Renames into a directory the server may not have yet; off, every mkdir is let settle
+    /// (the engine idle) before the next operation (issue 9, case 1).
+    pub new_parent: bool,
     /// The write-back delay the mount runs with, for the pauses around it.
     pub delay_ms: u64,
 }
