@@ -11,7 +11,8 @@
 //!   copy, any name holding `.ftpsync-conflict-`), unless the server itself later overwrote
 //!   or removed it;
 //! - no temporary upload name is left and nothing appeared outside the remote root.
-//! And: flush exits 0 within a generous timeout (nothing in the mix needs a person).
+//!
+//! And flush exits 0 within a generous timeout: nothing in the mix needs a person.
 //!
 //! The mix: create, overwrite, pwrite, append, truncate, mkdir, rmdir, rm -r, unlink, chmod,
 //! symlink, rename (files and trees, to new names, into a directory made a moment before,
@@ -28,7 +29,7 @@
 //! the tree (never `..`, never absolute) or dangling names, and only 127.0.0.1 is used.
 //!
 //! Knobs (environment): MODEL_SEED (one seed, no regressions), MODEL_SECONDS (time budget for
-//! random seeds, default 100), MODEL_OPS (operations per episode, default 60),
+//! random seeds, default 90), MODEL_OPS (operations per episode, default 60),
 //! MODEL_SERVER_EDITS / MODEL_KILLS / MODEL_RESTARTS / MODEL_SETID (set-id modes in chmod) /
 //! MODEL_ROOT (touch and chmod of the mount root) / MODEL_EXCHANGE (RENAME_EXCHANGE) /
 //! MODEL_NEW_PARENT (renames into a directory the server may not have yet: off, each mkdir
@@ -66,7 +67,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -76,7 +77,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -481,7 +482,11 @@ fn is_idle(st: &serde_json::Value) -> bool {
 }
 
 /// Runs one episode: the operations drawn from the seed, or `replay` (a shrunk trace).
-fn run(config: Config, replay: Option<&[Op]>, watchdog: &Arc<Watchdog>) -> (Counts, Option<Failure>) {
+fn run(
+    config: Config,
+    replay: Option<&[Op]>,
+    watchdog: &Arc<Watchdog>,
+) -> (Counts, Option<Failure>) {
     let mut ep = Episode::start(config, watchdog.clone());
     let mut rng = Rng::new(config.seed);
     let mut done: Vec<Op> = Vec::new();
@@ -503,7 +508,10 @@ fn run(config: Config, replay: Option<&[Op]>, watchdog: &Arc<Watchdog>) -> (Coun
                 }
                 let mut next_token = || {
                     tokens += 1;
-                    format!("{:016x}", Rng::new(token_seed ^ tokens.rotate_left(32)).next())
+                    format!(
+                        "{:016x}",
+                        Rng::new(token_seed ^ tokens.rotate_left(32)).next_u64()
+                    )
                 };
                 queue = ops::draw(&ep.t, &mut rng, &config.mix, &mut next_token);
                 queue.reverse();
@@ -627,9 +635,11 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
     common::require_tool("fusermount3");
     let one_seed = env_u64("MODEL_SEED");
     let keep_going = env_flag("MODEL_KEEP_GOING", false);
-    let budget = Duration::from_secs(env_u64("MODEL_SECONDS").unwrap_or(100));
+    let budget = Duration::from_secs(env_u64("MODEL_SECONDS").unwrap_or(90));
     let shown = env_u64("MODEL_TRACE").unwrap_or(40) as usize;
-    let watchdog = Watchdog::start(Duration::from_secs(env_u64("MODEL_STEP_SECS").unwrap_or(60)));
+    let watchdog = Watchdog::start(Duration::from_secs(
+        env_u64("MODEL_STEP_SECS").unwrap_or(60),
+    ));
     let mut plan: Vec<Config> = if env_flag("MODEL_REGRESSIONS", one_seed.is_none()) {
         regressions()
     } else {
@@ -652,7 +662,12 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
         } else {
             break;
         };
-        eprintln!("model: seed {} ({:?}); rerun: {}", config.seed, config.mix, config.rerun());
+        eprintln!(
+            "model: seed {} ({:?}); rerun: {}",
+            config.seed,
+            config.mix,
+            config.rerun()
+        );
         seeds.push(config.seed);
         let (counts, failure) = run(config, None, &watchdog);
         total.add(&counts);
@@ -660,7 +675,11 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
             eprintln!("{}", f.report(shown));
             if env_flag("MODEL_SHRINK", false) {
                 let small = shrink(&f, &watchdog);
-                eprintln!("model: seed {} shrunk to {} operations:", config.seed, small.len());
+                eprintln!(
+                    "model: seed {} shrunk to {} operations:",
+                    config.seed,
+                    small.len()
+                );
                 for (i, op) in small.iter().enumerate() {
                     eprintln!("  #{i:<3} {}", op.show());
                 }
@@ -682,7 +701,11 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
         total.server_edits,
         total.divergences,
         started.elapsed().as_secs(),
-        seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     );
     assert!(
         failures.is_empty(),

@@ -540,7 +540,12 @@ impl Mount {
                 };
                 cmd.arg("--known-hosts").arg(known_hosts);
                 // Tests wait with flush, not with the clock, unless they ask for a delay.
-                if !self.builder.extra_args.iter().any(|a| a == "--writeback-delay") {
+                if !self
+                    .builder
+                    .extra_args
+                    .iter()
+                    .any(|a| a == "--writeback-delay")
+                {
                     cmd.args(["--writeback-delay", "0"]);
                 }
                 cmd.args(&self.builder.extra_args);

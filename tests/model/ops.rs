@@ -184,7 +184,7 @@ fn data(rng: &mut Rng) -> Vec<u8> {
         7 | 8 => 3000 + rng.below(60_000) as usize,
         _ => 100_000 + rng.below(200_000) as usize,
     };
-    super::common::pattern(rng.next(), len)
+    super::common::pattern(rng.next_u64(), len)
 }
 
 /// A directory of the model (or the root) that may hold one more level.
@@ -264,12 +264,12 @@ fn draw_once(
             one(Op::WriteAt {
                 path,
                 offset: rng.below(len as u64 + 10) as usize,
-                data: super::common::pattern(rng.next(), 1 + rng.below(5000) as usize),
+                data: super::common::pattern(rng.next_u64(), 1 + rng.below(5000) as usize),
             })
         }
         220..=269 => one(Op::Append {
             path: pick(rng, &files(t))?.clone(),
-            data: super::common::pattern(rng.next(), 1 + rng.below(3000) as usize),
+            data: super::common::pattern(rng.next_u64(), 1 + rng.below(3000) as usize),
         }),
         270..=299 => one(Op::Truncate {
             path: pick(rng, &files(t))?.clone(),
@@ -294,7 +294,11 @@ fn draw_once(
         475..=514 => {
             let chmoddable = t.paths_where(|_, n| !matches!(n, Node::Link { .. }));
             let path = pick(rng, &chmoddable)?;
-            let all = if t.is_dir(path) { DIR_MODES } else { FILE_MODES };
+            let all = if t.is_dir(path) {
+                DIR_MODES
+            } else {
+                FILE_MODES
+            };
             one(Op::Chmod {
                 path: path.clone(),
                 mode: *pick(rng, modes(all, mix))?,
@@ -409,9 +413,7 @@ pub fn applicable(t: &Tree, op: &Op) -> bool {
         Op::Rmdir { path } => t.is_dir(path) && !path.is_empty() && t.children(path).is_empty(),
         Op::RemoveTree { path } => t.is_dir(path) && !path.is_empty(),
         Op::Unlink { path } => t.get(path).is_some_and(|n| !n.is_dir()),
-        Op::Chmod { path, .. } => {
-            t.get(path).is_some_and(|n| !matches!(n, Node::Link { .. }))
-        }
+        Op::Chmod { path, .. } => t.get(path).is_some_and(|n| !matches!(n, Node::Link { .. })),
         Op::Rename { from, to } => t.can_rename(from, to),
         Op::Exchange { a, b } => t.can_exchange(a, b),
         _ => true,
@@ -488,7 +490,10 @@ pub fn apply_local(mnt: &Path, t: &mut Tree, op: &Op) -> io::Result<()> {
             t.set_mode(path, *mode);
         }
         Op::Symlink { path, target } => {
-            let (c, tc) = (cpath(&at(path)), CString::new(target.as_str()).expect("nul"));
+            let (c, tc) = (
+                cpath(&at(path)),
+                CString::new(target.as_str()).expect("nul"),
+            );
             // SAFETY: symlink with NUL-terminated strings.
             check(unsafe { libc::symlink(tc.as_ptr(), c.as_ptr()) })?;
             t.set(
@@ -627,5 +632,13 @@ fn unlink(p: &Path) -> io::Result<()> {
 fn rename(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
     let (f, t) = (cpath(from), cpath(to));
     // SAFETY: renameat2 with NUL-terminated paths relative to the cwd (both are absolute).
-    check(unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), flags) })
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    })
 }

@@ -71,10 +71,7 @@ pub fn check_mount(mnt: &Path, t: &Tree) -> Vec<String> {
     }
     for (p, f) in &found {
         if !t.nodes.contains_key(p) {
-            out.push(format!(
-                "mount {p:?}: only in the mount ({})",
-                f.describe()
-            ));
+            out.push(format!("mount {p:?}: only in the mount ({})", f.describe()));
         }
     }
     match std::fs::metadata(mnt) {
@@ -144,7 +141,9 @@ pub fn check_server(root: &Path, t: &Tree) -> Vec<String> {
     // A directory the model lacks may stay on the server only to hold what must stay there.
     for d in extra_dirs {
         if !accepted.iter().any(|a| is_within(a, d) && *a != d) {
-            out.push(format!("server {d:?}: directory only on the server, holding nothing owed"));
+            out.push(format!(
+                "server {d:?}: directory only on the server, holding nothing owed"
+            ));
         }
     }
     out.extend(lost_versions(t, &found));
@@ -204,7 +203,10 @@ fn names(dir: &Path) -> BTreeSet<String> {
 
 impl Outside {
     pub fn new(remote_root: &Path, home: &Path) -> Outside {
-        let around = remote_root.parent().expect("remote root has a parent").to_path_buf();
+        let around = remote_root
+            .parent()
+            .expect("remote root has a parent")
+            .to_path_buf();
         Outside {
             before: names(&around),
             around,
@@ -222,9 +224,15 @@ impl Outside {
             .into_iter()
             .filter(|n| !self.home_before.contains(n) && ours(n));
         new_around
-            .map(|n| format!("outside the remote root: {:?} appeared", self.around.join(n)))
+            .map(|n| {
+                format!(
+                    "outside the remote root: {:?} appeared",
+                    self.around.join(n)
+                )
+            })
             .chain(
-                new_home.map(|n| format!("outside the remote root: {:?} appeared", self.home.join(n))),
+                new_home
+                    .map(|n| format!("outside the remote root: {:?} appeared", self.home.join(n))),
             )
             .collect()
     }

@@ -90,7 +90,9 @@ pub fn snapshot(root: &Path) -> io::Result<BTreeMap<String, Found>> {
 
 /// `lstat` of one entry under the remote root, without reading it.
 fn kind_at(root: &Path, p: &str) -> Option<fs::FileType> {
-    fs::symlink_metadata(root.join(p)).ok().map(|m| m.file_type())
+    fs::symlink_metadata(root.join(p))
+        .ok()
+        .map(|m| m.file_type())
 }
 
 /// Writes a new file at `p` (which must not exist), never through a symlink.
@@ -107,7 +109,11 @@ fn create_file(full: &Path, data: &[u8]) -> io::Result<()> {
 /// What a server edit writes: the token, padded to `len` bytes, and never `avoid` bytes
 /// long (the size it replaces: see `ServerEditKind::Modify`).
 fn version_bytes(token: &str, len: usize, avoid: Option<u64>) -> Vec<u8> {
-    let len = if avoid == Some(len as u64) { len + 1 } else { len };
+    let len = if avoid == Some(len as u64) {
+        len + 1
+    } else {
+        len
+    };
     let mut v = format!("server version {token}\n").into_bytes();
     while v.len() < len {
         v.push(b'.');

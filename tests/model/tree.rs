@@ -102,6 +102,9 @@ fn reroot(p: &str, from: &str, to: &str) -> String {
     format!("{to}{}", &p[from.len()..])
 }
 
+/// Entries and taints lifted out of the tree by a rename, to be put back under a new name.
+type Moved = (Vec<(String, Node)>, Vec<(String, Option<usize>)>);
+
 /// The local tree as the model says it must be, and what the server may hold instead.
 #[derive(Clone, Debug)]
 pub struct Tree {
@@ -243,7 +246,7 @@ impl Tree {
         self.put_rerooted(at_b, b, a);
     }
 
-    fn take_within(&mut self, p: &str) -> (Vec<(String, Node)>, Vec<(String, Option<usize>)>) {
+    fn take_within(&mut self, p: &str) -> Moved {
         let nodes = self
             .subtree(p)
             .into_iter()
@@ -268,12 +271,7 @@ impl Tree {
         (nodes, taints)
     }
 
-    fn put_rerooted(
-        &mut self,
-        (nodes, taints): (Vec<(String, Node)>, Vec<(String, Option<usize>)>),
-        from: &str,
-        to: &str,
-    ) {
+    fn put_rerooted(&mut self, (nodes, taints): Moved, from: &str, to: &str) {
         for (k, n) in nodes {
             self.nodes.insert(reroot(&k, from, to), n);
         }
