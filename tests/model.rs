@@ -37,7 +37,10 @@
 //! MODEL_DELAY_MS (write-back delay; default drawn per seed), MODEL_FLUSH_SECS (default 45),
 //! MODEL_STEP_SECS (a local step hanging longer fails, default 60), MODEL_KEEP_GOING=1 (go on
 //! after a failing seed), MODEL_REGRESSIONS=0 (skip tests/model-regressions.txt),
-//! MODEL_SHRINK=1 (shrink a failing trace), MODEL_TRACE (operations shown, default 40).
+//! MODEL_SHRINK=1 (shrink a failing trace), MODEL_TRACE (operations shown, default 40),
+//! MODEL_LOG (RUST_LOG for the daemon), MODEL_VERIFY (the daemon's --verify, default
+//! readback: see `verify_mode`). A failing seed's daemon and sshd logs are kept in
+//! $TMPDIR/ftpsync-model-SEED/.
 //! The last line printed is `MODEL-COUNTS ...`, summed by scripts/soak.sh.
 
 mod common;
@@ -318,6 +321,14 @@ struct Episode {
     flush_secs: u64,
 }
 
+/// How the daemon checks uploads: read-back unless MODEL_VERIFY says otherwise. Exec runs the
+/// hash command through root's login shell, whose start-up here (pyenv's rehash, under a lock
+/// that a killed sshd child can leave behind) can take a minute: that would test the machine,
+/// and this test's sshd restarts would kill such shells mid-lock for everyone else.
+fn verify_mode() -> String {
+    std::env::var("MODEL_VERIFY").unwrap_or_else(|_| "readback".into())
+}
+
 fn home_of_root() -> PathBuf {
     // SAFETY: getpwuid(0) returns a pointer into static storage or null; read at once.
     unsafe {
@@ -333,12 +344,18 @@ fn home_of_root() -> PathBuf {
 impl Episode {
     fn start(config: Config, watchdog: Arc<Watchdog>) -> Episode {
         let delay = format!("{}", config.mix.delay_ms as f64 / 1000.0);
-        let mut m = Mount::builder()
+        let mut builder = Mount::builder();
+        if let Ok(level) = std::env::var("MODEL_LOG") {
+            builder = builder.env("RUST_LOG", &level);
+        }
+        let mut m = builder
             .arg("--writeback-delay")
             .arg(&delay)
             // A stuck path must not keep a remount waiting beyond the harness's patience.
             .arg("--drain-timeout")
             .arg("3")
+            .arg("--verify")
+            .arg(&verify_mode())
             .prepare();
         let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
         let outside = oracle::Outside::new(&remote, &home_of_root());
@@ -407,6 +424,21 @@ impl Episode {
             }
         }
         Ok(())
+    }
+
+    /// Copies the daemon's and sshd's logs where a post-mortem can read them (the mount's
+    /// own directories go with the episode).
+    fn keep_logs(&self) -> String {
+        let dir = std::env::temp_dir().join(format!("ftpsync-model-{}", self.config.seed));
+        let _ = std::fs::create_dir_all(&dir);
+        let sshd = self.m.sshd.as_ref().expect("sshd").log_path();
+        for (from, to) in [
+            (self.m.state.join("ftpsync.log"), "ftpsync.log"),
+            (sshd, "sshd.log"),
+        ] {
+            let _ = std::fs::copy(from, dir.join(to));
+        }
+        dir.display().to_string()
     }
 
     fn remount(&mut self) {
@@ -538,7 +570,7 @@ fn run(
             config,
             done,
             what,
-            log_tail: ep.m.log_tail(),
+            log_tail: format!("{}\nfull logs kept in {}", ep.m.log_tail(), ep.keep_logs()),
         }
     });
     (counts, failure)
