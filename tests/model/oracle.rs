@@ -49,6 +49,20 @@ fn matches_model(n: &Node, f: Option<&Found>, strip_setid: bool) -> bool {
     }
 }
 
+/// What the server must hold for a model entry: its mode without set-id bits.
+fn without_setid(n: &Node) -> Node {
+    match n {
+        Node::File { data, mode } => Node::File {
+            data: data.clone(),
+            mode: mode & !0o6000,
+        },
+        Node::Dir { mode } => Node::Dir {
+            mode: mode & !0o6000,
+        },
+        other => other.clone(),
+    }
+}
+
 fn show(f: Option<&Found>) -> String {
     f.map_or_else(|| "nothing".to_string(), Found::describe)
 }
@@ -111,7 +125,7 @@ pub fn check_server(root: &Path, t: &Tree) -> Vec<String> {
         if !matches_model(n, f, true) && !left_alone {
             out.push(format!(
                 "server {p:?}: model {}, server {}{}",
-                n.describe(),
+                without_setid(n).describe(),
                 show(f),
                 taint_note(t, p)
             ));
