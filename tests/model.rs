@@ -520,7 +520,29 @@ fn run(
     replay: Option<&[Op]>,
     watchdog: &Arc<Watchdog>,
 ) -> (Counts, Option<Failure>) {
-    let mut ep = Episode::start(config, watchdog.clone());
+    let start = catch_unwind(AssertUnwindSafe(|| {
+        Episode::start(config, watchdog.clone())
+    }));
+    let mut ep = match start {
+        Ok(ep) => ep,
+        Err(p) => {
+            let failure = Failure {
+                config,
+                done: Vec::new(),
+                what: vec![format!(
+                    "harness: the episode did not start: {}",
+                    panic_text(&p)
+                )],
+                log_tail: String::new(),
+            };
+            let counts = Counts {
+                episodes: 1,
+                divergences: 1,
+                ..Counts::default()
+            };
+            return (counts, Some(failure));
+        }
+    };
     let mut rng = Rng::new(config.seed);
     let mut done: Vec<Op> = Vec::new();
     let mut queue: Vec<Op> = replay.map(|r| r.to_vec()).unwrap_or_default();
