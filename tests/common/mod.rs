@@ -542,7 +542,7 @@ impl Mount {
                     sshd.known_hosts()
                 };
                 cmd.arg("--known-hosts").arg(known_hosts);
-                // Uploads at once, unless the test asks for a delay of its own.
+                // Tests wait with flush, not with the clock, unless they ask for a delay.
                 if !self
                     .builder
                     .extra_args
