@@ -83,6 +83,9 @@ struct Core {
     scanning: bool,
     /// Remote entries at start-up that ftpsync did not put there (the first 100).
     remote_only: Vec<Vec<u8>>,
+    /// The journal seq of a rename being replayed remotely: until it is done, nothing after it
+    /// counts as applied and a flush waits.
+    replaying: Option<u64>,
     /// Closed files whose hash has not come yet, and how often they were found so.
     awaiting_hash: std::collections::HashMap<Vec<u8>, u32>,
     /// Per path in flight: how to make its worker give up, and how far its upload got.
@@ -217,7 +220,11 @@ impl Engine {
         self.inner.cv.notify_all();
         let began = Instant::now();
         let result = loop {
-            if !core.scanning && core.plan.consumed() >= target && core.plan.is_idle() {
+            if !core.scanning
+                && core.plan.consumed() >= target
+                && core.plan.is_idle()
+                && core.replaying.is_none()
+            {
                 break Ok(());
             }
             if let Some(why) = needs_person(&core, began) {
@@ -542,8 +549,13 @@ impl Inner {
                 self.finish(d);
             }
         }
+        self.core.lock().replaying = Some(r.seq);
+        self.replay_until_done(r, conn);
+        self.core.lock().replaying = None;
+    }
+
+    fn replay_until_done(&self, r: &RemoteRename, conn: &mut Option<Box<dyn Transport>>) {
         let ends = rename::Ends::of(r, &self.mirror.lock());
-        let mut attempts = 0;
         loop {
             if self.core.lock().stopping {
                 return;
@@ -553,39 +565,38 @@ impl Inner {
                 .connection(conn)
                 .and_then(|t| rename::replay(t.as_mut(), r, &ends, &self.mirror, &mut conflicts));
             self.kept_aside(&conflicts);
-            match result {
+            let e = match result {
                 Ok(rename::Replayed::Moved) => {
-                    self.audit(
+                    return self.audit(
                         "rename",
                         json!({"from": path_value(&r.from), "to": path_value(&r.to),
                                "exchange": r.exchange}),
                     );
-                    return;
                 }
                 Ok(rename::Replayed::Resend) => return self.resend(r, &ends),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::Transient
-                            | ErrorKind::NoSpace
-                            | ErrorKind::HostKey
-                            | ErrorKind::Auth
-                            | ErrorKind::RootMoved
-                    ) =>
-                {
-                    *conn = None;
-                    self.note_offline(&e);
-                    attempts += 1;
-                    std::thread::sleep(backoff(attempts, Duration::from_secs(60)));
-                }
-                Err(e) => {
-                    warn!(
-                        "remote rename {} -> {} failed ({e}); sending both anew instead",
-                        crate::fs::show(&r.from),
-                        crate::fs::show(&r.to)
-                    );
-                    return self.resend(r, &ends);
-                }
+                Err(e) => e,
+            };
+            let wait = Self::connection_failure(&mut self.core.lock(), &e);
+            let Some(wait) = wait else {
+                warn!(
+                    "remote rename {} -> {} failed ({e}); sending both anew instead",
+                    crate::fs::show(&r.from),
+                    crate::fs::show(&r.to)
+                );
+                return self.resend(r, &ends);
+            };
+            *conn = None;
+            self.pause(wait);
+        }
+    }
+
+    /// Waits `wait`, or less: until the engine stops, or a flush asks to try the remote now.
+    fn pause(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        let mut core = self.core.lock();
+        while !core.stopping && core.offline_until.is_some_and(|t| t > Instant::now()) {
+            if self.cv.wait_until(&mut core, deadline).timed_out() {
+                return;
             }
         }
     }
@@ -890,20 +901,14 @@ impl Inner {
         }
     }
 
-    fn failed(&self, core: &mut Core, path: &[u8], e: RemoteError) {
-        let attempts = core.plan.attempts(path);
-        let own = !matches!(
-            e.kind(),
-            ErrorKind::Transient
-                | ErrorKind::NoSpace
-                | ErrorKind::HostKey
-                | ErrorKind::Auth
-                | ErrorKind::RootMoved
-        );
-        let retry = match e.kind() {
+    /// A failure of the whole connection rather than of one path: the remote unreachable or
+    /// full (tried again with backoff), or refusing us (halted until a person acts, probed now
+    /// and then). Returns how long to wait; None for a failure of the path itself.
+    fn connection_failure(core: &mut Core, e: &RemoteError) -> Option<Duration> {
+        match e.kind() {
             ErrorKind::Transient | ErrorKind::NoSpace => {
-                Self::offline(core, &e);
-                backoff(core.offline_failures, Duration::from_secs(60))
+                Self::offline(core, e);
+                Some(backoff(core.offline_failures, Duration::from_secs(60)))
             }
             ErrorKind::HostKey | ErrorKind::Auth | ErrorKind::RootMoved => {
                 if core.halted.is_none() {
@@ -912,52 +917,54 @@ impl Inner {
                 core.halted = Some(e.to_string());
                 core.halted_at = Some(Instant::now());
                 core.offline_until = Some(Instant::now() + HALTED_RETRY);
-                HALTED_RETRY
+                Some(HALTED_RETRY)
             }
-            _ => {
-                warn!("{}: {e}", crate::fs::show(path));
-                if matches!(e.kind(), ErrorKind::VerifyMismatch | ErrorKind::Refused) {
-                    let event = match e.kind() {
-                        ErrorKind::Refused => "refused",
-                        _ => "verify_mismatch",
-                    };
-                    self.audit(
-                        event,
-                        json!({"path": path_value(path), "reason": e.message()}),
-                    );
-                }
-                let needs_person = matches!(
-                    e.kind(),
-                    ErrorKind::Refused | ErrorKind::Permission | ErrorKind::Other
-                );
-                let count = core.failures.get(path).map_or(0, |f| f.count) + 1;
-                core.failures.insert(
-                    path.to_vec(),
-                    Failure {
-                        reason: e.to_string(),
-                        needs_person,
-                        count,
-                        last: Instant::now(),
-                    },
-                );
-                self.mirror
-                    .lock()
-                    .live
-                    .insert(path.to_vec(), Live::Failed(e.to_string()));
-                let retry = backoff(attempts, Duration::from_secs(300));
-                if core.flush_waiters > 0 && needs_person {
-                    // A flush waits for one retry of it: soon, not after the usual backoff.
-                    retry.min(Duration::from_secs(1))
-                } else {
-                    retry
-                }
-            }
-        };
-        core.plan.finish(path, Some(retry), own);
+            _ => None,
+        }
     }
 
-    fn note_offline(&self, e: &RemoteError) {
-        Self::offline(&mut self.core.lock(), e);
+    fn failed(&self, core: &mut Core, path: &[u8], e: RemoteError) {
+        let attempts = core.plan.attempts(path);
+        if let Some(retry) = Self::connection_failure(core, &e) {
+            return core.plan.finish(path, Some(retry), false);
+        }
+        warn!("{}: {e}", crate::fs::show(path));
+        if matches!(e.kind(), ErrorKind::VerifyMismatch | ErrorKind::Refused) {
+            let event = match e.kind() {
+                ErrorKind::Refused => "refused",
+                _ => "verify_mismatch",
+            };
+            self.audit(
+                event,
+                json!({"path": path_value(path), "reason": e.message()}),
+            );
+        }
+        let needs_person = matches!(
+            e.kind(),
+            ErrorKind::Refused | ErrorKind::Permission | ErrorKind::Other
+        );
+        let count = core.failures.get(path).map_or(0, |f| f.count) + 1;
+        core.failures.insert(
+            path.to_vec(),
+            Failure {
+                reason: e.to_string(),
+                needs_person,
+                count,
+                last: Instant::now(),
+            },
+        );
+        self.mirror
+            .lock()
+            .live
+            .insert(path.to_vec(), Live::Failed(e.to_string()));
+        let retry = backoff(attempts, Duration::from_secs(300));
+        // A flush waits for one retry of what needs a person: soon, not after the usual backoff.
+        let retry = if core.flush_waiters > 0 && needs_person {
+            retry.min(Duration::from_secs(1))
+        } else {
+            retry
+        };
+        core.plan.finish(path, Some(retry), true);
     }
 
     /// A failure of the whole connection: pause dispatching, log once per cause.
@@ -974,7 +981,11 @@ impl Inner {
     }
 
     fn checkpoint(&self) {
-        let applied = self.core.lock().plan.applied();
+        let applied = {
+            let core = self.core.lock();
+            let applied = core.plan.applied();
+            core.replaying.map_or(applied, |seq| applied.min(seq - 1))
+        };
         let mut mirror = self.mirror.lock();
         if applied <= mirror.manifest.applied_seq() {
             return;
