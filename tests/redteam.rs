@@ -220,3 +220,101 @@ fn touching_a_confirmed_file_is_mirrored_promptly_without_a_lost_hash_warning() 
     );
     assert!(took < Duration::from_secs(5), "flush took {took:?}");
 }
+
+/// Finding: the same with a file the server deleted inside the renamed directory: the
+/// manifest vouches for `e/f` ("confirmed", flush 0) though the server holds no copy at all.
+#[test]
+fn renaming_a_directory_does_not_vouch_for_a_file_the_server_deleted_inside_it() {
+    let m = plain();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    put(&m.path("d/f"), b"local f");
+    put(&m.path("d/g"), b"local g");
+    m.flush();
+    fs::remove_file(remote_root(&m).join("d/f")).expect("server rm");
+    fs::rename(m.path("d"), m.path("e")).expect("mv d e");
+    m.flush();
+    let state = xattr_state(&m.path("e/f"));
+    assert!(
+        remote_root(&m).join("e/f").exists(),
+        "e/f is missing on the server while its xattr says {state:?}"
+    );
+    assert_mirrored(&m);
+}
+
+/// Finding: flush returns 0 while the planner is still replaying a directory rename (here:
+/// retrying against a server that is down): `consume` counts the Rename record as consumed and
+/// adds no mark for a replayed rename, so the plan looks idle and flush's first check passes
+/// (then checkpoints the Rename record away). A file rename is covered by the record that
+/// follows it; a directory rename is the last record.
+#[test]
+fn flush_does_not_succeed_while_a_rename_has_not_reached_the_server() {
+    let mut m = builder().arg("--drain-timeout").arg("1").mount();
+    fs::create_dir(m.path("a")).expect("mkdir");
+    fs::create_dir(m.path("a/sub")).expect("mkdir");
+    m.flush();
+    m.sshd.as_mut().expect("sshd").stop();
+    fs::rename(m.path("a"), m.path("b")).expect("mv a b");
+    std::thread::sleep(Duration::from_secs(2));
+    let out = m.flush_for(5);
+    eprintln!("flush said: {}{}", out.stdout, out.stderr);
+    let remote = remote_root(&m);
+    assert!(
+        !out.ok(),
+        "flush exited 0 with the server down; the server holds a: {}, b: {}\n{}",
+        remote.join("a").exists(),
+        remote.join("b").exists(),
+        out.stderr
+    );
+    m.sshd.as_mut().expect("sshd").restart();
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// Finding: a rename replay retries a dead server on the planner thread with backoff sleeps
+/// of up to a minute and does not look at `stopping` while it sleeps: an unmount with a short
+/// drain timeout waits for that sleep.
+#[test]
+fn unmount_is_not_held_by_a_rename_retrying_a_dead_server() {
+    let mut m = builder().arg("--drain-timeout").arg("1").mount();
+    put(&m.path("a"), b"renamed while the server is down");
+    m.flush();
+    m.sshd.as_mut().expect("sshd").stop();
+    fs::rename(m.path("a"), m.path("b")).expect("mv a b");
+    // Long enough for the backoff to reach sleeps of 16-32 s.
+    std::thread::sleep(Duration::from_secs(34));
+    let start = Instant::now();
+    let pid = m.pid();
+    let (ok, err) = common::fusermount_u(&m.mnt);
+    assert!(ok, "fusermount3 -u: {err}");
+    let gone = common::wait_pid_gone(pid, Duration::from_secs(60));
+    let took = start.elapsed();
+    assert!(gone, "daemon still there a minute after the unmount");
+    assert!(
+        took < Duration::from_secs(8),
+        "the daemon took {took:?} to exit with --drain-timeout 1"
+    );
+}
+
+/// Finding: a refused host key met by a rename replay is never recorded as a halt (replay_rename
+/// only calls note_offline and keeps retrying on the planner thread, so no worker runs to meet
+/// it): flush waits out its whole timeout instead of stopping at once and naming the refusal.
+#[test]
+fn flush_stops_at_once_on_a_changed_host_key_while_a_rename_waits() {
+    let mut m = builder().arg("--drain-timeout").arg("1").mount();
+    put(&m.path("a"), b"renamed after the key changed");
+    m.flush();
+    m.sshd.as_mut().expect("sshd").swap_host_key();
+    let new_fp = m.sshd.as_ref().expect("sshd").host_fingerprint();
+    fs::rename(m.path("a"), m.path("b")).expect("mv a b");
+    std::thread::sleep(Duration::from_secs(1));
+    let start = Instant::now();
+    let out = m.flush_for(40);
+    let took = start.elapsed();
+    assert!(!out.ok(), "flush succeeded against a changed host key");
+    assert!(
+        took < Duration::from_secs(20) && out.stderr.contains("stopped"),
+        "flush took {took:?} and said:\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&new_fp), "{}", out.stderr);
+}
