@@ -416,3 +416,238 @@ fn kill9_during_an_exchange_leaves_no_false_conflict_copy() {
         assert_mirrored(&m);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Random sequences: local operations through the mount within the write-back delay,
+// interleaved with server-side edits, then flush; the remote must equal the local tree except
+// where the server's own unseen edits stand, and every server version must survive.
+// ---------------------------------------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const NAMES: &[&str] = &["a", "b", "c", "d"];
+/// Symlink targets that name nothing, ever: nothing is written through a link.
+const NOWHERE: &str = "no-such-target";
+
+fn random_path(r: &mut Rng) -> String {
+    let n = NAMES[r.below(NAMES.len())];
+    if r.below(2) == 0 {
+        n.to_string()
+    } else {
+        format!("{}/{n}", NAMES[r.below(NAMES.len())])
+    }
+}
+
+fn server_op(r: &mut Rng, remote: &Path, step: usize, theirs: &mut Vec<Vec<u8>>, deleted: &mut Vec<String>) {
+    let p = random_path(r);
+    let full = remote.join(&p);
+    let Ok(md) = fs::symlink_metadata(&full) else {
+        return;
+    };
+    if !md.is_file() {
+        return;
+    }
+    // The server replacing its own earlier version loses nothing of ftpsync's doing.
+    if let Ok(old) = fs::read(&full) {
+        theirs.retain(|t| *t != old);
+    }
+    match r.below(3) {
+        0 => {
+            let c = format!("server version {step} of {p}, {}", "x".repeat(r.below(40)));
+            put(&full, c.as_bytes());
+            theirs.push(c.into_bytes());
+        }
+        1 => {
+            let _ = fs::remove_file(&full);
+            deleted.push(p);
+        }
+        _ => {
+            let _ = fs::remove_file(&full);
+            let _ = std::os::unix::fs::symlink(format!("{NOWHERE}-server"), &full);
+            deleted.push(p);
+        }
+    }
+}
+
+fn local_op(r: &mut Rng, m: &Mount, step: usize) {
+    let p = random_path(r);
+    let q = random_path(r);
+    let (pp, qp) = (m.path(&p), m.path(&q));
+    let ops = if std::env::var_os("REDTEAM_NO_CHMOD").is_some() { 8 } else { 9 };
+    let _ = match r.below(ops) {
+        0 | 1 => fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&pp)
+            .and_then(|mut f| f.write_all(format!("local {step} {p} {}", "y".repeat(r.below(30))).as_bytes())),
+        2 => fs::create_dir(&pp),
+        3 | 4 => fs::rename(&pp, &qp),
+        5 => {
+            let (a, b) = (
+                CString::new(pp.as_os_str().as_bytes()).expect("path"),
+                CString::new(qp.as_os_str().as_bytes()).expect("path"),
+            );
+            // SAFETY: renameat2 on two NUL-terminated paths.
+            unsafe {
+                libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+            };
+            Ok(())
+        }
+        6 => match fs::symlink_metadata(&pp) {
+            Ok(md) if md.is_dir() => fs::remove_dir_all(&pp),
+            Ok(_) => fs::remove_file(&pp),
+            Err(e) => Err(e),
+        },
+        7 => std::os::unix::fs::symlink(format!("{NOWHERE}-{step}"), &pp),
+        _ => {
+            use std::os::unix::fs::PermissionsExt;
+            match fs::symlink_metadata(&pp) {
+                Ok(md) if md.is_file() => fs::set_permissions(&pp, fs::Permissions::from_mode(0o600 + (step as u32 % 2) * 0o40)),
+                _ => Ok(()),
+            }
+        }
+    };
+}
+
+fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
+    use common::mirror_tree::tree_filtered;
+    let remote = remote_root(m);
+    let local = tree_filtered(&m.local, &is_conflict_name);
+    let remote_tree = tree_filtered(&remote, &is_conflict_name);
+    let mut bad = Vec::new();
+    for (k, v) in &local {
+        let shown = String::from_utf8_lossy(k).into_owned();
+        match remote_tree.get(k) {
+            Some(rv) if rv == v => {}
+            Some(_) => {
+                let servers = fs::read(remote.join(&shown)).is_ok_and(|b| theirs.contains(&b))
+                    || fs::read_link(remote.join(&shown)).is_ok_and(|t| t.as_os_str().as_bytes().starts_with(b"no-such-target-server"));
+                if !servers {
+                    bad.push(format!("{shown}: local {v}, remote {:?}", remote_tree.get(k)));
+                }
+            }
+            None if deleted.iter().any(|d| *d == shown) => {}
+            None => bad.push(format!("{shown}: local {v}, missing on the remote")),
+        }
+    }
+    for (k, v) in &remote_tree {
+        let shown = String::from_utf8_lossy(k).into_owned();
+        if !local.contains_key(k) {
+            let servers = fs::read(remote.join(&shown)).is_ok_and(|b| theirs.contains(&b));
+            if !servers {
+                bad.push(format!("{shown}: only on the remote ({v})"));
+            }
+        }
+    }
+    for (rel, _, _) in walk(&remote) {
+        let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(&rel);
+        if name.windows(b".ftpsync-tmp-".len()).any(|w| w == b".ftpsync-tmp-") {
+            bad.push(format!("temp left: {}", String::from_utf8_lossy(&rel)));
+        }
+    }
+    let everything: Vec<Vec<u8>> = walk(&remote)
+        .into_iter()
+        .filter(|(_, _, md)| md.is_file())
+        .filter_map(|(_, p, _)| fs::read(p).ok())
+        .collect();
+    for t in theirs {
+        if !everything.contains(t) {
+            bad.push(format!("server version lost: {:?}", String::from_utf8_lossy(t)));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "seed {seed}: {} problems after flush 0:\n{}\nlog:\n{}",
+        bad.len(),
+        bad.join("\n"),
+        m.log_tail()
+    );
+}
+
+fn random_run(seed: u64, steps: usize) {
+    let m = delayed("1");
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let remote = remote_root(&m);
+    let (mut theirs, mut deleted) = (Vec::new(), Vec::new());
+    for step in 0..steps {
+        match r.below(10) {
+            0 | 1 => server_op(&mut r, &remote, step, &mut theirs, &mut deleted),
+            2 => {
+                let out = m.flush_for(30);
+                assert!(out.ok(), "seed {seed} step {step}: flush failed: {}\n{}", out.stderr, m.log_tail());
+                check_random(&m, seed, &theirs, &deleted);
+            }
+            _ => local_op(&mut r, &m, step),
+        }
+    }
+    let out = m.flush_for(30);
+    assert!(out.ok(), "seed {seed}: flush failed: {}\n{}", out.stderr, m.log_tail());
+    check_random(&m, seed, &theirs, &deleted);
+}
+
+/// Random sequences (60 steps each; REDTEAM_SEEDS=1,2,... picks others). Seed 31 fails today
+/// (see chmod_of_a_file_the_server_deleted_sends_it_again); a failure prints the seed and every
+/// difference. REDTEAM_NO_CHMOD=1 leaves chmod out, to look past that bug.
+#[test]
+fn random_sequences_with_server_edits_keep_the_promise() {
+    let seeds: Vec<u64> = std::env::var("REDTEAM_SEEDS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| [31, 1, 2, 3, 4, 5, 6].to_vec());
+    for seed in seeds {
+        random_run(seed, 60);
+    }
+}
+
+/// Finding (seed 31 of the random test): a local chmod of a confirmed file the server deleted
+/// meanwhile: reconcile sees the local hash equal to the manifest's and only sets attributes
+/// remotely; that fails with "does not exist" for ever (never an upload), flush times out.
+#[test]
+fn chmod_of_a_file_the_server_deleted_sends_it_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = plain();
+    put(&m.path("a"), b"deleted on the server, then chmod locally");
+    m.flush();
+    fs::remove_file(remote_root(&m).join("a")).expect("server rm");
+    fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = m.flush_for(20);
+    assert!(out.ok(), "flush: {}", out.stderr);
+    assert_mirrored(&m);
+}
+
+/// Finding: a local chmod of a confirmed file the server edited meanwhile: the same shortcut
+/// sets the mode on the server's version and records the path as confirmed with the local
+/// hash: flush 0, xattr "confirmed", the server holds the server's bytes.
+#[test]
+fn chmod_of_a_file_the_server_changed_does_not_confirm_the_servers_bytes() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = plain();
+    put(&m.path("a"), b"local a");
+    m.flush();
+    let theirs = b"the server's a, edited behind ftpsync's back";
+    put(&remote_root(&m).join("a"), theirs);
+    fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    m.flush();
+    assert_eq!(
+        fs::read(remote_root(&m).join("a")).expect("remote a"),
+        b"local a",
+        "xattr says {:?}",
+        xattr_state(&m.path("a"))
+    );
+    assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);
+    assert_mirrored_except(&m, &is_conflict_name);
+}
