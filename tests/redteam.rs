@@ -454,6 +454,16 @@ fn server_op(r: &mut Rng, remote: &Path, step: usize, theirs: &mut Vec<Vec<u8>>,
     let p = random_path(r);
     let full = remote.join(&p);
     let Ok(md) = fs::symlink_metadata(&full) else {
+        // A new file of the server's own, where its parent directory stands.
+        let parent_is_dir = full
+            .parent()
+            .and_then(|d| fs::symlink_metadata(d).ok())
+            .is_some_and(|md| md.is_dir());
+        if std::env::var_os("REDTEAM_SERVER_NEW").is_some() && parent_is_dir && r.below(2) == 0 {
+            let c = format!("server's new file {step} at {p}");
+            put(&full, c.as_bytes());
+            theirs.push(c.into_bytes());
+        }
         return;
     };
     if !md.is_file() {
@@ -547,7 +557,12 @@ fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
     for (k, v) in &remote_tree {
         let shown = String::from_utf8_lossy(k).into_owned();
         if !local.contains_key(k) {
-            let servers = fs::read(remote.join(&shown)).is_ok_and(|b| theirs.contains(&b));
+            let full = remote.join(&shown);
+            let servers = fs::read(&full).is_ok_and(|b| theirs.contains(&b))
+                // A directory kept for the server's entries (or conflict copies) in it.
+                || (v.starts_with("dir") && walk(&full).iter().any(|(rel, p, md)| {
+                    is_conflict_name(rel) || (md.is_file() && fs::read(p).is_ok_and(|b| theirs.contains(&b)))
+                }));
             if !servers {
                 bad.push(format!("{shown}: only on the remote ({v})"));
             }
@@ -579,13 +594,17 @@ fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
 }
 
 fn random_run(seed: u64, steps: usize) {
-    let m = delayed("1");
+    let mut m = delayed("1");
     let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let remote = remote_root(&m);
     let (mut theirs, mut deleted) = (Vec::new(), Vec::new());
     for step in 0..steps {
         match r.below(10) {
             0 | 1 => server_op(&mut r, &remote, step, &mut theirs, &mut deleted),
+            3 if std::env::var_os("REDTEAM_KILL").is_some() && r.below(3) == 0 => {
+                m.kill9();
+                m.remount();
+            }
             2 => {
                 let out = m.flush_for(30);
                 assert!(out.ok(), "seed {seed} step {step}: flush failed: {}\n{}", out.stderr, m.log_tail());
