@@ -461,6 +461,9 @@ fn server_op(r: &mut Rng, remote: &Path, step: usize, theirs: &mut Vec<Vec<u8>>,
             .is_some_and(|md| md.is_dir());
         if std::env::var_os("REDTEAM_SERVER_NEW").is_some() && parent_is_dir && r.below(2) == 0 {
             let c = format!("server's new file {step} at {p}");
+            if std::env::var_os("REDTEAM_TRACE").is_some() {
+                eprintln!("step {step}: server creates {p}");
+            }
             put(&full, c.as_bytes());
             theirs.push(c.into_bytes());
         }
@@ -472,6 +475,9 @@ fn server_op(r: &mut Rng, remote: &Path, step: usize, theirs: &mut Vec<Vec<u8>>,
     // The server replacing its own earlier version loses nothing of ftpsync's doing.
     if let Ok(old) = fs::read(&full) {
         theirs.retain(|t| *t != old);
+    }
+    if std::env::var_os("REDTEAM_TRACE").is_some() {
+        eprintln!("step {step}: server op on {p}");
     }
     match r.below(3) {
         0 => {
@@ -496,7 +502,8 @@ fn local_op(r: &mut Rng, m: &Mount, step: usize) {
     let q = random_path(r);
     let (pp, qp) = (m.path(&p), m.path(&q));
     let ops = if std::env::var_os("REDTEAM_NO_CHMOD").is_some() { 8 } else { 9 };
-    let _ = match r.below(ops) {
+    let op = r.below(ops);
+    let res = match op {
         0 | 1 => fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -531,6 +538,9 @@ fn local_op(r: &mut Rng, m: &Mount, step: usize) {
             }
         }
     };
+    if std::env::var_os("REDTEAM_TRACE").is_some() {
+        eprintln!("step {step}: local op {op} {p} {q}: {res:?}");
+    }
 }
 
 fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
@@ -602,10 +612,16 @@ fn random_run(seed: u64, steps: usize) {
         match r.below(10) {
             0 | 1 => server_op(&mut r, &remote, step, &mut theirs, &mut deleted),
             3 if std::env::var_os("REDTEAM_KILL").is_some() && r.below(3) == 0 => {
+                if std::env::var_os("REDTEAM_TRACE").is_some() {
+                    eprintln!("step {step}: kill -9, remount");
+                }
                 m.kill9();
                 m.remount();
             }
             2 => {
+                if std::env::var_os("REDTEAM_TRACE").is_some() {
+                    eprintln!("step {step}: flush");
+                }
                 let out = m.flush_for(30);
                 assert!(out.ok(), "seed {seed} step {step}: flush failed: {}\n{}", out.stderr, m.log_tail());
                 check_random(&m, seed, &theirs, &deleted);
