@@ -569,6 +569,7 @@ fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
         if !local.contains_key(k) {
             let full = remote.join(&shown);
             let servers = fs::read(&full).is_ok_and(|b| theirs.contains(&b))
+                || fs::read_link(&full).is_ok_and(|t| t.as_os_str().as_bytes().starts_with(b"no-such-target-server"))
                 // A directory kept for the server's entries (or conflict copies) in it.
                 || (v.starts_with("dir") && walk(&full).iter().any(|(rel, p, md)| {
                     is_conflict_name(rel) || (md.is_file() && fs::read(p).is_ok_and(|b| theirs.contains(&b)))
@@ -683,6 +684,35 @@ fn chmod_of_a_file_the_server_changed_does_not_confirm_the_servers_bytes() {
         "xattr says {:?}",
         xattr_state(&m.path("a"))
     );
+    assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);
+    assert_mirrored_except(&m, &is_conflict_name);
+}
+
+/// Guard: hostile names (newline, invalid UTF-8, quotes, 255 bytes) through the rename replay,
+/// an exchange and a conflict on a rename over a server-changed file.
+#[test]
+fn hostile_names_through_renames_exchanges_and_conflicts() {
+    use std::ffi::OsStr;
+    let m = plain();
+    let long = vec![b'L'; 255];
+    let mut names: Vec<&[u8]> = common::HOSTILE_NAMES.to_vec();
+    names.push(&long);
+    fs::create_dir(m.path("d")).expect("mkdir");
+    for (i, n) in names.iter().enumerate() {
+        put(&m.path("d").join(OsStr::from_bytes(n)), format!("file {i}").as_bytes());
+    }
+    put(&m.path("over"), b"local over");
+    m.flush();
+    // The server changes the 255-byte file; a local file is then renamed over it.
+    let theirs = b"the server's long-named file";
+    put(&remote_root(&m).join("d").join(OsStr::from_bytes(&long)), theirs);
+    fs::rename(m.path("over"), m.path("d").join(OsStr::from_bytes(&long))).expect("mv over");
+    rename_exchange(
+        &m.path("d").join(OsStr::from_bytes(names[0])),
+        &m.path("d").join(OsStr::from_bytes(names[2])),
+    );
+    fs::rename(m.path("d"), m.path("e")).expect("mv d e");
+    m.flush();
     assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);
     assert_mirrored_except(&m, &is_conflict_name);
 }
