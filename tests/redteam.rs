@@ -612,6 +612,12 @@ fn random_run(seed: u64, steps: usize) {
     for step in 0..steps {
         match r.below(10) {
             0 | 1 => server_op(&mut r, &remote, step, &mut theirs, &mut deleted),
+            4 if std::env::var_os("REDTEAM_SSHD").is_some() && r.below(3) == 0 => {
+                if std::env::var_os("REDTEAM_TRACE").is_some() {
+                    eprintln!("step {step}: sshd restart");
+                }
+                m.sshd.as_mut().expect("sshd").restart();
+            }
             3 if std::env::var_os("REDTEAM_KILL").is_some() && r.below(3) == 0 => {
                 if std::env::var_os("REDTEAM_TRACE").is_some() {
                     eprintln!("step {step}: kill -9, remount");
