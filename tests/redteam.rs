@@ -767,3 +767,31 @@ fn hostile_names_through_renames_exchanges_and_conflicts() {
     assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);
     assert_mirrored_except(&m, &is_conflict_name);
 }
+
+/// Guard (passes today): an attempt at shrinking seed 311 — a file renamed over a confirmed
+/// symlink while the server replaces the file's old name by a symlink of its own. The seed's
+/// failure needs more of its history (kill -9, sshd restarts).
+#[test]
+fn rename_over_a_symlink_while_the_server_replaces_the_source() {
+    let m = delayed("1");
+    put(&m.path("a"), b"local a, renamed over the link");
+    std::os::unix::fs::symlink("no-such-target-17", m.path("c")).expect("ln -s");
+    let remote = remote_root(&m);
+    // The server's own files at both names, before ftpsync sent either.
+    put(&remote.join("a"), b"server's new file at a");
+    put(&remote.join("c"), b"server's new file at c");
+    m.flush();
+    fs::rename(m.path("a"), m.path("c")).expect("mv a c");
+    fs::remove_file(remote.join("a")).expect("server rm");
+    std::os::unix::fs::symlink("no-such-target-server", remote.join("a")).expect("server ln");
+    m.flush();
+    let ls = std::process::Command::new("ls").arg("-la").arg(&remote).output().expect("ls");
+    let listing = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert_eq!(
+        fs::read(remote.join("c")).ok().as_deref(),
+        Some(&b"local a, renamed over the link"[..]),
+        "xattr of c: {:?}; remote:\n{listing}",
+        xattr_state(&m.path("c"))
+    );
+    assert!(fs::read_link(remote.join("a")).is_ok() || listing.contains("a.ftpsync-conflict-"), "{listing}");
+}
