@@ -280,8 +280,8 @@ fn unmount_is_not_held_by_a_rename_retrying_a_dead_server() {
     m.flush();
     m.sshd.as_mut().expect("sshd").stop();
     fs::rename(m.path("a"), m.path("b")).expect("mv a b");
-    // Long enough for the backoff to reach sleeps of 16-32 s.
-    std::thread::sleep(Duration::from_secs(34));
+    // Long enough for the backoff to be inside its 32-40 s sleep (1+2+4+8+16 s before it).
+    std::thread::sleep(Duration::from_secs(45));
     let start = Instant::now();
     let pid = m.pid();
     let (ok, err) = common::fusermount_u(&m.mnt);
