@@ -1,0 +1,797 @@
+//! Red team for the issue-9 change: each test is one way "confirmed" still lies, a server
+//! version is lost, flush or unmount hangs, found by attacking the rename replay, conflict
+//! handling and temp sweep through a real mount against a real loopback sshd. Each asserts
+//! the correct behaviour, so it fails until the engine is fixed.
+//!
+//! Safety: no test here writes through a symlink; files written are opened with O_NOFOLLOW.
+
+mod common;
+
+use common::mirror_tree::{assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root};
+use common::{walk, Mount};
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Writes `bytes` to `p`, never following a symlink at `p`.
+fn put(p: &Path, bytes: &[u8]) {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    f.write_all(bytes).expect("write");
+}
+
+/// Every conflict copy under `dir` (recursively) holding exactly `bytes`.
+fn copies_holding(dir: &Path, bytes: &[u8]) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|(rel, p, md)| {
+            is_conflict_name(rel) && md.is_file() && fs::read(p).is_ok_and(|b| b == bytes)
+        })
+        .map(|(_, p, _)| p)
+        .collect()
+}
+
+/// The least-privilege server (exec refused, verification by read-back). Used throughout: on
+/// this machine a stale pyenv lock makes every exec through the plain sshd's login shell
+/// wait 60 s (`~/.bashrc` runs `pyenv rehash`), which has nothing to do with ftpsync.
+fn builder() -> common::MountBuilder {
+    Mount::builder().chroot()
+}
+
+fn plain() -> Mount {
+    builder().mount()
+}
+
+fn delayed(secs: &str) -> Mount {
+    builder().arg("--writeback-delay").arg(secs).mount()
+}
+
+fn xattr_state(p: &Path) -> String {
+    let c = CString::new(p.as_os_str().as_bytes()).expect("path");
+    let name = CString::new("user.ftpsync.state").expect("name");
+    let mut buf = vec![0u8; 256];
+    // SAFETY: lgetxattr into a buffer we own, with its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return format!("(no xattr: {})", std::io::Error::last_os_error());
+    }
+    String::from_utf8_lossy(&buf[..n as usize]).into_owned()
+}
+
+fn rename_exchange(a: &Path, b: &Path) {
+    let (a, b) = (
+        CString::new(a.as_os_str().as_bytes()).expect("path"),
+        CString::new(b.as_os_str().as_bytes()).expect("path"),
+    );
+    // SAFETY: renameat2 on two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
+}
+
+/// Finding: a directory rename is replayed as one remote rename after checking only that the
+/// directory itself is still a directory: a file inside it that the server changed is carried
+/// to the new name and the manifest vouches for it with the local hash. flush 0, xattr
+/// "confirmed", the server holds the server's bytes there and the local bytes nowhere.
+#[test]
+fn renaming_a_directory_does_not_vouch_for_a_file_the_server_changed_inside_it() {
+    let m = plain();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    put(&m.path("d/f"), b"local f");
+    m.flush();
+    let theirs = b"the server's f, edited behind ftpsync's back";
+    put(&remote_root(&m).join("d/f"), theirs);
+    fs::rename(m.path("d"), m.path("e")).expect("mv d e");
+    m.flush();
+    let state = xattr_state(&m.path("e/f"));
+    let on_server = fs::read(remote_root(&m).join("e/f")).expect("remote e/f");
+    assert_eq!(
+        String::from_utf8_lossy(&on_server),
+        "local f",
+        "xattr of e/f says {state:?} but the server holds other bytes"
+    );
+    assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);
+    assert_mirrored_except(&m, &is_conflict_name);
+}
+
+/// Finding: the same through RENAME_EXCHANGE of two directories.
+#[test]
+fn exchanging_two_directories_does_not_vouch_for_files_the_server_changed_inside() {
+    let m = plain();
+    for d in ["a", "b"] {
+        fs::create_dir(m.path(d)).expect("mkdir");
+        put(&m.path(format!("{d}/f")), format!("local {d}/f").as_bytes());
+    }
+    m.flush();
+    let theirs = b"the server's a/f, a different length";
+    put(&remote_root(&m).join("a/f"), theirs);
+    rename_exchange(&m.path("a"), &m.path("b"));
+    m.flush();
+    assert_eq!(
+        fs::read(remote_root(&m).join("b/f")).expect("remote b/f"),
+        b"local a/f",
+        "xattr of b/f says {:?}",
+        xattr_state(&m.path("b/f"))
+    );
+    assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);
+    assert_mirrored_except(&m, &is_conflict_name);
+}
+
+/// Finding: a user's own file whose name looks like an upload temp
+/// (`.NAME.ftpsync-tmp-<16 hex>`) is mirrored and confirmed, then deleted from the server by
+/// the start-up temp sweep; the manifest still vouches for it, flush exits 0.
+#[test]
+fn a_users_file_named_like_a_temp_is_not_swept_from_the_server() {
+    let mut m = plain();
+    let name = ".notes.ftpsync-tmp-0123456789abcdef";
+    put(&m.path(name), b"the user's own file, not an upload in progress");
+    m.flush();
+    assert!(remote_root(&m).join(name).exists(), "never uploaded");
+    m.unmount();
+    m.mount();
+    m.flush();
+    let state = xattr_state(&m.path(name));
+    assert!(
+        remote_root(&m).join(name).exists(),
+        "the server copy is gone while the xattr says {state:?}"
+    );
+    assert_mirrored(&m);
+}
+
+/// Finding: the parent a replayed rename makes on the server (mkdir_all in move_entry) is in
+/// no manifest: when the local directory goes again before its own upload, nothing removes
+/// it and flush reports the mirror equal with an extra directory on the server.
+#[test]
+fn a_directory_made_only_for_a_replayed_rename_goes_with_the_local_one() {
+    let m = delayed("2");
+    put(&m.path("f"), b"moves in and out again");
+    m.flush();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    fs::rename(m.path("f"), m.path("d/f")).expect("mv f d/");
+    fs::rename(m.path("d/f"), m.path("f")).expect("mv d/f .");
+    fs::remove_dir(m.path("d")).expect("rmdir");
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// Finding (variant): the same directory, when a file takes its name, is moved aside as a
+/// "conflict copy" of the server's, though ftpsync made it.
+#[test]
+fn a_directory_made_for_a_replayed_rename_is_not_kept_as_a_conflict() {
+    let m = delayed("2");
+    put(&m.path("f"), b"moves in and out again");
+    m.flush();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    fs::rename(m.path("f"), m.path("d/f")).expect("mv f d/");
+    fs::rename(m.path("d/f"), m.path("f")).expect("mv d/f .");
+    fs::remove_dir(m.path("d")).expect("rmdir");
+    put(&m.path("d"), b"now a file");
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// Guard (passes today; suspected from the code, not confirmed): `touch` of a confirmed file
+/// (mtime only, no write) must not leave the engine waiting for a Store that never comes
+/// (the awaiting_hash / hash_here path) nor log a lost hash record.
+#[test]
+fn touching_a_confirmed_file_is_mirrored_promptly_without_a_lost_hash_warning() {
+    let m = plain();
+    put(&m.path("f"), b"touched later");
+    m.flush();
+    let old = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    fs::File::options()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(m.path("f"))
+        .and_then(|f| f.set_times(fs::FileTimes::new().set_modified(old)))
+        .expect("touch -d yesterday f");
+    let start = Instant::now();
+    m.flush();
+    let took = start.elapsed();
+    assert_mirrored(&m);
+    let log = m.daemon_log();
+    assert!(
+        !log.contains("no hash of its last version arrived"),
+        "a plain touch is reported as a lost hash record:\n{}",
+        m.log_tail()
+    );
+    assert!(took < Duration::from_secs(5), "flush took {took:?}");
+}
+
+/// Finding: the same with a file the server deleted inside the renamed directory: the
+/// manifest vouches for `e/f` ("confirmed", flush 0) though the server holds no copy at all.
+#[test]
+fn renaming_a_directory_does_not_vouch_for_a_file_the_server_deleted_inside_it() {
+    let m = plain();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    put(&m.path("d/f"), b"local f");
+    put(&m.path("d/g"), b"local g");
+    m.flush();
+    fs::remove_file(remote_root(&m).join("d/f")).expect("server rm");
+    fs::rename(m.path("d"), m.path("e")).expect("mv d e");
+    m.flush();
+    let state = xattr_state(&m.path("e/f"));
+    assert!(
+        remote_root(&m).join("e/f").exists(),
+        "e/f is missing on the server while its xattr says {state:?}"
+    );
+    assert_mirrored(&m);
+}
+
+/// Finding: flush returns 0 while the planner is still replaying a directory rename (here:
+/// retrying against a server that is down): `consume` counts the Rename record as consumed and
+/// adds no mark for a replayed rename, so the plan looks idle and flush's first check passes
+/// (then checkpoints the Rename record away). A file rename is covered by the record that
+/// follows it; a directory rename is the last record.
+#[test]
+fn flush_does_not_succeed_while_a_rename_has_not_reached_the_server() {
+    let mut m = builder().arg("--drain-timeout").arg("1").mount();
+    fs::create_dir(m.path("a")).expect("mkdir");
+    fs::create_dir(m.path("a/sub")).expect("mkdir");
+    m.flush();
+    m.sshd.as_mut().expect("sshd").stop();
+    fs::rename(m.path("a"), m.path("b")).expect("mv a b");
+    std::thread::sleep(Duration::from_secs(2));
+    let out = m.flush_for(5);
+    eprintln!("flush said: {}{}", out.stdout, out.stderr);
+    let remote = remote_root(&m);
+    assert!(
+        !out.ok(),
+        "flush exited 0 with the server down; the server holds a: {}, b: {}\n{}",
+        remote.join("a").exists(),
+        remote.join("b").exists(),
+        out.stderr
+    );
+    m.sshd.as_mut().expect("sshd").restart();
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// Finding: a rename replay retries a dead server on the planner thread with backoff sleeps
+/// of up to a minute and does not look at `stopping` while it sleeps: an unmount with a short
+/// drain timeout waits for that sleep.
+#[test]
+fn unmount_is_not_held_by_a_rename_retrying_a_dead_server() {
+    let mut m = builder().arg("--drain-timeout").arg("1").mount();
+    put(&m.path("a"), b"renamed while the server is down");
+    m.flush();
+    m.sshd.as_mut().expect("sshd").stop();
+    fs::rename(m.path("a"), m.path("b")).expect("mv a b");
+    // Long enough for the backoff to be inside its 32-40 s sleep (1+2+4+8+16 s before it).
+    std::thread::sleep(Duration::from_secs(45));
+    let start = Instant::now();
+    let pid = m.pid();
+    let (ok, err) = common::fusermount_u(&m.mnt);
+    assert!(ok, "fusermount3 -u: {err}");
+    let gone = common::wait_pid_gone(pid, Duration::from_secs(60));
+    let took = start.elapsed();
+    assert!(gone, "daemon still there a minute after the unmount");
+    assert!(
+        took < Duration::from_secs(8),
+        "the daemon took {took:?} to exit with --drain-timeout 1"
+    );
+}
+
+/// Finding: a refused host key met by a rename replay is never recorded as a halt (replay_rename
+/// only calls note_offline and keeps retrying on the planner thread, so no worker runs to meet
+/// it): flush waits out its whole timeout instead of stopping at once and naming the refusal.
+#[test]
+fn flush_stops_at_once_on_a_changed_host_key_while_a_rename_waits() {
+    let mut m = builder().arg("--drain-timeout").arg("1").mount();
+    put(&m.path("a"), b"renamed after the key changed");
+    m.flush();
+    m.sshd.as_mut().expect("sshd").swap_host_key();
+    let new_fp = m.sshd.as_ref().expect("sshd").host_fingerprint();
+    fs::rename(m.path("a"), m.path("b")).expect("mv a b");
+    std::thread::sleep(Duration::from_secs(1));
+    let start = Instant::now();
+    let out = m.flush_for(40);
+    let took = start.elapsed();
+    assert!(!out.ok(), "flush succeeded against a changed host key");
+    assert!(
+        took < Duration::from_secs(20) && out.stderr.contains("stopped"),
+        "flush took {took:?} and said:\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&new_fp), "{}", out.stderr);
+}
+
+/// Finding: a confirmed directory the server replaced by a file blocks every upload beneath
+/// it: nothing marks the directory itself, so the server's file is never kept aside and the
+/// directory never made again; flush fails "for a reason only you can clear" for ever,
+/// though ftpsync can clear it itself (a conflict copy of the file, as for any other kind).
+#[test]
+fn a_directory_the_server_replaced_by_a_file_is_kept_aside_and_made_again() {
+    let m = plain();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    put(&m.path("d/old"), b"old");
+    m.flush();
+    let remote = remote_root(&m);
+    fs::remove_dir_all(remote.join("d")).expect("server rm -r");
+    let theirs = b"the server's file where the directory was";
+    put(&remote.join("d"), theirs);
+    put(&m.path("d/new"), b"written into the local directory");
+    let out = m.flush_for(30);
+    assert!(out.ok(), "flush: {}", out.stderr);
+    assert_eq!(copies_holding(&remote, theirs).len(), 1);
+    assert_mirrored_except(&m, &is_conflict_name);
+}
+
+/// Guard (passes today): touch through a path (utimensat, no open) of a confirmed file.
+#[test]
+fn utimensat_on_a_confirmed_file_is_mirrored_promptly() {
+    let m = plain();
+    put(&m.path("f"), b"touched later");
+    m.flush();
+    let c = CString::new(m.path("f").as_os_str().as_bytes()).expect("path");
+    let t = libc::timespec {
+        tv_sec: 1_000_000_000,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid C string and a two-element timespec array; AT_SYMLINK_NOFOLLOW.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [t, t].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0);
+    let start = Instant::now();
+    m.flush();
+    let took = start.elapsed();
+    assert_mirrored(&m);
+    assert!(
+        !m.daemon_log().contains("no hash of its last version arrived"),
+        "{}",
+        m.log_tail()
+    );
+    assert!(took < Duration::from_secs(5), "flush took {took:?}");
+}
+
+/// Guard (exchange of a file and a directory, both confirmed).
+#[test]
+fn exchanging_a_file_and_a_directory_is_mirrored() {
+    let m = plain();
+    put(&m.path("a"), b"a file");
+    fs::create_dir(m.path("b")).expect("mkdir");
+    put(&m.path("b/x"), b"inside b");
+    m.flush();
+    rename_exchange(&m.path("a"), &m.path("b"));
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// Finding (timing-dependent, so tried at several delays): kill -9 in the middle of an
+/// exchange replay (its three remote renames are recorded in the manifest only after each is
+/// done): after the remount the replay finds the server's `a` with no manifest entry and keeps
+/// ftpsync's own directory aside as a "conflict copy" of a server version that never existed.
+#[test]
+fn kill9_during_an_exchange_leaves_no_false_conflict_copy() {
+    let mut m = plain();
+    for d in ["a", "b"] {
+        fs::create_dir(m.path(d)).expect("mkdir");
+        put(&m.path(format!("{d}/f")), d.as_bytes());
+    }
+    m.flush();
+    for delay_us in (0..30u64).map(|i| i * 400) {
+        rename_exchange(&m.path("a"), &m.path("b"));
+        std::thread::sleep(Duration::from_micros(delay_us));
+        m.kill9();
+        m.remount();
+        m.flush();
+        let conflicts: Vec<_> = walk(&remote_root(&m))
+            .into_iter()
+            .filter(|(rel, _, _)| is_conflict_name(rel))
+            .map(|(rel, _, _)| String::from_utf8_lossy(&rel).into_owned())
+            .collect();
+        assert!(
+            conflicts.is_empty(),
+            "kill -9 {delay_us} us after the exchange: false conflict copies {conflicts:?}"
+        );
+        assert_mirrored(&m);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random sequences: local operations through the mount within the write-back delay,
+// interleaved with server-side edits, then flush; the remote must equal the local tree except
+// where the server's own unseen edits stand, and every server version must survive.
+// ---------------------------------------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const NAMES: &[&str] = &["a", "b", "c", "d"];
+/// Symlink targets that name nothing, ever: nothing is written through a link.
+const NOWHERE: &str = "no-such-target";
+
+fn random_path(r: &mut Rng) -> String {
+    let n = NAMES[r.below(NAMES.len())];
+    if r.below(2) == 0 {
+        n.to_string()
+    } else {
+        format!("{}/{n}", NAMES[r.below(NAMES.len())])
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Knobs {
+    no_chmod: bool,
+    kill: bool,
+    sshd: bool,
+    server_new: bool,
+}
+
+impl Knobs {
+    /// From the environment (REDTEAM_NO_CHMOD, REDTEAM_KILL, REDTEAM_SSHD, REDTEAM_SERVER_NEW).
+    fn from_env() -> Knobs {
+        let on = |k: &str| std::env::var_os(k).is_some();
+        Knobs {
+            no_chmod: on("REDTEAM_NO_CHMOD"),
+            kill: on("REDTEAM_KILL"),
+            sshd: on("REDTEAM_SSHD"),
+            server_new: on("REDTEAM_SERVER_NEW"),
+        }
+    }
+}
+
+fn server_op(r: &mut Rng, remote: &Path, step: usize, theirs: &mut Vec<Vec<u8>>, deleted: &mut Vec<String>, k: Knobs) {
+    let p = random_path(r);
+    let full = remote.join(&p);
+    let Ok(md) = fs::symlink_metadata(&full) else {
+        // A new file of the server's own, where its parent directory stands.
+        let parent_is_dir = full
+            .parent()
+            .and_then(|d| fs::symlink_metadata(d).ok())
+            .is_some_and(|md| md.is_dir());
+        if k.server_new && parent_is_dir && r.below(2) == 0 {
+            let c = format!("server's new file {step} at {p}");
+            if std::env::var_os("REDTEAM_TRACE").is_some() {
+                eprintln!("step {step}: server creates {p}");
+            }
+            put(&full, c.as_bytes());
+            theirs.push(c.into_bytes());
+        }
+        return;
+    };
+    if !md.is_file() {
+        return;
+    }
+    // The server replacing its own earlier version loses nothing of ftpsync's doing.
+    if let Ok(old) = fs::read(&full) {
+        theirs.retain(|t| *t != old);
+    }
+    if std::env::var_os("REDTEAM_TRACE").is_some() {
+        eprintln!("step {step}: server op on {p}");
+    }
+    match r.below(3) {
+        0 => {
+            let c = format!("server version {step} of {p}, {}", "x".repeat(r.below(40)));
+            put(&full, c.as_bytes());
+            theirs.push(c.into_bytes());
+        }
+        1 => {
+            let _ = fs::remove_file(&full);
+            deleted.push(p);
+        }
+        _ => {
+            let _ = fs::remove_file(&full);
+            let _ = std::os::unix::fs::symlink(format!("{NOWHERE}-server"), &full);
+            deleted.push(p);
+        }
+    }
+}
+
+fn local_op(r: &mut Rng, m: &Mount, step: usize, k: Knobs) {
+    let p = random_path(r);
+    let q = random_path(r);
+    let (pp, qp) = (m.path(&p), m.path(&q));
+    let ops = if k.no_chmod { 8 } else { 9 };
+    let op = r.below(ops);
+    let res = match op {
+        0 | 1 => fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&pp)
+            .and_then(|mut f| f.write_all(format!("local {step} {p} {}", "y".repeat(r.below(30))).as_bytes())),
+        2 => fs::create_dir(&pp),
+        3 | 4 => fs::rename(&pp, &qp),
+        5 => {
+            let (a, b) = (
+                CString::new(pp.as_os_str().as_bytes()).expect("path"),
+                CString::new(qp.as_os_str().as_bytes()).expect("path"),
+            );
+            // SAFETY: renameat2 on two NUL-terminated paths.
+            unsafe {
+                libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+            };
+            Ok(())
+        }
+        6 => match fs::symlink_metadata(&pp) {
+            Ok(md) if md.is_dir() => fs::remove_dir_all(&pp),
+            Ok(_) => fs::remove_file(&pp),
+            Err(e) => Err(e),
+        },
+        7 => std::os::unix::fs::symlink(format!("{NOWHERE}-{step}"), &pp),
+        _ => {
+            use std::os::unix::fs::PermissionsExt;
+            match fs::symlink_metadata(&pp) {
+                Ok(md) if md.is_file() => fs::set_permissions(&pp, fs::Permissions::from_mode(0o600 + (step as u32 % 2) * 0o40)),
+                _ => Ok(()),
+            }
+        }
+    };
+    if std::env::var_os("REDTEAM_TRACE").is_some() {
+        eprintln!("step {step}: local op {op} {p} {q}: {res:?}");
+    }
+}
+
+fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
+    use common::mirror_tree::tree_filtered;
+    let remote = remote_root(m);
+    let local = tree_filtered(&m.local, &is_conflict_name);
+    let remote_tree = tree_filtered(&remote, &is_conflict_name);
+    let mut bad = Vec::new();
+    for (k, v) in &local {
+        let shown = String::from_utf8_lossy(k).into_owned();
+        match remote_tree.get(k) {
+            Some(rv) if rv == v => {}
+            Some(_) => {
+                let servers = fs::read(remote.join(&shown)).is_ok_and(|b| theirs.contains(&b))
+                    || fs::read_link(remote.join(&shown)).is_ok_and(|t| t.as_os_str().as_bytes().starts_with(b"no-such-target-server"));
+                if !servers {
+                    bad.push(format!("{shown}: local {v}, remote {:?}", remote_tree.get(k)));
+                }
+            }
+            None if deleted.iter().any(|d| *d == shown) => {}
+            None => bad.push(format!("{shown}: local {v}, missing on the remote")),
+        }
+    }
+    for (k, v) in &remote_tree {
+        let shown = String::from_utf8_lossy(k).into_owned();
+        if !local.contains_key(k) {
+            let full = remote.join(&shown);
+            let servers = fs::read(&full).is_ok_and(|b| theirs.contains(&b))
+                || fs::read_link(&full).is_ok_and(|t| t.as_os_str().as_bytes().starts_with(b"no-such-target-server"))
+                // A directory kept for the server's entries (or conflict copies) in it.
+                || (v.starts_with("dir") && walk(&full).iter().any(|(rel, p, md)| {
+                    is_conflict_name(rel) || (md.is_file() && fs::read(p).is_ok_and(|b| theirs.contains(&b)))
+                }));
+            if !servers {
+                bad.push(format!("{shown}: only on the remote ({v})"));
+            }
+        }
+    }
+    for (rel, _, _) in walk(&remote) {
+        let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(&rel);
+        if name.windows(b".ftpsync-tmp-".len()).any(|w| w == b".ftpsync-tmp-") {
+            bad.push(format!("temp left: {}", String::from_utf8_lossy(&rel)));
+        }
+    }
+    let everything: Vec<Vec<u8>> = walk(&remote)
+        .into_iter()
+        .filter(|(_, _, md)| md.is_file())
+        .filter_map(|(_, p, _)| fs::read(p).ok())
+        .collect();
+    for t in theirs {
+        if !everything.contains(t) {
+            bad.push(format!("server version lost: {:?}", String::from_utf8_lossy(t)));
+        }
+    }
+    if !bad.is_empty() && std::env::var_os("REDTEAM_TRACE").is_some() {
+        let ls = std::process::Command::new("ls").arg("-laR").arg(&remote).output().expect("ls");
+        eprintln!("remote:\n{}", String::from_utf8_lossy(&ls.stdout));
+    }
+    assert!(
+        bad.is_empty(),
+        "seed {seed}: {} problems after flush 0:\n{}\nlog:\n{}",
+        bad.len(),
+        bad.join("\n"),
+        m.log_tail()
+    );
+}
+
+fn random_run(seed: u64, steps: usize, k: Knobs) {
+    let mut m = delayed("1");
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let remote = remote_root(&m);
+    let (mut theirs, mut deleted) = (Vec::new(), Vec::new());
+    for step in 0..steps {
+        match r.below(10) {
+            0 | 1 => server_op(&mut r, &remote, step, &mut theirs, &mut deleted, k),
+            4 if k.sshd && r.below(3) == 0 => {
+                if std::env::var_os("REDTEAM_TRACE").is_some() {
+                    eprintln!("step {step}: sshd restart");
+                }
+                m.sshd.as_mut().expect("sshd").restart();
+            }
+            3 if k.kill && r.below(3) == 0 => {
+                if std::env::var_os("REDTEAM_TRACE").is_some() {
+                    eprintln!("step {step}: kill -9, remount");
+                }
+                m.kill9();
+                m.remount();
+            }
+            2 => {
+                if std::env::var_os("REDTEAM_TRACE").is_some() {
+                    eprintln!("step {step}: flush");
+                }
+                let out = m.flush_for(30);
+                assert!(out.ok(), "seed {seed} step {step}: flush failed: {}\n{}", out.stderr, m.log_tail());
+                check_random(&m, seed, &theirs, &deleted);
+            }
+            _ => local_op(&mut r, &m, step, k),
+        }
+    }
+    let out = m.flush_for(30);
+    assert!(out.ok(), "seed {seed}: flush failed: {}\n{}", out.stderr, m.log_tail());
+    check_random(&m, seed, &theirs, &deleted);
+}
+
+/// Random sequences (60 steps each; REDTEAM_SEEDS=1,2,... picks others). Seed 31 fails today
+/// (see chmod_of_a_file_the_server_deleted_sends_it_again); a failure prints the seed and every
+/// difference. REDTEAM_NO_CHMOD=1 leaves chmod out, to look past that bug.
+#[test]
+fn random_sequences_with_server_edits_keep_the_promise() {
+    let seeds: Vec<u64> = std::env::var("REDTEAM_SEEDS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| [31, 1, 2, 3, 4, 5, 6].to_vec());
+    for seed in seeds {
+        random_run(seed, 60, Knobs::from_env());
+    }
+}
+
+/// Finding (seed 311, reproduced 4 of 4 runs; not yet shrunk): with kill -9, sshd restarts
+/// and files the server creates itself, flush exits 0 and the local file `c` is "confirmed"
+/// while the server holds at `c` a symlink that was local `c` long before. The audit log of
+/// the last flush: conflict_kept c (the server's own new file), symlink c, ... confirmed c
+/// (29 bytes), and a second conflict_kept a.ftpsync-conflict-… that is NOT on the server
+/// afterwards, nor is the uploaded `c`: the server ends with `c -> no-such-target-17` (made by
+/// ftpsync at the step-54 flush) and the server's `a` symlink. The last steps are: flush;
+/// `mv a c` (a file over the confirmed symlink c); the server replaces `a` by a symlink; flush.
+/// Not yet root-caused. REDTEAM_TRACE=1 prints the operations and the remote listing.
+#[test]
+fn random_sequence_seed_311_with_kills_restarts_and_server_files() {
+    let k = Knobs {
+        no_chmod: true,
+        kill: true,
+        sshd: true,
+        server_new: true,
+    };
+    random_run(311, 60, k);
+}
+
+/// Finding (seed 31 of the random test): a local chmod of a confirmed file the server deleted
+/// meanwhile: reconcile sees the local hash equal to the manifest's and only sets attributes
+/// remotely; that fails with "does not exist" for ever (never an upload), flush times out.
+#[test]
+fn chmod_of_a_file_the_server_deleted_sends_it_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = plain();
+    put(&m.path("a"), b"deleted on the server, then chmod locally");
+    m.flush();
+    fs::remove_file(remote_root(&m).join("a")).expect("server rm");
+    fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = m.flush_for(20);
+    assert!(out.ok(), "flush: {}", out.stderr);
+    assert_mirrored(&m);
+}
+
+/// Finding: a local chmod of a confirmed file the server edited meanwhile: the same shortcut
+/// sets the mode on the server's version and records the path as confirmed with the local
+/// hash: flush 0, xattr "confirmed", the server holds the server's bytes.
+#[test]
+fn chmod_of_a_file_the_server_changed_does_not_confirm_the_servers_bytes() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = plain();
+    put(&m.path("a"), b"local a");
+    m.flush();
+    let theirs = b"the server's a, edited behind ftpsync's back";
+    put(&remote_root(&m).join("a"), theirs);
+    fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    m.flush();
+    assert_eq!(
+        fs::read(remote_root(&m).join("a")).expect("remote a"),
+        b"local a",
+        "xattr says {:?}",
+        xattr_state(&m.path("a"))
+    );
+    assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);
+    assert_mirrored_except(&m, &is_conflict_name);
+}
+
+/// Guard: hostile names (newline, invalid UTF-8, quotes, 255 bytes) through the rename replay,
+/// an exchange and a conflict on a rename over a server-changed file.
+#[test]
+fn hostile_names_through_renames_exchanges_and_conflicts() {
+    use std::ffi::OsStr;
+    let m = plain();
+    let long = vec![b'L'; 255];
+    let mut names: Vec<&[u8]> = common::HOSTILE_NAMES.to_vec();
+    names.push(&long);
+    fs::create_dir(m.path("d")).expect("mkdir");
+    for (i, n) in names.iter().enumerate() {
+        put(&m.path("d").join(OsStr::from_bytes(n)), format!("file {i}").as_bytes());
+    }
+    put(&m.path("over"), b"local over");
+    m.flush();
+    // The server changes the 255-byte file; a local file is then renamed over it.
+    let theirs = b"the server's long-named file";
+    put(&remote_root(&m).join("d").join(OsStr::from_bytes(&long)), theirs);
+    fs::rename(m.path("over"), m.path("d").join(OsStr::from_bytes(&long))).expect("mv over");
+    rename_exchange(
+        &m.path("d").join(OsStr::from_bytes(names[0])),
+        &m.path("d").join(OsStr::from_bytes(names[2])),
+    );
+    fs::rename(m.path("d"), m.path("e")).expect("mv d e");
+    m.flush();
+    assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);
+    assert_mirrored_except(&m, &is_conflict_name);
+}
+
+/// Guard (passes today): an attempt at shrinking seed 311 — a file renamed over a confirmed
+/// symlink while the server replaces the file's old name by a symlink of its own. The seed's
+/// failure needs more of its history (kill -9, sshd restarts).
+#[test]
+fn rename_over_a_symlink_while_the_server_replaces_the_source() {
+    let m = delayed("1");
+    put(&m.path("a"), b"local a, renamed over the link");
+    std::os::unix::fs::symlink("no-such-target-17", m.path("c")).expect("ln -s");
+    let remote = remote_root(&m);
+    // The server's own files at both names, before ftpsync sent either.
+    put(&remote.join("a"), b"server's new file at a");
+    put(&remote.join("c"), b"server's new file at c");
+    m.flush();
+    fs::rename(m.path("a"), m.path("c")).expect("mv a c");
+    fs::remove_file(remote.join("a")).expect("server rm");
+    std::os::unix::fs::symlink("no-such-target-server", remote.join("a")).expect("server ln");
+    m.flush();
+    let ls = std::process::Command::new("ls").arg("-la").arg(&remote).output().expect("ls");
+    let listing = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert_eq!(
+        fs::read(remote.join("c")).ok().as_deref(),
+        Some(&b"local a, renamed over the link"[..]),
+        "xattr of c: {:?}; remote:\n{listing}",
+        xattr_state(&m.path("c"))
+    );
+    assert!(fs::read_link(remote.join("a")).is_ok() || listing.contains("a.ftpsync-conflict-"), "{listing}");
+}
