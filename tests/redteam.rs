@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::mirror_tree::{assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root};
+use common::mirror_tree::{
+    assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root, ROOT_MARKER,
+};
 use common::{walk, Mount};
 use std::ffi::CString;
 use std::fs;
@@ -147,7 +149,10 @@ fn exchanging_two_directories_does_not_vouch_for_files_the_server_changed_inside
 fn a_users_file_named_like_a_temp_is_not_swept_from_the_server() {
     let mut m = plain();
     let name = ".notes.ftpsync-tmp-0123456789abcdef";
-    put(&m.path(name), b"the user's own file, not an upload in progress");
+    put(
+        &m.path(name),
+        b"the user's own file, not an upload in progress",
+    );
     m.flush();
     assert!(remote_root(&m).join(name).exists(), "never uploaded");
     m.unmount();
@@ -366,7 +371,8 @@ fn utimensat_on_a_confirmed_file_is_mirrored_promptly() {
     let took = start.elapsed();
     assert_mirrored(&m);
     assert!(
-        !m.daemon_log().contains("no hash of its last version arrived"),
+        !m.daemon_log()
+            .contains("no hash of its last version arrived"),
         "{}",
         m.log_tail()
     );
@@ -471,7 +477,14 @@ impl Knobs {
     }
 }
 
-fn server_op(r: &mut Rng, remote: &Path, step: usize, theirs: &mut Vec<Vec<u8>>, deleted: &mut Vec<String>, k: Knobs) {
+fn server_op(
+    r: &mut Rng,
+    remote: &Path,
+    step: usize,
+    theirs: &mut Vec<Vec<u8>>,
+    deleted: &mut Vec<String>,
+    k: Knobs,
+) {
     let p = random_path(r);
     let full = remote.join(&p);
     let Ok(md) = fs::symlink_metadata(&full) else {
@@ -531,7 +544,9 @@ fn local_op(r: &mut Rng, m: &Mount, step: usize, k: Knobs) {
             .truncate(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&pp)
-            .and_then(|mut f| f.write_all(format!("local {step} {p} {}", "y".repeat(r.below(30))).as_bytes())),
+            .and_then(|mut f| {
+                f.write_all(format!("local {step} {p} {}", "y".repeat(r.below(30))).as_bytes())
+            }),
         2 => fs::create_dir(&pp),
         3 | 4 => fs::rename(&pp, &qp),
         5 => {
@@ -541,7 +556,13 @@ fn local_op(r: &mut Rng, m: &Mount, step: usize, k: Knobs) {
             );
             // SAFETY: renameat2 on two NUL-terminated paths.
             unsafe {
-                libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    a.as_ptr(),
+                    libc::AT_FDCWD,
+                    b.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
             };
             Ok(())
         }
@@ -554,7 +575,10 @@ fn local_op(r: &mut Rng, m: &Mount, step: usize, k: Knobs) {
         _ => {
             use std::os::unix::fs::PermissionsExt;
             match fs::symlink_metadata(&pp) {
-                Ok(md) if md.is_file() => fs::set_permissions(&pp, fs::Permissions::from_mode(0o600 + (step as u32 % 2) * 0o40)),
+                Ok(md) if md.is_file() => fs::set_permissions(
+                    &pp,
+                    fs::Permissions::from_mode(0o600 + (step as u32 % 2) * 0o40),
+                ),
                 _ => Ok(()),
             }
         }
@@ -568,7 +592,7 @@ fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
     use common::mirror_tree::tree_filtered;
     let remote = remote_root(m);
     let local = tree_filtered(&m.local, &is_conflict_name);
-    let remote_tree = tree_filtered(&remote, &is_conflict_name);
+    let remote_tree = tree_filtered(&remote, &|p| is_conflict_name(p) || p == ROOT_MARKER);
     let mut bad = Vec::new();
     for (k, v) in &local {
         let shown = String::from_utf8_lossy(k).into_owned();
@@ -576,12 +600,19 @@ fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
             Some(rv) if rv == v => {}
             Some(_) => {
                 let servers = fs::read(remote.join(&shown)).is_ok_and(|b| theirs.contains(&b))
-                    || fs::read_link(remote.join(&shown)).is_ok_and(|t| t.as_os_str().as_bytes().starts_with(b"no-such-target-server"));
+                    || fs::read_link(remote.join(&shown)).is_ok_and(|t| {
+                        t.as_os_str()
+                            .as_bytes()
+                            .starts_with(b"no-such-target-server")
+                    });
                 if !servers {
-                    bad.push(format!("{shown}: local {v}, remote {:?}", remote_tree.get(k)));
+                    bad.push(format!(
+                        "{shown}: local {v}, remote {:?}",
+                        remote_tree.get(k)
+                    ));
                 }
             }
-            None if deleted.iter().any(|d| *d == shown) => {}
+            None if deleted.contains(&shown) => {}
             None => bad.push(format!("{shown}: local {v}, missing on the remote")),
         }
     }
@@ -602,7 +633,10 @@ fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
     }
     for (rel, _, _) in walk(&remote) {
         let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(&rel);
-        if name.windows(b".ftpsync-tmp-".len()).any(|w| w == b".ftpsync-tmp-") {
+        if name
+            .windows(b".ftpsync-tmp-".len())
+            .any(|w| w == b".ftpsync-tmp-")
+        {
             bad.push(format!("temp left: {}", String::from_utf8_lossy(&rel)));
         }
     }
@@ -613,11 +647,18 @@ fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
         .collect();
     for t in theirs {
         if !everything.contains(t) {
-            bad.push(format!("server version lost: {:?}", String::from_utf8_lossy(t)));
+            bad.push(format!(
+                "server version lost: {:?}",
+                String::from_utf8_lossy(t)
+            ));
         }
     }
     if !bad.is_empty() && std::env::var_os("REDTEAM_TRACE").is_some() {
-        let ls = std::process::Command::new("ls").arg("-laR").arg(&remote).output().expect("ls");
+        let ls = std::process::Command::new("ls")
+            .arg("-laR")
+            .arg(&remote)
+            .output()
+            .expect("ls");
         eprintln!("remote:\n{}", String::from_utf8_lossy(&ls.stdout));
     }
     assert!(
@@ -655,14 +696,24 @@ fn random_run(seed: u64, steps: usize, k: Knobs) {
                     eprintln!("step {step}: flush");
                 }
                 let out = m.flush_for(30);
-                assert!(out.ok(), "seed {seed} step {step}: flush failed: {}\n{}", out.stderr, m.log_tail());
+                assert!(
+                    out.ok(),
+                    "seed {seed} step {step}: flush failed: {}\n{}",
+                    out.stderr,
+                    m.log_tail()
+                );
                 check_random(&m, seed, &theirs, &deleted);
             }
             _ => local_op(&mut r, &m, step, k),
         }
     }
     let out = m.flush_for(30);
-    assert!(out.ok(), "seed {seed}: flush failed: {}\n{}", out.stderr, m.log_tail());
+    assert!(
+        out.ok(),
+        "seed {seed}: flush failed: {}\n{}",
+        out.stderr,
+        m.log_tail()
+    );
     check_random(&m, seed, &theirs, &deleted);
 }
 
@@ -750,13 +801,19 @@ fn hostile_names_through_renames_exchanges_and_conflicts() {
     names.push(&long);
     fs::create_dir(m.path("d")).expect("mkdir");
     for (i, n) in names.iter().enumerate() {
-        put(&m.path("d").join(OsStr::from_bytes(n)), format!("file {i}").as_bytes());
+        put(
+            &m.path("d").join(OsStr::from_bytes(n)),
+            format!("file {i}").as_bytes(),
+        );
     }
     put(&m.path("over"), b"local over");
     m.flush();
     // The server changes the 255-byte file; a local file is then renamed over it.
     let theirs = b"the server's long-named file";
-    put(&remote_root(&m).join("d").join(OsStr::from_bytes(&long)), theirs);
+    put(
+        &remote_root(&m).join("d").join(OsStr::from_bytes(&long)),
+        theirs,
+    );
     fs::rename(m.path("over"), m.path("d").join(OsStr::from_bytes(&long))).expect("mv over");
     rename_exchange(
         &m.path("d").join(OsStr::from_bytes(names[0])),
@@ -785,7 +842,11 @@ fn rename_over_a_symlink_while_the_server_replaces_the_source() {
     fs::remove_file(remote.join("a")).expect("server rm");
     std::os::unix::fs::symlink("no-such-target-server", remote.join("a")).expect("server ln");
     m.flush();
-    let ls = std::process::Command::new("ls").arg("-la").arg(&remote).output().expect("ls");
+    let ls = std::process::Command::new("ls")
+        .arg("-la")
+        .arg(&remote)
+        .output()
+        .expect("ls");
     let listing = String::from_utf8_lossy(&ls.stdout).into_owned();
     assert_eq!(
         fs::read(remote.join("c")).ok().as_deref(),
@@ -793,5 +854,8 @@ fn rename_over_a_symlink_while_the_server_replaces_the_source() {
         "xattr of c: {:?}; remote:\n{listing}",
         xattr_state(&m.path("c"))
     );
-    assert!(fs::read_link(remote.join("a")).is_ok() || listing.contains("a.ftpsync-conflict-"), "{listing}");
+    assert!(
+        fs::read_link(remote.join("a")).is_ok() || listing.contains("a.ftpsync-conflict-"),
+        "{listing}"
+    );
 }

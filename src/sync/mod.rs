@@ -18,6 +18,7 @@ use crate::journal::{child_path, Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
 use crate::remote::{ErrorKind, RemoteError, SessionInfo, Transport};
+use crate::replay::is_within;
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use limits::{Meter, ReconnectGate};
 use log::{error, info, warn};
@@ -566,17 +567,23 @@ impl Inner {
                 .and_then(|t| rename::replay(t.as_mut(), r, &ends, &self.mirror, &mut conflicts));
             self.kept_aside(&conflicts);
             let e = match result {
-                Ok(rename::Replayed::Moved) => {
-                    return self.audit(
+                Ok(rename::Replayed::Moved { again, replaced }) => {
+                    self.audit(
                         "rename",
                         json!({"from": path_value(&r.from), "to": path_value(&r.to),
                                "exchange": r.exchange}),
                     );
+                    if let Some(dir) = replaced {
+                        self.forget_replaced(&dir);
+                    }
+                    return self.send_again(r, &ends, &again);
                 }
                 Ok(rename::Replayed::Resend) => return self.resend(r, &ends),
                 Err(e) => e,
             };
             let wait = Self::connection_failure(&mut self.core.lock(), &e);
+            // A flush waiting on this thread's progress must see the refusal now.
+            self.cv.notify_all();
             let Some(wait) = wait else {
                 warn!(
                     "remote rename {} -> {} failed ({e}); sending both anew instead",
@@ -613,28 +620,61 @@ impl Inner {
     /// anew (the hashes the manifest held follow the files to their new names, so no Store need
     /// come), and what is left of ours at the old names goes.
     fn resend(&self, r: &RemoteRename, ends: &rename::Ends) {
-        let reroot = |p: &[u8], a: &[u8], b: &[u8]| [b, &p[a.len()..]].concat();
-        let mut moved: Vec<(Vec<u8>, crate::mirror::FileMeta)> = Vec::new();
-        let mut follow = |entries: &[(Vec<u8>, Confirmed)], a: &[u8], b: &[u8]| {
-            for (p, c) in entries {
-                if let Confirmed::File(f) = c {
-                    moved.push((reroot(p, a, b), *f));
-                }
-            }
-        };
-        follow(&ends.from, &r.from, &r.to);
+        self.seed_hashes(&ends.from, &r.from, &r.to);
         if r.exchange {
-            follow(&ends.to, &r.to, &r.from);
+            self.seed_hashes(&ends.to, &r.to, &r.from);
         }
         let mut core = self.core.lock();
-        for (p, f) in moved {
-            if core.plan.hashes.get(&p).is_none() {
-                core.plan.hashes.insert(p, f);
-            }
+        for (p, _) in ends.from.iter().chain(&ends.to) {
+            core.plan.mark(p, r.seq, Instant::now());
         }
         drop(core);
         self.mark_local_subtree(&r.to, r.seq);
         self.mark_local_subtree(&r.from, r.seq);
+    }
+
+    /// After a directory moved on the server: the entries beneath it that the server did not
+    /// hold as we put them (`again`, by their new names) are sent anew.
+    fn send_again(&self, r: &RemoteRename, ends: &rename::Ends, again: &[Vec<u8>]) {
+        for new in again {
+            let old = rename::reroot(new, &r.to, &r.from);
+            self.seed_hashes(&ends.from, &old, new);
+            self.mark_local_subtree(new, r.seq);
+        }
+    }
+
+    /// A directory of ours that the server had replaced (kept aside now) holds nothing of
+    /// what the manifest said beneath it: all that stands there locally is sent anew.
+    fn forget_replaced(&self, dir: &[u8]) {
+        let entries: Vec<(Vec<u8>, Confirmed)> = {
+            let mut mirror = self.mirror.lock();
+            let entries = mirror
+                .manifest
+                .subtree(dir)
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect();
+            if let Err(e) = mirror.manifest.remove(dir) {
+                error!("manifest: {e}");
+            }
+            entries
+        };
+        self.seed_hashes(&entries, dir, dir);
+        let since = self.core.lock().plan.consumed() + 1;
+        self.mark_local_subtree(dir, since);
+    }
+
+    /// The hashes the manifest held for the files at and beneath `old` (`entries`) stand for
+    /// them at and beneath `new` now, unless a newer Store came.
+    fn seed_hashes(&self, entries: &[(Vec<u8>, Confirmed)], old: &[u8], new: &[u8]) {
+        let mut core = self.core.lock();
+        for (p, c) in entries.iter().filter(|(p, _)| is_within(p, old)) {
+            if let Confirmed::File(f) = c {
+                let moved = rename::reroot(p, old, new);
+                if core.plan.hashes.get(&moved).is_none() {
+                    core.plan.hashes.insert(moved, *f);
+                }
+            }
+        }
     }
 
     /// The thread's connection, made if there is none: after failures, only once the shared
@@ -839,6 +879,13 @@ impl Inner {
         // The audit log's file I/O stays outside the engine's locks.
         if let Ok(Outcome::Done(report)) = &d.result {
             self.audit_outcome(&d.path, report);
+        }
+        if let Ok(Outcome::Done(reconcile::Report {
+            replaced: Some(dir),
+            ..
+        })) = &d.result
+        {
+            self.forget_replaced(dir);
         }
         let mut core = self.core.lock();
         core.running.remove(&d.path);
@@ -1089,15 +1136,16 @@ impl Inner {
             };
             for (name, kind) in entries {
                 let path = child_path(&dir, &name);
-                if crate::remote::path::is_temp_name(&name) {
+                let mirrored = self.mirror.lock().manifest.get(&path).is_some()
+                    || local::lookup_path(borrow(&self.root), &path).is_ok();
+                // A user's own file may have a temp-like name: it is mirrored, never swept.
+                if crate::remote::path::is_temp_name(&name) && !mirrored {
                     if kind == crate::remote::FileKind::File && t.remove_file(&path).is_ok() {
                         swept += 1;
                     }
                     continue;
                 }
-                let ours = self.mirror.lock().manifest.get(&path).is_some()
-                    || crate::remote::path::is_conflict_name(&name)
-                    || local::lookup_path(borrow(&self.root), &path).is_ok();
+                let ours = mirrored || crate::remote::path::is_conflict_name(&name);
                 if report && !ours {
                     found.push(path);
                 }

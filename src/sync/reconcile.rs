@@ -87,6 +87,9 @@ pub struct Report {
     pub uploaded: Option<UploadReport>,
     /// Remote files moved aside because they changed behind our back.
     pub conflicts: Vec<Vec<u8>>,
+    /// A directory of ours above the path that the server had replaced (now kept aside): what
+    /// the manifest says beneath it is gone from the server.
+    pub replaced: Option<Vec<u8>>,
 }
 
 pub enum Outcome {
@@ -106,6 +109,7 @@ fn done(apply: Apply) -> Outcome {
         apply,
         uploaded: None,
         conflicts: Vec::new(),
+        replaced: None,
     })
 }
 
@@ -139,6 +143,7 @@ pub fn reconcile(
             apply,
             uploaded: None,
             conflicts,
+            replaced: None,
         }));
     };
     let mode = st.st_mode & 0o7777;
@@ -152,12 +157,13 @@ pub fn reconcile(
                 return Ok(done(Apply::Nothing));
             }
             clear_non_dir(t, path, known, &mut conflicts)?;
-            t.mkdir_all(parent(path))?;
+            let replaced = make_parents(t, path, &mut conflicts)?;
             t.mkdir(path, server_mode(mode))?;
             Ok(Outcome::Done(Report {
                 apply: Apply::Put(Confirmed::Dir { mode }),
                 uploaded: None,
                 conflicts,
+                replaced,
             }))
         }
         libc::S_IFLNK => {
@@ -171,15 +177,16 @@ pub fn reconcile(
                 return Ok(done(Apply::Nothing));
             }
             clear_for_replacement(t, path, known, &mut conflicts)?;
-            t.mkdir_all(parent(path))?;
+            let replaced = make_parents(t, path, &mut conflicts)?;
             t.symlink(path, &target)?;
             Ok(Outcome::Done(Report {
                 apply: Apply::Put(want),
                 uploaded: None,
                 conflicts,
+                replaced,
             }))
         }
-        libc::S_IFREG => file(t, &fd, &st, path, known, conflicts, intend),
+        libc::S_IFREG => file(t, root, (&fd, &st), path, known, intend),
         // FIFOs, sockets and devices are not mirrored.
         _ => Ok(done(Apply::Nothing)),
     }
@@ -199,15 +206,17 @@ fn stamp(sec: i64, nsec: i64) -> Timestamp {
     }
 }
 
+/// A regular file (`found`: its local descriptor and what fstat said of it).
 fn file(
     t: &mut dyn Transport,
-    fd: &std::os::fd::OwnedFd,
-    st: &local::Stat,
+    root: BorrowedFd<'_>,
+    found: (&std::os::fd::OwnedFd, &local::Stat),
     path: &[u8],
     known: &Known,
-    mut conflicts: Vec<Vec<u8>>,
     intend: &dyn Fn(&FileMeta),
 ) -> Result<Outcome> {
+    let (fd, st) = found;
+    let mut conflicts = Vec::new();
     let mtime = stamp(st.st_mtime, st.st_mtime_nsec);
     let mode = st.st_mode & 0o7777;
     // A file whose hash left the journal long ago has it in the manifest.
@@ -239,15 +248,20 @@ fn file(
     };
     if let Some(c) = known.vouched(path).and_then(Confirmed::file) {
         if c.sha256 == s.sha256 && c.size == s.size {
-            if c.mode != mode || c.mtime.sec != mtime.sec {
-                t.set_attrs(path, &attrs)?;
+            if c.mode == mode && c.mtime.sec == mtime.sec {
+                return Ok(done(Apply::Put(want)));
             }
-            return Ok(done(Apply::Put(want)));
+            // Only the attributes changed: set them, on our copy only. One the server changed
+            // or removed meanwhile is dealt with below like any other (kept aside, sent anew).
+            if lstat(t, path)?.is_some_and(|r| is_ours(known.at(path), &r)) {
+                t.set_attrs(path, &attrs)?;
+                return Ok(done(Apply::Put(want)));
+            }
         }
     }
     if !known.intents.is_empty() {
         // What the interrupted upload left beside the target.
-        let removed = remove_temps(t, path)?;
+        let removed = remove_temps(t, root, path)?;
         if removed > 0 {
             log::info!(
                 "removed {removed} leftover temporary files beside {}",
@@ -265,7 +279,7 @@ fn file(
         return Ok(done(Apply::Put(want)));
     }
     clear_for_replacement(t, path, known, &mut conflicts)?;
-    t.mkdir_all(parent(path))?;
+    let replaced = make_parents(t, path, &mut conflicts)?;
     let file = local::reopen(borrow(fd), libc::O_RDONLY).map_err(|e| {
         RemoteError::new(
             ErrorKind::Other,
@@ -286,6 +300,7 @@ fn file(
             apply: Apply::Put(want),
             uploaded: Some(report),
             conflicts,
+            replaced,
         })),
         Err(e) if e.kind() == ErrorKind::SourceChanged => Ok(Outcome::NotReady),
         Err(e) => Err(e),
@@ -323,15 +338,21 @@ fn hash_here(fd: &std::os::fd::OwnedFd, st: &local::Stat, path: &[u8]) -> Result
 }
 
 /// Removes the temporary files that interrupted uploads to `path` left beside it; only its
-/// own: those of its siblings may be in flight on other connections right now.
-fn remove_temps(t: &mut dyn Transport, path: &[u8]) -> Result<usize> {
+/// own: those of its siblings may be in flight on other connections right now, and a local
+/// file of that name is the user's.
+fn remove_temps(t: &mut dyn Transport, root: BorrowedFd<'_>, path: &[u8]) -> Result<usize> {
     use crate::remote::path::{is_temp_name, temp_prefix};
     let prefix = temp_prefix(path);
     let dir = parent(path);
     let mut removed = 0;
     for (name, kind) in t.list(dir)? {
-        if kind == FileKind::File && is_temp_name(&name) && name.starts_with(&prefix) {
-            match t.remove_file(&crate::journal::child_path(dir, &name)) {
+        let temp = crate::journal::child_path(dir, &name);
+        if kind == FileKind::File
+            && is_temp_name(&name)
+            && name.starts_with(&prefix)
+            && local::lookup_path(root, &temp).is_err()
+        {
+            match t.remove_file(&temp) {
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 other => other?,
             }
@@ -347,6 +368,35 @@ pub(super) fn lstat(t: &mut dyn Transport, path: &[u8]) -> Result<Option<RemoteS
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         other => other,
     }
+}
+
+/// Makes `path`'s parent directories on the server. A file the server put where one of them
+/// belongs is kept aside first; a symlink there stays refused (it may be planted to lead a
+/// write out of the root).
+/// Returns the ancestor kept aside, if one was.
+pub(super) fn make_parents(
+    t: &mut dyn Transport,
+    path: &[u8],
+    conflicts: &mut Vec<Vec<u8>>,
+) -> Result<Option<Vec<u8>>> {
+    let Err(e) = t.mkdir_all(parent(path)) else {
+        return Ok(None);
+    };
+    if !matches!(e.kind(), ErrorKind::Other | ErrorKind::NotFound) {
+        return Err(e);
+    }
+    for a in crate::remote::path::ancestors(path) {
+        match lstat(t, a)? {
+            Some(r) if r.kind == FileKind::Dir => continue,
+            Some(r) if r.kind != FileKind::Symlink => {
+                conflicts.push(move_aside(t, a)?);
+                t.mkdir_all(parent(path))?;
+                return Ok(Some(a.to_vec()));
+            }
+            _ => break,
+        }
+    }
+    Err(e)
 }
 
 /// Whether the remote entry is what the manifest says we put there.
@@ -498,7 +548,9 @@ mod tests {
         t.insert(&sibling, file());
         t.insert(b"d/a", file());
         let mut t2 = t.clone();
-        assert_eq!(remove_temps(&mut t2, b"d/a").unwrap(), 1);
+        let local = tempfile::tempdir().expect("tempdir");
+        let root = local::open_root(local.path()).expect("root");
+        assert_eq!(remove_temps(&mut t2, borrow(&root), b"d/a").unwrap(), 1);
         assert!(t.get(&mine).is_none(), "its own leftover stays");
         assert!(
             t.get(&sibling).is_some(),

@@ -1,14 +1,21 @@
 //! Replays a local rename on the server: one remote rename when the server still holds what
 //! ftpsync put at the source, so a moved file or tree is not sent again. Anything else the
-//! server holds at either end (changed behind our back, or never ours) is first kept aside as
-//! a conflict copy; a source that is gone or was kept aside makes the caller send what now
-//! stands locally at both names anew.
+//! server holds at either end, or beneath a moved directory (changed behind our back, or never
+//! ours), is first kept aside as a conflict copy; what the server no longer holds as ours is
+//! sent anew by the caller, and so is everything when the source is gone or was kept aside.
+//!
+//! `RENAME_EXCHANGE` is always sent anew: SFTP cannot swap two names, and a swap through a
+//! third name leaves a window in which a crash makes ftpsync take its own entries for the
+//! server's.
 
 use super::plan::RemoteRename;
-use super::reconcile::{is_ours, lstat, move_aside, parent, remove_subtree};
+use super::reconcile::{is_ours, lstat, make_parents, move_aside, remove_subtree};
 use crate::mirror::{Confirmed, Mirror};
-use crate::remote::{ErrorKind, FileKind, RemoteError, Transport};
+use crate::remote::path::{ancestors, split_parent};
+use crate::remote::{ErrorKind, FileKind, RemoteError, RemoteStat, Transport};
+use crate::replay::is_within;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 
 type Result<T> = std::result::Result<T, RemoteError>;
 
@@ -35,10 +42,20 @@ impl Ends {
 }
 
 pub enum Replayed {
-    /// Moved on the server, and in the manifest.
-    Moved,
-    /// Not (entirely) moved: what stands locally at both names must be sent anew.
+    /// Moved on the server, and in the manifest; the entries beneath it at these new paths
+    /// were not the server's as we put them (now kept aside, or gone): send them anew. A
+    /// directory of ours above the target that the server had replaced was kept aside too.
+    Moved {
+        again: Vec<Vec<u8>>,
+        replaced: Option<Vec<u8>>,
+    },
+    /// Not moved: what stands locally at both names must be sent anew.
     Resend,
+}
+
+/// `p`, beneath `from`, as it is named beneath `to`.
+pub fn reroot(p: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    [to, &p[from.len()..]].concat()
 }
 
 /// Replays `r`; conflict copies made on the way are added to `conflicts`.
@@ -49,54 +66,49 @@ pub fn replay(
     mirror: &Mutex<Mirror>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<Replayed> {
-    if r.exchange {
-        return exchange(t, r, ends, mirror, conflicts);
-    }
-    if !still_ours(t, &r.from, &ends.from, conflicts)? {
+    if r.exchange || !still_ours(t, &r.from, &ends.from, conflicts)? {
         return Ok(Replayed::Resend);
     }
+    let changed = changed_beneath(t, &r.from, &ends.from, conflicts)?;
     clear_target(t, &r.to, &ends.to, conflicts)?;
-    move_entry(t, &r.from, &r.to, mirror)?;
-    Ok(Replayed::Moved)
+    let replaced = make_parents_recorded(t, &r.to, mirror, conflicts)?;
+    t.rename(&r.from, &r.to)?;
+    let again: Vec<Vec<u8>> = changed.iter().map(|p| reroot(p, &r.from, &r.to)).collect();
+    let mut m = mirror.lock();
+    let recorded = m
+        .manifest
+        .rename(&r.from, &r.to)
+        .and_then(|()| again.iter().try_for_each(|p| m.manifest.remove(p)));
+    recorded.map_err(manifest_err)?;
+    Ok(Replayed::Moved { again, replaced })
 }
 
-/// SFTP has no exchange: the two ends swap through a temporary name of their own (which a
-/// crash leaves for the temp-file cleanup, the ends being sent anew), or, where the server
-/// holds only one end, that end moves.
-fn exchange(
+fn manifest_err(e: std::io::Error) -> RemoteError {
+    RemoteError::new(ErrorKind::Other, format!("manifest: {e}"))
+}
+
+/// Makes the new parents of `to` (a directory made locally a moment ago may not be on the
+/// server yet) and records the ones it made, so that they go with the local ones later.
+fn make_parents_recorded(
     t: &mut dyn Transport,
-    r: &RemoteRename,
-    ends: &Ends,
+    to: &[u8],
     mirror: &Mutex<Mirror>,
     conflicts: &mut Vec<Vec<u8>>,
-) -> Result<Replayed> {
-    let from_ours = still_ours(t, &r.from, &ends.from, conflicts)?;
-    let to_ours = still_ours(t, &r.to, &ends.to, conflicts)?;
-    match (from_ours, to_ours) {
-        (true, true) => {
-            let tmp = crate::remote::path::temp_beside(&r.from);
-            move_entry(t, &r.from, &tmp, mirror)?;
-            move_entry(t, &r.to, &r.from, mirror)?;
-            move_entry(t, &tmp, &r.to, mirror)?;
-            return Ok(Replayed::Moved);
+) -> Result<Option<Vec<u8>>> {
+    let mut unknown = Vec::new();
+    for a in ancestors(to) {
+        if mirror.lock().manifest.get(a).is_none() && lstat(t, a)?.is_none() {
+            unknown.push(a.to_vec());
         }
-        (true, false) => move_entry(t, &r.from, &r.to, mirror)?,
-        (false, true) => move_entry(t, &r.to, &r.from, mirror)?,
-        (false, false) => {}
     }
-    Ok(Replayed::Resend)
-}
-
-/// One remote rename into a parent that exists, and the manifest after it.
-fn move_entry(t: &mut dyn Transport, from: &[u8], to: &[u8], mirror: &Mutex<Mirror>) -> Result<()> {
-    // The new parent may be a directory made locally a moment ago, not yet on the server.
-    t.mkdir_all(parent(to))?;
-    t.rename(from, to)?;
-    mirror
-        .lock()
-        .manifest
-        .rename(from, to)
-        .map_err(|e| RemoteError::new(ErrorKind::Other, format!("manifest: {e}")))
+    let replaced = make_parents(t, to, conflicts)?;
+    for a in unknown {
+        if let Some(st) = lstat(t, &a)? {
+            let made = Confirmed::Dir { mode: st.mode };
+            mirror.lock().manifest.put(&a, made).map_err(manifest_err)?;
+        }
+    }
+    Ok(replaced)
 }
 
 /// What the manifest says we put at `path` (`entries`: its entries at and beneath `path`): its
@@ -125,6 +137,41 @@ fn still_ours(
     }
     conflicts.push(move_aside(t, path)?);
     Ok(false)
+}
+
+/// The entries beneath a directory about to move that the server no longer holds as we put
+/// them: changed ones are kept aside now (in place, before the move), gone ones just listed.
+/// One listing per directory.
+fn changed_beneath(
+    t: &mut dyn Transport,
+    from: &[u8],
+    entries: &[(Vec<u8>, Confirmed)],
+    conflicts: &mut Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>> {
+    let mut listings: HashMap<Vec<u8>, HashMap<Vec<u8>, RemoteStat>> = HashMap::new();
+    let mut changed: Vec<Vec<u8>> = Vec::new();
+    for (p, c) in entries.iter().filter(|(p, _)| p != from) {
+        if changed.iter().any(|d| is_within(p, d)) {
+            continue;
+        }
+        let (dir, name) = split_parent(p);
+        if !listings.contains_key(dir) {
+            let listed = match t.list_stat(dir) {
+                Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+                other => other?,
+            };
+            listings.insert(dir.to_vec(), listed.into_iter().collect());
+        }
+        match listings.get(dir).and_then(|l| l.get(name)) {
+            Some(r) if is_ours(Some(c), r) => {}
+            Some(_) => {
+                conflicts.push(move_aside(t, p)?);
+                changed.push(p.clone());
+            }
+            None => changed.push(p.clone()),
+        }
+    }
+    Ok(changed)
 }
 
 /// Makes room at `to`: a file or symlink of ours is replaced by the rename itself, a tree of
