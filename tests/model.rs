@@ -39,7 +39,8 @@
 //! MODEL_STEP_SECS (a local step hanging longer fails, default 60), MODEL_KEEP_GOING=1 (go on
 //! after a failing seed), MODEL_REGRESSIONS=0 (skip tests/model-regressions.txt),
 //! MODEL_SHRINK=1 (shrink a failing trace), MODEL_TRACE (operations shown, default 40),
-//! MODEL_LOG (RUST_LOG for the daemon), MODEL_VERIFY (the daemon's --verify, default
+//! MODEL_SCRIPT (replay a hand-written trace instead, see `ops::parse_script`), MODEL_LOG
+//! (RUST_LOG for the daemon), MODEL_VERIFY (the daemon's --verify, default
 //! readback: see `verify_mode`). A failing seed's daemon and sshd logs are kept in
 //! $TMPDIR/ftpsync-model-SEED/.
 //! The last line printed is `MODEL-COUNTS ...`, summed by scripts/soak.sh.
@@ -677,6 +678,17 @@ fn regressions() -> Vec<Config> {
         .collect()
 }
 
+/// Replays a hand-written trace (see `ops::parse_script`) with the mix's settings from the
+/// environment: for confirming a minimal repro.
+fn run_script(script: &str, watchdog: &Arc<Watchdog>) {
+    let ops = ops::parse_script(script).unwrap_or_else(|e| panic!("MODEL_SCRIPT: {e}"));
+    let config = Config::from_env(0);
+    let (_, failure) = run(config, Some(&ops), watchdog);
+    if let Some(f) = failure {
+        panic!("{}", f.report(ops.len() + 1));
+    }
+}
+
 fn clock_seed() -> u64 {
     let n = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -702,6 +714,9 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
     };
     if let Some(s) = one_seed {
         plan.push(Config::from_env(s));
+    }
+    if let Ok(script) = std::env::var("MODEL_SCRIPT") {
+        return run_script(&script, &watchdog);
     }
     let started = Instant::now();
     let mut total = Counts::default();
