@@ -250,6 +250,8 @@ impl Watchdog {
 /// A failing episode: what diverged, and the operations that led there.
 struct Failure {
     config: Config,
+    /// The hand-written trace this episode replayed (a `script:` regression), if any.
+    script: Option<String>,
     /// The operations made, the failing one last.
     done: Vec<Op>,
     what: Vec<String>,
@@ -271,6 +273,9 @@ impl Failure {
     /// The seed's line for tests/model-regressions.txt, cut right after the failing
     /// operation (the draws are deterministic, so the prefix is the same).
     fn regression_line(&self) -> String {
+        if let Some(script) = &self.script {
+            return format!("script: {script}");
+        }
         Config {
             ops: self.done.len(),
             ..self.config
@@ -295,7 +300,10 @@ impl Failure {
             self.config.seed,
             self.done.len().saturating_sub(1),
             self.config.ops,
-            self.config.rerun(),
+            self.script.as_ref().map_or_else(
+                || self.config.rerun(),
+                |s| format!("MODEL_SCRIPT='{s}' cargo test --test model -- --nocapture")
+            ),
             self.regression_line(),
             ops.len(),
             ops.join("\n"),
@@ -521,6 +529,16 @@ fn run(
     replay: Option<&[Op]>,
     watchdog: &Arc<Watchdog>,
 ) -> (Counts, Option<Failure>) {
+    run_as(config, replay, None, watchdog)
+}
+
+/// `run`, naming the hand-written trace the operations came from.
+fn run_as(
+    config: Config,
+    replay: Option<&[Op]>,
+    script: Option<&str>,
+    watchdog: &Arc<Watchdog>,
+) -> (Counts, Option<Failure>) {
     let start = catch_unwind(AssertUnwindSafe(|| {
         Episode::start(config, watchdog.clone())
     }));
@@ -529,6 +547,7 @@ fn run(
         Err(p) => {
             let failure = Failure {
                 config,
+                script: script.map(str::to_string),
                 done: Vec::new(),
                 what: vec![format!(
                     "harness: the episode did not start: {}",
@@ -592,6 +611,7 @@ fn run(
         counts.divergences += 1;
         Failure {
             config,
+            script: script.map(str::to_string),
             done,
             what,
             log_tail: format!("{}\nfull logs kept in {}", ep.m.log_tail(), ep.keep_logs()),
@@ -639,13 +659,15 @@ fn shrink(f: &Failure, watchdog: &Arc<Watchdog>) -> Vec<Op> {
 
 /// Seeds kept in tests/model-regressions.txt (`SEED ops=N edits=0|1 kills=0|1 restarts=0|1
 /// setid=0|1 root=0|1 exchange=0|1 new_parent=0|1 delay=MS  # why`), skipping those that need a part of the mix the environment switched off.
-fn regressions() -> Vec<Config> {
+fn regressions() -> Vec<Planned> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/model-regressions.txt");
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    let allowed = |name: &str, on: bool| !on || env_flag(name, true);
     text.lines()
         .filter_map(|l| {
             let l = l.split('#').next().unwrap_or("").trim();
+            if let Some(script) = l.strip_prefix("script:") {
+                return planned_script(script.trim());
+            }
             let mut words = l.split_whitespace();
             let seed: u64 = words.next()?.parse().ok()?;
             let mut kv = std::collections::HashMap::new();
@@ -666,16 +688,51 @@ fn regressions() -> Vec<Config> {
             c.mix.root = get("root", 1) != 0;
             c.mix.exchange = get("exchange", 1) != 0;
             c.mix.new_parent = get("new_parent", 1) != 0;
-            (allowed("MODEL_SERVER_EDITS", c.mix.server_edits)
-                && allowed("MODEL_SETID", c.mix.setid)
-                && allowed("MODEL_ROOT", c.mix.root)
-                && allowed("MODEL_EXCHANGE", c.mix.exchange)
-                && allowed("MODEL_NEW_PARENT", c.mix.new_parent)
-                && allowed("MODEL_KILLS", c.mix.kills)
-                && allowed("MODEL_RESTARTS", c.mix.restarts))
-            .then_some(c)
+            allowed_by_env(&c.mix).then_some(Planned {
+                config: c,
+                script: None,
+            })
         })
         .collect()
+}
+
+/// An episode to run: drawn from a seed, or replaying a hand-written trace.
+struct Planned {
+    config: Config,
+    script: Option<(String, Vec<Op>)>,
+}
+
+/// Whether the environment leaves on every part of the mix that `mix` uses.
+fn allowed_by_env(mix: &Mix) -> bool {
+    let allowed = |name: &str, on: bool| !on || env_flag(name, true);
+    allowed("MODEL_SERVER_EDITS", mix.server_edits)
+        && allowed("MODEL_SETID", mix.setid)
+        && allowed("MODEL_ROOT", mix.root)
+        && allowed("MODEL_EXCHANGE", mix.exchange)
+        && allowed("MODEL_NEW_PARENT", mix.new_parent)
+        && allowed("MODEL_KILLS", mix.kills)
+        && allowed("MODEL_RESTARTS", mix.restarts)
+}
+
+/// A `script:` regression, with the parts of the mix its operations use (so that, say,
+/// MODEL_SERVER_EDITS=0 skips one with a server edit).
+fn planned_script(script: &str) -> Option<Planned> {
+    let ops = ops::parse_script(script).unwrap_or_else(|e| panic!("model-regressions.txt: {e}"));
+    let any = |f: &dyn Fn(&Op) -> bool| ops.iter().any(f);
+    let mut config = Config::from_env(0);
+    config.ops = ops.len();
+    config.mix.server_edits = any(&|o| matches!(o, Op::ServerEdit { .. }));
+    config.mix.kills = any(&|o| matches!(o, Op::KillAndRemount));
+    config.mix.restarts = any(&|o| matches!(o, Op::RestartSshd));
+    config.mix.root = any(&|o| matches!(o, Op::TouchRoot | Op::ChmodRoot { .. }));
+    config.mix.exchange = any(&|o| matches!(o, Op::Exchange { .. }));
+    config.mix.setid = any(&|o| matches!(o, Op::Chmod { mode, .. } if mode & 0o6000 != 0));
+    // Scripts say where they pause; a mkdir settles only when they say so.
+    config.mix.new_parent = true;
+    allowed_by_env(&config.mix).then(|| Planned {
+        config,
+        script: Some((script.to_string(), ops)),
+    })
 }
 
 /// Replays a hand-written trace (see `ops::parse_script`) with the mix's settings from the
@@ -683,7 +740,7 @@ fn regressions() -> Vec<Config> {
 fn run_script(script: &str, watchdog: &Arc<Watchdog>) {
     let ops = ops::parse_script(script).unwrap_or_else(|e| panic!("MODEL_SCRIPT: {e}"));
     let config = Config::from_env(0);
-    let (_, failure) = run(config, Some(&ops), watchdog);
+    let (_, failure) = run_as(config, Some(&ops), Some(script), watchdog);
     if let Some(f) = failure {
         panic!("{}", f.report(ops.len() + 1));
     }
@@ -707,13 +764,16 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
     let watchdog = Watchdog::start(Duration::from_secs(
         env_u64("MODEL_STEP_SECS").unwrap_or(60),
     ));
-    let mut plan: Vec<Config> = if env_flag("MODEL_REGRESSIONS", one_seed.is_none()) {
+    let mut plan: Vec<Planned> = if env_flag("MODEL_REGRESSIONS", one_seed.is_none()) {
         regressions()
     } else {
         Vec::new()
     };
     if let Some(s) = one_seed {
-        plan.push(Config::from_env(s));
+        plan.push(Planned {
+            config: Config::from_env(s),
+            script: None,
+        });
     }
     if let Ok(script) = std::env::var("MODEL_SCRIPT") {
         return run_script(&script, &watchdog);
@@ -724,22 +784,33 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
     let mut failures = Vec::new();
     let mut next_seed = clock_seed();
     loop {
-        let config = if !plan.is_empty() {
+        let Planned { config, script } = if !plan.is_empty() {
             plan.remove(0)
         } else if one_seed.is_none() && started.elapsed() < budget {
             next_seed += 1;
-            Config::from_env(next_seed)
+            Planned {
+                config: Config::from_env(next_seed),
+                script: None,
+            }
         } else {
             break;
         };
-        eprintln!(
-            "model: seed {} ({:?}); rerun: {}",
-            config.seed,
-            config.mix,
-            config.rerun()
-        );
-        seeds.push(config.seed);
-        let (counts, failure) = run(config, None, &watchdog);
+        let (counts, failure) = match &script {
+            Some((text, ops)) => {
+                eprintln!("model: script {text}");
+                run_as(config, Some(ops), Some(text), &watchdog)
+            }
+            None => {
+                eprintln!(
+                    "model: seed {} ({:?}); rerun: {}",
+                    config.seed,
+                    config.mix,
+                    config.rerun()
+                );
+                seeds.push(config.seed);
+                run(config, None, &watchdog)
+            }
+        };
         total.add(&counts);
         if let Some(f) = failure {
             eprintln!("{}", f.report(shown));
