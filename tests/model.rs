@@ -291,13 +291,15 @@ impl Failure {
             .map(|(i, op)| format!("  #{:<3} {}", from + i, op.show()))
             .collect();
         format!(
-            "model: seed {} FAILED at op #{} of {}\n\
+            "model: {} FAILED at op #{} of {}\n\
              rerun: {}\n\
              regression line: {}\n\
              last {} operations:\n{}\n\
              divergences ({}):\n  {}\n\
              daemon log (tail):\n{}",
-            self.config.seed,
+            self.script
+                .as_ref()
+                .map_or_else(|| format!("seed {}", self.config.seed), |_| "script".into()),
             self.done.len().saturating_sub(1),
             self.config.ops,
             self.script.as_ref().map_or_else(
