@@ -23,7 +23,11 @@
 //!
 //! Server edits are made only while the engine has nothing pending or in flight: SFTP has no
 //! compare-and-swap, so an edit landing between ftpsync's check of a path and its rename over
-//! it is a race no client can close; the test does not blame ftpsync for it.
+//! it is a race no client can close; the test does not blame ftpsync for it. A server edit of
+//! a file always changes its size: SFTP v3 shows ftpsync only size and whole-second mtime.
+//!
+//! tests/model-regressions.txt (failing seeds, and minimal traces as `script:` lines) is
+//! replayed first; a failure prints the trace, the divergent paths and the line to add there.
 //!
 //! Safety: every file is opened with O_NOFOLLOW, symlink targets are relative names inside
 //! the tree (never `..`, never absolute) or dangling names, and only 127.0.0.1 is used.
