@@ -23,7 +23,11 @@
 //!
 //! Server edits are made only while the engine has nothing pending or in flight: SFTP has no
 //! compare-and-swap, so an edit landing between ftpsync's check of a path and its rename over
-//! it is a race no client can close; the test does not blame ftpsync for it.
+//! it is a race no client can close; the test does not blame ftpsync for it. A server edit of
+//! a file always changes its size: SFTP v3 shows ftpsync only size and whole-second mtime.
+//!
+//! tests/model-regressions.txt (failing seeds, and minimal traces as `script:` lines) is
+//! replayed first; a failure prints the trace, the divergent paths and the line to add there.
 //!
 //! Safety: every file is opened with O_NOFOLLOW, symlink targets are relative names inside
 //! the tree (never `..`, never absolute) or dangling names, and only 127.0.0.1 is used.
@@ -39,7 +43,8 @@
 //! MODEL_STEP_SECS (a local step hanging longer fails, default 60), MODEL_KEEP_GOING=1 (go on
 //! after a failing seed), MODEL_REGRESSIONS=0 (skip tests/model-regressions.txt),
 //! MODEL_SHRINK=1 (shrink a failing trace), MODEL_TRACE (operations shown, default 40),
-//! MODEL_LOG (RUST_LOG for the daemon), MODEL_VERIFY (the daemon's --verify, default
+//! MODEL_SCRIPT (replay a hand-written trace instead, see `ops::parse_script`), MODEL_LOG
+//! (RUST_LOG for the daemon), MODEL_VERIFY (the daemon's --verify, default
 //! readback: see `verify_mode`). A failing seed's daemon and sshd logs are kept in
 //! $TMPDIR/ftpsync-model-SEED/.
 //! The last line printed is `MODEL-COUNTS ...`, summed by scripts/soak.sh.
@@ -249,6 +254,8 @@ impl Watchdog {
 /// A failing episode: what diverged, and the operations that led there.
 struct Failure {
     config: Config,
+    /// The hand-written trace this episode replayed (a `script:` regression), if any.
+    script: Option<String>,
     /// The operations made, the failing one last.
     done: Vec<Op>,
     what: Vec<String>,
@@ -270,6 +277,9 @@ impl Failure {
     /// The seed's line for tests/model-regressions.txt, cut right after the failing
     /// operation (the draws are deterministic, so the prefix is the same).
     fn regression_line(&self) -> String {
+        if let Some(script) = &self.script {
+            return format!("script: {script}");
+        }
         Config {
             ops: self.done.len(),
             ..self.config
@@ -285,16 +295,21 @@ impl Failure {
             .map(|(i, op)| format!("  #{:<3} {}", from + i, op.show()))
             .collect();
         format!(
-            "model: seed {} FAILED at op #{} of {}\n\
+            "model: {} FAILED at op #{} of {}\n\
              rerun: {}\n\
              regression line: {}\n\
              last {} operations:\n{}\n\
              divergences ({}):\n  {}\n\
              daemon log (tail):\n{}",
-            self.config.seed,
+            self.script
+                .as_ref()
+                .map_or_else(|| format!("seed {}", self.config.seed), |_| "script".into()),
             self.done.len().saturating_sub(1),
             self.config.ops,
-            self.config.rerun(),
+            self.script.as_ref().map_or_else(
+                || self.config.rerun(),
+                |s| format!("MODEL_SCRIPT='{s}' cargo test --test model -- --nocapture")
+            ),
             self.regression_line(),
             ops.len(),
             ops.join("\n"),
@@ -520,6 +535,16 @@ fn run(
     replay: Option<&[Op]>,
     watchdog: &Arc<Watchdog>,
 ) -> (Counts, Option<Failure>) {
+    run_as(config, replay, None, watchdog)
+}
+
+/// `run`, naming the hand-written trace the operations came from.
+fn run_as(
+    config: Config,
+    replay: Option<&[Op]>,
+    script: Option<&str>,
+    watchdog: &Arc<Watchdog>,
+) -> (Counts, Option<Failure>) {
     let start = catch_unwind(AssertUnwindSafe(|| {
         Episode::start(config, watchdog.clone())
     }));
@@ -528,6 +553,7 @@ fn run(
         Err(p) => {
             let failure = Failure {
                 config,
+                script: script.map(str::to_string),
                 done: Vec::new(),
                 what: vec![format!(
                     "harness: the episode did not start: {}",
@@ -591,6 +617,7 @@ fn run(
         counts.divergences += 1;
         Failure {
             config,
+            script: script.map(str::to_string),
             done,
             what,
             log_tail: format!("{}\nfull logs kept in {}", ep.m.log_tail(), ep.keep_logs()),
@@ -638,13 +665,15 @@ fn shrink(f: &Failure, watchdog: &Arc<Watchdog>) -> Vec<Op> {
 
 /// Seeds kept in tests/model-regressions.txt (`SEED ops=N edits=0|1 kills=0|1 restarts=0|1
 /// setid=0|1 root=0|1 exchange=0|1 new_parent=0|1 delay=MS  # why`), skipping those that need a part of the mix the environment switched off.
-fn regressions() -> Vec<Config> {
+fn regressions() -> Vec<Planned> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/model-regressions.txt");
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    let allowed = |name: &str, on: bool| !on || env_flag(name, true);
     text.lines()
         .filter_map(|l| {
             let l = l.split('#').next().unwrap_or("").trim();
+            if let Some(script) = l.strip_prefix("script:") {
+                return planned_script(script.trim());
+            }
             let mut words = l.split_whitespace();
             let seed: u64 = words.next()?.parse().ok()?;
             let mut kv = std::collections::HashMap::new();
@@ -665,16 +694,62 @@ fn regressions() -> Vec<Config> {
             c.mix.root = get("root", 1) != 0;
             c.mix.exchange = get("exchange", 1) != 0;
             c.mix.new_parent = get("new_parent", 1) != 0;
-            (allowed("MODEL_SERVER_EDITS", c.mix.server_edits)
-                && allowed("MODEL_SETID", c.mix.setid)
-                && allowed("MODEL_ROOT", c.mix.root)
-                && allowed("MODEL_EXCHANGE", c.mix.exchange)
-                && allowed("MODEL_NEW_PARENT", c.mix.new_parent)
-                && allowed("MODEL_KILLS", c.mix.kills)
-                && allowed("MODEL_RESTARTS", c.mix.restarts))
-            .then_some(c)
+            allowed_by_env(&c.mix).then_some(Planned {
+                config: c,
+                script: None,
+            })
         })
         .collect()
+}
+
+/// An episode to run: drawn from a seed, or replaying a hand-written trace.
+struct Planned {
+    config: Config,
+    script: Option<(String, Vec<Op>)>,
+}
+
+/// Whether the environment leaves on every part of the mix that `mix` uses.
+fn allowed_by_env(mix: &Mix) -> bool {
+    let allowed = |name: &str, on: bool| !on || env_flag(name, true);
+    allowed("MODEL_SERVER_EDITS", mix.server_edits)
+        && allowed("MODEL_SETID", mix.setid)
+        && allowed("MODEL_ROOT", mix.root)
+        && allowed("MODEL_EXCHANGE", mix.exchange)
+        && allowed("MODEL_NEW_PARENT", mix.new_parent)
+        && allowed("MODEL_KILLS", mix.kills)
+        && allowed("MODEL_RESTARTS", mix.restarts)
+}
+
+/// A `script:` regression, with the parts of the mix its operations use (so that, say,
+/// MODEL_SERVER_EDITS=0 skips one with a server edit).
+fn planned_script(script: &str) -> Option<Planned> {
+    let ops = ops::parse_script(script).unwrap_or_else(|e| panic!("model-regressions.txt: {e}"));
+    let any = |f: &dyn Fn(&Op) -> bool| ops.iter().any(f);
+    let mut config = Config::from_env(0);
+    config.ops = ops.len();
+    config.mix.server_edits = any(&|o| matches!(o, Op::ServerEdit { .. }));
+    config.mix.kills = any(&|o| matches!(o, Op::KillAndRemount));
+    config.mix.restarts = any(&|o| matches!(o, Op::RestartSshd));
+    config.mix.root = any(&|o| matches!(o, Op::TouchRoot | Op::ChmodRoot { .. }));
+    config.mix.exchange = any(&|o| matches!(o, Op::Exchange { .. }));
+    config.mix.setid = any(&|o| matches!(o, Op::Chmod { mode, .. } if mode & 0o6000 != 0));
+    // Scripts say where they pause; a mkdir settles only when they say so.
+    config.mix.new_parent = true;
+    allowed_by_env(&config.mix).then(|| Planned {
+        config,
+        script: Some((script.to_string(), ops)),
+    })
+}
+
+/// Replays a hand-written trace (see `ops::parse_script`) with the mix's settings from the
+/// environment: for confirming a minimal repro.
+fn run_script(script: &str, watchdog: &Arc<Watchdog>) {
+    let ops = ops::parse_script(script).unwrap_or_else(|e| panic!("MODEL_SCRIPT: {e}"));
+    let config = Config::from_env(0);
+    let (_, failure) = run_as(config, Some(&ops), Some(script), watchdog);
+    if let Some(f) = failure {
+        panic!("{}", f.report(ops.len() + 1));
+    }
 }
 
 fn clock_seed() -> u64 {
@@ -695,13 +770,19 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
     let watchdog = Watchdog::start(Duration::from_secs(
         env_u64("MODEL_STEP_SECS").unwrap_or(60),
     ));
-    let mut plan: Vec<Config> = if env_flag("MODEL_REGRESSIONS", one_seed.is_none()) {
+    let mut plan: Vec<Planned> = if env_flag("MODEL_REGRESSIONS", one_seed.is_none()) {
         regressions()
     } else {
         Vec::new()
     };
     if let Some(s) = one_seed {
-        plan.push(Config::from_env(s));
+        plan.push(Planned {
+            config: Config::from_env(s),
+            script: None,
+        });
+    }
+    if let Ok(script) = std::env::var("MODEL_SCRIPT") {
+        return run_script(&script, &watchdog);
     }
     let started = Instant::now();
     let mut total = Counts::default();
@@ -709,22 +790,33 @@ fn random_operations_mirror_to_the_server_and_lose_no_server_version() {
     let mut failures = Vec::new();
     let mut next_seed = clock_seed();
     loop {
-        let config = if !plan.is_empty() {
+        let Planned { config, script } = if !plan.is_empty() {
             plan.remove(0)
         } else if one_seed.is_none() && started.elapsed() < budget {
             next_seed += 1;
-            Config::from_env(next_seed)
+            Planned {
+                config: Config::from_env(next_seed),
+                script: None,
+            }
         } else {
             break;
         };
-        eprintln!(
-            "model: seed {} ({:?}); rerun: {}",
-            config.seed,
-            config.mix,
-            config.rerun()
-        );
-        seeds.push(config.seed);
-        let (counts, failure) = run(config, None, &watchdog);
+        let (counts, failure) = match &script {
+            Some((text, ops)) => {
+                eprintln!("model: script {text}");
+                run_as(config, Some(ops), Some(text), &watchdog)
+            }
+            None => {
+                eprintln!(
+                    "model: seed {} ({:?}); rerun: {}",
+                    config.seed,
+                    config.mix,
+                    config.rerun()
+                );
+                seeds.push(config.seed);
+                run(config, None, &watchdog)
+            }
+        };
         total.add(&counts);
         if let Some(f) = failure {
             eprintln!("{}", f.report(shown));

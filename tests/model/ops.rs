@@ -642,3 +642,98 @@ fn rename(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
         )
     })
 }
+
+/// Parses a hand-written trace (MODEL_SCRIPT), operations separated by `;` or newlines:
+/// `create P [LEN]`, `write P [LEN]`, `append P [LEN]`, `truncate P LEN`, `mkdir P`,
+/// `rmdir P`, `rm -r P`, `rm P`, `chmod MODE P`, `ln -s TARGET P`, `mv A B`, `exchange A B`,
+/// `touch-root`, `chmod-root MODE`, `pause MS`, `flush`, `kill`, `remount`, `restart-sshd`,
+/// `server modify|delete|file-to-link|link-to-file|retarget|create P`.
+pub fn parse_script(text: &str) -> Result<Vec<Op>, String> {
+    let mut tokens = 0u64;
+    text.split([';', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let s = |i: usize| -> Result<String, String> {
+                w.get(i)
+                    .map(|x| x.to_string())
+                    .ok_or_else(|| format!("`{line}`: too few words"))
+            };
+            let n = |i: usize, d: u64| -> Result<u64, String> {
+                w.get(i).map_or(Ok(d), |x| {
+                    u64::from_str_radix(x, if w[0].starts_with("chmod") { 8 } else { 10 })
+                        .map_err(|e| format!("`{line}`: {e}"))
+                })
+            };
+            let bytes = |i: usize| n(i, 100).map(|len| super::common::pattern(len, len as usize));
+            Ok(match (w[0], w.get(1).copied()) {
+                ("create", _) => Op::Create {
+                    path: s(1)?,
+                    data: bytes(2)?,
+                    mode: 0o644,
+                },
+                ("write", _) => Op::Overwrite {
+                    path: s(1)?,
+                    data: bytes(2)?,
+                },
+                ("append", _) => Op::Append {
+                    path: s(1)?,
+                    data: bytes(2)?,
+                },
+                ("truncate", _) => Op::Truncate {
+                    path: s(1)?,
+                    len: n(2, 0)? as usize,
+                },
+                ("mkdir", _) => Op::Mkdir {
+                    path: s(1)?,
+                    mode: 0o755,
+                },
+                ("rmdir", _) => Op::Rmdir { path: s(1)? },
+                ("rm", Some("-r")) => Op::RemoveTree { path: s(2)? },
+                ("rm", _) => Op::Unlink { path: s(1)? },
+                ("chmod", _) => Op::Chmod {
+                    mode: n(1, 0o644)? as u32,
+                    path: s(2)?,
+                },
+                ("ln", Some("-s")) => Op::Symlink {
+                    target: s(2)?,
+                    path: s(3)?,
+                },
+                ("mv", _) => Op::Rename {
+                    from: s(1)?,
+                    to: s(2)?,
+                },
+                ("exchange", _) => Op::Exchange { a: s(1)?, b: s(2)? },
+                ("touch-root", _) => Op::TouchRoot,
+                ("chmod-root", _) => Op::ChmodRoot {
+                    mode: n(1, 0o755)? as u32,
+                },
+                ("pause", _) => Op::Pause { millis: n(1, 0)? },
+                ("flush", _) => Op::Flush,
+                ("kill", _) => Op::KillAndRemount,
+                ("remount", _) => Op::Remount,
+                ("restart-sshd", _) => Op::RestartSshd,
+                ("server", Some(kind)) => {
+                    let kind = match kind {
+                        "modify" => ServerEditKind::Modify,
+                        "delete" => ServerEditKind::Delete,
+                        "file-to-link" => ServerEditKind::FileToLink,
+                        "link-to-file" => ServerEditKind::LinkToFile,
+                        "retarget" => ServerEditKind::Retarget,
+                        "create" => ServerEditKind::Create,
+                        other => return Err(format!("`{line}`: no server edit {other}")),
+                    };
+                    tokens += 1;
+                    Op::ServerEdit {
+                        path: s(2)?,
+                        kind,
+                        token: format!("script{tokens:010}"),
+                        len: 100,
+                    }
+                }
+                _ => return Err(format!("`{line}`: unknown operation")),
+            })
+        })
+        .collect()
+}
