@@ -879,13 +879,9 @@ impl Inner {
         // The audit log's file I/O stays outside the engine's locks.
         if let Ok(Outcome::Done(report)) = &d.result {
             self.audit_outcome(&d.path, report);
-        }
-        if let Ok(Outcome::Done(reconcile::Report {
-            replaced: Some(dir),
-            ..
-        })) = &d.result
-        {
-            self.forget_replaced(dir);
+            if let Some(dir) = &report.replaced {
+                self.forget_replaced(dir);
+            }
         }
         let mut core = self.core.lock();
         core.running.remove(&d.path);

@@ -93,7 +93,7 @@ pub struct Report {
 }
 
 pub enum Outcome {
-    Done(Report),
+    Done(Box<Report>),
     /// The local file changed since its last hash and is open for writing: the Store its last
     /// close brings marks it again.
     OpenForWriting,
@@ -105,12 +105,12 @@ pub enum Outcome {
 type Result<T> = std::result::Result<T, RemoteError>;
 
 fn done(apply: Apply) -> Outcome {
-    Outcome::Done(Report {
+    Outcome::Done(Box::new(Report {
         apply,
         uploaded: None,
         conflicts: Vec::new(),
         replaced: None,
-    })
+    }))
 }
 
 /// `intend` records an upload about to start (in the manifest, before any byte is sent).
@@ -139,12 +139,12 @@ pub fn reconcile(
         } else {
             Apply::Remove
         };
-        return Ok(Outcome::Done(Report {
+        return Ok(Outcome::Done(Box::new(Report {
             apply,
             uploaded: None,
             conflicts,
             replaced: None,
-        }));
+        })));
     };
     let mode = st.st_mode & 0o7777;
     if path.is_empty() {
@@ -159,12 +159,12 @@ pub fn reconcile(
             clear_non_dir(t, path, known, &mut conflicts)?;
             let replaced = make_parents(t, path, &mut conflicts)?;
             t.mkdir(path, server_mode(mode))?;
-            Ok(Outcome::Done(Report {
+            Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(Confirmed::Dir { mode }),
                 uploaded: None,
                 conflicts,
                 replaced,
-            }))
+            })))
         }
         libc::S_IFLNK => {
             let target = local::readlink(borrow(&fd))
@@ -179,12 +179,12 @@ pub fn reconcile(
             clear_for_replacement(t, path, known, &mut conflicts)?;
             let replaced = make_parents(t, path, &mut conflicts)?;
             t.symlink(path, &target)?;
-            Ok(Outcome::Done(Report {
+            Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(want),
                 uploaded: None,
                 conflicts,
                 replaced,
-            }))
+            })))
         }
         libc::S_IFREG => file(t, root, (&fd, &st), path, known, intend),
         // FIFOs, sockets and devices are not mirrored.
@@ -296,12 +296,12 @@ fn file(
     match t.upload(path, &mut src, s.size, &s.sha256, &attrs) {
         // A newer change cancelled it: that change marks the path again.
         Err(_) if known.cancel.load(Ordering::Relaxed) => Ok(Outcome::NotReady),
-        Ok(report) => Ok(Outcome::Done(Report {
+        Ok(report) => Ok(Outcome::Done(Box::new(Report {
             apply: Apply::Put(want),
             uploaded: Some(report),
             conflicts,
             replaced,
-        })),
+        }))),
         Err(e) if e.kind() == ErrorKind::SourceChanged => Ok(Outcome::NotReady),
         Err(e) => Err(e),
     }
