@@ -803,6 +803,9 @@ impl Inner {
                 .subtree(&path)
                 .map(|(p, c)| (p.clone(), c.clone()))
                 .collect();
+            let ancestors = crate::remote::path::ancestors(&path)
+                .filter_map(|a| mirror.manifest.get(a).map(|c| (a.to_vec(), c.clone())))
+                .collect();
             let stored = core.plan.hashes.get(&path).copied();
             let intents = mirror.manifest.intents_of(&path).to_vec();
             let cancel = Arc::new(AtomicBool::new(false));
@@ -824,6 +827,7 @@ impl Inner {
                 path,
                 known: Known {
                     confirmed,
+                    ancestors,
                     stored,
                     cancel,
                     meter: self.meter.clone(),

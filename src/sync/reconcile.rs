@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Known {
     /// The manifest's entries at and beneath the path.
     pub confirmed: Vec<(Vec<u8>, Confirmed)>,
+    /// The manifest's entries for the path's ancestors.
+    pub ancestors: Vec<(Vec<u8>, Confirmed)>,
     /// The latest Store of the file at the path.
     pub stored: Option<FileMeta>,
     /// Set when a newer change to the path makes this work pointless.
@@ -157,7 +159,7 @@ pub fn reconcile(
                 return Ok(done(Apply::Nothing));
             }
             clear_non_dir(t, path, known, &mut conflicts)?;
-            let replaced = make_parents(t, path, &mut conflicts)?;
+            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts)?;
             t.mkdir(path, server_mode(mode))?;
             Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(Confirmed::Dir { mode }),
@@ -177,7 +179,7 @@ pub fn reconcile(
                 return Ok(done(Apply::Nothing));
             }
             clear_for_replacement(t, path, known, &mut conflicts)?;
-            let replaced = make_parents(t, path, &mut conflicts)?;
+            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts)?;
             t.symlink(path, &target)?;
             Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(want),
@@ -279,7 +281,7 @@ fn file(
         return Ok(done(Apply::Put(want)));
     }
     clear_for_replacement(t, path, known, &mut conflicts)?;
-    let replaced = make_parents(t, path, &mut conflicts)?;
+    let replaced = make_parents(t, path, &known.ancestors, &mut conflicts)?;
     let file = local::reopen(borrow(fd), libc::O_RDONLY).map_err(|e| {
         RemoteError::new(
             ErrorKind::Other,
@@ -370,13 +372,14 @@ pub(super) fn lstat(t: &mut dyn Transport, path: &[u8]) -> Result<Option<RemoteS
     }
 }
 
-/// Makes `path`'s parent directories on the server. A file the server put where one of them
-/// belongs is kept aside first; a symlink there stays refused (it may be planted to lead a
-/// write out of the root).
-/// Returns the ancestor kept aside, if one was.
+/// Makes `path`'s parent directories on the server. A file of ours where one of them belongs
+/// (the local side made a directory of it) goes; one the server put there is kept aside, and
+/// returned; a symlink there stays refused (it may be planted to lead a write out of the root).
+/// `ancestors`: the manifest's entries for the path's ancestors.
 pub(super) fn make_parents(
     t: &mut dyn Transport,
     path: &[u8],
+    ancestors: &[(Vec<u8>, Confirmed)],
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<Option<Vec<u8>>> {
     let Err(e) = t.mkdir_all(parent(path)) else {
@@ -386,8 +389,17 @@ pub(super) fn make_parents(
         return Err(e);
     }
     for a in crate::remote::path::ancestors(path) {
+        let vouched = ancestors.iter().find(|(p, _)| p == a).map(|(_, c)| c);
         match lstat(t, a)? {
             Some(r) if r.kind == FileKind::Dir => continue,
+            Some(r) if is_ours(vouched, &r) => {
+                match t.remove_file(a) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                t.mkdir_all(parent(path))?;
+                return Ok(None);
+            }
             Some(r) if r.kind != FileKind::Symlink => {
                 conflicts.push(move_aside(t, a)?);
                 t.mkdir_all(parent(path))?;
@@ -562,6 +574,7 @@ mod tests {
     fn known(confirmed: Vec<(Vec<u8>, Confirmed)>, writers: Arc<OpenWriters>) -> Known {
         Known {
             confirmed,
+            ancestors: Vec::new(),
             stored: None,
             cancel: Arc::default(),
             meter: Arc::new(Meter::new(None)),

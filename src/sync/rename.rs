@@ -95,13 +95,19 @@ fn make_parents_recorded(
     mirror: &Mutex<Mirror>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<Option<Vec<u8>>> {
+    let known: Vec<(Vec<u8>, Confirmed)> = {
+        let m = mirror.lock();
+        ancestors(to)
+            .filter_map(|a| m.manifest.get(a).map(|c| (a.to_vec(), c.clone())))
+            .collect()
+    };
     let mut unknown = Vec::new();
     for a in ancestors(to) {
-        if mirror.lock().manifest.get(a).is_none() && lstat(t, a)?.is_none() {
+        if !known.iter().any(|(p, _)| p == a) && lstat(t, a)?.is_none() {
             unknown.push(a.to_vec());
         }
     }
-    let replaced = make_parents(t, to, conflicts)?;
+    let replaced = make_parents(t, to, &known, conflicts)?;
     for a in unknown {
         if let Some(st) = lstat(t, &a)? {
             let made = Confirmed::Dir { mode: st.mode };
