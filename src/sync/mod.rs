@@ -597,6 +597,16 @@ impl Inner {
         }
     }
 
+    /// Sleeps until `at`, or until the engine stops (an unmount must not wait out a reconnect
+    /// backoff); says whether it stopped.
+    fn sleep_until(&self, at: Instant) -> bool {
+        let mut core = self.core.lock();
+        while !core.stopping && Instant::now() < at {
+            self.cv.wait_until(&mut core, at);
+        }
+        core.stopping
+    }
+
     /// Waits `wait`, or less: until the engine stops, or a flush asks to try the remote now.
     fn pause(&self, wait: Duration) {
         let deadline = Instant::now() + wait;
@@ -685,10 +695,9 @@ impl Inner {
     ) -> Result<&'a mut Box<dyn Transport>, RemoteError> {
         if conn.is_none() {
             while let Some(at) = self.gate.enter() {
-                if self.core.lock().stopping {
+                if self.sleep_until(at) {
                     return Err(RemoteError::new(ErrorKind::Transient, "stopping"));
                 }
-                std::thread::sleep(at.saturating_duration_since(Instant::now()));
             }
             match (self.connect)().and_then(|c| self.bind_connection(c)) {
                 Ok(c) => {
