@@ -5,24 +5,14 @@
 
 mod common;
 
-use common::mirror_tree::{assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root};
+use common::mirror_tree::{
+    assert_mirrored, assert_mirrored_except, copies_holding, is_conflict_name, remote_root,
+};
 use common::{walk, Mount};
-use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Every conflict copy under `dir` (recursively) holding exactly `bytes`.
-fn copies_holding(dir: &Path, bytes: &[u8]) -> Vec<PathBuf> {
-    walk(dir)
-        .into_iter()
-        .filter(|(rel, p, md)| {
-            is_conflict_name(rel) && md.is_file() && fs::read(p).is_ok_and(|b| b == bytes)
-        })
-        .map(|(_, p, _)| p)
-        .collect()
-}
 
 fn conflict_names(dir: &Path) -> Vec<PathBuf> {
     walk(dir)
@@ -154,24 +144,6 @@ fn several_conflicts_on_one_file_within_a_second_each_keep_their_version() {
     assert_mirrored_except(&m, &is_conflict_name);
 }
 
-fn rename_exchange(a: &Path, b: &Path) {
-    let (a, b) = (
-        CString::new(a.as_os_str().as_bytes()).expect("path"),
-        CString::new(b.as_os_str().as_bytes()).expect("path"),
-    );
-    // SAFETY: renameat2 on two NUL-terminated paths that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn rename_exchange_leaves_a_file_named_like_its_old_helper_alone() {
     let m = Mount::new();
@@ -179,7 +151,7 @@ fn rename_exchange_leaves_a_file_named_like_its_old_helper_alone() {
     fs::write(m.path("b"), b"second").expect("write");
     fs::write(m.path("a.ftpsync-exchange"), b"a file of the user's").expect("write");
     m.flush();
-    rename_exchange(&m.path("a"), &m.path("b"));
+    common::renameat2(&m.path("a"), &m.path("b"), libc::RENAME_EXCHANGE).expect("exchange");
     m.flush();
     assert_mirrored(&m);
     assert_eq!(fs::read(remote_root(&m).join("a")).expect("a"), b"second");

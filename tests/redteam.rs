@@ -8,7 +8,8 @@
 mod common;
 
 use common::mirror_tree::{
-    assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root, ROOT_MARKER,
+    assert_mirrored, assert_mirrored_except, copies_holding, is_conflict_name, remote_root,
+    ROOT_MARKER,
 };
 use common::{walk, Mount};
 use std::ffi::CString;
@@ -16,7 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Writes `bytes` to `p`, never following a symlink at `p`.
@@ -29,17 +30,6 @@ fn put(p: &Path, bytes: &[u8]) {
         .open(p)
         .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
     f.write_all(bytes).expect("write");
-}
-
-/// Every conflict copy under `dir` (recursively) holding exactly `bytes`.
-fn copies_holding(dir: &Path, bytes: &[u8]) -> Vec<PathBuf> {
-    walk(dir)
-        .into_iter()
-        .filter(|(rel, p, md)| {
-            is_conflict_name(rel) && md.is_file() && fs::read(p).is_ok_and(|b| b == bytes)
-        })
-        .map(|(_, p, _)| p)
-        .collect()
 }
 
 /// The least-privilege server (exec refused, verification by read-back). Used throughout: on
@@ -74,24 +64,6 @@ fn xattr_state(p: &Path) -> String {
         return format!("(no xattr: {})", std::io::Error::last_os_error());
     }
     String::from_utf8_lossy(&buf[..n as usize]).into_owned()
-}
-
-fn rename_exchange(a: &Path, b: &Path) {
-    let (a, b) = (
-        CString::new(a.as_os_str().as_bytes()).expect("path"),
-        CString::new(b.as_os_str().as_bytes()).expect("path"),
-    );
-    // SAFETY: renameat2 on two NUL-terminated paths that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
 }
 
 /// Finding: a directory rename is replayed as one remote rename after checking only that the
@@ -130,7 +102,7 @@ fn exchanging_two_directories_does_not_vouch_for_files_the_server_changed_inside
     m.flush();
     let theirs = b"the server's a/f, a different length";
     put(&remote_root(&m).join("a/f"), theirs);
-    rename_exchange(&m.path("a"), &m.path("b"));
+    common::renameat2(&m.path("a"), &m.path("b"), libc::RENAME_EXCHANGE).expect("exchange");
     m.flush();
     assert_eq!(
         fs::read(remote_root(&m).join("b/f")).expect("remote b/f"),
@@ -387,7 +359,7 @@ fn exchanging_a_file_and_a_directory_is_mirrored() {
     fs::create_dir(m.path("b")).expect("mkdir");
     put(&m.path("b/x"), b"inside b");
     m.flush();
-    rename_exchange(&m.path("a"), &m.path("b"));
+    common::renameat2(&m.path("a"), &m.path("b"), libc::RENAME_EXCHANGE).expect("exchange");
     m.flush();
     assert_mirrored(&m);
 }
@@ -405,7 +377,7 @@ fn kill9_during_an_exchange_leaves_no_false_conflict_copy() {
     }
     m.flush();
     for delay_us in (0..30u64).map(|i| i * 400) {
-        rename_exchange(&m.path("a"), &m.path("b"));
+        common::renameat2(&m.path("a"), &m.path("b"), libc::RENAME_EXCHANGE).expect("exchange");
         std::thread::sleep(Duration::from_micros(delay_us));
         m.kill9();
         m.remount();
@@ -549,21 +521,9 @@ fn local_op(r: &mut Rng, m: &Mount, step: usize, k: Knobs) {
             }),
         2 => fs::create_dir(&pp),
         3 | 4 => fs::rename(&pp, &qp),
+        // Whether the exchange was possible does not matter: the model reads the tree back.
         5 => {
-            let (a, b) = (
-                CString::new(pp.as_os_str().as_bytes()).expect("path"),
-                CString::new(qp.as_os_str().as_bytes()).expect("path"),
-            );
-            // SAFETY: renameat2 on two NUL-terminated paths.
-            unsafe {
-                libc::renameat2(
-                    libc::AT_FDCWD,
-                    a.as_ptr(),
-                    libc::AT_FDCWD,
-                    b.as_ptr(),
-                    libc::RENAME_EXCHANGE,
-                )
-            };
+            let _ = common::renameat2(&pp, &qp, libc::RENAME_EXCHANGE);
             Ok(())
         }
         6 => match fs::symlink_metadata(&pp) {
@@ -815,10 +775,12 @@ fn hostile_names_through_renames_exchanges_and_conflicts() {
         theirs,
     );
     fs::rename(m.path("over"), m.path("d").join(OsStr::from_bytes(&long))).expect("mv over");
-    rename_exchange(
+    common::renameat2(
         &m.path("d").join(OsStr::from_bytes(names[0])),
         &m.path("d").join(OsStr::from_bytes(names[2])),
-    );
+        libc::RENAME_EXCHANGE,
+    )
+    .expect("exchange");
     fs::rename(m.path("d"), m.path("e")).expect("mv d e");
     m.flush();
     assert_eq!(copies_holding(&remote_root(&m), theirs).len(), 1);

@@ -14,6 +14,17 @@ pub fn is_conflict_name(rel: &[u8]) -> bool {
         .any(|w| w == b".ftpsync-conflict-")
 }
 
+/// Every conflict copy under `dir` (recursively) holding exactly `bytes`.
+pub fn copies_holding(dir: &Path, bytes: &[u8]) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|(rel, p, md)| {
+            is_conflict_name(rel) && md.is_file() && fs::read(p).is_ok_and(|b| b == bytes)
+        })
+        .map(|(_, p, _)| p)
+        .collect()
+}
+
 /// What must be equal on both sides: type, size, SHA-256, permission bits, mtime (whole
 /// seconds: SFTP v3 carries no more) and symlink target. Paths for which `skip` says true are
 /// left out (with everything beneath them).

@@ -504,11 +504,11 @@ pub fn apply_local(mnt: &Path, t: &mut Tree, op: &Op) -> io::Result<()> {
             );
         }
         Op::Rename { from, to } => {
-            rename(&at(from), &at(to), 0)?;
+            crate::common::renameat2(&at(from), &at(to), 0)?;
             t.rename(from, to);
         }
         Op::Exchange { a, b } => {
-            rename(&at(a), &at(b), libc::RENAME_EXCHANGE)?;
+            crate::common::renameat2(&at(a), &at(b), libc::RENAME_EXCHANGE)?;
             t.exchange(a, b);
         }
         Op::TouchRoot => {
@@ -627,20 +627,6 @@ fn unlink(p: &Path) -> io::Result<()> {
     let c = cpath(p);
     // SAFETY: unlink with a NUL-terminated path (never follows the last component).
     check(unsafe { libc::unlink(c.as_ptr()) })
-}
-
-fn rename(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let (f, t) = (cpath(from), cpath(to));
-    // SAFETY: renameat2 with NUL-terminated paths relative to the cwd (both are absolute).
-    check(unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            flags,
-        )
-    })
 }
 
 /// Parses a hand-written trace (MODEL_SCRIPT), operations separated by `;` or newlines:
