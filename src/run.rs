@@ -390,10 +390,18 @@ pub fn ask_for_missing_secrets(opts: &mut ConnectOptions) -> Result<()> {
 /// Opens SFTP connections for the engine's workers. A refused host key comes with the command
 /// that pins the key the server now presents.
 fn connector(opts: ConnectOptions, state_dir: std::path::PathBuf) -> Connector {
+    let warned = std::sync::atomic::AtomicBool::new(false);
     Arc::new(move || {
         let c = crate::remote::open(&opts)
             .map_err(|e| trust::explain_refusal(e, &opts.remote, &state_dir))?;
         if let Some(s) = c.session() {
+            if !s.modes && !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!(
+                    "{} ignores the permission bits it is asked to set: files arrive there with \
+                     its own defaults, whatever their mode here (verify shows the difference)",
+                    opts.remote
+                );
+            }
             info!(
                 "connected to {} ({} {}; {}; symlinks: {})",
                 opts.remote,

@@ -231,11 +231,9 @@ fn human_live(v: &Value, out: &mut String) {
             text(&a["cipher"][0]),
             text(&a["mac"][0])
         );
-        let _ = writeln!(
-            out,
-            "          symlinks: {}",
-            text(&srv["capabilities"]["symlinks"])
-        );
+        let caps = &srv["capabilities"];
+        let _ = writeln!(out, "          symlinks: {}", text(&caps["symlinks"]));
+        let _ = writeln!(out, "          permissions: {}", text(&caps["permissions"]));
     }
     let (waiting, in_flight, bytes) =
         (n(&m["pending"]), n(&m["in_flight"]), n(&m["pending_bytes"]));

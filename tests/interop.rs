@@ -81,12 +81,22 @@ fn assert_status_symlinks(m: &Mount, flavor: Flavor) {
     });
     let out = common::ftpsync(["status".as_ref(), m.state.as_os_str()]);
     out.assert_ok();
-    let want = format!("symlinks: {}", expected_symlinks(flavor));
-    assert!(
-        out.stdout.lines().any(|l| l.trim() == want),
-        "status should say {want:?} for {flavor:?}:\n{}",
-        out.stdout
-    );
+    // rclone accepts a chmod and ignores it: every file gets its defaults.
+    let permissions = if flavor == Flavor::Rclone {
+        "ignored"
+    } else {
+        "kept"
+    };
+    for want in [
+        format!("symlinks: {}", expected_symlinks(flavor)),
+        format!("permissions: {permissions}"),
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l.trim() == want),
+            "status should say {want:?} for {flavor:?}:\n{}",
+            out.stdout
+        );
+    }
 }
 
 fn mirrors_everything_to(flavor: Flavor) {

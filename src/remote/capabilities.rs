@@ -58,22 +58,62 @@ fn p(bytes: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(bytes))
 }
 
-/// Makes a symlink in a fresh directory beneath `root` (absolute) and looks at which of its two
-/// names it appeared; then one with a relative target, which must read back as made. Removes
-/// all it made.
-pub fn probe_symlinks(sftp: &Sftp, root: &[u8]) -> Symlinks {
+/// What a server was found to do, by [`probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub symlinks: Symlinks,
+    /// Whether it keeps the permission bits it is asked to set (rclone serve sftp accepts a
+    /// chmod and ignores it: every file gets its defaults).
+    pub modes: bool,
+}
+
+/// Probes the server in a fresh directory beneath `root` (absolute), removed afterwards.
+pub fn probe(sftp: &Sftp, root: &[u8]) -> Capabilities {
     let dir = [root, b"/", &path::temp_beside(b"probe")].concat();
     if let Err(e) = sftp.mkdir(p(&dir), 0o700) {
         log::warn!(
-            "cannot probe how the server makes symlinks (mkdir {}: {e}); none will be made",
+            "cannot probe the server's capabilities (mkdir {}: {e}); no symlinks will be made",
             display_path(&dir)
         );
-        return Symlinks::Unsupported;
+        return Capabilities {
+            symlinks: Symlinks::Unsupported,
+            modes: false,
+        };
     }
-    let (first, second) = (
-        [&dir[..], b"/first"].concat(),
-        [&dir[..], b"/second"].concat(),
-    );
+    let found = Capabilities {
+        symlinks: probe_symlinks(sftp, &dir),
+        modes: probe_modes(sftp, &dir),
+    };
+    if let Err(e) = sftp.rmdir(p(&dir)) {
+        log::warn!(
+            "cannot remove the probe directory {}: {e}",
+            display_path(&dir)
+        );
+    }
+    found
+}
+
+/// Sets a mode the server would not pick by itself and reads it back.
+fn probe_modes(sftp: &Sftp, dir: &[u8]) -> bool {
+    let want = 0o751;
+    let stat = ssh2::FileStat {
+        size: None,
+        uid: None,
+        gid: None,
+        perm: Some(want),
+        atime: None,
+        mtime: None,
+    };
+    sftp.setstat(p(dir), stat).is_ok()
+        && sftp
+            .lstat(p(dir))
+            .is_ok_and(|st| st.perm.is_some_and(|m| m & 0o7777 == want))
+}
+
+/// Makes a symlink in `dir` and looks at which of its two names it appeared; then one with a
+/// relative target, which must read back as made. Removes all it made.
+fn probe_symlinks(sftp: &Sftp, dir: &[u8]) -> Symlinks {
+    let (first, second) = ([dir, b"/first"].concat(), [dir, b"/second"].concat());
     let made = sftp.symlink(p(&first), p(&second));
     let is_link = |at: &[u8]| {
         sftp.lstat(p(at))
@@ -87,7 +127,7 @@ pub fn probe_symlinks(sftp: &Sftp, root: &[u8]) -> Symlinks {
             _ => Symlinks::Unsupported,
         },
     };
-    let third = [&dir[..], b"/third"].concat();
+    let third = [dir, b"/third"].concat();
     let faithful = |order: Symlinks| {
         let target: &[u8] = b"../a relative/target";
         let Some((a, b)) = order.order(&third, target) else {
@@ -105,12 +145,6 @@ pub fn probe_symlinks(sftp: &Sftp, root: &[u8]) -> Symlinks {
     };
     for name in [&first, &second, &third] {
         let _ = sftp.unlink(p(name));
-    }
-    if let Err(e) = sftp.rmdir(p(&dir)) {
-        log::warn!(
-            "cannot remove the probe directory {}: {e}",
-            display_path(&dir)
-        );
     }
     found
 }

@@ -122,7 +122,7 @@ impl Connection {
             .map_err(|e| op_error("cannot open a second SFTP channel on", "the server", &e))?;
         let root = resolve_root(&sftp, &opts.remote.path)?;
         log::info!("remote root {}", display_path(&root));
-        let symlinks = capabilities::probe_symlinks(&sftp, &root);
+        let found = capabilities::probe(&sftp, &root);
         Ok(Connection {
             session: est.session,
             sftp,
@@ -135,7 +135,8 @@ impl Connection {
                 host_key: est.host_key,
                 negotiated: est.negotiated,
                 auth: est.auth,
-                symlinks,
+                symlinks: found.symlinks,
+                modes: found.modes,
                 root,
             },
             io_timeout: opts.io_timeout,

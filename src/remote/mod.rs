@@ -102,6 +102,8 @@ pub struct SessionInfo {
     pub auth: String,
     /// Whether and how the server makes symlinks (probed at connect).
     pub symlinks: Symlinks,
+    /// Whether the server keeps the permission bits set on it (probed at connect).
+    pub modes: bool,
     /// The remote root as the server resolved it (absolute, symlinks followed).
     pub root: Vec<u8>,
 }

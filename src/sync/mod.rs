@@ -348,7 +348,8 @@ fn session_json(s: &SessionInfo) -> Value {
         "remote": s.server,
         "host_key": {"type": s.host_key.key_type, "fingerprint": s.host_key.fingerprint},
         "auth": s.auth,
-        "capabilities": {"symlinks": s.symlinks.describe()},
+        "capabilities": {"symlinks": s.symlinks.describe(),
+                         "permissions": if s.modes { "kept" } else { "ignored" }},
         "algorithms": {
             "kex": n.kex,
             "host_key": n.host_key,
