@@ -395,12 +395,8 @@ fn connector(opts: ConnectOptions, state_dir: std::path::PathBuf) -> Connector {
         let c = crate::remote::open(&opts)
             .map_err(|e| trust::explain_refusal(e, &opts.remote, &state_dir))?;
         if let Some(s) = c.session() {
-            if !s.modes && !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                log::warn!(
-                    "{} ignores the permission bits it is asked to set: files arrive there with \
-                     its own defaults, whatever their mode here (verify shows the difference)",
-                    opts.remote
-                );
+            if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                warn_about(&opts.remote.to_string(), &s);
             }
             info!(
                 "connected to {} ({} {}; {}; symlinks: {})",
@@ -413,6 +409,22 @@ fn connector(opts: ConnectOptions, state_dir: std::path::PathBuf) -> Connector {
         }
         Ok(c)
     })
+}
+
+/// What a server lacks that a user should know, said once per daemon.
+fn warn_about(remote: &str, s: &crate::remote::SessionInfo) {
+    if !s.modes {
+        log::warn!(
+            "{remote} ignores the permission bits it is asked to set: files arrive there with \
+             its own defaults, whatever their mode here (verify shows the difference)"
+        );
+    }
+    if !s.fsync {
+        log::warn!(
+            "{remote} lacks fsync@openssh.com: uploads are confirmed by their hash but not \
+             forced to the server's disk (a server crash may lose the last ones)"
+        );
+    }
 }
 
 /// Mounts, reports the mount live, and serves it until it is unmounted.

@@ -234,6 +234,12 @@ fn human_live(v: &Value, out: &mut String) {
         let caps = &srv["capabilities"];
         let _ = writeln!(out, "          symlinks: {}", text(&caps["symlinks"]));
         let _ = writeln!(out, "          permissions: {}", text(&caps["permissions"]));
+        let fsync = if caps["fsync"] == serde_json::Value::Bool(false) {
+            "no (uploads are not forced to the server's disk)"
+        } else {
+            "yes"
+        };
+        let _ = writeln!(out, "          fsync: {fsync}");
     }
     let (waiting, in_flight, bytes) =
         (n(&m["pending"]), n(&m["in_flight"]), n(&m["pending_bytes"]));

@@ -87,9 +87,16 @@ fn assert_status_symlinks(m: &Mount, flavor: Flavor) {
     } else {
         "kept"
     };
+    // rclone has no fsync@openssh.com.
+    let fsync = if flavor == Flavor::Rclone {
+        "no (uploads are not forced to the server's disk)"
+    } else {
+        "yes"
+    };
     for want in [
         format!("symlinks: {}", expected_symlinks(flavor)),
         format!("permissions: {permissions}"),
+        format!("fsync: {fsync}"),
     ] {
         assert!(
             out.stdout.lines().any(|l| l.trim() == want),

@@ -65,6 +65,8 @@ pub struct Capabilities {
     /// Whether it keeps the permission bits it is asked to set (rclone serve sftp accepts a
     /// chmod and ignores it: every file gets its defaults).
     pub modes: bool,
+    /// fsync@openssh.com: an upload is forced to the server's disk before it counts.
+    pub fsync: bool,
 }
 
 /// Probes the server in a fresh directory beneath `root` (absolute), removed afterwards.
@@ -78,11 +80,13 @@ pub fn probe(sftp: &Sftp, root: &[u8]) -> Capabilities {
         return Capabilities {
             symlinks: Symlinks::Unsupported,
             modes: false,
+            fsync: false,
         };
     }
     let found = Capabilities {
         symlinks: probe_symlinks(sftp, &dir),
         modes: probe_modes(sftp, &dir),
+        fsync: probe_fsync(sftp, &dir),
     };
     if let Err(e) = sftp.rmdir(p(&dir)) {
         log::warn!(
@@ -91,6 +95,14 @@ pub fn probe(sftp: &Sftp, root: &[u8]) -> Capabilities {
         );
     }
     found
+}
+
+/// Creates an empty file and asks the server to force it to disk.
+fn probe_fsync(sftp: &Sftp, dir: &[u8]) -> bool {
+    let file = [dir, b"/fsync"].concat();
+    let done = sftp.create(p(&file)).is_ok_and(|mut f| f.fsync().is_ok());
+    let _ = sftp.unlink(p(&file));
+    done
 }
 
 /// Sets a mode the server would not pick by itself and reads it back.

@@ -137,6 +137,7 @@ impl Connection {
                 auth: est.auth,
                 symlinks: found.symlinks,
                 modes: found.modes,
+                fsync: found.fsync,
                 root,
             },
             io_timeout: opts.io_timeout,
@@ -497,16 +498,17 @@ impl Connection {
     }
 
     /// Forces the temp file to the server's disk, then closes it.
+    /// A server without fsync@openssh.com (found at connect, said once then) is not asked.
     fn fsync_close(&self, mut file: ssh2::File, shown: &str) -> Result<()> {
+        if !self.info.fsync {
+            return Ok(());
+        }
         if let Err(e) = file.fsync() {
-            if e.code() != ErrorCode::SFTP(libssh2_sys::LIBSSH2_FX_OP_UNSUPPORTED) {
-                let msg = format!(
-                    "fsync of the remote copy of {shown} failed: {}",
-                    describe(&e)
-                );
-                return Err(RemoteError::new(retryable(classify(&e)), msg));
-            }
-            log::warn!("the server lacks fsync@openssh.com: {shown} is not forced to disk");
+            let msg = format!(
+                "fsync of the remote copy of {shown} failed: {}",
+                describe(&e)
+            );
+            return Err(RemoteError::new(retryable(classify(&e)), msg));
         }
         Ok(())
     }

@@ -104,6 +104,8 @@ pub struct SessionInfo {
     pub symlinks: Symlinks,
     /// Whether the server keeps the permission bits set on it (probed at connect).
     pub modes: bool,
+    /// Whether the server forces a file to disk when asked (fsync@openssh.com).
+    pub fsync: bool,
     /// The remote root as the server resolved it (absolute, symlinks followed).
     pub root: Vec<u8>,
 }

@@ -349,7 +349,8 @@ fn session_json(s: &SessionInfo) -> Value {
         "host_key": {"type": s.host_key.key_type, "fingerprint": s.host_key.fingerprint},
         "auth": s.auth,
         "capabilities": {"symlinks": s.symlinks.describe(),
-                         "permissions": if s.modes { "kept" } else { "ignored" }},
+                         "permissions": if s.modes { "kept" } else { "ignored" },
+                         "fsync": s.fsync},
         "algorithms": {
             "kex": n.kex,
             "host_key": n.host_key,
