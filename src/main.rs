@@ -101,7 +101,11 @@ enum Command {
     /// Changes made while a flush runs may or may not be covered.
     ///
     /// Exit 0 when everything covered is confirmed; 1 on a timeout, naming what is pending or
-    /// failing, or, with --require-closed, when a file is still open for writing.
+    /// failing; 1 at once when the server's host key or the login is refused, or the remote
+    /// root now resolves elsewhere (with the command that fixes it); 1 once everything else is
+    /// confirmed when what is left failed for a reason only a person can clear (a refusal, a
+    /// permission, a reserved name), naming each path; with --require-closed, 1 when a file is
+    /// still open for writing.
     Flush {
         /// A mountpoint of a running mirror, its state dir, or its profile name.
         target: PathBuf,
