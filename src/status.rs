@@ -240,6 +240,7 @@ fn human_live(v: &Value, out: &mut String) {
             "yes"
         };
         let _ = writeln!(out, "          fsync: {fsync}");
+        let _ = writeln!(out, "          verify: {}", text(&caps["verify"]));
     }
     let (waiting, in_flight, bytes) =
         (n(&m["pending"]), n(&m["in_flight"]), n(&m["pending_bytes"]));

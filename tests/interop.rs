@@ -119,6 +119,18 @@ fn mirrors_everything_to(flavor: Flavor) {
     plant_tree(&m);
     assert_status_symlinks(&m, flavor);
     m.flush();
+    // The hash command where the server runs one over exec; reading back where it refuses exec.
+    let verify = m.mirror_status()["server"]["capabilities"]["verify"].clone();
+    let expected_exec = if std::path::Path::new("/usr/bin/openssl").exists() {
+        "exec:openssl"
+    } else {
+        "exec:sha256sum"
+    };
+    let want = match flavor {
+        Flavor::Plain | Flavor::Gesftp => expected_exec,
+        _ => "readback",
+    };
+    assert_eq!(verify, want, "{flavor:?} uploads verified by {verify}");
     assert_mirrored(&m);
     common::ftpsync(["verify".as_ref(), m.state.as_os_str()]).assert_ok();
 

@@ -101,7 +101,7 @@ fn check_uploaded(sshd: &Sshd, rel: &[u8], data: &[u8]) {
 fn verified_upload(flavor: Flavor, want: VerifyMethod) {
     let sshd = Sshd::start(flavor);
     let mut c = connect(&sshd);
-    assert_eq!(c.verify_method().unwrap(), want);
+    assert_eq!(c.verify_method(), want);
     c.mkdir_all(b"d/e").unwrap();
     let data = pattern(7, 3 << 20 | 123);
     let report = upload(&mut c, b"d/e/big.bin", &data);
@@ -153,13 +153,14 @@ fn exec_mode_is_refused_where_exec_is_not_allowed() {
     let sshd = Sshd::start(Flavor::Chroot);
     let mut o = options(&sshd);
     o.verify = VerifyMode::Exec;
-    let mut c = Connection::connect(&o).unwrap();
-    let e = c.verify_method().unwrap_err();
+    let e = Connection::connect(&o)
+        .err()
+        .expect("exec mode refused at connect");
     assert!(e.to_string().contains("verify=exec"), "{e}");
     let mut o = options(&sshd);
     o.verify = VerifyMode::Readback;
-    let mut c = Connection::connect(&o).unwrap();
-    assert_eq!(c.verify_method().unwrap(), VerifyMethod::Readback);
+    let c = Connection::connect(&o).unwrap();
+    assert_eq!(c.verify_method(), VerifyMethod::Readback);
 }
 
 #[test]
@@ -245,7 +246,7 @@ fn hostile_round_trip(flavor: Flavor) {
             VerifyMethod::Readback
         }
     };
-    assert_eq!(c.verify_method().unwrap(), want);
+    assert_eq!(c.verify_method(), want);
     c.mkdir(b"h", 0o755).unwrap();
     let names = hostile_names(&marker);
     let mut rels = Vec::new();
@@ -652,7 +653,7 @@ fn measure_upload_and_verify() {
     for flavor in [Flavor::Plain, Flavor::Chroot] {
         let sshd = Sshd::start(flavor);
         let mut c = connect(&sshd);
-        let method = c.verify_method().unwrap();
+        let method = c.verify_method();
         let t = Instant::now();
         let r = upload(&mut c, b"big", &data);
         let total = t.elapsed();

@@ -49,7 +49,6 @@ pub struct Connection {
     /// Only a hint: the server can change under us, so safety never relies on it.
     known_dirs: HashSet<Vec<u8>>,
     verify_mode: VerifyMode,
-    verify_method: Option<VerifyMethod>,
     info: SessionInfo,
     io_timeout: Duration,
 }
@@ -123,13 +122,12 @@ impl Connection {
         let root = resolve_root(&sftp, &opts.remote.path)?;
         log::info!("remote root {}", display_path(&root));
         let found = capabilities::probe(&sftp, &root);
-        Ok(Connection {
+        let mut c = Connection {
             session: est.session,
             sftp,
             posix,
             known_dirs: HashSet::new(),
             verify_mode: opts.verify,
-            verify_method: None,
             info: SessionInfo {
                 server: opts.remote.to_string(),
                 host_key: est.host_key,
@@ -138,10 +136,14 @@ impl Connection {
                 symlinks: found.symlinks,
                 modes: found.modes,
                 fsync: found.fsync,
+                verify: VerifyMethod::Readback,
                 root,
             },
             io_timeout: opts.io_timeout,
-        })
+        };
+        c.info.verify = c.probe_verify()?;
+        log::info!("verifying uploads by {}", c.info.verify);
+        Ok(c)
     }
 
     /// The server's host key (type and SHA256 fingerprint), for status and audit.
@@ -164,18 +166,17 @@ impl Connection {
         &self.info.root
     }
 
-    /// How this connection verifies uploads; probes the server the first time (Auto, Exec).
-    pub fn verify_method(&mut self) -> Result<VerifyMethod> {
-        if let Some(m) = self.verify_method {
-            return Ok(m);
+    /// How this connection verifies uploads (probed at connect).
+    pub fn verify_method(&self) -> VerifyMethod {
+        self.info.verify
+    }
+
+    /// What `verify_mode` allows and the server offers (Auto, Exec: its hash command).
+    fn probe_verify(&mut self) -> Result<VerifyMethod> {
+        match self.verify_mode {
+            VerifyMode::Readback => Ok(VerifyMethod::Readback),
+            VerifyMode::Exec | VerifyMode::Auto => self.probe_exec(),
         }
-        let method = match self.verify_mode {
-            VerifyMode::Readback => VerifyMethod::Readback,
-            VerifyMode::Exec | VerifyMode::Auto => self.probe_exec()?,
-        };
-        log::info!("verifying uploads by {method}");
-        self.verify_method = Some(method);
-        Ok(method)
     }
 
     /// Sends an SSH disconnect; dropping also closes, this just says goodbye politely.
@@ -387,7 +388,7 @@ impl Connection {
         let start = Instant::now();
         let abs = self.prepare(rel, false)?;
         let stat = attrs_stat(attrs, rel)?;
-        let method = self.verify_method()?;
+        let method = self.verify_method();
         let tmp_rel = path::temp_beside(rel);
         let tmp_abs = self.abs(&tmp_rel);
         let shown = display_path(rel);
@@ -1078,7 +1079,7 @@ impl Transport for Connection {
     }
 
     fn hash(&mut self, rels: &[&[u8]]) -> Result<Vec<Option<Sha256Hash>>> {
-        let method = self.verify_method()?;
+        let method = self.verify_method();
         let mut regular = Vec::new();
         for (i, rel) in rels.iter().enumerate() {
             let abs = self.prepare(rel, false)?;

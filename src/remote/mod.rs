@@ -106,6 +106,8 @@ pub struct SessionInfo {
     pub modes: bool,
     /// Whether the server forces a file to disk when asked (fsync@openssh.com).
     pub fsync: bool,
+    /// How uploads are verified there: its hash command over exec, or reading them back.
+    pub verify: VerifyMethod,
     /// The remote root as the server resolved it (absolute, symlinks followed).
     pub root: Vec<u8>,
 }

@@ -350,7 +350,8 @@ fn session_json(s: &SessionInfo) -> Value {
         "auth": s.auth,
         "capabilities": {"symlinks": s.symlinks.describe(),
                          "permissions": if s.modes { "kept" } else { "ignored" },
-                         "fsync": s.fsync},
+                         "fsync": s.fsync,
+                         "verify": s.verify.to_string()},
         "algorithms": {
             "kex": n.kex,
             "host_key": n.host_key,
