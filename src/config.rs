@@ -431,6 +431,10 @@ pub struct MirrorConfig {
     pub algorithms: crate::remote::Algorithms,
     /// Upload bytes per second, shared by all connections; None = unlimited.
     pub bwlimit: Option<u64>,
+    /// Fail the mount when the first connection finds a problem a person must fix (else the
+    /// mount goes on offline and says why).
+    #[serde(default)]
+    pub require_remote: bool,
 }
 
 /// Where the login secrets come from; each None means that kind is not used.

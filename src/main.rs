@@ -271,6 +271,12 @@ struct MountArgs {
     /// Upload bandwidth limit shared by all connections, bytes per second with K, M or G (powers of 1024), e.g. 10M [default: unlimited].
     #[arg(long, value_name = "RATE")]
     bwlimit: Option<String>,
+    /// Fail instead of mounting when the first connection (awaited a few seconds) finds a
+    /// problem only you can fix: an unknown or changed host key, a refused login, a remote
+    /// root that is missing, not a directory or moved. Without it the mount goes on (writes
+    /// stay local) and says why on stderr.
+    #[arg(long)]
+    require_remote: bool,
 }
 
 /// How to log in: keys, pinned host keys, and where secrets come from (never from the command
@@ -465,6 +471,7 @@ fn mount_config(mut a: MountArgs) -> Result<MountConfig> {
         secrets: login.secrets,
         algorithms: file.algorithms.policy()?,
         bwlimit,
+        require_remote: a.require_remote,
     };
     Ok(MountConfig {
         local_dir,

@@ -27,6 +27,8 @@ pub const LOG_FILE: &str = "ftpsync.log";
 const LOCK_FILE: &str = "lock";
 /// Compact the journal once it has grown past this many bytes since the last compaction.
 const COMPACT_BYTES: u64 = 64 << 20;
+/// How long `mount` waits for the first connection before going live without it.
+const FIRST_CONTACT_WAIT: Duration = Duration::from_secs(5);
 
 /// Mounts; returns when the mount ends (foreground) or once it is live (daemon parent).
 pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
@@ -167,7 +169,15 @@ fn parent_wait(mut rd: File, state_dir: &Path) -> Result<()> {
     let mut msg = String::new();
     let _ = rd.read_to_string(&mut msg);
     match msg.strip_prefix("ok") {
-        Some(_) => Ok(()),
+        Some(problem) => {
+            if let Some(p) = problem.strip_prefix('\n') {
+                eprintln!(
+                    "ftpsync: mounted, but nothing reaches the server until this is fixed \
+                     (writes stay local meanwhile):\n{p}"
+                );
+            }
+            Ok(())
+        }
         None if msg.is_empty() => bail!(
             "the daemon exited before the mount was live; see {}",
             state_dir.join(LOG_FILE).display()
@@ -327,7 +337,15 @@ fn serve(cfg: MountConfig, start: Start, notify: &mut Option<File>) -> Result<()
     spawn_flusher(fs.clone(), journal.clone())?;
     control::serve(&cfg.state_dir, fs.clone(), engine.clone()).context("control socket")?;
 
-    let ended = mount_and_run(&cfg, &fs, signals, notify);
+    let problem = engine.first_contact(FIRST_CONTACT_WAIT);
+    if let Some(e) = &problem {
+        warn!("the remote cannot be used until this is fixed: {e}");
+        if cfg.mirror.require_remote {
+            engine.shutdown(Duration::ZERO);
+            bail!("not mounted (--require-remote): {e}");
+        }
+    }
+    let ended = mount_and_run(&cfg, &fs, signals, notify, problem.map(|e| e.to_string()));
     info!("unmounted; finishing hash jobs and uploads");
     fs.stop_hashing();
     if hasher.join().is_err() {
@@ -428,11 +446,14 @@ fn warn_about(remote: &str, s: &crate::remote::SessionInfo) {
 }
 
 /// Mounts, reports the mount live, and serves it until it is unmounted.
+/// `problem`: what the first connection found that the user must fix, said to the parent
+/// (which prints it) along with the news that the mount is live.
 fn mount_and_run(
     cfg: &MountConfig,
     fs: &Arc<Fs>,
     signals: libc::sigset_t,
     notify: &mut Option<File>,
+    problem: Option<String>,
 ) -> Result<()> {
     let mut session =
         fuser::Session::new(FuseFs::new(fs.clone()), &cfg.mountpoint, &fuser_config(cfg))
@@ -449,6 +470,9 @@ fn mount_and_run(
     );
     if let Some(mut w) = notify.take() {
         let _ = w.write_all(b"ok");
+        if let Some(p) = problem {
+            let _ = write!(w, "\n{p}");
+        }
     }
     notify_systemd("READY=1");
     let mut unmounter = session.unmount_callable();

@@ -528,7 +528,9 @@ fn authenticate(session: &Session, opts: &ConnectOptions) -> Result<String, Remo
     Err(RemoteError::new(
         ErrorKind::Auth,
         format!(
-            "authentication as {user} on {}:{} failed; tried: {}",
+            "authentication as {user} on {}:{} failed; tried: {}. Add your public key (the \
+             key file's .pub) to {user}'s ~/.ssh/authorized_keys on the server, or name the \
+             right key with --identity",
             opts.remote.host,
             opts.remote.port,
             notes.join("; ")

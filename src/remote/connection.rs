@@ -353,9 +353,22 @@ impl Drop for Connection {
 /// checks that it is a directory.
 fn resolve_root(sftp: &Sftp, configured: &str) -> Result<Vec<u8>> {
     let shown = display_path(configured.as_bytes());
+    // A root that is not there is no passing trouble: it needs the user (or the server's
+    // administrator), so it halts the mirror like a refused login, with what to do.
+    let unusable = |e: RemoteError| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::Other => RemoteError::new(
+            ErrorKind::RootUnusable,
+            format!(
+                "{}; create it on the server first (e.g. `mkdir -p {shown}` there), or name \
+                 the right directory in the remote URL",
+                e.message()
+            ),
+        ),
+        _ => e,
+    };
     let resolved = sftp
         .realpath(Path::new(configured))
-        .map_err(|e| op_error("cannot resolve the remote root", &shown, &e))?;
+        .map_err(|e| unusable(op_error("cannot resolve the remote root", &shown, &e)))?;
     let root = resolved.into_os_string().into_encoded_bytes();
     if !root.starts_with(b"/") {
         return Err(RemoteError::new(
@@ -365,12 +378,12 @@ fn resolve_root(sftp: &Sftp, configured: &str) -> Result<Vec<u8>> {
     }
     let st = sftp
         .lstat(p(&root))
-        .map_err(|e| op_error("remote root", &display_path(&root), &e))?;
+        .map_err(|e| unusable(op_error("remote root", &display_path(&root), &e)))?;
     if kind_of(st.perm.unwrap_or(0)) != FileKind::Dir {
-        return Err(RemoteError::new(
+        return Err(unusable(RemoteError::new(
             ErrorKind::Other,
             format!("remote root {} is not a directory", display_path(&root)),
-        ));
+        )));
     }
     Ok(root)
 }

@@ -18,9 +18,10 @@ pub enum ErrorKind {
     HostKey,
     /// Authentication failed or a key file is unusable: fatal until the user acts.
     Auth,
-    /// The remote root resolves elsewhere than when the mirror was bound to it (a symlink was
-    /// put in its place or above it): fatal until the user acts.
-    RootMoved,
+    /// The remote root is missing or not a directory, or resolves elsewhere than when the
+    /// mirror was bound to it (a symlink was put in its place or above it): fatal until the
+    /// user acts.
+    RootUnusable,
     /// The local bytes read for an upload did not hash to the expected SHA-256: the file
     /// changed under us and a newer Store follows. For a download: the remote file changed
     /// while it was read (another try may get a consistent copy).

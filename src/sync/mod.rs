@@ -95,6 +95,9 @@ struct Core {
     stats: Stats,
     /// The last session made: server, host key, algorithms, login method.
     session: Option<SessionInfo>,
+    /// How the first connection attempt ended: None until it did, then what went wrong if
+    /// something did (for `mount` to tell the user at once).
+    first_contact: Option<Result<(), RemoteError>>,
 }
 
 /// A path's latest failure.
@@ -322,6 +325,24 @@ impl Engine {
         }
         self.inner.cv.notify_all();
         Ok(())
+    }
+
+    /// Waits (at most `timeout`) for the first connection attempt; returns its failure if it
+    /// failed for a reason the user must act on (not a server merely unreachable yet).
+    pub fn first_contact(&self, timeout: Duration) -> Option<RemoteError> {
+        let deadline = Instant::now() + timeout;
+        let mut core = self.inner.core.lock();
+        while core.first_contact.is_none() {
+            if self.inner.cv.wait_until(&mut core, deadline).timed_out() {
+                return None;
+            }
+        }
+        match &core.first_contact {
+            Some(Err(e)) if !matches!(e.kind(), ErrorKind::Transient | ErrorKind::NoSpace) => {
+                Some(e.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Drains for at most `timeout`, then stops; what is left stays in the journal.
@@ -711,6 +732,8 @@ impl Inner {
                     }
                     let mut core = self.core.lock();
                     core.session = session;
+                    core.first_contact.get_or_insert(Ok(()));
+                    self.cv.notify_all();
                     // Until a failure says otherwise (a job's outcome updates it).
                     if core.halted.is_none() && core.offline_failures == 0 {
                         core.connection = "connected".into();
@@ -721,6 +744,8 @@ impl Inner {
                 Err(e) => {
                     self.gate.failed();
                     self.audit_refusal(&e);
+                    self.core.lock().first_contact.get_or_insert(Err(e.clone()));
+                    self.cv.notify_all();
                     return Err(e);
                 }
             }
@@ -749,7 +774,7 @@ impl Inner {
                 "algorithms_refused",
                 json!({"server": server, "reason": e.message()}),
             ),
-            (ErrorKind::RootMoved, _) => self.audit(
+            (ErrorKind::RootUnusable, _) => self.audit(
                 "root_refused",
                 json!({"server": server, "reason": e.message()}),
             ),
@@ -969,7 +994,7 @@ impl Inner {
                 Self::offline(core, e);
                 Some(backoff(core.offline_failures, Duration::from_secs(60)))
             }
-            ErrorKind::HostKey | ErrorKind::Auth | ErrorKind::RootMoved => {
+            ErrorKind::HostKey | ErrorKind::Auth | ErrorKind::RootUnusable => {
                 if core.halted.is_none() {
                     error!("uploads stopped: {e}");
                 }

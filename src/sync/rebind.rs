@@ -136,7 +136,7 @@ impl Inner {
         match &bound.resolved_root {
             Some(was) if *was == now => Ok(()),
             Some(was) => Err(RemoteError::new(
-                crate::remote::ErrorKind::RootMoved,
+                crate::remote::ErrorKind::RootUnusable,
                 format!(
                     "the remote root now resolves to {}, not {} as when this mirror was set                      up: a symlink was put in its place or above it, and is not followed; if                      the new place is meant, name it in the remote URL (the mirror then checks                      everything against it)",
                     crate::fs::show(root),

@@ -599,8 +599,9 @@ impl Mount {
         self.remote_url = Some(url);
     }
 
-    /// Mounts (daemon mode) and checks the mount is live and is ours.
-    pub fn mount(&mut self) {
+    /// Mounts (daemon mode) and checks the mount is live and is ours; returns what `mount`
+    /// printed.
+    pub fn mount(&mut self) -> CmdOut {
         assert!(!self.mounted, "mount(): already mounted");
         let start = Instant::now();
         let out = run_with_timeout(self.mount_command(), MOUNT_WAIT);
@@ -638,6 +639,7 @@ impl Mount {
             "daemon pid {pid} from pid file is not alive"
         );
         self.pid = Some(pid);
+        out
     }
 
     /// Last lines of the daemon log, for failure messages.
