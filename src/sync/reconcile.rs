@@ -249,16 +249,17 @@ fn file(
         mtime: st.st_mtime,
     };
     if let Some(c) = known.vouched(path).and_then(Confirmed::file) {
-        if c.sha256 == s.sha256 && c.size == s.size {
-            if c.mode == mode && c.mtime.sec == mtime.sec {
-                return Ok(done(Apply::Put(want)));
-            }
-            // Only the attributes changed: set them, on our copy only. One the server changed
-            // or removed meanwhile is dealt with below like any other (kept aside, sent anew).
-            if lstat(t, path)?.is_some_and(|r| is_ours(known.at(path), &r)) {
+        // The contents are there already: at most the attributes changed. They are set on our
+        // copy only; one the server changed or removed meanwhile is dealt with below like any
+        // other (kept aside, sent anew): a local change is when ftpsync looks again.
+        if c.sha256 == s.sha256
+            && c.size == s.size
+            && lstat(t, path)?.is_some_and(|r| is_ours(known.at(path), &r))
+        {
+            if c.mode != mode || c.mtime.sec != mtime.sec {
                 t.set_attrs(path, &attrs)?;
-                return Ok(done(Apply::Put(want)));
             }
+            return Ok(done(Apply::Put(want)));
         }
     }
     if !known.intents.is_empty() {

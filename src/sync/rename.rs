@@ -66,21 +66,69 @@ pub fn replay(
     mirror: &Mutex<Mirror>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<Replayed> {
-    if r.exchange || !still_ours(t, &r.from, &ends.from, conflicts)? {
+    if r.exchange {
+        return Ok(Replayed::Resend);
+    }
+    if lstat(t, &r.from)?.is_none() {
+        return moved_before(t, r, ends, mirror, conflicts);
+    }
+    if !still_ours(t, &r.from, &ends.from, conflicts)? {
         return Ok(Replayed::Resend);
     }
     let changed = changed_beneath(t, &r.from, &ends.from, conflicts)?;
     clear_target(t, &r.to, &ends.to, conflicts)?;
     let replaced = make_parents_recorded(t, &r.to, mirror, conflicts)?;
     t.rename(&r.from, &r.to)?;
+    let again = record_move(r, &changed, mirror)?;
+    Ok(Replayed::Moved { again, replaced })
+}
+
+/// The source is gone from the server. If what we put there stands at the target, a crash
+/// came between the remote rename and the manifest's (this is its replay): the move is
+/// recorded, what beneath it is not ours any more is sent anew. Else it is all sent anew.
+fn moved_before(
+    t: &mut dyn Transport,
+    r: &RemoteRename,
+    ends: &Ends,
+    mirror: &Mutex<Mirror>,
+    conflicts: &mut Vec<Vec<u8>>,
+) -> Result<Replayed> {
+    let moved: Vec<(Vec<u8>, Confirmed)> = ends
+        .from
+        .iter()
+        .map(|(p, c)| (reroot(p, &r.from, &r.to), c.clone()))
+        .collect();
+    let at_target = lstat(t, &r.to)?;
+    if moved.is_empty()
+        || !at_target.is_some_and(|st| is_ours(vouched(&r.to, &moved).as_ref(), &st))
+    {
+        return Ok(Replayed::Resend);
+    }
+    let changed: Vec<Vec<u8>> = changed_beneath(t, &r.to, &moved, conflicts)?
+        .iter()
+        .map(|p| reroot(p, &r.to, &r.from))
+        .collect();
+    let again = record_move(r, &changed, mirror)?;
+    Ok(Replayed::Moved {
+        again,
+        replaced: None,
+    })
+}
+
+/// The manifest follows a remote rename; the entries beneath that were not ours (`changed`,
+/// by their old names) are forgotten, and returned by their new names to be sent anew.
+fn record_move(
+    r: &RemoteRename,
+    changed: &[Vec<u8>],
+    mirror: &Mutex<Mirror>,
+) -> Result<Vec<Vec<u8>>> {
     let again: Vec<Vec<u8>> = changed.iter().map(|p| reroot(p, &r.from, &r.to)).collect();
     let mut m = mirror.lock();
-    let recorded = m
-        .manifest
+    m.manifest
         .rename(&r.from, &r.to)
-        .and_then(|()| again.iter().try_for_each(|p| m.manifest.remove(p)));
-    recorded.map_err(manifest_err)?;
-    Ok(Replayed::Moved { again, replaced })
+        .and_then(|()| again.iter().try_for_each(|p| m.manifest.remove(p)))
+        .map_err(manifest_err)?;
+    Ok(again)
 }
 
 fn manifest_err(e: std::io::Error) -> RemoteError {
