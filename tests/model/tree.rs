@@ -239,11 +239,25 @@ impl Tree {
     }
 
     /// RENAME_EXCHANGE: the two entries swap places, each with what the server left beneath.
+    /// SFTP cannot swap two names: ftpsync sends both ends anew, so the server's own versions
+    /// stay at their paths. Where the local side now has an entry at such a path, or a file or
+    /// link above it, the server's version is kept aside when the new entry is sent (its taint
+    /// ends; the version must still survive, as a conflict copy).
     pub fn exchange(&mut self, a: &str, b: &str) {
-        let at_a = self.take_within(a);
-        let at_b = self.take_within(b);
-        self.put_rerooted(at_a, a, b);
-        self.put_rerooted(at_b, b, a);
+        let (nodes_a, taints_a) = self.take_within(a);
+        let (nodes_b, taints_b) = self.take_within(b);
+        self.put_rerooted((nodes_a, Vec::new()), a, b);
+        self.put_rerooted((nodes_b, Vec::new()), b, a);
+        for (k, v) in taints_a.into_iter().chain(taints_b) {
+            let covered = self.nodes.contains_key(&k)
+                || self
+                    .nodes
+                    .iter()
+                    .any(|(p, n)| !n.is_dir() && is_within(&k, p));
+            if !covered {
+                self.taints.insert(k, v);
+            }
+        }
     }
 
     fn take_within(&mut self, p: &str) -> Moved {
