@@ -111,6 +111,16 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<File> {
     Ok(File::from(f))
 }
 
+/// Reopens a file for reading by ftpsync itself (hashing, uploading): without touching its
+/// atime where the kernel allows (the owner, or CAP_FOWNER), so the mirror's reads do not
+/// show through the mount.
+pub fn reopen_quietly(fd: BorrowedFd<'_>) -> io::Result<File> {
+    match reopen(fd, libc::O_RDONLY | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => reopen(fd, libc::O_RDONLY),
+        other => other,
+    }
+}
+
 /// A path-only handle on the same inode as an open file.
 pub fn path_handle(file: &File) -> io::Result<OwnedFd> {
     let p = proc_path(file.as_raw_fd());

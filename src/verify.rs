@@ -367,7 +367,7 @@ fn hash_batch(
     let mut differ = Vec::new();
     for ((path, size), remote) in batch.iter().zip(remote) {
         let local = local::lookup_path(borrow(root), path)
-            .and_then(|(fd, _)| local::reopen(borrow(&fd), libc::O_RDONLY))
+            .and_then(|(fd, _)| local::reopen_quietly(borrow(&fd)))
             .and_then(|f| hash_file(&f))
             .with_context(|| format!("hashing local {}", crate::fs::show(path)))?;
         if remote != Some(local.0) {

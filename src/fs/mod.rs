@@ -528,9 +528,12 @@ impl Fs {
         }
         if size.is_some() {
             self.mark_dirty(&t, ino, &track);
-            if track.lock().writers == 0 {
-                self.schedule_hash(&mut t, ino, Instant::now());
-            }
+        }
+        // A new mtime of a closed file needs a Store that says so (its hash travels with its
+        // size and mtime), as new contents do: the engine waits for one.
+        let restamped = mtime.is_some() && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if (size.is_some() || restamped) && track.lock().writers == 0 {
+            self.schedule_hash(&mut t, ino, Instant::now());
         }
         Ok(attr(ino, &st))
     }
@@ -1067,7 +1070,7 @@ impl Fs {
             Ok((fd, track, libc::S_IFREG)) => (fd, track),
             _ => return,
         };
-        let file = match local::reopen(borrow(&fd), libc::O_RDONLY) {
+        let file = match local::reopen_quietly(borrow(&fd)) {
             Ok(f) => f,
             Err(e) => return warn!("cannot open inode {ino} to hash it: {e}"),
         };
@@ -1254,8 +1257,8 @@ impl Fs {
 
     /// Hashes a file found by the start-up scan and journals its Store.
     fn store_scanned(&self, fd: &OwnedFd, path: Vec<u8>) -> bool {
-        let result = local::reopen(borrow(fd), libc::O_RDONLY)
-            .and_then(|f| hash_stable(&f, &Mutex::default()));
+        let result =
+            local::reopen_quietly(borrow(fd)).and_then(|f| hash_stable(&f, &Mutex::default()));
         match result {
             Ok(Some((sha256, st))) => {
                 let t = self.tree.lock();

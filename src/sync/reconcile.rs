@@ -283,7 +283,7 @@ fn file(
     }
     clear_for_replacement(t, path, known, &mut conflicts)?;
     let replaced = make_parents(t, path, &known.ancestors, &mut conflicts)?;
-    let file = local::reopen(borrow(fd), libc::O_RDONLY).map_err(|e| {
+    let file = local::reopen_quietly(borrow(fd)).map_err(|e| {
         RemoteError::new(
             ErrorKind::Other,
             format!("local open {}: {e}", crate::fs::show(path)),
@@ -323,7 +323,7 @@ fn hash_here(fd: &std::os::fd::OwnedFd, st: &local::Stat, path: &[u8]) -> Result
         "{}: no hash of its last version arrived; hashing it here (a lost hash record: please report it)",
         crate::fs::show(path)
     );
-    let file = local::reopen(borrow(fd), libc::O_RDONLY).map_err(local_err)?;
+    let file = local::reopen_quietly(borrow(fd)).map_err(local_err)?;
     let (sha256, size) = crate::hash::hash_file(&file).map_err(local_err)?;
     let after = local::fstat(borrow(fd)).map_err(local_err)?;
     let unchanged = after.st_size == st.st_size
