@@ -564,13 +564,17 @@ fn prepare_dirs(root: BorrowedFd<'_>, plan: &Plan, s: &mut Summary) -> HashSet<V
 }
 
 /// A symlink recreated as it is: made under its part name, renamed over whatever non-directory
-/// is there, then given the server's times. Ok(false) when it was already in place (its times
-/// are set again all the same, so a re-run after a failure there converges).
+/// is there, then given the server's times. Ok(false) when it was already in place; one in
+/// place with another mtime only gets its times (a re-run leaves a finished link untouched).
 fn restore_link(root: BorrowedFd<'_>, job: &LinkJob) -> Result<bool, String> {
     let (parent, name) = split_parent(&job.rel);
     let dir = open_dir(root, parent).map_err(|e| format!("cannot open its directory: {e}"))?;
     let cname = name_of(name).map_err(|e| e.to_string())?;
-    let made = place_link(dir.as_fd(), &cname, job)?;
+    let made = match place_link(dir.as_fd(), &cname, job)? {
+        Placed::There { mtime } if mtime == job.mtime => return Ok(false),
+        Placed::There { .. } => false,
+        Placed::Made => true,
+    };
     // By name, not following: the link was just checked or put there by us in a directory
     // opened without following symlinks, and only its own times change.
     local::utimens_nofollow(
@@ -583,13 +587,26 @@ fn restore_link(root: BorrowedFd<'_>, job: &LinkJob) -> Result<bool, String> {
     Ok(made)
 }
 
-/// Puts the symlink at `cname` in `dir` unless the same one is there; Ok(false) when it was.
-fn place_link(dir: BorrowedFd<'_>, cname: &std::ffi::CStr, job: &LinkJob) -> Result<bool, String> {
+/// What `place_link` found or did.
+enum Placed {
+    /// The same symlink was there already, with this mtime.
+    There {
+        mtime: i64,
+    },
+    Made,
+}
+
+/// Puts the symlink at `cname` in `dir` unless one with the same target is there.
+fn place_link(
+    dir: BorrowedFd<'_>,
+    cname: &std::ffi::CStr,
+    job: &LinkJob,
+) -> Result<Placed, String> {
     if let Ok((fd, st)) = local::lookup(dir, cname) {
         if st.st_mode & libc::S_IFMT == libc::S_IFLNK
             && local::readlink(fd.as_fd()).is_ok_and(|t| t.as_bytes() == job.target.as_slice())
         {
-            return Ok(false);
+            return Ok(Placed::There { mtime: st.st_mtime });
         }
     }
     let part = name_of(&job.part).map_err(|e| e.to_string())?;
@@ -599,7 +616,7 @@ fn place_link(dir: BorrowedFd<'_>, cname: &std::ffi::CStr, job: &LinkJob) -> Res
         let _ = local::unlink(dir, &part, 0);
         format!("cannot put the symlink in place: {e}")
     })?;
-    Ok(true)
+    Ok(Placed::Made)
 }
 
 /// How one file ended.
