@@ -2,16 +2,13 @@
 # One-command demo on a fresh Debian machine (as root): installs FUSE and OpenSSH, builds
 # ftpsync, starts a throwaway SFTP server on 127.0.0.1, mounts a demo folder mirrored to it,
 # writes a few files, waits until the server confirms them by SHA-256, and compares the two
-# sides.
+# sides. Each run works in a fresh directory of its own (mktemp -d): it never reuses or wipes
+# an earlier run's, and says at the end where everything is and how to remove it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 
-demo=/tmp/ftpsync-demo
-
-# true when something is mounted on $1 (works for a dead FUSE mount too)
-is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 say "installing FUSE and OpenSSH (if missing)"
@@ -26,16 +23,11 @@ say "building ftpsync (release)"
 cargo build --release --quiet
 bin="$PWD/target/release/ftpsync"
 
-say "cleaning up an earlier demo"
-if is_mounted "$demo/mnt"; then
-    fusermount3 -u "$demo/mnt" 2>/dev/null || fusermount3 -uz "$demo/mnt"
-    for _ in $(seq 100); do [ -e "$demo/state/ftpsync.pid" ] || break; sleep 0.1; done
-fi
-if [ -f "$demo/sshd/env" ]; then
-    # shellcheck disable=SC1091
-    (. "$demo/sshd/env" && kill "$SSHD_PID" 2>/dev/null) || true
-fi
-rm -rf "$demo"
+# A new directory per run, so an earlier demo (maybe still mounted, maybe holding files the
+# user wrote) is never touched. sshd.sh wants its remote root readable by the login: 0755.
+demo="$(mktemp -d /tmp/ftpsync-demo.XXXXXX)"
+chmod 755 "$demo"
+say "this run's directory: $demo"
 mkdir -p "$demo/local" "$demo/mnt"
 echo "this file was in the folder before mounting" >"$demo/local/already-there.txt"
 
@@ -71,7 +63,9 @@ done
 
 say "the remote side, compared with the local side"
 (cd "$demo/local" && find . -type f -exec sha256sum {} + | sort -k2) >"$demo/local.sums"
-(cd "$REMOTE_ROOT" && find . -type f -exec sha256sum {} + | sort -k2) >"$demo/remote.sums"
+# .ftpsync-root is ftpsync's own marker of the remote root, not a mirrored file.
+(cd "$REMOTE_ROOT" && find . -type f ! -path ./.ftpsync-root -exec sha256sum {} + | sort -k2) \
+    >"$demo/remote.sums"
 if diff -u "$demo/local.sums" "$demo/remote.sums"; then
     echo "    identical: $(wc -l <"$demo/local.sums") files, same SHA-256 on both sides"
 else
@@ -95,5 +89,15 @@ mirrored to $REMOTE_URL (on disk: $REMOTE_ROOT).
   wait for the remote: $bin flush $demo/mnt
   unmount:            fusermount3 -u $demo/mnt
   stop the server:    kill $SSHD_PID
-  start over:         $0
+
+Everything of this run is in $demo: the local folder (local/), the mountpoint (mnt/), the
+state dir (state/) and the server with its keys and remote root (sshd/). To clean up:
+
+  $bin flush $demo/mnt --timeout 60   # every change confirmed
+  fusermount3 -u $demo/mnt                # the daemon then drains and exits
+  while [ -e $demo/state/ftpsync.pid ]; do sleep 0.2; done
+  kill $SSHD_PID
+  rm -rf $demo
+
+Running $0 again starts a new demo in a new directory; it leaves this one alone.
 EOF

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throwaway OpenSSH sshd on 127.0.0.1 for trying ftpsync by hand: fresh host and user
-# keys (ed25519), a free port, root login by key only, `Subsystem sftp internal-sftp`, and a
-# remote root in a temp dir. Prints the remote URL and the key and known_hosts paths, then runs
-# until Ctrl-C, when it stops sshd and removes everything it made.
+# keys (ed25519), a free port (or --port N), root login by key only, `Subsystem sftp
+# internal-sftp`, and a remote root in a temp dir. Prints the remote URL and the key and
+# known_hosts paths, then runs until Ctrl-C, when it stops sshd and removes everything it made.
 #
 #   scripts/sshd.sh            # then, in another shell, e.g.:
 #   ftpsync mount --identity KEY --known-hosts KNOWN_HOSTS sftp://root@127.0.0.1:PORT/... DIR
@@ -10,14 +10,99 @@
 #   scripts/sshd.sh --detach DIR   # set up in DIR, leave sshd running in the background and
 #                                  # write DIR/env (REMOTE_URL, IDENTITY, KNOWN_HOSTS, SSHD_PID)
 #
+# --detach never deletes data it did not make: DIR must be missing, empty, or an earlier
+# set-up of this script (recognised by the marker file it writes first, DIR/.ftpsync-sshd)
+# whose sshd is no longer running.
+#
 # Needs root (sshd binds and switches users) and openssh-server. The Rust test harness
 # (tests/common/sshd.rs) does the same, plus a chroot flavour.
 set -euo pipefail
 
+marker_name=.ftpsync-sshd
+
+usage() {
+    cat <<EOF
+usage: sshd.sh [--port N] [--detach DIR]
+       sshd.sh --help
+
+Starts a throwaway OpenSSH sshd on 127.0.0.1 (needs root) with fresh keys and a remote root.
+
+  --port N      listen on port N (default: a free port picked by the kernel)
+  --detach DIR  set up in DIR, leave sshd running in the background, write DIR/env and exit;
+                DIR must be missing, empty, or an earlier --detach set-up (marker
+                DIR/$marker_name) whose sshd has stopped
+  --help        print this and exit; starts nothing
+
+Without --detach it runs in the foreground until Ctrl-C, then removes everything it made.
+EOF
+}
+
+die_usage() {
+    echo "error: $*" >&2
+    usage >&2
+    exit 2
+}
+
 detach=""
-if [ "${1:-}" = "--detach" ]; then
-    detach="${2:?usage: sshd.sh --detach DIR}"
+want_port=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    --detach)
+        if [ $# -lt 2 ] || [ -z "$2" ]; then die_usage "--detach needs a directory"; fi
+        detach="$2"
+        shift 2
+        ;;
+    --port)
+        if [ $# -lt 2 ]; then die_usage "--port needs a number"; fi
+        want_port="$2"
+        shift 2
+        ;;
+    *)
+        die_usage "unknown argument: $1"
+        ;;
+    esac
+done
+if [ -n "$want_port" ]; then
+    # a plain decimal 1..65535, so it cannot smuggle anything into sshd_config
+    if ! [[ "$want_port" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$want_port" -gt 65535 ]; then
+        die_usage "--port wants a number from 1 to 65535, not: $want_port"
+    fi
 fi
+
+# Makes $1 ready for a detached set-up without ever deleting data this script did not make:
+# a missing or empty dir is used as is; an earlier set-up (its marker file present) is removed
+# once its sshd has stopped; anything else is refused.
+prepare_detach_dir() {
+    local d="$1"
+    if [ -L "$d" ]; then
+        echo "error: $d is a symlink; give --detach a real directory" >&2
+        exit 1
+    fi
+    if [ -e "$d" ] && [ ! -d "$d" ]; then
+        echo "error: $d exists and is not a directory; refusing to touch it" >&2
+        exit 1
+    fi
+    if [ -d "$d" ] && [ -n "$(ls -A "$d")" ]; then
+        if [ ! -f "$d/$marker_name" ]; then
+            echo "error: $d is not empty and is not an earlier sshd.sh set-up (no $marker_name);" >&2
+            echo "       refusing to delete it. Choose a new or empty directory." >&2
+            exit 1
+        fi
+        local old=""
+        if [ -f "$d/sshd.pid" ]; then old="$(cat "$d/sshd.pid")"; fi
+        if [ -n "$old" ] && kill -0 "$old" 2>/dev/null; then
+            echo "error: the sshd of the earlier set-up in $d still runs (pid $old);" >&2
+            echo "       stop it first: kill $old" >&2
+            exit 1
+        fi
+        rm -rf "$d"
+    fi
+    mkdir -p "$d"
+}
 
 sshd=/usr/sbin/sshd
 if [ "$(id -u)" -ne 0 ]; then
@@ -32,10 +117,10 @@ mkdir -p /run/sshd
 
 pid=""
 if [ -n "$detach" ]; then
-    rm -rf "$detach"
-    mkdir -p "$detach"
+    prepare_detach_dir "$detach"
     dir="$(cd "$detach" && pwd)"
     chmod 755 "$dir"
+    echo "set up by scripts/sshd.sh --detach; it may replace this dir once its sshd stops" >"$dir/$marker_name"
 else
     dir="$(mktemp -d /tmp/ftpsync-sshd.XXXXXX)"
     chmod 755 "$dir"
@@ -57,7 +142,12 @@ chmod 644 "$dir/authorized_keys"
 mkdir "$dir/root"
 
 # A free port: let the kernel pick one, then let sshd take it (retry if someone else did).
+# With --port, that port only, once.
 free_port() {
+    if [ -n "$want_port" ]; then
+        echo "$want_port"
+        return
+    fi
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
         echo $((20000 + RANDOM % 40000))
 }
@@ -97,7 +187,7 @@ EOF
     done
     wait "$pid" 2>/dev/null || true
     pid=""
-    if ! grep -q "Address already in use" "$dir/sshd.log"; then
+    if [ -n "$want_port" ] || ! grep -q "Address already in use" "$dir/sshd.log"; then
         echo "error: sshd did not start:" >&2
         cat "$dir/sshd.log" >&2
         exit 1

@@ -284,6 +284,27 @@ pub fn utimens(fd: BorrowedFd<'_>, atime: SetTime, mtime: SetTime) -> io::Result
     .map(drop)
 }
 
+/// Sets the times of `name` in `dir` itself, never of what it points to: for symlinks, whose
+/// own times an fd cannot reach (O_PATH descriptors do not take AT_EMPTY_PATH times).
+pub fn utimens_nofollow(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    atime: SetTime,
+    mtime: SetTime,
+) -> io::Result<()> {
+    let times = [atime.timespec(), mtime.timespec()];
+    // SAFETY: valid C string, two timespecs; AT_SYMLINK_NOFOLLOW acts on a symlink itself.
+    cvt(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
 pub fn statfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     let mut st = MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: fstatvfs fills the struct on success.

@@ -145,9 +145,11 @@ when a run completes with no problems; any other DIR that is not empty is refuse
 hashed (SHA-256) as it downloads; with --state-dir, against the mirror's manifest: a file whose \
 hash differs is reported and not kept. Each file is written to .NAME.ftpsync-part beside its \
 target, fsync'd, verified, given its mode and mtime, then renamed into place; directories get \
-their modes last; symlinks are recreated as they are, never followed. Modes and mtimes are the \
+their modes and mtimes last; symlinks are recreated as they are, never followed, with their \
+mtimes. Modes and mtimes are the \
 manifest's (mtime to the nanosecond, setuid/setgid included) where it has the path, else the \
-server's (whole seconds, setuid/setgid dropped). On a re-run, a file in place with the expected \
+server's (whole seconds, setuid/setgid dropped); directory and symlink mtimes are always the \
+server's (whole seconds). On a re-run, a file in place with the expected \
 size, mtime and mode is skipped; any other file or symlink where the remote has a file or \
 symlink is replaced; .NAME.ftpsync-part[-N] files whose names the remote does not hold are \
 removed; nothing else is deleted. Nothing is written outside DIR, nor through a symlink in it. \

@@ -272,6 +272,9 @@ struct LinkJob {
     rel: Vec<u8>,
     part: Vec<u8>,
     target: Vec<u8>,
+    /// The server's times (whole seconds): the manifest keeps none for symlinks.
+    atime: i64,
+    mtime: i64,
 }
 
 /// Everything the remote holds that is to be restored, directories parents first.
@@ -448,6 +451,8 @@ fn plan_entry(
             plan.links.push(LinkJob {
                 part: part(),
                 target,
+                atime: st.atime,
+                mtime: st.mtime,
                 rel,
             });
         }
@@ -559,26 +564,59 @@ fn prepare_dirs(root: BorrowedFd<'_>, plan: &Plan, s: &mut Summary) -> HashSet<V
 }
 
 /// A symlink recreated as it is: made under its part name, renamed over whatever non-directory
-/// is there. Ok(false) when it was already in place.
+/// is there, then given the server's times. Ok(false) when it was already in place; one in
+/// place with another mtime only gets its times (a re-run leaves a finished link untouched).
 fn restore_link(root: BorrowedFd<'_>, job: &LinkJob) -> Result<bool, String> {
     let (parent, name) = split_parent(&job.rel);
     let dir = open_dir(root, parent).map_err(|e| format!("cannot open its directory: {e}"))?;
     let cname = name_of(name).map_err(|e| e.to_string())?;
-    if let Ok((fd, st)) = local::lookup(dir.as_fd(), &cname) {
+    let made = match place_link(dir.as_fd(), &cname, job)? {
+        Placed::There { mtime } if mtime == job.mtime => return Ok(false),
+        Placed::There { .. } => false,
+        Placed::Made => true,
+    };
+    // By name, not following: the link was just checked or put there by us in a directory
+    // opened without following symlinks, and only its own times change.
+    local::utimens_nofollow(
+        dir.as_fd(),
+        &cname,
+        SetTime::At(job.atime, 0),
+        SetTime::At(job.mtime, 0),
+    )
+    .map_err(|e| format!("cannot set the symlink's times: {e}"))?;
+    Ok(made)
+}
+
+/// What `place_link` found or did.
+enum Placed {
+    /// The same symlink was there already, with this mtime.
+    There {
+        mtime: i64,
+    },
+    Made,
+}
+
+/// Puts the symlink at `cname` in `dir` unless one with the same target is there.
+fn place_link(
+    dir: BorrowedFd<'_>,
+    cname: &std::ffi::CStr,
+    job: &LinkJob,
+) -> Result<Placed, String> {
+    if let Ok((fd, st)) = local::lookup(dir, cname) {
         if st.st_mode & libc::S_IFMT == libc::S_IFLNK
             && local::readlink(fd.as_fd()).is_ok_and(|t| t.as_bytes() == job.target.as_slice())
         {
-            return Ok(false);
+            return Ok(Placed::There { mtime: st.st_mtime });
         }
     }
     let part = name_of(&job.part).map_err(|e| e.to_string())?;
-    local::symlink(dir.as_fd(), &part, OsStr::from_bytes(&job.target))
+    local::symlink(dir, &part, OsStr::from_bytes(&job.target))
         .map_err(|e| format!("cannot create the symlink: {e}"))?;
-    local::rename(dir.as_fd(), &part, dir.as_fd(), &cname, 0).map_err(|e| {
-        let _ = local::unlink(dir.as_fd(), &part, 0);
+    local::rename(dir, &part, dir, cname, 0).map_err(|e| {
+        let _ = local::unlink(dir, &part, 0);
         format!("cannot put the symlink in place: {e}")
     })?;
-    Ok(true)
+    Ok(Placed::Made)
 }
 
 /// How one file ended.

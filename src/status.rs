@@ -370,11 +370,49 @@ fn human_journal(v: &Value, out: &mut String) {
     }
     let summary: Vec<String> = by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
     let _ = writeln!(out, "          {}", summary.join(", "));
-    let hashes = v["hashes"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(out, "hashes:   {} files (latest shown)", hashes.len());
-    let mut recent = hashes.clone();
-    recent.sort_by_key(|h| std::cmp::Reverse(h["seq"].as_u64()));
-    for h in recent.iter().take(10) {
+    human_hashes(
+        v["hashes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+        out,
+    );
+}
+
+/// How many hashes the human view lists.
+const HASHES_SHOWN: usize = 10;
+
+/// The hashes the human view lists, and a heading that says which they are. Only hashes
+/// journaled since the last checkpoint carry an order (their seq); confirmed ones (seq 0, from
+/// the manifest) carry none, so after the latest journaled they come in path order, and the
+/// heading says exactly that rather than promising "latest".
+fn hashes_to_show(hashes: &[Value]) -> (String, Vec<&Value>) {
+    let mut shown: Vec<&Value> = hashes.iter().collect();
+    // Stable: confirmed ones keep the document's path order.
+    shown.sort_by_key(|h| std::cmp::Reverse(h["seq"].as_u64().unwrap_or(0)));
+    shown.truncate(HASHES_SHOWN);
+    let n = hashes.len();
+    let journaled = shown
+        .iter()
+        .filter(|h| h["seq"].as_u64().unwrap_or(0) > 0)
+        .count();
+    let confirmed = shown.len() - journaled;
+    let which = match (journaled, confirmed) {
+        _ if shown.len() == n => String::new(),
+        (0, c) => format!(", the first {c} by path"),
+        (j, 0) => format!(", the {j} journaled last"),
+        (j, c) => format!(", the {j} journaled last, then the first {c} confirmed by path"),
+    };
+    (
+        format!("hashes:   {}{which}", plural(n as u64, "file", "files")),
+        shown,
+    )
+}
+
+fn human_hashes(hashes: &[Value], out: &mut String) {
+    let (heading, shown) = hashes_to_show(hashes);
+    let _ = writeln!(out, "{heading}");
+    for h in &shown {
         let path = h["path"].as_str().unwrap_or("");
         let _ = writeln!(
             out,
@@ -383,6 +421,10 @@ fn human_journal(v: &Value, out: &mut String) {
             h["size"],
             path.escape_debug()
         );
+    }
+    let more = hashes.len() - shown.len();
+    if more > 0 {
+        let _ = writeln!(out, "  and {more} more (ftpsync status --json lists all)");
     }
 }
 
@@ -658,5 +700,52 @@ mod tests {
         human_live(&m, &mut out);
         assert!(!out.contains("pending:"), "{out}");
         assert!(out.contains("daemon:   not running\n"), "{out}");
+    }
+
+    #[test]
+    fn the_human_view_lists_the_hashes_its_heading_names() {
+        let h = |path: &str, seq: u64| {
+            json!({"path": path, "sha256": format!("{path}-sum"), "size": 1, "seq": seq,
+                   "confirmed": seq == 0})
+        };
+        // Sorted by path, as collect() writes them: two journaled since the checkpoint.
+        let mut hashes: Vec<Value> = (0..11).map(|i| h(&format!("f{i:02}"), 0)).collect();
+        hashes.push(h("late", 9));
+        hashes.push(h("zz", 5));
+        let mut out = String::new();
+        human_hashes(&hashes, &mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "hashes:   13 files, the 2 journaled last, then the first 8 confirmed by path",
+            "{out}"
+        );
+        let listed: Vec<&str> = lines[1..11]
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            listed,
+            ["late", "zz", "f00", "f01", "f02", "f03", "f04", "f05", "f06", "f07"],
+            "{out}"
+        );
+        assert_eq!(
+            lines[11], "  and 3 more (ftpsync status --json lists all)",
+            "{out}"
+        );
+        assert_eq!(lines.len(), 12, "{out}");
+
+        let confirmed: Vec<Value> = (0..12).map(|i| h(&format!("f{i:02}"), 0)).collect();
+        let mut out = String::new();
+        human_hashes(&confirmed, &mut out);
+        assert!(
+            out.starts_with("hashes:   12 files, the first 10 by path\n  f00-sum"),
+            "{out}"
+        );
+
+        let mut out = String::new();
+        human_hashes(&confirmed[..1], &mut out);
+        assert_eq!(out.lines().next(), Some("hashes:   1 file"), "{out}");
+        assert!(!out.contains("latest"), "{out}");
     }
 }

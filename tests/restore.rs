@@ -444,6 +444,13 @@ fn hostile_symlinks_are_restored_as_symlinks_and_never_written_through() {
     let remote = common::mirror_tree::remote_root(&m);
     fs::remove_dir_all(remote.join("planted")).expect("rm");
     std::os::unix::fs::symlink(outside.path(), remote.join("planted")).expect("plant");
+    // Times far from now on a directory with contents and on a symlink: a restore must give
+    // them back (whole seconds, from the server's listing: the manifest keeps no times for
+    // either), set after the directory's contents are written.
+    const SUB_MTIME: i64 = 1_400_000_000;
+    const LINK_MTIME: i64 = 1_400_000_001;
+    set_mtime(&remote.join("sub"), SUB_MTIME, 0);
+    set_mtime(&remote.join("passwd"), LINK_MTIME, 0);
 
     // Locally, in the target: symlinks where the restore will write a directory, a file and a
     // part file.
@@ -499,6 +506,11 @@ fn hostile_symlinks_are_restored_as_symlinks_and_never_written_through() {
         fs::read_link(plain.join("planted")).expect("link"),
         outside.path()
     );
+    let mtime = |p: &Path| fs::symlink_metadata(p).expect("lstat").mtime();
+    assert_eq!(mtime(&plain.join("sub")), SUB_MTIME, "directory mtime");
+    for dir in [&target, &plain] {
+        assert_eq!(mtime(&dir.join("passwd")), LINK_MTIME, "symlink mtime");
+    }
     assert_eq!(fs::read(plain.join("sub/inner")).expect("read"), b"inner");
     assert_eq!(
         tree(outside.path()),
