@@ -48,6 +48,13 @@ fn verify_finds_remote_changes_and_repair_then_flush_mends_them() {
     // Behind ftpsync's back: one file changed (same size), one deleted, one added.
     let remote = m.sshd.as_ref().expect("sshd").remote_root_on_disk();
     fs::write(remote.join("docs/deep/changed.txt"), b"the remote lie!").expect("alter");
+    // A rewrite within the upload's second would keep the mtime whole seconds can see.
+    let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(remote.join("docs/deep/changed.txt"))
+        .and_then(|f| f.set_modified(long_ago))
+        .expect("set the remote mtime");
     fs::remove_file(remote.join("deleted.txt")).expect("delete");
     fs::write(remote.join("docs/extra.txt"), b"nobody asked").expect("add");
 
