@@ -166,6 +166,10 @@ fn an_upload_left_half_done_by_a_killed_daemon_is_cleaned_up() {
     // What a kill -9 in mid-upload leaves: a temp name beside a path that is gone since.
     let leftover = remote_root(&m).join(".renamed.ftpsync-tmp-0123456789abcdef");
     fs::write(&leftover, b"half an upload").expect("plant");
+    // And what a daemon killed while probing a new connection leaves.
+    let probe = remote_root(&m).join(".probe.ftpsync-tmp-0123456789abcdef");
+    fs::create_dir(&probe).expect("plant probe dir");
+    std::os::unix::fs::symlink(probe.join("first"), probe.join("second")).expect("plant link");
     let out = common::ftpsync(["verify".as_ref(), m.state.as_os_str()]);
     assert!(
         !out.ok(),
@@ -175,6 +179,10 @@ fn an_upload_left_half_done_by_a_killed_daemon_is_cleaned_up() {
     m.mount();
     m.flush();
     assert!(!leftover.exists(), "the leftover temp file is still there");
+    assert!(
+        !probe.exists(),
+        "the probe's leftover directory is still there"
+    );
     assert_mirrored(&m);
 }
 

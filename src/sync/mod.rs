@@ -1177,9 +1177,14 @@ impl Inner {
                     || local::lookup_path(borrow(&self.root), &path).is_ok();
                 // A user's own file may have a temp-like name: it is mirrored, never swept.
                 if crate::remote::path::is_temp_name(&name) && !mirrored {
-                    if kind == crate::remote::FileKind::File && t.remove_file(&path).is_ok() {
-                        swept += 1;
-                    }
+                    let removed = match kind {
+                        crate::remote::FileKind::File => t.remove_file(&path).is_ok(),
+                        // A capability probe's directory, left by a daemon killed while
+                        // connecting: only at start-up, when no other connection probes.
+                        crate::remote::FileKind::Dir if report => remove_tree(t.as_mut(), &path),
+                        _ => false,
+                    };
+                    swept += usize::from(removed);
                     continue;
                 }
                 let ours = mirrored || crate::remote::path::is_conflict_name(&name);
@@ -1227,6 +1232,18 @@ impl Inner {
             core.plan.mark(&p, seq, Instant::now());
         }
     }
+}
+
+/// Removes a directory of ftpsync's own and what it holds (files and links only); says
+/// whether it went.
+fn remove_tree(t: &mut dyn Transport, dir: &[u8]) -> bool {
+    let entries = t.list(dir).unwrap_or_default();
+    for (name, kind) in entries {
+        if kind != crate::remote::FileKind::Dir {
+            let _ = t.remove_file(&child_path(dir, &name));
+        }
+    }
+    t.remove_dir(dir).is_ok()
 }
 
 /// Whether the manifest already describes this local entry (size and mtime for files).
