@@ -255,3 +255,21 @@ fn flush_fails_within_seconds_when_the_host_key_is_not_trusted() {
     );
     m.unmount();
 }
+
+#[test]
+fn a_directory_made_for_an_upload_that_never_finished_goes_with_its_local_rmdir() {
+    let m = Mount::builder().arg("--bwlimit").arg("1M").mount();
+    fs::create_dir_all(m.path("made/for")).expect("mkdir -p");
+    fs::write(m.path("made/for/big.bin"), common::pattern(5, 8 << 20)).expect("write");
+    // The upload has made the parents on the server and is sending bytes...
+    m.wait_mirror_status(Duration::from_secs(30), "the upload under way", |s| {
+        s["bytes_sent"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(remote_root(&m).join("made/for").is_dir());
+    // ...when the user takes the whole tree back: the upload is cancelled, and the
+    // directories it made are ftpsync's to remove.
+    fs::remove_dir_all(m.path("made")).expect("rm -r");
+    m.flush();
+    assert_mirrored(&m);
+    assert!(!remote_root(&m).join("made").exists());
+}

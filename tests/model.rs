@@ -442,7 +442,7 @@ impl Episode {
         Ok(())
     }
 
-    /// Copies the daemon's and sshd's logs where a post-mortem can read them (the mount's
+    /// Copies the daemon's, its audit and sshd's logs where a post-mortem can read them (the mount's
     /// own directories go with the episode).
     fn keep_logs(&self) -> String {
         let dir = std::env::temp_dir().join(format!("ftpsync-model-{}", self.config.seed));
@@ -450,6 +450,7 @@ impl Episode {
         let sshd = self.m.sshd.as_ref().expect("sshd").log_path();
         for (from, to) in [
             (self.m.state.join("ftpsync.log"), "ftpsync.log"),
+            (self.m.state.join("audit.log"), "audit.log"),
             (sshd, "sshd.log"),
         ] {
             let _ = std::fs::copy(from, dir.join(to));

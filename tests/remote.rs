@@ -102,7 +102,7 @@ fn verified_upload(flavor: Flavor, want: VerifyMethod) {
     let sshd = Sshd::start(flavor);
     let mut c = connect(&sshd);
     assert_eq!(c.verify_method(), want);
-    c.mkdir_all(b"d/e").unwrap();
+    c.mkdir_all(b"d/e", &mut |_, _| {}).unwrap();
     let data = pattern(7, 3 << 20 | 123);
     let report = upload(&mut c, b"d/e/big.bin", &data);
     assert_eq!(report.verified_by, want);
@@ -325,7 +325,7 @@ fn escaping_paths_are_rejected() {
             .upload(bad, &mut &b"x"[..], 1, &sha(b"x"), &ATTRS)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Other, "{e}");
-        assert!(c.mkdir_all(bad).is_err() || bad.is_empty());
+        assert!(c.mkdir_all(bad, &mut |_, _| {}).is_err() || bad.is_empty());
         assert!(c.rename(b"x", bad).is_err());
         assert!(c.symlink(bad, b"t").is_err());
         assert!(c.remove_file(bad).is_err());
@@ -351,7 +351,7 @@ fn planted_symlink_directory_is_refused() {
             .upload(rel, &mut &b"x"[..], 1, &sha(b"x"), &ATTRS)
             .unwrap_err();
         assert!(e.to_string().contains("symlink"), "{e}");
-        assert!(c.mkdir_all(rel).is_err());
+        assert!(c.mkdir_all(rel, &mut |_, _| {}).is_err());
         assert!(c.symlink(rel, b"t").is_err());
         assert!(c.hash(&[rel]).is_err());
     }
@@ -370,8 +370,20 @@ fn planted_symlink_directory_is_refused() {
 fn round_trips_of_every_operation() {
     let sshd = Sshd::start(Flavor::Plain);
     let mut c = connect(&sshd);
-    c.mkdir_all(b"a/b/c").unwrap();
-    c.mkdir_all(b"a/b/c").unwrap();
+    let mut made = Vec::new();
+    c.mkdir_all(b"a/b/c", &mut |d, mode| made.push((d.to_vec(), mode)))
+        .unwrap();
+    let dirs = |names: &[&str]| -> Vec<(Vec<u8>, u32)> {
+        names
+            .iter()
+            .map(|n| (n.as_bytes().to_vec(), 0o755))
+            .collect()
+    };
+    assert_eq!(made, dirs(&["a", "a/b", "a/b/c"]), "each one made is told");
+    made.clear();
+    c.mkdir_all(b"a/b/c", &mut |d, mode| made.push((d.to_vec(), mode)))
+        .unwrap();
+    assert!(made.is_empty(), "none made the second time: {made:?}");
     c.mkdir(b"a/m", 0o700).unwrap();
     c.mkdir(b"a/m", 0o750).unwrap();
     assert_eq!(c.lstat(b"a/m").unwrap().unwrap().mode, 0o750);

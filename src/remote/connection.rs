@@ -288,6 +288,7 @@ impl Connection {
     /// plain SFTP rename, which never replaces: fine when the target does not exist, an error
     /// otherwise (never unlink-then-rename, which would leave a moment with no file).
     fn atomic_rename(&self, from: &[u8], to: &[u8], shown: &str) -> Result<()> {
+        log::debug!("remote rename {shown}");
         let e = match self.posix.rename(from, to) {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -317,6 +318,7 @@ impl Connection {
     /// directory between our lstat and our mkdir (OpenSSH then answers a bare "failure").
     fn create_dir(&mut self, rel: &[u8], abs: &[u8], mode: u32) -> Result<()> {
         let shown = display_path(rel);
+        log::debug!("remote mkdir {shown}");
         if let Err(e) = self.sftp.mkdir(p(abs), (mode & 0o7777) as i32) {
             match self.raw_lstat(abs) {
                 Ok(Some(st)) => self.require_dir(rel, Some(&st))?,
@@ -325,6 +327,53 @@ impl Connection {
         }
         self.known_dirs.insert(rel.to_vec());
         Ok(())
+    }
+
+    /// A NotFound may come from a directory the cache vouches for that is gone (removed by
+    /// another connection of ours, or on the server): the next mkdir_all looks again.
+    fn recheck_dirs_if_missing<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.as_ref().is_err_and(|e| e.kind() == ErrorKind::NotFound) {
+            self.known_dirs.clear();
+        }
+        r
+    }
+
+    fn symlink_inner(&mut self, rel: &[u8], target: &[u8]) -> Result<()> {
+        let abs = self.prepare(rel, false)?;
+
+        let shown = display_path(rel);
+        if target.is_empty() || target.contains(&0) {
+            return Err(RemoteError::new(
+                ErrorKind::Other,
+                format!("refusing symlink {shown}: empty target or NUL byte in it"),
+            ));
+        }
+        // Made under a temp name and renamed over, so an existing entry is replaced atomically.
+        let tmp = self.abs(&path::temp_beside(rel));
+        let Some((first, second)) = self.info.symlinks.order(&tmp, target) else {
+            return Err(RemoteError::new(
+                ErrorKind::Other,
+                format!("cannot create symlink {shown}: the server makes no symlinks"),
+            ));
+        };
+        self.sftp
+            .symlink(p(first), p(second))
+            .map_err(|e| op_error("cannot create symlink", &shown, &e))?;
+        // It counts only where it was meant to be, pointing where it was meant to point.
+        let made = self
+            .raw_lstat(&tmp)
+            .map_err(|e| op_error("cannot lstat", &shown, &e))?
+            .is_some_and(|st| kind_of(st.perm.unwrap_or(0)) == FileKind::Symlink)
+            && self.raw_readlink(rel, &tmp)? == target;
+        if !made {
+            return Err(RemoteError::new(
+                ErrorKind::Refused,
+                format!("the server did not make symlink {shown} as asked"),
+            ));
+        }
+        self.atomic_rename(&tmp, &abs, &shown).inspect_err(|e| {
+            self.discard_temp(&tmp, e);
+        })
     }
 
     fn discard_temp(&self, tmp_abs: &[u8], why: &RemoteError) {
@@ -846,7 +895,7 @@ impl Transport for Connection {
             .map_err(|e| op_error("cannot chmod", &shown, &e))
     }
 
-    fn mkdir_all(&mut self, rel: &[u8]) -> Result<()> {
+    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
         validate(rel, true)?;
         if rel.is_empty() {
             return Ok(());
@@ -864,7 +913,11 @@ impl Transport for Connection {
             let made = self.check_parents(&dir).and_then(|()| {
                 let abs = self.abs(&dir);
                 match self.raw_lstat(&abs) {
-                    Ok(None) => self.create_dir(&dir, &abs, 0o755),
+                    Ok(None) => self.create_dir(&dir, &abs, 0o755).map(|()| {
+                        // The server's umask may have narrowed the mode asked for.
+                        let st = self.raw_lstat(&abs).ok().flatten();
+                        made(&dir, st.and_then(|s| s.perm).map_or(0o755, |m| m & 0o7777));
+                    }),
                     Ok(st) => self.require_dir(&dir, st.as_ref()),
                     Err(e) => Err(op_error("cannot lstat", &display_path(&dir), &e)),
                 }
@@ -886,14 +939,16 @@ impl Transport for Connection {
         sha256: &Sha256Hash,
         attrs: &Attrs,
     ) -> Result<UploadReport> {
-        self.upload_inner(rel, src, size, sha256, attrs)
+        let sent = self.upload_inner(rel, src, size, sha256, attrs);
+        self.recheck_dirs_if_missing(sent)
     }
 
     fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
         let from_abs = self.prepare(from, false)?;
         let to_abs = self.prepare(to, false)?;
         let shown = format!("{} to {}", display_path(from), display_path(to));
-        self.atomic_rename(&from_abs, &to_abs, &shown)?;
+        let moved = self.atomic_rename(&from_abs, &to_abs, &shown);
+        self.recheck_dirs_if_missing(moved)?;
         self.forget_dirs(from);
         self.forget_dirs(to);
         Ok(())
@@ -914,9 +969,11 @@ impl Transport for Connection {
             ));
         }
         // The SFTP v3 rename (posix-rename's flags are not sent): it never replaces.
-        self.sftp
+        let moved = self
+            .sftp
             .rename(p(&from_abs), p(&to_abs), None)
-            .map_err(|e| op_error("cannot rename", &shown, &e))?;
+            .map_err(|e| op_error("cannot rename", &shown, &e));
+        self.recheck_dirs_if_missing(moved)?;
         self.forget_dirs(from);
         self.forget_dirs(to);
         Ok(())
@@ -924,6 +981,7 @@ impl Transport for Connection {
 
     fn remove_file(&mut self, rel: &[u8]) -> Result<()> {
         let abs = self.prepare(rel, false)?;
+        log::debug!("remote unlink {}", display_path(rel));
         self.sftp
             .unlink(p(&abs))
             .map_err(|e| op_error("cannot remove", &display_path(rel), &e))
@@ -1016,46 +1074,15 @@ impl Transport for Connection {
     fn remove_dir(&mut self, rel: &[u8]) -> Result<()> {
         let abs = self.prepare(rel, false)?;
         self.forget_dirs(rel);
+        log::debug!("remote rmdir {}", display_path(rel));
         self.sftp
             .rmdir(p(&abs))
             .map_err(|e| op_error("cannot remove directory", &display_path(rel), &e))
     }
 
     fn symlink(&mut self, rel: &[u8], target: &[u8]) -> Result<()> {
-        let abs = self.prepare(rel, false)?;
-        let shown = display_path(rel);
-        if target.is_empty() || target.contains(&0) {
-            return Err(RemoteError::new(
-                ErrorKind::Other,
-                format!("refusing symlink {shown}: empty target or NUL byte in it"),
-            ));
-        }
-        // Made under a temp name and renamed over, so an existing entry is replaced atomically.
-        let tmp = self.abs(&path::temp_beside(rel));
-        let Some((first, second)) = self.info.symlinks.order(&tmp, target) else {
-            return Err(RemoteError::new(
-                ErrorKind::Other,
-                format!("cannot create symlink {shown}: the server makes no symlinks"),
-            ));
-        };
-        self.sftp
-            .symlink(p(first), p(second))
-            .map_err(|e| op_error("cannot create symlink", &shown, &e))?;
-        // It counts only where it was meant to be, pointing where it was meant to point.
-        let made = self
-            .raw_lstat(&tmp)
-            .map_err(|e| op_error("cannot lstat", &shown, &e))?
-            .is_some_and(|st| kind_of(st.perm.unwrap_or(0)) == FileKind::Symlink)
-            && self.raw_readlink(rel, &tmp)? == target;
-        if !made {
-            return Err(RemoteError::new(
-                ErrorKind::Refused,
-                format!("the server did not make symlink {shown} as asked"),
-            ));
-        }
-        self.atomic_rename(&tmp, &abs, &shown).inspect_err(|e| {
-            self.discard_temp(&tmp, e);
-        })
+        let made = self.symlink_inner(rel, target);
+        self.recheck_dirs_if_missing(made)
     }
 
     fn readlink(&mut self, rel: &[u8]) -> Result<Vec<u8>> {

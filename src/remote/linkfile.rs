@@ -111,8 +111,8 @@ impl Transport for LinkFiles {
         self.drop_link(rel)
     }
 
-    fn mkdir_all(&mut self, rel: &[u8]) -> Result<()> {
-        self.inner.mkdir_all(rel)
+    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
+        self.inner.mkdir_all(rel, made)
     }
 
     fn upload(

@@ -175,9 +175,9 @@ impl Transport for Reserved {
         self.0.mkdir(rel, mode)
     }
 
-    fn mkdir_all(&mut self, rel: &[u8]) -> Result<()> {
+    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
         refuse(&[rel])?;
-        self.0.mkdir_all(rel)
+        self.0.mkdir_all(rel, made)
     }
 
     fn upload(

@@ -266,7 +266,7 @@ impl Transport for MockTransport {
         Ok(())
     }
 
-    fn mkdir_all(&mut self, rel: &[u8]) -> Result<()> {
+    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
         let mut st = self.begin(MockOp::MkdirAll(rel.to_vec()), &[rel])?;
         validate(rel, true)?;
         if rel.is_empty() {
@@ -283,6 +283,7 @@ impl Transport for MockTransport {
                         mtime: 0,
                     };
                     st.nodes.insert(dir.to_vec(), node);
+                    made(dir, 0o755);
                 }
             }
         }
@@ -486,7 +487,7 @@ mod tests {
     fn behaves_like_a_server() {
         let mut m = MockTransport::new();
         let shared = m.clone();
-        m.mkdir_all(b"a/b").unwrap();
+        m.mkdir_all(b"a/b", &mut |_, _| {}).unwrap();
         m.upload(b"a/b/f", &mut &b"hi"[..], 2, &sha(b"hi"), &A)
             .unwrap();
         assert_eq!(

@@ -129,8 +129,9 @@ pub trait Transport: Send {
     /// Its parent must exist.
     fn mkdir(&mut self, rel: &[u8], mode: u32) -> Result<()>;
 
-    /// Makes `rel` and every missing ancestor a directory (new ones 0755).
-    fn mkdir_all(&mut self, rel: &[u8]) -> Result<()>;
+    /// Makes `rel` and every missing ancestor a directory (new ones 0755). `made` hears of
+    /// each directory it creates, with the mode the server gave it, as soon as it exists.
+    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()>;
 
     /// Uploads `size` bytes from `src` to `rel` (whose parent must exist): written to a temp
     /// name beside it, hashed as sent (must equal `sha256`, else `SourceChanged`), fsync'd,

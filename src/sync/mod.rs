@@ -57,6 +57,32 @@ struct Job {
     known: Known,
 }
 
+/// A worker's job writes what may already be on the server into the manifest as it goes.
+struct JobLedger<'a> {
+    mirror: &'a Mutex<Mirror>,
+    path: &'a [u8],
+}
+
+impl reconcile::Ledger for JobLedger<'_> {
+    fn intend(&self, meta: &crate::mirror::FileMeta) {
+        if let Err(e) = self.mirror.lock().manifest.intend(self.path, *meta) {
+            error!("manifest: {e}");
+        }
+    }
+
+    fn made_dir(&self, dir: &[u8], mode: u32) {
+        record_made_dir(self.mirror, dir, mode);
+    }
+}
+
+/// A directory ftpsync made on the server as a parent is recorded at once: if the work that
+/// made it fails, or its local twin goes before its own turn comes, it is still ours to remove.
+fn record_made_dir(mirror: &Mutex<Mirror>, dir: &[u8], mode: u32) {
+    if let Err(e) = mirror.lock().manifest.put(dir, Confirmed::Dir { mode }) {
+        error!("manifest: {e}");
+    }
+}
+
 struct Done {
     path: Vec<u8>,
     result: Result<Outcome, RemoteError>,
@@ -881,10 +907,9 @@ impl Inner {
     fn worker(&self, jobs: &Receiver<Job>, done: &Sender<Done>) {
         let mut conn: Option<Box<dyn Transport>> = None;
         for job in jobs.iter() {
-            let intend = |m: &crate::mirror::FileMeta| {
-                if let Err(e) = self.mirror.lock().manifest.intend(&job.path, *m) {
-                    error!("manifest: {e}");
-                }
+            let ledger = JobLedger {
+                mirror: &self.mirror,
+                path: &job.path,
             };
             let result = self.connection(&mut conn).and_then(|t| {
                 reconcile::reconcile(
@@ -892,7 +917,7 @@ impl Inner {
                     borrow(&self.root),
                     &job.path,
                     &job.known,
-                    &intend,
+                    &ledger,
                 )
             });
             if result

@@ -186,15 +186,29 @@ impl Plan {
         m.due = m.due.max(due);
     }
 
-    /// Dirty paths that are due and not in flight, moved in flight (at most `limit`).
+    /// Dirty paths that are due and not in flight, moved in flight (at most `limit`). A path
+    /// waits while anything beneath it is in flight (a directory's removal must not race an
+    /// upload's temp file inside it), and so does everything due beneath a path that waits (a
+    /// stream of uploads must not starve their directory).
     pub fn take_due(&mut self, now: Instant, limit: usize) -> Vec<Vec<u8>> {
-        let ready: Vec<Vec<u8>> = self
-            .dirty
-            .iter()
-            .filter(|(p, m)| m.due <= now && !self.in_flight.contains_key(*p))
-            .take(limit)
-            .map(|(p, _)| p.clone())
-            .collect();
+        let mut ready: Vec<Vec<u8>> = Vec::new();
+        let mut held: Vec<&Vec<u8>> = Vec::new();
+        for (p, m) in &self.dirty {
+            if ready.len() == limit {
+                break;
+            }
+            if m.due > now || self.in_flight.contains_key(p) {
+                continue;
+            }
+            if held.iter().any(|h| is_within(p, h)) {
+                continue;
+            }
+            if self.busy_under(p) {
+                held.push(p);
+                continue;
+            }
+            ready.push(p.clone());
+        }
         for p in &ready {
             if let Some(m) = self.dirty.remove(p) {
                 self.in_flight.insert(p.clone(), m);
@@ -485,6 +499,28 @@ mod tests {
         assert!(plan.take_due(Instant::now(), 10).is_empty(), "retry waits");
         plan.expedite();
         assert_eq!(plan.take_due(Instant::now(), 10), [p("a")]);
+    }
+
+    #[test]
+    fn a_directory_waits_for_work_beneath_it_and_holds_back_newer_work_there() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        plan.consume(&entry(1, store("d/big", 1)), &m, Duration::ZERO);
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("d/big")]);
+        plan.consume(
+            &entry(2, Record::Rmdir { path: p("d") }),
+            &m,
+            Duration::ZERO,
+        );
+        plan.consume(&entry(3, store("d/other", 1)), &m, Duration::ZERO);
+        plan.consume(&entry(4, store("e", 1)), &m, Duration::ZERO);
+        assert_eq!(
+            plan.take_due(Instant::now(), 10),
+            [p("e")],
+            "d waits for d/big, and d/other waits behind d"
+        );
+        plan.finish(b"d/big", None, false);
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("d"), p("d/other")]);
     }
 
     #[test]

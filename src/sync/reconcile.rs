@@ -115,13 +115,21 @@ fn done(apply: Apply) -> Outcome {
     }))
 }
 
-/// `intend` records an upload about to start (in the manifest, before any byte is sent).
+/// What a job writes in the manifest as it goes, before its outcome is known: what the server
+/// may hold even if the job fails half-way.
+pub trait Ledger {
+    /// An upload of the path is about to start (before any byte is sent).
+    fn intend(&self, meta: &FileMeta);
+    /// A missing parent was made on the server: ours, so a local rmdir takes it away again.
+    fn made_dir(&self, dir: &[u8], mode: u32);
+}
+
 pub fn reconcile(
     t: &mut dyn Transport,
     root: BorrowedFd<'_>,
     path: &[u8],
     known: &Known,
-    intend: &dyn Fn(&FileMeta),
+    ledger: &dyn Ledger,
 ) -> Result<Outcome> {
     let local = match local::lookup_path(root, path) {
         Ok(found) => Some(found),
@@ -159,7 +167,9 @@ pub fn reconcile(
                 return Ok(done(Apply::Nothing));
             }
             clear_non_dir(t, path, known, &mut conflicts)?;
-            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts)?;
+            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
+                ledger.made_dir(d, m)
+            })?;
             t.mkdir(path, server_mode(mode))?;
             Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(Confirmed::Dir { mode }),
@@ -179,7 +189,9 @@ pub fn reconcile(
                 return Ok(done(Apply::Nothing));
             }
             clear_for_replacement(t, path, known, &mut conflicts)?;
-            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts)?;
+            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
+                ledger.made_dir(d, m)
+            })?;
             t.symlink(path, &target)?;
             Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(want),
@@ -188,7 +200,7 @@ pub fn reconcile(
                 replaced,
             })))
         }
-        libc::S_IFREG => file(t, root, (&fd, &st), path, known, intend),
+        libc::S_IFREG => file(t, root, (&fd, &st), path, known, ledger),
         // FIFOs, sockets and devices are not mirrored.
         _ => Ok(done(Apply::Nothing)),
     }
@@ -215,7 +227,7 @@ fn file(
     found: (&std::os::fd::OwnedFd, &local::Stat),
     path: &[u8],
     known: &Known,
-    intend: &dyn Fn(&FileMeta),
+    ledger: &dyn Ledger,
 ) -> Result<Outcome> {
     let (fd, st) = found;
     let mut conflicts = Vec::new();
@@ -282,14 +294,16 @@ fn file(
         return Ok(done(Apply::Put(want)));
     }
     clear_for_replacement(t, path, known, &mut conflicts)?;
-    let replaced = make_parents(t, path, &known.ancestors, &mut conflicts)?;
+    let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
+        ledger.made_dir(d, m)
+    })?;
     let file = local::reopen_quietly(borrow(fd)).map_err(|e| {
         RemoteError::new(
             ErrorKind::Other,
             format!("local open {}: {e}", crate::fs::show(path)),
         )
     })?;
-    intend(&meta);
+    ledger.intend(&meta);
     let mut src = Cancellable {
         file,
         cancel: &known.cancel,
@@ -382,8 +396,9 @@ pub(super) fn make_parents(
     path: &[u8],
     ancestors: &[(Vec<u8>, Confirmed)],
     conflicts: &mut Vec<Vec<u8>>,
+    made: &dyn Fn(&[u8], u32),
 ) -> Result<Option<Vec<u8>>> {
-    let Err(e) = t.mkdir_all(parent(path)) else {
+    let Err(e) = t.mkdir_all(parent(path), &mut |d, m| made(d, m)) else {
         return Ok(None);
     };
     if !matches!(e.kind(), ErrorKind::Other | ErrorKind::NotFound) {
@@ -398,12 +413,12 @@ pub(super) fn make_parents(
                     Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
-                t.mkdir_all(parent(path))?;
+                t.mkdir_all(parent(path), &mut |d, m| made(d, m))?;
                 return Ok(None);
             }
             Some(r) if r.kind != FileKind::Symlink => {
                 conflicts.push(move_aside(t, a)?);
-                t.mkdir_all(parent(path))?;
+                t.mkdir_all(parent(path), &mut |d, m| made(d, m))?;
                 return Ok(Some(a.to_vec()));
             }
             _ => break,
@@ -587,10 +602,17 @@ mod tests {
         }
     }
 
+    struct NoLedger;
+
+    impl Ledger for NoLedger {
+        fn intend(&self, _: &FileMeta) {}
+        fn made_dir(&self, _: &[u8], _: u32) {}
+    }
+
     fn run(t: &MockTransport, dir: &std::path::Path, path: &[u8], k: &Known) -> Outcome {
         let root = local::open_root(dir).expect("root");
         let mut t = t.clone();
-        reconcile(&mut t, borrow(&root), path, k, &|_| {}).expect("reconcile")
+        reconcile(&mut t, borrow(&root), path, k, &NoLedger).expect("reconcile")
     }
 
     /// A closed file whose Store never came is asked for again, then hashed here and sent; one
@@ -674,6 +696,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Parents made for an upload are written down before the upload starts: should it fail,
+    /// they are still known as ours.
+    #[test]
+    fn parents_made_for_an_upload_are_recorded_before_any_byte_is_sent() {
+        #[derive(Default)]
+        struct Heard(std::sync::Mutex<Vec<String>>);
+        impl Ledger for Heard {
+            fn intend(&self, _: &FileMeta) {
+                self.0.lock().expect("lock").push("intend".into());
+            }
+            fn made_dir(&self, dir: &[u8], mode: u32) {
+                let told = format!("{} {mode:o}", String::from_utf8_lossy(dir));
+                self.0.lock().expect("lock").push(told);
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        std::fs::write(dir.path().join("a/b/f"), b"new").expect("write");
+        let t = MockTransport::new();
+        let mut k = known(Vec::new(), Arc::default());
+        k.hash_here = true;
+        let root = local::open_root(dir.path()).expect("root");
+        let heard = Heard::default();
+        let mut conn = t.clone();
+        reconcile(&mut conn, borrow(&root), b"a/b/f", &k, &heard).expect("reconcile");
+        assert_eq!(
+            *heard.0.lock().expect("lock"),
+            ["a 755", "a/b 755", "intend"]
+        );
     }
 
     #[test]

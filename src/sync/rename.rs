@@ -149,20 +149,9 @@ fn make_parents_recorded(
             .filter_map(|a| m.manifest.get(a).map(|c| (a.to_vec(), c.clone())))
             .collect()
     };
-    let mut unknown = Vec::new();
-    for a in ancestors(to) {
-        if !known.iter().any(|(p, _)| p == a) && lstat(t, a)?.is_none() {
-            unknown.push(a.to_vec());
-        }
-    }
-    let replaced = make_parents(t, to, &known, conflicts)?;
-    for a in unknown {
-        if let Some(st) = lstat(t, &a)? {
-            let made = Confirmed::Dir { mode: st.mode };
-            mirror.lock().manifest.put(&a, made).map_err(manifest_err)?;
-        }
-    }
-    Ok(replaced)
+    make_parents(t, to, &known, conflicts, &|dir, mode| {
+        super::record_made_dir(mirror, dir, mode)
+    })
 }
 
 /// What the manifest says we put at `path` (`entries`: its entries at and beneath `path`): its
