@@ -273,3 +273,32 @@ fn a_directory_made_for_an_upload_that_never_finished_goes_with_its_local_rmdir(
     assert_mirrored(&m);
     assert!(!remote_root(&m).join("made").exists());
 }
+
+#[test]
+fn a_temp_file_left_by_an_upload_the_connection_cut_is_gone_once_flush_returns() {
+    let mut m = Mount::builder().arg("--bwlimit").arg("1M").mount();
+    fs::write(m.path("cut.bin"), common::pattern(6, 8 << 20)).expect("write");
+    m.wait_mirror_status(Duration::from_secs(30), "the upload under way", |s| {
+        s["bytes_sent"].as_u64().unwrap_or(0) > 0
+    });
+    // The server dies mid-upload (its temp file stays, and the connection cannot remove it);
+    // meanwhile the user deletes the file, so no upload of it comes again.
+    m.sshd.as_mut().expect("sshd").stop();
+    fs::remove_file(m.path("cut.bin")).expect("rm");
+    let temps = |m: &Mount| -> Vec<PathBuf> {
+        walk(&remote_root(m))
+            .into_iter()
+            .filter(|(rel, _, _)| rel.windows(12).any(|w| w == b"ftpsync-tmp-"))
+            .map(|(_, p, _)| p)
+            .collect()
+    };
+    assert_eq!(
+        temps(&m).len(),
+        1,
+        "the cut upload's temp file is on the server"
+    );
+    m.sshd.as_mut().expect("sshd").restart();
+    m.flush();
+    assert_eq!(temps(&m), Vec::<PathBuf>::new(), "{}", m.log_tail());
+    assert_mirrored(&m);
+}

@@ -113,6 +113,9 @@ struct Core {
     /// The journal seq of a rename being replayed remotely: until it is done, nothing after it
     /// counts as applied and a flush waits.
     replaying: Option<u64>,
+    /// Directories where work that failed may have left a temp file (an upload cut by a lost
+    /// connection cannot remove its own): swept once nothing is in flight. A flush waits.
+    litter: std::collections::BTreeSet<Vec<u8>>,
     /// Closed files whose hash has not come yet, and how often they were found so.
     awaiting_hash: std::collections::HashMap<Vec<u8>, u32>,
     /// Per path in flight: how to make its worker give up, and how far its upload got.
@@ -254,6 +257,7 @@ impl Engine {
                 && core.plan.consumed() >= target
                 && core.plan.is_idle()
                 && core.replaying.is_none()
+                && core.litter.is_empty()
             {
                 break Ok(());
             }
@@ -443,9 +447,10 @@ fn needs_person(core: &Core, began: Instant) -> Option<String> {
 
 fn describe_backlog(core: &Core) -> String {
     let mut s = format!(
-        "{} paths pending, {} in flight; connection: {}",
+        "{} paths pending, {} in flight, {} directories to clear of temp files; connection: {}",
         core.plan.pending(),
         core.plan.in_flight(),
+        core.litter.len(),
         core.halted
             .clone()
             .map_or(core.connection.clone(), |h| format!("halted: {h}"))
@@ -514,6 +519,9 @@ impl Inner {
                 self.survey_remote(&mut conn, false);
                 last_sweep = Instant::now();
             }
+            if self.litter_due() {
+                self.sweep_litter(&mut conn);
+            }
             self.cv.notify_all();
             let mut core = self.core.lock();
             core.stats.sample(Instant::now(), self.meter.sent());
@@ -522,6 +530,67 @@ impl Inner {
             }
         }
         self.checkpoint();
+    }
+
+    /// Litter to sweep, nothing in flight (no upload's temp file is then alive), and no
+    /// reconnect backoff or refusal to wait out.
+    fn litter_due(&self) -> bool {
+        let core = self.core.lock();
+        !core.litter.is_empty()
+            && core.plan.in_flight() == 0
+            && core.halted.is_none()
+            && core.offline_until.is_none_or(|t| t <= Instant::now())
+    }
+
+    fn sweep_litter(&self, conn: &mut Option<Box<dyn Transport>>) {
+        let dirs = std::mem::take(&mut self.core.lock().litter);
+        let swept = self
+            .connection(conn)
+            .and_then(|t| dirs.iter().try_for_each(|d| self.sweep_dir(t.as_mut(), d)));
+        let mut core = self.core.lock();
+        match swept {
+            Ok(()) => {
+                core.offline_until = None;
+                core.offline_failures = 0;
+            }
+            Err(e) => {
+                core.litter.extend(dirs);
+                if Self::connection_failure(&mut core, &e).is_some() {
+                    *conn = None;
+                } else {
+                    warn!("leftover temporary files not swept: {e}");
+                    core.litter.clear();
+                }
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// Removes the temp files in `dir` that no upload of ours is writing (none is in flight)
+    /// and that are no user's file of that name.
+    fn sweep_dir(&self, t: &mut dyn Transport, dir: &[u8]) -> Result<(), RemoteError> {
+        let entries = match t.list(dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        for (name, kind) in entries {
+            let path = child_path(dir, &name);
+            if kind == crate::remote::FileKind::File && self.is_litter(&name, &path) {
+                match t.remove_file(&path) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A temp-named entry that is neither mirrored nor a local file of that name (a user's own
+    /// file may have a temp-like name: it is mirrored, never swept).
+    fn is_litter(&self, name: &[u8], path: &[u8]) -> bool {
+        crate::remote::path::is_temp_name(name)
+            && self.mirror.lock().manifest.get(path).is_none()
+            && local::lookup_path(borrow(&self.root), path).is_err()
     }
 
     /// Nothing in flight and the remote reachable: a sweep neither races an upload nor waits
@@ -618,6 +687,7 @@ impl Inner {
             self.kept_aside(&conflicts);
             let e = match result {
                 Ok(rename::Replayed::Moved { again, replaced }) => {
+                    self.move_litter(r);
                     self.audit(
                         "rename",
                         json!({"from": path_value(&r.from), "to": path_value(&r.to),
@@ -644,6 +714,21 @@ impl Inner {
             };
             *conn = None;
             self.pause(wait);
+        }
+    }
+
+    /// Temp files left in a directory that was moved on the server moved with it.
+    fn move_litter(&self, r: &RemoteRename) {
+        let mut core = self.core.lock();
+        let moved: Vec<Vec<u8>> = core
+            .litter
+            .iter()
+            .filter(|d| is_within(d, &r.from))
+            .cloned()
+            .collect();
+        for d in moved {
+            core.litter.remove(&d);
+            core.litter.insert(rename::reroot(&d, &r.from, &r.to));
         }
     }
 
@@ -1034,6 +1119,7 @@ impl Inner {
 
     fn failed(&self, core: &mut Core, path: &[u8], e: RemoteError) {
         let attempts = core.plan.attempts(path);
+        core.litter.insert(reconcile::parent(path).to_vec());
         if let Some(retry) = Self::connection_failure(core, &e) {
             return core.plan.finish(path, Some(retry), false);
         }
@@ -1198,10 +1284,7 @@ impl Inner {
             };
             for (name, kind) in entries {
                 let path = child_path(&dir, &name);
-                let mirrored = self.mirror.lock().manifest.get(&path).is_some()
-                    || local::lookup_path(borrow(&self.root), &path).is_ok();
-                // A user's own file may have a temp-like name: it is mirrored, never swept.
-                if crate::remote::path::is_temp_name(&name) && !mirrored {
+                if self.is_litter(&name, &path) {
                     let removed = match kind {
                         crate::remote::FileKind::File => t.remove_file(&path).is_ok(),
                         // A capability probe's directory, left by a daemon killed while
@@ -1212,7 +1295,9 @@ impl Inner {
                     swept += usize::from(removed);
                     continue;
                 }
-                let ours = mirrored || crate::remote::path::is_conflict_name(&name);
+                let ours = self.mirror.lock().manifest.get(&path).is_some()
+                    || local::lookup_path(borrow(&self.root), &path).is_ok()
+                    || crate::remote::path::is_conflict_name(&name);
                 if report && !ours {
                     found.push(path);
                 }

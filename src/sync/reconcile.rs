@@ -311,8 +311,11 @@ fn file(
         sent: &known.sent,
     };
     match t.upload(path, &mut src, s.size, &s.sha256, &attrs) {
-        // A newer change cancelled it: that change marks the path again.
-        Err(_) if known.cancel.load(Ordering::Relaxed) => Ok(Outcome::NotReady),
+        // A newer change cancelled it: that change marks the path again. Unless the connection
+        // died meanwhile: then its temp file is left, and the engine must hear of it.
+        Err(e) if known.cancel.load(Ordering::Relaxed) && e.kind() != ErrorKind::Transient => {
+            Ok(Outcome::NotReady)
+        }
         Ok(report) => Ok(Outcome::Done(Box::new(Report {
             apply: Apply::Put(want),
             uploaded: Some(report),
