@@ -12,6 +12,12 @@ use ssh2::Sftp;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+/// Probe directories this process made and could not remove (the connection died mid-probe):
+/// the next probe removes them first. Only this process's own names are ever listed here; those
+/// of a daemon killed mid-probe are swept at the next start.
+static LEFT_BEHIND: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// How a server takes `SSH_FXP_SYMLINK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +77,10 @@ pub struct Capabilities {
 
 /// Probes the server in a fresh directory beneath `root` (absolute), removed afterwards.
 pub fn probe(sftp: &Sftp, root: &[u8]) -> Capabilities {
+    LEFT_BEHIND
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|dir| !remove_probe_dir(sftp, dir));
     let dir = [root, b"/", &path::temp_beside(b"probe")].concat();
     if let Err(e) = sftp.mkdir(p(&dir), 0o700) {
         log::warn!(
@@ -88,13 +98,31 @@ pub fn probe(sftp: &Sftp, root: &[u8]) -> Capabilities {
         modes: probe_modes(sftp, &dir),
         fsync: probe_fsync(sftp, &dir),
     };
-    if let Err(e) = sftp.rmdir(p(&dir)) {
+    if !remove_probe_dir(sftp, &dir) {
         log::warn!(
-            "cannot remove the probe directory {}: {e}",
+            "cannot remove the probe directory {} now; the next connection will",
             display_path(&dir)
         );
+        LEFT_BEHIND
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(dir);
     }
     found
+}
+
+/// Removes a probe directory and whatever a probe cut short left in it; true once it is gone.
+fn remove_probe_dir(sftp: &Sftp, dir: &[u8]) -> bool {
+    if let Ok(entries) = sftp.readdir(p(dir)) {
+        for (inside, _) in entries {
+            let _ = sftp.unlink(&inside);
+        }
+    }
+    sftp.rmdir(p(dir)).is_ok() || sftp.lstat(p(dir)).is_err_and(|e| is_no_such_file(&e))
+}
+
+fn is_no_such_file(e: &ssh2::Error) -> bool {
+    e.code() == ssh2::ErrorCode::SFTP(2)
 }
 
 /// Creates an empty file and asks the server to force it to disk.
