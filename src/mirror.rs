@@ -174,6 +174,11 @@ impl Manifest {
             Line::Put { path, entry } => {
                 self.intents.remove(&path);
                 self.doubts.remove(&path);
+                // What stood beneath a directory that a file or symlink replaced is gone from
+                // the server (removed, or kept aside with it).
+                if !matches!(entry, Confirmed::Dir { .. }) {
+                    drop(self.entries.take_subtree(&path));
+                }
                 self.entries.insert(path, entry);
             }
             Line::Del { path } => {
@@ -513,6 +518,29 @@ mod tests {
         assert_eq!(m.get(b"x\xff"), None);
         assert_eq!(m.applied_seq(), 42);
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn a_file_or_symlink_put_where_a_directory_was_forgets_what_was_beneath() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut m = Manifest::open(dir.path()).unwrap();
+            m.put(b"d", Confirmed::Dir { mode: 0o755 }).unwrap();
+            m.put(b"d/x", file(1)).unwrap();
+            m.put(b"d", Confirmed::Dir { mode: 0o700 }).unwrap();
+            assert!(
+                m.get(b"d/x").is_some(),
+                "a directory's new mode keeps its entries"
+            );
+            let link = Confirmed::Symlink {
+                target: b"elsewhere".to_vec(),
+            };
+            m.put(b"d", link).unwrap();
+            assert!(m.get(b"d/x").is_none());
+        }
+        let m = Manifest::open(dir.path()).unwrap();
+        assert!(m.get(b"d/x").is_none(), "and so after a reopen");
+        assert!(m.get(b"d").is_some());
     }
 
     #[test]

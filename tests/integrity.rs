@@ -302,3 +302,26 @@ fn a_temp_file_left_by_an_upload_the_connection_cut_is_gone_once_flush_returns()
     assert_eq!(temps(&m), Vec::<PathBuf>::new(), "{}", m.log_tail());
     assert_mirrored(&m);
 }
+
+#[test]
+fn a_tree_swapped_by_an_exchange_then_moved_on_reaches_the_server_whole() {
+    let mut m = Mount::new();
+    fs::create_dir_all(m.path("e/d/b")).expect("mkdir -p");
+    fs::write(m.path("e/a"), b"in the tree").expect("write");
+    fs::write(m.path("x"), b"a file to swap with").expect("write");
+    fs::write(m.path("f"), b"renamed while the server is down").expect("write");
+    m.flush();
+    // A rename that needs the server holds back everything after it until the server is back;
+    // by then the exchanged tree has moved on.
+    m.sshd.as_mut().expect("sshd").stop();
+    fs::rename(m.path("f"), m.path("g")).expect("mv");
+    common::renameat2(&m.path("e"), &m.path("x"), libc::RENAME_EXCHANGE).expect("exchange");
+    fs::create_dir(m.path("p")).expect("mkdir");
+    fs::rename(m.path("x"), m.path("p/moved")).expect("mv");
+    m.sshd.as_mut().expect("sshd").restart();
+    // A connection whose server process was killed may take its I/O timeout (30 s) to fail.
+    let out = m.flush_for(90);
+    assert!(out.ok(), "{}\n{}", out.stderr, m.daemon_log());
+    assert_mirrored(&m);
+    assert!(remote_root(&m).join("p/moved/d/b").is_dir());
+}

@@ -773,9 +773,8 @@ impl Inner {
         for (p, _) in ends.from.iter().chain(&ends.to) {
             core.plan.mark(p, r.seq, Instant::now());
         }
-        drop(core);
-        self.mark_local_subtree(&r.to, r.seq);
-        self.mark_local_subtree(&r.from, r.seq);
+        core.plan.mark_subtree(&r.to, r.seq);
+        core.plan.mark_subtree(&r.from, r.seq);
     }
 
     /// After a directory moved on the server: the entries beneath it that the server did not
@@ -784,7 +783,7 @@ impl Inner {
         for new in again {
             let old = rename::reroot(new, &r.to, &r.from);
             self.seed_hashes(&ends.from, &old, new);
-            self.mark_local_subtree(new, r.seq);
+            self.core.lock().plan.mark_subtree(new, r.seq);
         }
     }
 
@@ -804,8 +803,9 @@ impl Inner {
             entries
         };
         self.seed_hashes(&entries, dir, dir);
-        let since = self.core.lock().plan.consumed() + 1;
-        self.mark_local_subtree(dir, since);
+        let mut core = self.core.lock();
+        let since = core.plan.consumed() + 1;
+        core.plan.mark_subtree(dir, since);
     }
 
     /// The hashes the manifest held for the files at and beneath `old` (`entries`) stand for
@@ -944,6 +944,18 @@ impl Inner {
             }
         }
         let paths = core.plan.take_due(now, limit);
+        let subtrees: Vec<(Vec<u8>, u64)> = paths
+            .iter()
+            .filter_map(|p| core.plan.take_subtree(p).map(|since| (p.clone(), since)))
+            .collect();
+        self.send_jobs(&mut core, paths, jobs);
+        drop(core);
+        for (root, since) in subtrees {
+            self.mark_local_beneath(&root, since);
+        }
+    }
+
+    fn send_jobs(&self, core: &mut Core, paths: Vec<Vec<u8>>, jobs: &Sender<Job>) {
         let mut mirror = self.mirror.lock();
         for path in paths {
             let confirmed: Vec<(Vec<u8>, Confirmed)> = mirror
@@ -1320,8 +1332,9 @@ impl Inner {
         self.core.lock().remote_only = found;
     }
 
-    /// After a failed remote rename: everything now under `root` locally is sent again.
-    fn mark_local_subtree(&self, root: &[u8], seq: u64) {
+    /// A mark covering a subtree is being worked on: everything beneath `root` locally now is
+    /// marked too (its work waits for the root's).
+    fn mark_local_beneath(&self, root: &[u8], seq: u64) {
         let mut paths = vec![root.to_vec()];
         let mut i = 0;
         while i < paths.len() {
@@ -1338,8 +1351,8 @@ impl Inner {
             }
         }
         let mut core = self.core.lock();
-        for p in paths {
-            core.plan.mark(&p, seq, Instant::now());
+        for p in paths.iter().skip(1) {
+            core.plan.mark(p, seq, Instant::now());
         }
     }
 }

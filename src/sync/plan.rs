@@ -21,6 +21,10 @@ struct Mark {
     marked: Instant,
     due: Instant,
     attempts: u32,
+    /// Everything standing beneath the path locally when its work starts is to be reconciled
+    /// too (it goes with the mark when a later rename moves it, so what is found is what then
+    /// stands there, not what stood there when the mark was made).
+    subtree: bool,
 }
 
 /// A rename to replay on the remote before anything else under either path.
@@ -165,6 +169,7 @@ impl Plan {
         e.since = e.since.min(m.since);
         e.marked = e.marked.min(m.marked);
         e.due = e.due.min(m.due);
+        e.subtree |= m.subtree;
     }
 
     /// Path must be made equal on the remote, no earlier than `due`.
@@ -179,6 +184,7 @@ impl Plan {
             marked: now,
             due,
             attempts: 0,
+            subtree: false,
         });
         m.since = m.since.min(since);
         m.marked = m.marked.min(now);
@@ -186,10 +192,27 @@ impl Plan {
         m.due = m.due.max(due);
     }
 
-    /// Dirty paths that are due and not in flight, moved in flight (at most `limit`). A path
-    /// waits while anything beneath it is in flight (a directory's removal must not race an
-    /// upload's temp file inside it), and so does everything due beneath a path that waits (a
-    /// stream of uploads must not starve their directory).
+    /// `mark`, and everything beneath `path` locally when its work starts.
+    pub fn mark_subtree(&mut self, path: &[u8], since: u64) {
+        let now = Instant::now();
+        self.mark_at(path, since, now, now);
+        if let Some(m) = self.dirty.get_mut(path) {
+            m.subtree = true;
+        }
+    }
+
+    /// For a path just taken by `take_due` whose mark covers its subtree: the mark's seq, once
+    /// (the caller marks what stands beneath it now).
+    pub fn take_subtree(&mut self, path: &[u8]) -> Option<u64> {
+        let m = self.in_flight.get_mut(path)?;
+        std::mem::take(&mut m.subtree).then_some(m.since)
+    }
+
+    /// Dirty paths that are due and not in flight, moved in flight (at most `limit`). Work on
+    /// a path never overlaps work on its ancestors or descendants: a directory's removal must
+    /// not race an upload's temp file inside it, nor an upload beneath it the replacement of the
+    /// directory by a file. A path with work beneath it in flight waits, and so does everything
+    /// due beneath it (a stream of uploads must not starve their directory).
     pub fn take_due(&mut self, now: Instant, limit: usize) -> Vec<Vec<u8>> {
         let mut ready: Vec<Vec<u8>> = Vec::new();
         let mut held: Vec<&Vec<u8>> = Vec::new();
@@ -200,7 +223,11 @@ impl Plan {
             if m.due > now || self.in_flight.contains_key(p) {
                 continue;
             }
-            if held.iter().any(|h| is_within(p, h)) {
+            let under = |a: &Vec<u8>| is_within(p, a);
+            if held.iter().any(|h| under(h))
+                || ready.iter().any(under)
+                || self.in_flight.keys().any(under)
+            {
                 continue;
             }
             if self.busy_under(p) {
@@ -470,10 +497,9 @@ mod tests {
         };
         assert_eq!(plan.consume(&entry(2, rename), &m, Duration::ZERO), None);
         plan.finish(b"dir/f", None, false);
-        assert_eq!(
-            plan.take_due(Instant::now(), 10),
-            [p("dir"), p("moved"), p("moved/f")]
-        );
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("dir"), p("moved")]);
+        plan.finish(b"moved", None, false);
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("moved/f")]);
         assert_eq!(plan.applied(), 0, "moved/f still stands for record 1");
     }
 
@@ -501,6 +527,25 @@ mod tests {
         assert_eq!(plan.take_due(Instant::now(), 10), [p("a")]);
     }
 
+    /// What stands beneath a path marked with its subtree is found when the work starts: a
+    /// later rename takes the mark along.
+    #[test]
+    fn a_subtree_mark_goes_with_a_later_rename_and_is_taken_once() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        plan.mark_subtree(b"x", 7);
+        let rename = Record::Rename {
+            from: p("x"),
+            to: p("y/z"),
+            flags: 0,
+        };
+        assert_eq!(plan.consume(&entry(8, rename), &m, Duration::ZERO), None);
+        let taken = plan.take_due(Instant::now(), 10);
+        assert!(taken.contains(&p("y/z")), "{taken:?}");
+        assert_eq!(plan.take_subtree(b"y/z"), Some(7));
+        assert_eq!(plan.take_subtree(b"y/z"), None, "taken once");
+    }
+
     #[test]
     fn a_directory_waits_for_work_beneath_it_and_holds_back_newer_work_there() {
         let (_d, m) = manifest();
@@ -520,7 +565,13 @@ mod tests {
             "d waits for d/big, and d/other waits behind d"
         );
         plan.finish(b"d/big", None, false);
-        assert_eq!(plan.take_due(Instant::now(), 10), [p("d"), p("d/other")]);
+        assert_eq!(
+            plan.take_due(Instant::now(), 10),
+            [p("d")],
+            "d/other waits for d"
+        );
+        plan.finish(b"d", None, false);
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("d/other")]);
     }
 
     #[test]
