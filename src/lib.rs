@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod config;
 pub mod control;
+pub mod daemons;
 pub mod fs;
 pub mod fuse;
 pub mod hash;
