@@ -25,5 +25,6 @@ pub mod statedir;
 pub mod status;
 pub mod sync;
 pub mod trust;
+pub mod unmount;
 pub mod utc;
 pub mod verify;

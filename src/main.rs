@@ -7,7 +7,7 @@ use ftpsync::config::{
     FileConfig, MirrorConfig, MountConfig, MountOptions, Remote, Secrets,
 };
 use ftpsync::mount_helper::{self, Invocation};
-use ftpsync::{audit, restore, run, status, trust, utc, verify};
+use ftpsync::{audit, restore, run, status, trust, unmount, utc, verify};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
     long_about = "ftpsync mounts a local directory through FUSE: applications use it at local speed, \
 every change is journaled, every file is hashed (SHA-256) when it is closed, and the changes are \
 mirrored to an SFTP server, each confirmed by the server's copy carrying the same hash. \
-Unmount with `fusermount3 -u MOUNTPOINT`."
+Unmount with `ftpsync unmount MOUNTPOINT` (waits until the server has everything, then says \
+what is left) or `fusermount3 -u MOUNTPOINT` (returns at once; the daemon drains in the \
+background)."
 )]
 struct Cli {
     /// More logging (-v info... -vv debug); RUST_LOG overrides.
@@ -119,6 +121,26 @@ enum Command {
         /// covered), for scripts that need the server to equal the local tree.
         #[arg(long)]
         require_closed: bool,
+    },
+    /// Flush, unmount, wait for the daemon to exit, and say what is left: the unmount that
+    /// waits and tells.
+    ///
+    /// First a flush (as `ftpsync flush`, up to --timeout): every change made before the call
+    /// confirmed on the server. Then `fusermount3 -u` (refused while a process uses the mount:
+    /// nothing is unmounted then, and the mirror keeps running). Then it waits for the daemon
+    /// to exit; after a flush that did not finish, the daemon keeps sending for up to its
+    /// --drain-timeout first. Exit 0 when every change is confirmed on the server; 1 otherwise,
+    /// listing the paths whose changes are not on the server yet: they stay journaled in the
+    /// state dir and the next mount of this mirror sends them. Nothing is lost either way.
+    ///
+    /// `fusermount3 -u MOUNTPOINT` unmounts too, but returns at once: the daemon drains in the
+    /// background and reports what is left only in its log.
+    Unmount {
+        /// A mountpoint of a running mirror, its state dir, or its profile name.
+        target: PathBuf,
+        /// Seconds the flush before the unmount may take; the unmount happens either way.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// Compare the remote with the local tree, every file by SHA-256; exit 0 only when equal.
     Verify {
@@ -700,6 +722,12 @@ fn main() {
                 require_closed,
             };
             status::flush(&d, &req)
+        }),
+        Command::Unmount { target, timeout } => state_dir_of(&target).and_then(|state_dir| {
+            unmount::run(&unmount::Request {
+                state_dir,
+                timeout: Duration::from_secs(timeout),
+            })
         }),
         Command::Audit {
             target,

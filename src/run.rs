@@ -307,8 +307,8 @@ fn refuse_or_await_other_daemon(cfg: &MountConfig, root: &OwnedFd) -> Result<()>
     };
     let wait = other.drain_timeout.unwrap_or(Duration::ZERO) + DRAIN_SLACK;
     eprintln!(
-        "ftpsync: {other} is still draining {} after its unmount; waiting up to {} s for it \
-         to exit",
+        "ftpsync: daemon pid {pid} is still draining {} after its unmount; waiting up to {} s \
+         for it to exit ({other})",
         pending_words(other.state_dir.as_deref()),
         wait.as_secs()
     );
