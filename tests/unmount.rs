@@ -66,12 +66,20 @@ fn unmount_returns_once_pending_uploads_are_confirmed() {
 fn unmount_with_the_server_down_names_what_is_left_and_the_next_mount_sends_it() {
     let mut m = Mount::builder().arg("--drain-timeout").arg("1").mount();
     m.sshd.as_mut().expect("sshd").stop();
-    fs::write(m.path("left-behind.txt"), b"written while the server is down").expect("write");
+    fs::write(
+        m.path("left-behind.txt"),
+        b"written while the server is down",
+    )
+    .expect("write");
     let pid = m.pid();
     let start = Instant::now();
     let out = unmount(&m.mnt, 3);
     let took = start.elapsed();
-    assert!(!out.ok(), "unmount exited 0 with the server down:\n{}", out.stderr);
+    assert!(
+        !out.ok(),
+        "unmount exited 0 with the server down:\n{}",
+        out.stderr
+    );
     assert!(took < Duration::from_secs(30), "unmount took {took:?}");
     for want in ["left-behind.txt", "next mount", "journal"] {
         assert!(out.stderr.contains(want), "no {want:?} in:\n{}", out.stderr);
@@ -115,7 +123,11 @@ fn a_second_mirror_of_the_same_folder_is_refused_naming_the_first_daemon() {
     assert!(!out.ok(), "a second daemon mirrors the same folder");
     assert!(!common::is_ftpsync_mounted(&mnt2), "mounted anyway");
     let pid = format!("pid {}", m.pid());
-    for want in [pid.as_str(), &*m.state.to_string_lossy(), "already mirrored"] {
+    for want in [
+        pid.as_str(),
+        &*m.state.to_string_lossy(),
+        "already mirrored",
+    ] {
         assert!(out.stderr.contains(want), "no {want:?} in:\n{}", out.stderr);
     }
     // The same mount again, onto its own live mountpoint: refused, naming the daemon too.
@@ -130,7 +142,10 @@ fn a_second_mirror_of_a_shadow_mounted_folder_is_refused_naming_the_first_daemon
     let mnt2 = m.root.join("mnt2");
     fs::create_dir(&mnt2).expect("mkdir mnt2");
     let out = second_mount(&m, &mnt2);
-    assert!(!out.ok(), "a second daemon mirrors the shadow-mounted folder");
+    assert!(
+        !out.ok(),
+        "a second daemon mirrors the shadow-mounted folder"
+    );
     assert!(!common::is_ftpsync_mounted(&mnt2), "mounted anyway");
     let pid = format!("pid {}", m.pid());
     assert!(out.stderr.contains(&pid), "{}", out.stderr);
@@ -151,11 +166,21 @@ fn a_remount_during_the_drain_says_it_waits_for_the_old_daemon_then_mounts() {
     ])
     .assert_ok();
     let old = m.fusermount_u_no_wait();
-    assert!(common::pid_alive(old), "the old daemon did not drain at all");
+    assert!(
+        common::pid_alive(old),
+        "the old daemon did not drain at all"
+    );
     let out = m.mount();
     let says = format!("pid {old} is still draining");
-    assert!(out.stderr.contains(&says), "no {says:?} in:\n{}", out.stderr);
-    assert!(!common::pid_alive(old), "mounted while daemon {old} still runs");
+    assert!(
+        out.stderr.contains(&says),
+        "no {says:?} in:\n{}",
+        out.stderr
+    );
+    assert!(
+        !common::pid_alive(old),
+        "mounted while daemon {old} still runs"
+    );
     m.sshd.as_mut().expect("sshd").restart();
     m.flush();
     assert_eq!(
