@@ -52,6 +52,11 @@ enum Command {
     /// profile, the only argument is MOUNTPOINT (default: the profile's `mountpoint`, else its
     /// `local_dir`). The command line wins over the profile.
     ///
+    /// One daemon per folder: a LOCAL_DIR another running daemon mirrors (through any state
+    /// dir or mountpoint), or that is itself a live ftpsync mount, is refused, naming that
+    /// daemon (pid, mountpoint, state dir). When that daemon is only draining its uploads after
+    /// an unmount, mount says so and waits for it to exit (its --drain-timeout and 10 s more).
+    ///
     /// mount(8) runs this too: `mount -t fuse.ftpsync PROFILE MOUNTPOINT [-o OPTS]` and fstab
     /// lines of type fuse.ftpsync, through /sbin/mount.fuse.ftpsync (a symlink to ftpsync) or
     /// fuse3's mount.fuse, which runs `ftpsync PROFILE MOUNTPOINT -o OPTS`.
