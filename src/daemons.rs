@@ -231,9 +231,15 @@ impl Daemon {
 
 impl fmt::Display for Daemon {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.pid {
-            Some(pid) => write!(f, "ftpsync daemon pid {pid}")?,
-            None => write!(f, "an ftpsync daemon (pid unknown)")?,
+        match (self.pid, &self.state_dir) {
+            (Some(pid), Some(_)) => write!(f, "ftpsync daemon pid {pid}")?,
+            // Found by its lock alone: the lock table names the holder, not what it is.
+            (Some(pid), None) => write!(
+                f,
+                "pid {pid} (an ftpsync daemon whose state dir cannot be seen from here, or \
+                 another program locking the folder)"
+            )?,
+            (None, _) => write!(f, "an ftpsync daemon (pid unknown)")?,
         }
         let mut parts = Vec::new();
         if let Some(l) = &self.local_dir {

@@ -299,7 +299,9 @@ fn refuse_or_await_other_daemon(cfg: &MountConfig, root: &OwnedFd) -> Result<()>
     let unmount_hint = other.mountpoint.as_ref().map_or_else(String::new, |m| {
         format!(" (ftpsync unmount {})", m.display())
     });
-    let Some(pid) = other.pid.filter(|_| !other.mounted()) else {
+    // Waited for only when known to be an ftpsync daemon whose mount is gone.
+    let draining = other.state_dir.is_some() && !other.mounted();
+    let Some(pid) = other.pid.filter(|_| draining) else {
         bail!(
             "{} is already mirrored by {other}; unmount it first{unmount_hint}",
             local.display()
