@@ -4,7 +4,8 @@
 //! flush can have sent them); with the server down it returns 1 after its timeout, naming
 //! what is left, which the next mount then sends. A second mount of a folder already mirrored,
 //! through another state dir and mountpoint, is refused naming the first daemon's pid; a
-//! remount right after `fusermount3 -u` says it waits for the old daemon's drain, and does.
+//! remount right after `fusermount3 -u` says it waits for the old daemon's drain, and does. A
+//! busy mount is left mounted, with the hint to find who holds it.
 //! A real FUSE mount and a real loopback sshd.
 
 mod common;
@@ -187,4 +188,28 @@ fn a_remount_during_the_drain_says_it_waits_for_the_old_daemon_then_mounts() {
         remote_file(&m, "draining.txt").as_deref(),
         Some(&b"pending when unmounted"[..])
     );
+}
+
+#[test]
+fn unmount_of_a_busy_mount_unmounts_nothing_and_says_who_to_look_for() {
+    let mut m = Mount::new();
+    fs::write(m.path("f"), b"confirmed before the refusal").expect("write");
+    // A process whose working directory is in the mount keeps it busy.
+    let mut busy = Command::new("sleep")
+        .arg("60")
+        .current_dir(&m.mnt)
+        .spawn()
+        .expect("spawn sleep in the mount");
+    let out = unmount(&m.mnt, 30);
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(!out.ok(), "unmount exited 0 on a busy mount");
+    assert!(out.stderr.contains("fuser -vm"), "{}", out.stderr);
+    assert!(common::is_ftpsync_mounted(&m.mnt), "unmounted anyway");
+    assert!(common::pid_alive(m.pid()), "the daemon went away");
+    assert_eq!(
+        remote_file(&m, "f").as_deref(),
+        Some(&b"confirmed before the refusal"[..])
+    );
+    m.unmount();
 }
