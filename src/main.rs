@@ -69,7 +69,8 @@ enum Command {
     /// time left, what was confirmed in the last hour, the oldest pending change, failures,
     /// the journal and file hashes.
     Status {
-        /// A mountpoint of a running mirror, its state dir, or its profile name.
+        /// A mountpoint of a running mirror, its state dir, or its profile name (a bare name is
+        /// the profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Machine-readable output (the document described in doc/CONTRACTS.md).
         #[arg(long, conflicts_with_all = ["watch", "prometheus", "prometheus_file"])]
@@ -118,7 +119,8 @@ enum Command {
     /// permission, a reserved name), naming each path; with --require-closed, 1 when a file is
     /// still open for writing.
     Flush {
-        /// A mountpoint of a running mirror, its state dir, or its profile name.
+        /// A mountpoint of a running mirror, its state dir, or its profile name (a bare name is
+        /// the profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Give up (exit 1, saying what is still failing) after this many seconds.
         #[arg(long, default_value_t = 300)]
@@ -145,7 +147,8 @@ enum Command {
     /// `fusermount3 -u MOUNTPOINT` unmounts too, but returns at once: the daemon drains in the
     /// background and reports what is left only in its log.
     Unmount {
-        /// A mountpoint of a running mirror, its state dir, or its profile name.
+        /// A mountpoint of a running mirror, its state dir, or its profile name (a bare name is
+        /// the profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Seconds the flush before the unmount may take; the unmount happens either way.
         #[arg(long, default_value_t = 300)]
@@ -153,7 +156,8 @@ enum Command {
     },
     /// Compare the remote with the local tree, every file by SHA-256; exit 0 only when equal.
     Verify {
-        /// A mountpoint of a mirror, its state dir, or its profile name.
+        /// A mountpoint of a mirror, its state dir, or its profile name (a bare name is the
+        /// profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Machine-readable result on stdout.
         #[arg(long)]
@@ -192,7 +196,8 @@ Exit 0 only when everything was restored."
     /// Show the audit log (the trail of what the mirror sent and decided), oldest first, or
     /// check its hash chain.
     Audit {
-        /// A mountpoint of a running mirror, its state dir, or its profile name.
+        /// A mountpoint of a running mirror, its state dir, or its profile name (a bare name is
+        /// the profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Only events at or after this UTC time: 2026-11-25, 2026-11-25T10:00:00Z,
         /// "2026-11-25 10:00:00", or an age: 90s, 30m, 2h, 7d.
