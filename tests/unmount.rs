@@ -213,3 +213,47 @@ fn unmount_of_a_busy_mount_unmounts_nothing_and_says_who_to_look_for() {
     );
     m.unmount();
 }
+
+#[test]
+fn a_mount_of_the_folder_through_another_state_dir_also_waits_for_the_drain() {
+    let mut m = Mount::builder().arg("--drain-timeout").arg("4").mount();
+    m.sshd.as_mut().expect("sshd").stop();
+    fs::write(m.path("draining.txt"), b"pending when unmounted").expect("write");
+    common::ftpsync([
+        "flush".as_ref(),
+        m.state.as_os_str(),
+        "--local".as_ref(),
+        "--timeout".as_ref(),
+        "30".as_ref(),
+    ])
+    .assert_ok();
+    let old = m.fusermount_u_no_wait();
+    assert!(
+        common::pid_alive(old),
+        "the old daemon did not drain at all"
+    );
+    // Found through the folder's lock alone: the other state dir knows nothing of it.
+    let out = second_mount(&m, &m.mnt);
+    out.assert_ok();
+    let says = format!("pid {old} is still draining");
+    assert!(
+        out.stderr.contains(&says),
+        "no {says:?} in:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&*m.state.to_string_lossy()),
+        "the old daemon's state dir is not named:\n{}",
+        out.stderr
+    );
+    assert!(
+        !common::pid_alive(old),
+        "mounted while daemon {old} still runs"
+    );
+    m.sshd.as_mut().expect("sshd").restart();
+    unmount(&m.mnt, 60).assert_ok();
+    assert_eq!(
+        remote_file(&m, "draining.txt").as_deref(),
+        Some(&b"pending when unmounted"[..])
+    );
+}
