@@ -2,6 +2,7 @@
 
 use crate::audit::Audit;
 use crate::config::{is_root, MountConfig};
+use crate::daemons::LOCK_FILE;
 use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
 use crate::journal::Journal;
@@ -24,7 +25,6 @@ use std::time::Duration;
 
 pub use crate::daemons::{state_dir_locked, PID_FILE};
 pub const LOG_FILE: &str = "ftpsync.log";
-use crate::daemons::LOCK_FILE;
 /// Compact the journal once it has grown past this many bytes since the last compaction.
 const COMPACT_BYTES: u64 = 64 << 20;
 /// How long `mount` waits for the first connection before going live without it.
@@ -253,7 +253,7 @@ fn lock_state_dir(dir: &Path) -> Result<File> {
     // SAFETY: flock on an open descriptor.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let other = daemons::Daemon::of_state_dir(dir).unwrap_or_default();
-        bail!("another {other} is using the state dir {}", dir.display());
+        bail!("the state dir {} is in use by {other}", dir.display());
     }
     Ok(f)
 }
