@@ -152,8 +152,9 @@ fn a_second_mirror_of_a_shadow_mounted_folder_is_refused_naming_the_first_daemon
     assert!(out.stderr.contains(&pid), "{}", out.stderr);
 }
 
-#[test]
-fn a_remount_during_the_drain_says_it_waits_for_the_old_daemon_then_mounts() {
+/// A mount (drain timeout 4 s) whose server is down, holding one journaled file, just
+/// unmounted with `fusermount3 -u`: its daemon (the pid returned) is draining.
+fn unmounted_while_the_server_is_down() -> (Mount, i32) {
     let mut m = Mount::builder().arg("--drain-timeout").arg("4").mount();
     m.sshd.as_mut().expect("sshd").stop();
     fs::write(m.path("draining.txt"), b"pending when unmounted").expect("write");
@@ -171,7 +172,11 @@ fn a_remount_during_the_drain_says_it_waits_for_the_old_daemon_then_mounts() {
         common::pid_alive(old),
         "the old daemon did not drain at all"
     );
-    let out = m.mount();
+    (m, old)
+}
+
+/// The mount said it waits for the draining daemon `old`, and mounted only once it was gone.
+fn said_it_waited_for(out: &common::CmdOut, old: i32) {
     let says = format!("pid {old} is still draining");
     assert!(
         out.stderr.contains(&says),
@@ -182,6 +187,13 @@ fn a_remount_during_the_drain_says_it_waits_for_the_old_daemon_then_mounts() {
         !common::pid_alive(old),
         "mounted while daemon {old} still runs"
     );
+}
+
+#[test]
+fn a_remount_during_the_drain_says_it_waits_for_the_old_daemon_then_mounts() {
+    let (mut m, old) = unmounted_while_the_server_is_down();
+    let out = m.mount();
+    said_it_waited_for(&out, old);
     m.sshd.as_mut().expect("sshd").restart();
     m.flush();
     assert_eq!(
@@ -216,39 +228,15 @@ fn unmount_of_a_busy_mount_unmounts_nothing_and_says_who_to_look_for() {
 
 #[test]
 fn a_mount_of_the_folder_through_another_state_dir_also_waits_for_the_drain() {
-    let mut m = Mount::builder().arg("--drain-timeout").arg("4").mount();
-    m.sshd.as_mut().expect("sshd").stop();
-    fs::write(m.path("draining.txt"), b"pending when unmounted").expect("write");
-    common::ftpsync([
-        "flush".as_ref(),
-        m.state.as_os_str(),
-        "--local".as_ref(),
-        "--timeout".as_ref(),
-        "30".as_ref(),
-    ])
-    .assert_ok();
-    let old = m.fusermount_u_no_wait();
-    assert!(
-        common::pid_alive(old),
-        "the old daemon did not drain at all"
-    );
+    let (mut m, old) = unmounted_while_the_server_is_down();
     // Found through the folder's lock alone: the other state dir knows nothing of it.
     let out = second_mount(&m, &m.mnt);
     out.assert_ok();
-    let says = format!("pid {old} is still draining");
-    assert!(
-        out.stderr.contains(&says),
-        "no {says:?} in:\n{}",
-        out.stderr
-    );
+    said_it_waited_for(&out, old);
     assert!(
         out.stderr.contains(&*m.state.to_string_lossy()),
         "the old daemon's state dir is not named:\n{}",
         out.stderr
-    );
-    assert!(
-        !common::pid_alive(old),
-        "mounted while daemon {old} still runs"
     );
     m.sshd.as_mut().expect("sshd").restart();
     unmount(&m.mnt, 60).assert_ok();
