@@ -87,15 +87,13 @@ mirrored to $REMOTE_URL (on disk: $REMOTE_ROOT).
   status (scripts):   $bin status $demo/mnt --json
   audit trail:        $bin audit $demo/mnt
   wait for the remote: $bin flush $demo/mnt
-  unmount:            fusermount3 -u $demo/mnt
+  unmount:            $bin unmount $demo/mnt   (flush, unmount, wait; says what is left)
   stop the server:    kill $SSHD_PID
 
 Everything of this run is in $demo: the local folder (local/), the mountpoint (mnt/), the
 state dir (state/) and the server with its keys and remote root (sshd/). To clean up:
 
-  $bin flush $demo/mnt --timeout 60   # every change confirmed
-  fusermount3 -u $demo/mnt                # the daemon then drains and exits
-  while [ -e $demo/state/ftpsync.pid ]; do sleep 0.2; done
+  $bin unmount $demo/mnt --timeout 60   # every change confirmed, unmounted, daemon gone
   kill $SSHD_PID
   rm -rf $demo
 

@@ -660,27 +660,39 @@ pub fn is_profile_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Where profiles live: `$FTPSYNC_CONFIG_DIR` if set; `/etc/ftpsync` for root; otherwise
-/// `$XDG_CONFIG_HOME/ftpsync`, or `~/.config/ftpsync`.
-pub fn profile_dir() -> PathBuf {
+/// Where profiles are looked for, in order: only `$FTPSYNC_CONFIG_DIR` when it is set;
+/// otherwise the user's own `$XDG_CONFIG_HOME/ftpsync` (default `~/.config/ftpsync`), then,
+/// for root, the system's `/etc/ftpsync` (what mount(8) and the systemd unit use). Root reads
+/// its own directory first so that the Quick start works as written for root too.
+pub fn profile_dirs() -> Vec<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
     if let Some(dir) = env(CONFIG_DIR_ENV) {
-        return dir;
+        return vec![dir];
     }
-    if is_root() {
-        return PathBuf::from("/etc/ftpsync");
-    }
-    match env("XDG_CONFIG_HOME") {
+    let own = match env("XDG_CONFIG_HOME") {
         Some(x) => x.join("ftpsync"),
         None => home_dir()
             .unwrap_or_else(|| PathBuf::from("/"))
             .join(".config/ftpsync"),
+    };
+    let mut dirs = vec![own];
+    if is_root() {
+        dirs.push(PathBuf::from(SYSTEM_PROFILE_DIR));
     }
+    dirs
 }
+
+/// The system's profiles, read by root after its own.
+pub const SYSTEM_PROFILE_DIR: &str = "/etc/ftpsync";
+
+/// Where profiles are looked for, as `--help` and errors say it.
+pub const PROFILE_SEARCH: &str = "$FTPSYNC_CONFIG_DIR/NAME.toml alone when that is set; else \
+$XDG_CONFIG_HOME/ftpsync/NAME.toml (default ~/.config/ftpsync/NAME.toml), then, for root, \
+/etc/ftpsync/NAME.toml";
 
 /// `$HOME`, else the user's home from the password database: mount(8) runs its helpers with
 /// HOME (and PATH) removed from the environment.
@@ -704,22 +716,36 @@ pub fn home_dir() -> Option<PathBuf> {
     }
 }
 
-/// The file of profile `name` (`DIR/NAME.toml`, see [`profile_dir`]), which must exist.
+/// The file of profile `name`: the first `DIR/NAME.toml` of [`profile_dirs`], which must exist.
 pub fn profile_path(name: &str) -> Result<PathBuf, ConfigError> {
-    profile_in(&profile_dir(), name)
+    profile_in(&profile_dirs(), name)
 }
 
-fn profile_in(dir: &Path, name: &str) -> Result<PathBuf, ConfigError> {
+/// Whether a profile of this name exists (a name only: no error when not).
+pub fn profile_exists(name: &str) -> bool {
+    is_profile_name(name) && profile_path(name).is_ok()
+}
+
+fn profile_in(dirs: &[PathBuf], name: &str) -> Result<PathBuf, ConfigError> {
     if !is_profile_name(name) {
         return invalid(format!(
             "'{name}' is not a profile name (letters, digits, '.', '_' and '-', not starting \
              with '.' or '-')"
         ));
     }
-    let path = dir.join(format!("{name}.toml"));
-    if path.is_file() {
+    let file = format!("{name}.toml");
+    if let Some(path) = dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file()) {
         return Ok(path);
     }
+    let looked: Vec<String> = dirs.iter().map(|d| looked_in(d, &file)).collect();
+    invalid(format!(
+        "no profile '{name}': looked for {}. Profiles are {PROFILE_SEARCH}",
+        looked.join("; ")
+    ))
+}
+
+/// `DIR/FILE (what DIR holds)`, for a failed lookup.
+fn looked_in(dir: &Path, file: &str) -> String {
     let mut known: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -737,12 +763,7 @@ fn profile_in(dir: &Path, name: &str) -> Result<PathBuf, ConfigError> {
     } else {
         format!("profiles there: {}", known.join(", "))
     };
-    invalid(format!(
-        "no profile '{name}': looked for {} ({known}). Profiles are /etc/ftpsync/NAME.toml \
-         for root, $XDG_CONFIG_HOME/ftpsync/NAME.toml or ~/.config/ftpsync/NAME.toml for \
-         other users, or in ${CONFIG_DIR_ENV} when set",
-        path.display()
-    ))
+    format!("{} ({known})", dir.join(file).display())
 }
 
 #[cfg(test)]
@@ -913,12 +934,15 @@ mod tests {
     #[test]
     fn profile_lookup_names_where_it_looked() {
         let dir = tempfile::tempdir().unwrap();
+        let one = |p: &Path| vec![p.to_path_buf()];
         std::fs::write(dir.path().join("home.toml"), "").unwrap();
         assert_eq!(
-            profile_in(dir.path(), "home").unwrap(),
+            profile_in(&one(dir.path()), "home").unwrap(),
             dir.path().join("home.toml")
         );
-        let e = profile_in(dir.path(), "work").unwrap_err().to_string();
+        let e = profile_in(&one(dir.path()), "work")
+            .unwrap_err()
+            .to_string();
         let want = dir.path().join("work.toml");
         assert!(e.contains(&*want.to_string_lossy()), "{e}");
         assert!(e.contains("profiles there: home"), "{e}");
@@ -926,15 +950,41 @@ mod tests {
             e.contains("/etc/ftpsync") && e.contains("~/.config/ftpsync"),
             "{e}"
         );
-        let e = profile_in(dir.path(), "../home").unwrap_err().to_string();
+        let e = profile_in(&one(dir.path()), "../home")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a profile name"), "{e}");
         let empty = tempfile::tempdir().unwrap();
-        let e = profile_in(empty.path(), "home").unwrap_err().to_string();
+        let e = profile_in(&one(empty.path()), "home")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("holds no profile"), "{e}");
-        let e = profile_in(&empty.path().join("nowhere"), "home")
+        let e = profile_in(&one(&empty.path().join("nowhere")), "home")
             .unwrap_err()
             .to_string();
         assert!(e.contains("nowhere does not exist"), "{e}");
+    }
+
+    #[test]
+    fn the_first_directory_holding_a_profile_wins() {
+        let (own, system) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dirs = vec![own.path().to_path_buf(), system.path().to_path_buf()];
+        std::fs::write(system.path().join("docs.toml"), "").unwrap();
+        assert_eq!(
+            profile_in(&dirs, "docs").unwrap(),
+            system.path().join("docs.toml")
+        );
+        std::fs::write(own.path().join("docs.toml"), "").unwrap();
+        assert_eq!(
+            profile_in(&dirs, "docs").unwrap(),
+            own.path().join("docs.toml")
+        );
+        let e = profile_in(&dirs, "work").unwrap_err().to_string();
+        assert!(
+            e.contains(&*own.path().to_string_lossy())
+                && e.contains(&*system.path().to_string_lossy()),
+            "{e}"
+        );
     }
 
     #[test]

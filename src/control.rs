@@ -91,12 +91,39 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET)
 }
 
+/// Longest path a unix socket address holds (sun_path, less its NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// Runs `f` on a name of the socket short enough to bind or connect to. A default state dir
+/// under a deep home can make the real path longer than a socket address holds; the same
+/// file is then named through a descriptor of the state dir (/proc/self/fd/N/control.sock),
+/// held open while `f` runs.
+fn at_short_path<T>(
+    state_dir: &Path,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = socket_path(state_dir);
+    if path.as_os_str().len() <= SUN_PATH_MAX {
+        return f(&path);
+    }
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(state_dir)?;
+    f(Path::new(&format!(
+        "/proc/self/fd/{}/{SOCKET}",
+        dir.as_raw_fd()
+    )))
+}
+
 /// Binds the socket (replacing a stale one) and serves it on a thread of its own.
 pub fn serve(state_dir: &Path, fs: Arc<Fs>, engine: Arc<Engine>) -> std::io::Result<()> {
     let path = socket_path(state_dir);
     // Unlinking never follows a link, and bind refuses any name that exists.
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)?;
+    let listener = at_short_path(state_dir, |p| UnixListener::bind(p))?;
     // chmod follows links: make sure the name is still the socket just bound.
     use std::os::unix::fs::FileTypeExt;
     if !std::fs::symlink_metadata(&path)?.file_type().is_socket() {
@@ -207,7 +234,7 @@ pub fn call_within(
     timeout: Option<Duration>,
 ) -> anyhow::Result<Reply> {
     let path = socket_path(state_dir);
-    let conn = UnixStream::connect(&path).map_err(|e| {
+    let conn = at_short_path(state_dir, |p| UnixStream::connect(p)).map_err(|e| {
         anyhow::anyhow!(
             "no ftpsync daemon answers at {} ({e}); is the mirror mounted?",
             path.display()

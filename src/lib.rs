@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod config;
 pub mod control;
+pub mod daemons;
 pub mod fs;
 pub mod fuse;
 pub mod hash;
@@ -24,5 +25,6 @@ pub mod statedir;
 pub mod status;
 pub mod sync;
 pub mod trust;
+pub mod unmount;
 pub mod utc;
 pub mod verify;

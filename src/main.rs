@@ -3,11 +3,11 @@
 use anyhow::{Context, Result};
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use ftpsync::config::{
-    connect_options, default_state_dir, is_profile_name, parse_rate, profile_path, seconds,
-    FileConfig, MirrorConfig, MountConfig, MountOptions, Remote, Secrets,
+    connect_options, default_state_dir, is_profile_name, parse_rate, profile_exists, profile_path,
+    seconds, FileConfig, MirrorConfig, MountConfig, MountOptions, Remote, Secrets,
 };
 use ftpsync::mount_helper::{self, Invocation};
-use ftpsync::{audit, restore, run, status, trust, utc, verify};
+use ftpsync::{audit, restore, run, status, trust, unmount, utc, verify};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
     long_about = "ftpsync mounts a local directory through FUSE: applications use it at local speed, \
 every change is journaled, every file is hashed (SHA-256) when it is closed, and the changes are \
 mirrored to an SFTP server, each confirmed by the server's copy carrying the same hash. \
-Unmount with `fusermount3 -u MOUNTPOINT`."
+Unmount with `ftpsync unmount MOUNTPOINT` (waits until the server has everything, then says \
+what is left) or `fusermount3 -u MOUNTPOINT` (returns at once; the daemon drains in the \
+background)."
 )]
 struct Cli {
     /// More logging (-v info... -vv debug); RUST_LOG overrides.
@@ -39,13 +41,21 @@ enum Command {
     /// Mount LOCAL_DIR at MOUNTPOINT (or over itself), mirrored to REMOTE; or mount a profile:
     /// `ftpsync mount PROFILE [MOUNTPOINT]`.
     ///
-    /// A profile is a config file (the keys of --config) found by name: /etc/ftpsync/NAME.toml
-    /// for root, $XDG_CONFIG_HOME/ftpsync/NAME.toml (default ~/.config/ftpsync/NAME.toml) for
-    /// other users, $FTPSYNC_CONFIG_DIR/NAME.toml when that variable is set. The first argument
-    /// is a profile when it matches [A-Za-z0-9._-]+ (not starting with '.' or '-') and nothing of
-    /// that name exists in the current directory; otherwise it is LOCAL_DIR. `--profile NAME`
-    /// says it explicitly. After a profile, the only argument is MOUNTPOINT (default: the
-    /// profile's `mountpoint`, else its `local_dir`). The command line wins over the profile.
+    /// A profile is a config file (the keys of --config) found by name, looked for in this
+    /// order: $XDG_CONFIG_HOME/ftpsync/NAME.toml (default ~/.config/ftpsync/NAME.toml), then,
+    /// for root only, /etc/ftpsync/NAME.toml; only $FTPSYNC_CONFIG_DIR/NAME.toml when that
+    /// variable is set. The first argument is a profile when it matches [A-Za-z0-9._-]+ (no
+    /// '/', not starting with '.' or '-') and such a profile exists, even if a directory of
+    /// that name exists here: write a directory with a slash (./docs) to mirror it instead.
+    /// A name that is neither a profile nor anything here is taken for a profile, and the
+    /// error lists the profiles there are. `--profile NAME` says it explicitly. After a
+    /// profile, the only argument is MOUNTPOINT (default: the profile's `mountpoint`, else its
+    /// `local_dir`). The command line wins over the profile.
+    ///
+    /// One daemon per folder: a LOCAL_DIR another running daemon mirrors (through any state
+    /// dir or mountpoint), or that is itself a live ftpsync mount, is refused, naming that
+    /// daemon (pid, mountpoint, state dir). When that daemon is only draining its uploads after
+    /// an unmount, mount says so and waits for it to exit (its --drain-timeout and 10 s more).
     ///
     /// mount(8) runs this too: `mount -t fuse.ftpsync PROFILE MOUNTPOINT [-o OPTS]` and fstab
     /// lines of type fuse.ftpsync, through /sbin/mount.fuse.ftpsync (a symlink to ftpsync) or
@@ -59,7 +69,8 @@ enum Command {
     /// time left, what was confirmed in the last hour, the oldest pending change, failures,
     /// the journal and file hashes.
     Status {
-        /// A mountpoint of a running mirror, its state dir, or its profile name.
+        /// A mountpoint of a running mirror, its state dir, or its profile name (a bare name is
+        /// the profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Machine-readable output (the document described in doc/CONTRACTS.md).
         #[arg(long, conflicts_with_all = ["watch", "prometheus", "prometheus_file"])]
@@ -82,7 +93,8 @@ enum Command {
         #[arg(long, value_name = "SECS", requires = "prometheus_file")]
         interval: Option<f64>,
     },
-    /// Show the server's host key and pin it in the state dir's known_hosts (after a yes, or when --fingerprint matches).
+    /// Show the server's host key and pin it in the state dir's known_hosts (after a yes typed
+    /// on a terminal, or when --fingerprint matches; a yes piped on stdin is not read).
     Trust(TrustArgs),
     /// Wait until every change made before this call is confirmed on the remote, except files
     /// still open for writing (named on stderr).
@@ -107,7 +119,8 @@ enum Command {
     /// permission, a reserved name), naming each path; with --require-closed, 1 when a file is
     /// still open for writing.
     Flush {
-        /// A mountpoint of a running mirror, its state dir, or its profile name.
+        /// A mountpoint of a running mirror, its state dir, or its profile name (a bare name is
+        /// the profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Give up (exit 1, saying what is still failing) after this many seconds.
         #[arg(long, default_value_t = 300)]
@@ -120,9 +133,31 @@ enum Command {
         #[arg(long)]
         require_closed: bool,
     },
+    /// Flush, unmount, wait for the daemon to exit, and say what is left: the unmount that
+    /// waits and tells.
+    ///
+    /// First a flush (as `ftpsync flush`, up to --timeout): every change made before the call
+    /// confirmed on the server. Then `fusermount3 -u` (refused while a process uses the mount:
+    /// nothing is unmounted then, and the mirror keeps running). Then it waits for the daemon
+    /// to exit; after a flush that did not finish, the daemon keeps sending for up to its
+    /// --drain-timeout first. Exit 0 when every change is confirmed on the server; 1 otherwise,
+    /// listing the paths whose changes are not on the server yet: they stay journaled in the
+    /// state dir and the next mount of this mirror sends them. Nothing is lost either way.
+    ///
+    /// `fusermount3 -u MOUNTPOINT` unmounts too, but returns at once: the daemon drains in the
+    /// background and reports what is left only in its log.
+    Unmount {
+        /// A mountpoint of a running mirror, its state dir, or its profile name (a bare name is
+        /// the profile when one exists; write ./NAME for a directory of that name).
+        target: PathBuf,
+        /// Seconds the flush before the unmount may take; the unmount happens either way.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Compare the remote with the local tree, every file by SHA-256; exit 0 only when equal.
     Verify {
-        /// A mountpoint of a mirror, its state dir, or its profile name.
+        /// A mountpoint of a mirror, its state dir, or its profile name (a bare name is the
+        /// profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Machine-readable result on stdout.
         #[arg(long)]
@@ -138,6 +173,8 @@ enum Command {
     /// Pull the remote tree into a local directory, every file hashed and (with --state-dir)
     /// checked against the SHA-256 the mirror confirmed; re-run to resume.
     #[command(
+        override_usage = "ftpsync restore [OPTIONS] REMOTE DIR\n       \
+                                ftpsync restore [OPTIONS] PROFILE DIR",
         long_about = "Pull the remote tree into DIR, which must be empty or left by an \
 unfinished restore of the same remote: a restore first writes the marker \
 .ftpsync-restore.ftpsync-tmp-0000000000000000 (0600, naming the remote) in DIR and removes it \
@@ -159,7 +196,8 @@ Exit 0 only when everything was restored."
     /// Show the audit log (the trail of what the mirror sent and decided), oldest first, or
     /// check its hash chain.
     Audit {
-        /// A mountpoint of a running mirror, its state dir, or its profile name.
+        /// A mountpoint of a running mirror, its state dir, or its profile name (a bare name is
+        /// the profile when one exists; write ./NAME for a directory of that name).
         target: PathBuf,
         /// Only events at or after this UTC time: 2026-11-25, 2026-11-25T10:00:00Z,
         /// "2026-11-25 10:00:00", or an age: 90s, 30m, 2h, 7d.
@@ -182,7 +220,8 @@ struct TrustArgs {
     /// sftp://user@host[:port]/path or user@host:path, or a profile name (a remote always holds
     /// a ':', a profile name never does) [default: the remote in --config or --profile].
     remote: Option<String>,
-    /// Pin only if the server's key has this fingerprint (as `ssh-keygen -lf` prints it); no question asked.
+    /// Pin only if the server's key has this fingerprint (as `ssh-keygen -lf` prints it); no
+    /// question asked. The way to pin from a script or without a terminal.
     #[arg(long, value_name = "SHA256:...")]
     fingerprint: Option<String>,
     /// Replace a different key already pinned for this server (needs --fingerprint).
@@ -204,18 +243,21 @@ struct TrustArgs {
 
 #[derive(clap::Args)]
 struct RestoreArgs {
-    /// sftp://user@host[:port]/path or user@host:path: the mirror's remote.
+    /// sftp://user@host[:port]/path or user@host:path: the mirror's remote; or a profile name
+    /// (as for `mount`; a remote always holds a ':', a profile name never does): its remote,
+    /// login settings and state dir.
     remote: String,
     /// The local directory to restore into: existing, and empty or left by an unfinished
     /// restore of the same remote.
     dir: PathBuf,
     /// The mirror's state dir: its manifest verifies every file and gives its mode (setuid and
     /// setgid only from there, never from the server) and mtime, its known_hosts pins the
-    /// server's key [default: state_dir in --config].
+    /// server's key [default: the profile's or --config's state_dir, else the default state dir
+    /// of its local_dir when that exists].
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// The mount's TOML config: login settings, state dir and algorithm policy (its remote
-    /// and local_dir are not used).
+    /// The mount's TOML config: login settings, state dir (else its local_dir's default one)
+    /// and algorithm policy (its remote is not used).
     #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -252,8 +294,8 @@ struct MountArgs {
     /// command line wins.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Mount profile NAME: DIR/NAME.toml, DIR being /etc/ftpsync for root,
-    /// ~/.config/ftpsync otherwise (see above); then the only argument is MOUNTPOINT.
+    /// Mount profile NAME: ~/.config/ftpsync/NAME.toml (or under $XDG_CONFIG_HOME), then
+    /// /etc/ftpsync/NAME.toml for root (see above); then the only argument is MOUNTPOINT.
     #[arg(long, value_name = "NAME", conflicts_with = "config")]
     profile: Option<String>,
     #[command(flatten)]
@@ -351,10 +393,13 @@ fn config_file(config: Option<&Path>, profile: Option<&str>) -> Result<(FileConf
     })
 }
 
-/// Whether `mount`'s first argument names a profile: it matches the profile name pattern and
-/// nothing of that name exists in the current directory (then it is LOCAL_DIR).
+/// Whether a command's first argument names a profile: a profile name (no '/') of which a
+/// profile exists, even beside a directory of that name (`./docs` names the directory); or of
+/// which nothing exists here either, so that the error lists the profiles there are.
 fn names_profile(arg: &Path) -> bool {
-    arg.to_str().is_some_and(is_profile_name) && std::fs::symlink_metadata(arg).is_err()
+    arg.to_str().is_some_and(|name| {
+        is_profile_name(name) && (profile_exists(name) || std::fs::symlink_metadata(arg).is_err())
+    })
 }
 
 /// The state dir a command is about: a profile's (a name that is no path here), or the one
@@ -397,9 +442,24 @@ fn mount_config(mut a: MountArgs) -> Result<MountConfig> {
     let mut args = args.into_iter();
     let (local_arg, remote_arg, mountpoint_arg) = if a.profile.is_some() {
         let mountpoint = args.next().map(PathBuf::from);
-        if args.next().is_some() {
+        // A REMOTE after a bare name: the user meant a directory that shares a profile's name.
+        let remote_next = mountpoint
+            .as_deref()
+            .and_then(Path::to_str)
+            .is_some_and(|m| m.contains(':') && m.parse::<Remote>().is_ok());
+        if args.next().is_some() || (implicit && remote_next) {
+            let name = a.profile.as_deref().unwrap_or_default();
+            let dir_hint = if implicit {
+                format!(
+                    "; '{name}' names {source}; to mirror the directory {name} \
+                     instead, write it as a path: ./{name}"
+                )
+            } else {
+                String::new()
+            };
             anyhow::bail!(
-                "after a profile the only argument is MOUNTPOINT: ftpsync mount [--profile] NAME [MOUNTPOINT]"
+                "after a profile the only argument is MOUNTPOINT: ftpsync mount [--profile] NAME \
+                 [MOUNTPOINT]{dir_hint}"
             );
         }
         (None, None, mountpoint)
@@ -414,18 +474,10 @@ fn mount_config(mut a: MountArgs) -> Result<MountConfig> {
     let local_dir = local_arg.or(file.local_dir).with_context(|| {
         format!("LOCAL_DIR is required (an argument, or local_dir in {source})")
     })?;
-    let remote: Remote = match remote_arg.or(file.remote) {
-        Some(r) => r.parse()?,
-        None => {
-            // A directory of the same name can hide a profile: say so.
-            let hidden = local_dir
-                .to_str()
-                .filter(|n| is_profile_name(n) && profile_path(n).is_ok())
-                .map(|n| format!("; to mount the profile {n}, not the directory: ftpsync mount --profile {n}"))
-                .unwrap_or_default();
-            anyhow::bail!("REMOTE is required (an argument, or remote in {source}){hidden}");
-        }
-    };
+    let remote: Remote = remote_arg
+        .or(file.remote)
+        .with_context(|| format!("REMOTE is required (an argument, or remote in {source})"))?
+        .parse()?;
     let local_dir = absolute(local_dir)?;
     let mountpoint = absolute(
         mountpoint_arg
@@ -537,13 +589,25 @@ fn init_cli_logging(level: log::LevelFilter) {
 }
 
 fn restore_request(a: RestoreArgs) -> Result<restore::Request> {
-    let file = match &a.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
-    };
+    let profile = is_profile_name(&a.remote).then_some(a.remote.as_str());
+    let (file, source) = config_file(a.config.as_deref(), profile)?;
     let login = a.login.resolve(&file)?;
-    let remote: Remote = a.remote.parse()?;
-    let state_dir = a.state_dir.or(file.state_dir).map(absolute).transpose()?;
+    let remote: Remote = match profile {
+        Some(_) => file
+            .remote
+            .clone()
+            .with_context(|| format!("{source} names no remote"))?
+            .parse()?,
+        None => a.remote.parse()?,
+    };
+    let state_dir = match (a.state_dir.or(file.state_dir), &file.local_dir) {
+        (Some(d), _) => Some(absolute(d)?),
+        // The mirror's own state dir, when this machine has one (a restore onto a new
+        // machine has none: it then checks against the server's hashes only).
+        (None, Some(local)) => Some(default_state_dir(&absolute(local.clone())?))
+            .filter(|d| d.join("journal").is_dir()),
+        (None, None) => None,
+    };
     let connections = a.connections.or(file.connections).unwrap_or(4);
     if !(1..=64).contains(&connections) {
         anyhow::bail!("--connections {connections}: expected 1 to 64");
@@ -700,6 +764,12 @@ fn main() {
                 require_closed,
             };
             status::flush(&d, &req)
+        }),
+        Command::Unmount { target, timeout } => state_dir_of(&target).and_then(|state_dir| {
+            unmount::run(&unmount::Request {
+                state_dir,
+                timeout: Duration::from_secs(timeout),
+            })
         }),
         Command::Audit {
             target,

@@ -2,6 +2,7 @@
 
 use crate::audit::Audit;
 use crate::config::{is_root, MountConfig};
+use crate::daemons::LOCK_FILE;
 use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
 use crate::journal::Journal;
@@ -10,21 +11,20 @@ use crate::mirror::Mirror;
 use crate::remote::{credentials, ConnectOptions, SecretSource};
 use crate::statedir::{self, Access};
 use crate::sync::{Connector, Engine, Options as SyncOptions};
-use crate::{control, layout, local, mounts, trust};
+use crate::{control, daemons, layout, local, mounts, trust};
 use anyhow::{anyhow, bail, Context, Result};
 use fuser::{MountOption, SessionACL};
 use log::{error, info, warn};
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const PID_FILE: &str = "ftpsync.pid";
+pub use crate::daemons::{state_dir_locked, PID_FILE};
 pub const LOG_FILE: &str = "ftpsync.log";
-const LOCK_FILE: &str = "lock";
 /// Compact the journal once it has grown past this many bytes since the last compaction.
 const COMPACT_BYTES: u64 = 64 << 20;
 /// How long `mount` waits for the first connection before going live without it.
@@ -40,6 +40,7 @@ pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
     // Opened before mounting: with a shadow mount this is the only way to the files beneath.
     let root = local::open_root(&cfg.local_dir)
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
+    refuse_or_await_other_daemon(&cfg, &root)?;
     prepare_state_dir(&cfg.state_dir)?;
     let connect_opts = cfg.connect_options();
     check_secret_files(&connect_opts)?;
@@ -85,7 +86,10 @@ fn clear_stale_mount(cfg: &MountConfig) -> Result<Option<String>> {
     let locked = state_dir_locked(&cfg.state_dir);
     match mounts::verdict(mnt, entries.last(), dead, &fsname(cfg), locked) {
         mounts::Verdict::Go => Ok(None),
-        mounts::Verdict::Refuse(why) => bail!("{why}"),
+        mounts::Verdict::Refuse(why) => match daemons::Daemon::of_mount(mnt) {
+            Some(d) if !dead => bail!("{why}; it is served by {d}"),
+            _ => bail!("{why}"),
+        },
         mounts::Verdict::Detach => {
             let status = std::process::Command::new("fusermount3")
                 .arg("-uz")
@@ -244,25 +248,102 @@ fn block_exit_signals() -> libc::sigset_t {
     }
 }
 
-/// Whether a daemon holds the state dir's lock right now.
-pub fn state_dir_locked(dir: &Path) -> bool {
-    let Ok(f) = statedir::open(&dir.join(LOCK_FILE), Access::Read) else {
-        return false;
-    };
-    // SAFETY: flock on an open descriptor; a lock we get is dropped with the file.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
-}
-
 fn lock_state_dir(dir: &Path) -> Result<File> {
     let f = statedir::open(&dir.join(LOCK_FILE), Access::Keep)?;
     // SAFETY: flock on an open descriptor.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!(
-            "another ftpsync daemon is using the state dir {}",
-            dir.display()
-        );
+        let other = daemons::Daemon::of_state_dir(dir).unwrap_or_default();
+        bail!("the state dir {} is in use by {other}", dir.display());
     }
     Ok(f)
+}
+
+/// Claims the local directory for this daemon's life (see [`daemons`]): a second daemon
+/// mirroring the same folder, through any state dir, is refused naming this one.
+fn claim_local_dir(cfg: &MountConfig, root: &OwnedFd) -> Result<File> {
+    let dir = &cfg.local_dir;
+    match daemons::claim_local_dir(root.as_fd()) {
+        Ok(Some(claim)) => Ok(claim),
+        Ok(None) => bail!(
+            "{} is already mirrored by {}",
+            dir.display(),
+            daemons::Daemon::of_local_dir(dir)
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot open {} to claim it", dir.display())),
+    }
+}
+
+/// How much longer than its drain timeout a draining daemon is waited for (it also syncs
+/// its journal and closes its connections).
+const DRAIN_SLACK: Duration = Duration::from_secs(10);
+
+/// Before the fork: another daemon on this state dir or this local directory is refused,
+/// named, while it is mounted; once unmounted it is only draining its uploads, so this mount
+/// says so and waits for it (bounded by its drain timeout), then takes over.
+fn refuse_or_await_other_daemon(cfg: &MountConfig, root: &OwnedFd) -> Result<()> {
+    let local = &cfg.local_dir;
+    if daemons::live_mount_at(local) && cfg.mountpoint != *local {
+        let other = daemons::Daemon::of_mount(local).unwrap_or_default();
+        bail!(
+            "{} is itself a live ftpsync mount, served by {other}: it is mirrored already; \
+             unmount it first (ftpsync unmount {})",
+            local.display(),
+            local.display()
+        );
+    }
+    let other = match daemons::Daemon::of_state_dir(&cfg.state_dir) {
+        Some(d) => d,
+        None if daemons::local_dir_claimed(root.as_fd()) => daemons::Daemon::of_local_dir(local),
+        None => return Ok(()),
+    };
+    let unmount_hint = other.mountpoint.as_ref().map_or_else(String::new, |m| {
+        format!(" (ftpsync unmount {})", m.display())
+    });
+    // Waited for only when known to be an ftpsync daemon whose mount is gone.
+    let draining = other.state_dir.is_some() && !other.mounted();
+    let Some(pid) = other.pid.filter(|_| draining) else {
+        bail!(
+            "{} is already mirrored by {other}; unmount it first{unmount_hint}",
+            local.display()
+        );
+    };
+    let wait = other.drain_timeout.unwrap_or(Duration::ZERO) + DRAIN_SLACK;
+    eprintln!(
+        "ftpsync: daemon pid {pid} is still draining {} after its unmount; waiting up to {} s \
+         for it to exit ({other})",
+        pending_words(other.state_dir.as_deref()),
+        wait.as_secs()
+    );
+    if !daemons::wait_exit(pid, wait) {
+        bail!(
+            "daemon pid {pid} is still running {} s after its unmount (see `ftpsync status {}`); \
+             wait for it to exit, or stop it with `kill {pid}` (what it has not sent stays \
+             journaled for the next mount)",
+            wait.as_secs(),
+            other
+                .state_dir
+                .as_ref()
+                .map_or_else(|| "STATE_DIR".into(), |d| d.display().to_string())
+        );
+    }
+    eprintln!("ftpsync: daemon pid {pid} has exited; mounting");
+    Ok(())
+}
+
+/// "N uploads" a daemon still has, as its control socket reports them ("its uploads" when it
+/// does not answer).
+fn pending_words(state_dir: Option<&Path>) -> String {
+    let reply = state_dir.and_then(|d| {
+        control::call_within(d, &control::Request::Status, Some(Duration::from_secs(2))).ok()
+    });
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    match reply.and_then(|r| r.mirror) {
+        Some(m) => {
+            let count = n(&m["pending"]) + n(&m["in_flight"]);
+            format!("{count} upload{}", if count == 1 { "" } else { "s" })
+        }
+        None => "its uploads".into(),
+    }
 }
 
 /// Runs the mount until it ends. `notify` (the daemon's pipe to its parent) gets "ok" and is
@@ -275,6 +356,7 @@ fn serve(cfg: MountConfig, start: Start, notify: &mut Option<File>) -> Result<()
     } = start;
     let signals = block_exit_signals();
     let _lock = lock_state_dir(&cfg.state_dir)?;
+    let _claim = claim_local_dir(&cfg, &root)?;
     if let Some(note) = detached {
         warn!("{note}");
     }

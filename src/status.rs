@@ -3,62 +3,22 @@
 
 use crate::config::MountConfig;
 use crate::control::{self, OpenFiles, PathName, Request};
-use crate::fs::{show, STATE_DIR_XATTR};
+use crate::fs::show;
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
 use crate::mirror::Manifest;
 use crate::progress::human_bytes;
 use crate::replay::PathMap;
-use crate::run::{self, PID_FILE};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// A state dir given directly, or the one a mountpoint's daemon reports.
-pub fn resolve_state_dir(target: &Path) -> Result<PathBuf> {
-    if target.join("journal").is_dir() || target.join(PID_FILE).exists() {
-        return Ok(target.to_path_buf());
-    }
-    let c = CString::new(target.as_os_str().as_bytes())?;
-    let name = CString::new(STATE_DIR_XATTR)?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid C strings; the buffer length is passed.
-    let n = unsafe {
-        libc::getxattr(
-            c.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        bail!(
-            "{} is neither an ftpsync state dir nor a live ftpsync mount",
-            target.display()
-        );
-    }
-    buf.truncate(n as usize);
-    Ok(PathBuf::from(
-        <std::ffi::OsString as OsStringExt>::from_vec(buf),
-    ))
-}
-
-/// The daemon's pid, if one holds the state dir's lock (a pid file alone could be stale, or
-/// name a zombie or a reused pid).
-fn daemon_pid(state_dir: &Path) -> Option<u32> {
-    if !run::state_dir_locked(state_dir) {
-        return None;
-    }
-    let text = crate::statedir::read(&state_dir.join(PID_FILE)).ok()?;
-    String::from_utf8_lossy(&text).trim().parse().ok()
-}
+pub use crate::daemons::resolve_state_dir;
 
 fn path_json(p: &[u8]) -> (String, String) {
     let n = PathName::of(p);
@@ -89,7 +49,7 @@ fn mount_json(state_dir: &Path) -> Value {
 /// What the daemon reports, cheaply (no journal, no manifest read): the part of the status
 /// document that `--watch` and the Prometheus output show.
 pub fn live(state_dir: &Path) -> Value {
-    let pid = daemon_pid(state_dir);
+    let pid = crate::daemons::pid_of(state_dir);
     let reply =
         pid.and_then(|_| control::call_within(state_dir, &Request::Status, Some(STATUS_WAIT)).ok());
     let (pending_hashes, mirror, open) = reply.map_or((None, None, None), |r| {

@@ -101,7 +101,7 @@ pub fn run(req: &Request) -> Result<()> {
         ),
         _ => {}
     }
-    if req.fingerprint.is_none() && !confirm(&who, &file)? {
+    if req.fingerprint.is_none() && !confirm(req, &key, &who, &file)? {
         bail!("not pinned");
     }
     let replaced = problem == HostKeyProblem::Changed;
@@ -140,11 +140,15 @@ fn same_fingerprint(given: &str, actual: &str) -> bool {
     !norm(given).is_empty() && norm(given) == norm(actual)
 }
 
-fn confirm(who: &str, file: &Path) -> Result<bool> {
+/// Asks for a yes on the terminal. A yes from a pipe is not taken (a script would pin any key
+/// unseen): without a terminal the answer is the command with `--fingerprint`.
+fn confirm(req: &Request, key: &HostKeyInfo, who: &str, file: &Path) -> Result<bool> {
     if !credentials::interactive() {
         bail!(
-            "not pinned: no terminal to ask on; check the fingerprint with the server's \
-             administrator, then pass it with --fingerprint"
+            "not pinned: standard input is not a terminal, and ftpsync takes the yes only from \
+             a terminal (a piped yes is not read). Check the fingerprint above with the \
+             server's administrator; if it matches, {}",
+            command_hint(&req.remote, &req.state_dir, key, false)
         );
     }
     print!(

@@ -782,6 +782,33 @@ impl Mount {
         self.mounted = false;
     }
 
+    /// `fusermount3 -u` without waiting for the daemon (it may still be draining); returns its
+    /// pid. The harness forgets it: the next `mount()` is a remount during that drain.
+    pub fn fusermount_u_no_wait(&mut self) -> i32 {
+        let pid = self.pid();
+        let (ok, err) = fusermount_u(&self.mnt);
+        assert!(ok, "fusermount3 -u {} failed: {err}", self.mnt.display());
+        self.mounted = false;
+        self.pid = None;
+        pid
+    }
+
+    /// The daemon ended by other means (`ftpsync unmount`): forget it and its mount.
+    pub fn forget_unmounted(&mut self) {
+        assert!(
+            !is_ftpsync_mounted(&self.mnt),
+            "forget_unmounted(): {} is still mounted",
+            self.mnt.display()
+        );
+        if let Some(pid) = self.pid.take() {
+            assert!(
+                wait_pid_gone(pid, EXIT_WAIT),
+                "forget_unmounted(): daemon {pid} is still running"
+            );
+        }
+        self.mounted = false;
+    }
+
     /// Mounts again on the same local and state dirs; a dead mount left by
     /// `kill9()` is detached first.
     pub fn remount(&mut self) {
