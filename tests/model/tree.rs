@@ -236,6 +236,18 @@ impl Tree {
         }
         let moved = self.take_within(from);
         self.put_rerooted(moved, from, to);
+        // A version whose taint a local write ended may still stand where it was: the write
+        // and a delete after it can reach ftpsync as nothing at all (coalesced within the
+        // write-back delay), and the server's version then moves with its directory.
+        for v in &mut self.versions {
+            let carried: Vec<String> = v
+                .paths
+                .iter()
+                .filter(|p| is_within(p, from))
+                .map(|p| reroot(p, from, to))
+                .collect();
+            v.paths.extend(carried);
+        }
     }
 
     /// RENAME_EXCHANGE: the two entries swap places, each with what the server left beneath.
