@@ -112,6 +112,9 @@ enum Command {
     /// upload: ftpsync takes no snapshot, so a flush covers a file only once it is closed.
     /// Changes made while a flush runs may or may not be covered.
     ///
+    /// On a terminal, a flush that waits shows what for (paths and bytes left, the upload
+    /// rate, the oldest pending path, the connection), refreshed twice a second on stderr.
+    ///
     /// Exit 0 when everything covered is confirmed; 1 on a timeout, naming what is pending or
     /// failing; 1 at once when the server's host key or the login is refused, or the remote
     /// root now resolves elsewhere (with the command that fixes it); 1 once everything else is

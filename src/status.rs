@@ -503,13 +503,21 @@ pub struct FlushRequest {
 /// confirm every change; names on stderr the files still open for writing, which it could
 /// not cover.
 pub fn flush(state_dir: &Path, req: &FlushRequest) -> Result<()> {
-    let reply = control::call(
-        state_dir,
-        &Request::Flush {
-            timeout_ms: req.timeout.as_millis() as u64,
-            local: req.local,
-        },
-    )?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let reply = std::thread::scope(|s| {
+        if std::io::stderr().is_terminal() {
+            s.spawn(|| show_flush_progress(state_dir, &done));
+        }
+        let reply = control::call(
+            state_dir,
+            &Request::Flush {
+                timeout_ms: req.timeout.as_millis() as u64,
+                local: req.local,
+            },
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reply
+    })?;
     let open = reply.open_for_writing.unwrap_or_default();
     eprint!("{}", open_report(&open));
     if !reply.ok {
@@ -522,6 +530,46 @@ pub fn flush(state_dir: &Path, req: &FlushRequest) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// While a flush waits, on a terminal: what it waits for, from the daemon's status.
+fn show_flush_progress(state_dir: &Path, done: &std::sync::atomic::AtomicBool) {
+    let refresh = Duration::from_millis(500);
+    let spinner = indicatif::ProgressBar::new_spinner();
+    // The first line only after a moment: a flush with nothing to wait for prints nothing.
+    std::thread::sleep(refresh);
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let status = control::call_within(state_dir, &Request::Status, Some(refresh * 4));
+        if let Some(mirror) = status.ok().and_then(|r| r.mirror) {
+            spinner.set_message(flush_waits_for(&mirror));
+        }
+        spinner.tick();
+        std::thread::sleep(refresh);
+    }
+    spinner.finish_and_clear();
+}
+
+/// "flush: 3 paths left, 12.0 MiB to send at 2.0 MiB/s; oldest big.bin (14 s); remote: ..."
+fn flush_waits_for(mirror: &Value) -> String {
+    let n = |k: &str| mirror[k].as_u64().unwrap_or(0);
+    let paths = n("pending") + n("in_flight");
+    let mut line = format!("flush: {} left", plural(paths, "path", "paths"));
+    if n("pending_bytes") > 0 {
+        let _ = write!(line, ", {} to send", human_bytes(n("pending_bytes")));
+        if n("upload_rate") > 0 {
+            let _ = write!(line, " at {}/s", human_bytes(n("upload_rate")));
+        }
+    }
+    if let Some(path) = mirror["oldest_pending"]["path"].as_str() {
+        let age = mirror["oldest_pending"]["age_seconds"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let _ = write!(line, "; oldest {path} ({age:.0} s)");
+    }
+    if let Some(c) = mirror["connection"].as_str() {
+        let _ = write!(line, "; remote: {c}");
+    }
+    line
 }
 
 /// One line per file open for writing, then how many there are; nothing when none.
@@ -561,6 +609,24 @@ mod tests {
             count,
             paths: paths.iter().map(|p| PathName::of(p)).collect(),
         }
+    }
+
+    #[test]
+    fn a_waiting_flush_says_what_is_left_how_fast_and_the_oldest_path() {
+        let mirror = json!({"pending": 2, "in_flight": 1, "pending_bytes": 12 << 20,
+            "upload_rate": 2 << 20, "connection": "connected",
+            "oldest_pending": {"path": "big.bin", "age_seconds": 14.2}});
+        assert_eq!(
+            flush_waits_for(&mirror),
+            "flush: 3 paths left, 12.0 MiB to send at 2.0 MiB/s; oldest big.bin (14 s); \
+             remote: connected"
+        );
+        let offline = json!({"pending": 1, "in_flight": 0, "pending_bytes": 0,
+            "connection": "retrying: connection refused", "oldest_pending": null});
+        assert_eq!(
+            flush_waits_for(&offline),
+            "flush: 1 path left; remote: retrying: connection refused"
+        );
     }
 
     #[test]

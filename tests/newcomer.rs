@@ -75,3 +75,22 @@ fn require_remote_refuses_to_mount_and_says_why() {
     assert!(out.stderr.contains("ftpsync trust"), "{}", out.stderr);
     assert!(!common::is_ftpsync_mounted(&m.mnt), "mounted anyway");
 }
+
+/// On a terminal (here a pseudo-terminal made by script(1)), a flush that waits says what for.
+#[test]
+fn a_flush_on_a_terminal_shows_what_it_waits_for() {
+    let m = Mount::builder().arg("--bwlimit").arg("1M").mount();
+    fs::write(m.path("slow.bin"), common::pattern(9, 4 << 20)).expect("write");
+    let flush = format!(
+        "{} flush {}",
+        common::BIN,
+        shell_words::quote(&m.mnt.to_string_lossy())
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &flush, "/dev/null"]);
+    let out = common::run_with_timeout(cmd, Duration::from_secs(60));
+    out.assert_ok();
+    for want in ["flush: 1 path left", "to send", "remote: connected"] {
+        assert!(out.stdout.contains(want), "no {want:?} in:\n{}", out.stdout);
+    }
+}
