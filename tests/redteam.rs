@@ -821,3 +821,68 @@ fn rename_over_a_symlink_while_the_server_replaces_the_source() {
         "{listing}"
     );
 }
+
+/// Waits (polling: nothing to flush) until the daemon log holds `needle`.
+fn wait_log(m: &Mount, needle: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !m.daemon_log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Finding: a capability probe's directory the probe could not remove (here: the server put
+/// a directory in it mid-probe) is retried by the next probe of the process with `readdir`,
+/// which follows a symlink: when the server meanwhile replaced it by a symlink to a directory
+/// outside the remote root, every file there is unlinked through it.
+#[test]
+fn a_probe_directory_left_behind_then_replaced_by_a_symlink_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut m = builder().prepare();
+    let root = remote_root(&m);
+    let outside = root.parent().expect("chroot").join("victim");
+    fs::create_dir(&outside).expect("mkdir victim");
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o777)).expect("chmod victim");
+    put(&outside.join("keep"), b"outside the remote root");
+    // Races the first probes: a directory put in a probe's directory keeps it from going.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (root, stop) = (root.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for e in fs::read_dir(&root).into_iter().flatten().flatten() {
+                    let name = e.file_name();
+                    if name.as_bytes().starts_with(b".probe.ftpsync-tmp-")
+                        && fs::create_dir(e.path().join("block")).is_ok()
+                    {
+                        return Some(e.path());
+                    }
+                }
+            }
+            None
+        })
+    };
+    m.mount();
+    wait_log(&m, "cannot remove the probe directory", 30);
+    stop.store(true, Ordering::Relaxed);
+    let probe_dir = poller.join().expect("poller").expect("a probe directory");
+    fs::remove_dir(probe_dir.join("block")).expect("rmdir block");
+    fs::remove_dir(&probe_dir).expect("rmdir probe dir");
+    std::os::unix::fs::symlink("../victim", &probe_dir).expect("plant symlink");
+    // A new connection probes again.
+    m.sshd.as_mut().expect("sshd").restart();
+    put(&m.path("f"), b"after the restart");
+    m.flush();
+    assert!(
+        outside.join("keep").exists(),
+        "a file outside the remote root was removed through {}:\n{}",
+        probe_dir.display(),
+        m.log_tail()
+    );
+}
