@@ -886,3 +886,105 @@ fn a_probe_directory_left_behind_then_replaced_by_a_symlink_is_not_followed() {
         m.log_tail()
     );
 }
+
+/// Finding: a rename is replayed on the server as soon as nothing at or beneath its two paths
+/// is in flight, but the removal of an ancestor may be: its job's rmdir then fails (the moved
+/// entry is inside) and its Apply::Remove drops the whole subtree from the manifest, with the
+/// entry the replay had just recorded there. The server keeps it for ever: a later local
+/// delete of it removes nothing, and flush says all is mirrored.
+#[test]
+fn a_rename_into_a_directory_whose_removal_is_in_flight_stays_known() {
+    let m = delayed("5");
+    fs::create_dir(m.path("x")).expect("mkdir x");
+    const N: usize = 2000;
+    for i in 0..N {
+        put(&m.path(format!("x/f{i}")), b"one of many");
+    }
+    put(&m.path("a"), b"moved into the new x");
+    m.flush();
+    fs::remove_dir_all(m.path("x")).expect("rm -r x");
+    // A flush makes all due at once: x's job removes the lot, the files' wait for it.
+    let state = m.state.clone();
+    let flushing = std::thread::spawn(move || {
+        common::ftpsync([
+            std::ffi::OsString::from("flush"),
+            state.into_os_string(),
+            "--timeout".into(),
+            "60".into(),
+        ])
+    });
+    let remote_x = remote_root(&m).join("x");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read_dir(&remote_x).map_or(0, |d| d.count()) >= N {
+        assert!(Instant::now() < deadline, "x's removal never began");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fs::create_dir(m.path("x")).expect("mkdir x again");
+    fs::rename(m.path("a"), m.path("x/y")).expect("mv a x/y");
+    flushing.join().expect("flush thread").assert_ok();
+    m.flush();
+    fs::remove_file(m.path("x/y")).expect("rm x/y");
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// The remote paths (relative) whose name is an upload temp's.
+fn remote_temps(m: &Mount) -> Vec<std::path::PathBuf> {
+    let root = remote_root(m);
+    walk(&root)
+        .into_iter()
+        .filter(|(rel, _, _)| {
+            let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+            name.starts_with(b".") && name.windows(13).any(|w| w == b".ftpsync-tmp-")
+        })
+        .map(|(_, p, _)| p)
+        .collect()
+}
+
+/// Finding: the temp sweep takes all directories at once and gives up on all of them at the
+/// first that cannot be listed (one the server made unreadable, or turned into a file): the
+/// temp file an upload cut by a lost connection left in another directory stays on the server,
+/// and flush returns 0.
+#[test]
+fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = delayed("0");
+    for d in ["a_locked", "b"] {
+        fs::create_dir(m.path(d)).expect("mkdir");
+    }
+    m.flush();
+    let locked = remote_root(&m).join("a_locked");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    put(&m.path("a_locked/f"), b"refused by the server");
+    let big: Vec<u8> = common::pattern(7, 256 << 20);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(m.path("b/big"))
+        .expect("create b/big");
+    f.write_all(&big).expect("write b/big");
+    drop(f);
+    // The connection dies while b/big is being sent (its temp file is there), once
+    // a_locked/f has failed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while remote_temps(&m).is_empty() || !m.daemon_log().contains("a_locked/f:") {
+        assert!(
+            Instant::now() < deadline,
+            "no upload seen:\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    m.sshd.as_mut().expect("sshd").stop();
+    // Its retry would clear its own temp files: only the sweep is left to.
+    fs::remove_file(m.path("b/big")).expect("rm b/big");
+    m.sshd.as_mut().expect("sshd").restart();
+    // a_locked/f fails again; the sweep meets a_locked unreadable.
+    let _ = m.flush_for(60);
+    wait_log(&m, "leftover temporary files not swept", 60);
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+    m.flush();
+    assert_eq!(remote_temps(&m), Vec::<std::path::PathBuf>::new());
+    assert_mirrored(&m);
+}

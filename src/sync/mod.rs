@@ -542,11 +542,26 @@ impl Inner {
             && core.offline_until.is_none_or(|t| t <= Instant::now())
     }
 
+    /// A directory that cannot be swept (unreadable, or no directory any more) is given up
+    /// alone: the others are swept all the same. A lost connection puts back what is left.
     fn sweep_litter(&self, conn: &mut Option<Box<dyn Transport>>) {
-        let dirs = std::mem::take(&mut self.core.lock().litter);
-        let swept = self
-            .connection(conn)
-            .and_then(|t| dirs.iter().try_for_each(|d| self.sweep_dir(t.as_mut(), d)));
+        let mut dirs = std::mem::take(&mut self.core.lock().litter);
+        let swept = self.connection(conn).and_then(|t| {
+            while let Some(d) = dirs.pop_first() {
+                match self.sweep_dir(t.as_mut(), &d) {
+                    Ok(()) => {}
+                    Err(e) if Self::is_connection_wide(&e) => {
+                        dirs.insert(d);
+                        return Err(e);
+                    }
+                    Err(e) => warn!(
+                        "leftover temporary files not swept in {}: {e}",
+                        crate::fs::show(&d)
+                    ),
+                }
+            }
+            Ok(())
+        });
         let mut core = self.core.lock();
         match swept {
             Ok(()) => {
@@ -564,6 +579,18 @@ impl Inner {
             }
         }
         self.cv.notify_all();
+    }
+
+    /// What `connection_failure` takes for the connection's failure, not one path's.
+    fn is_connection_wide(e: &RemoteError) -> bool {
+        matches!(
+            e.kind(),
+            ErrorKind::Transient
+                | ErrorKind::NoSpace
+                | ErrorKind::HostKey
+                | ErrorKind::Auth
+                | ErrorKind::RootUnusable
+        )
     }
 
     /// Removes the temp files in `dir` that no upload of ours is writing (none is in flight)
