@@ -988,3 +988,29 @@ fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
     assert_eq!(remote_temps(&m), Vec::<std::path::PathBuf>::new());
     assert_mirrored(&m);
 }
+
+/// Finding: the start-up sweep takes any temp-named directory it meets, in any mirrored
+/// directory, for a capability probe's and deletes the files in it, though only the root ever
+/// holds probe directories (`.probe.ftpsync-tmp-<hex>`): a directory of the server's whose name
+/// merely looks like a temp loses its files at the next mount.
+#[test]
+fn the_start_up_sweep_takes_only_probe_directories_at_the_root() {
+    let mut m = plain();
+    fs::create_dir(m.path("sub")).expect("mkdir sub");
+    put(&m.path("sub/f"), b"mirrored");
+    m.flush();
+    let theirs = remote_root(&m).join("sub/.album.ftpsync-tmp-0123456789abcdef");
+    fs::create_dir(&theirs).expect("server mkdir");
+    // Writable by the server's account, as one of its own would be.
+    fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    put(&theirs.join("photo"), b"the server's only copy");
+    m.unmount();
+    m.mount();
+    m.flush();
+    assert!(
+        theirs.join("photo").exists(),
+        "the server's file was swept:\n{}",
+        m.log_tail()
+    );
+}

@@ -1323,7 +1323,13 @@ impl Inner {
             };
             for (name, kind) in entries {
                 let path = child_path(&dir, &name);
-                if self.is_litter(&name, &path) {
+                // Probes make their directories in the root only, and under their own name: a
+                // directory elsewhere whose name looks like a temp is the server's.
+                let probe_dir =
+                    dir.is_empty() && name.starts_with(&crate::remote::path::temp_prefix(b"probe"));
+                if self.is_litter(&name, &path)
+                    && (kind != crate::remote::FileKind::Dir || probe_dir)
+                {
                     let removed = match kind {
                         crate::remote::FileKind::File => t.remove_file(&path).is_ok(),
                         // A capability probe's directory, left by a daemon killed while
