@@ -1014,3 +1014,64 @@ fn the_start_up_sweep_takes_only_probe_directories_at_the_root() {
         m.log_tail()
     );
 }
+
+/// Finding: a symlink is made under a temp name and renamed into place; when the connection
+/// dies between the two, the temp symlink stays. Neither sweep takes it (both remove temp
+/// *files* only): it is on the server for good after flush returned 0, and after a remount.
+#[test]
+fn a_temp_symlink_left_by_a_lost_connection_is_swept() {
+    let mut m = delayed("0");
+    fs::create_dir(m.path("links")).expect("mkdir");
+    m.flush();
+    let remote_links = remote_root(&m).join("links");
+    let temp_links = |m: &Mount| -> Vec<std::path::PathBuf> {
+        remote_temps(m)
+            .into_iter()
+            .filter(|p| p.symlink_metadata().is_ok_and(|s| s.is_symlink()))
+            .collect()
+    };
+    let mut left = Vec::new();
+    for round in 0..8 {
+        for i in 0..400 {
+            std::os::unix::fs::symlink(
+                format!("target-{i}"),
+                m.path(format!("links/l{round}-{i}")),
+            )
+            .expect("ln -s");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fs::read_dir(&remote_links).map_or(0, |d| d.count()) < 20 {
+            assert!(
+                Instant::now() < deadline,
+                "no symlink made:\n{}",
+                m.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        m.sshd.as_mut().expect("sshd").stop();
+        left = temp_links(&m);
+        m.sshd.as_mut().expect("sshd").restart();
+        m.flush();
+        if !left.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !left.is_empty(),
+        "the connection never died between symlink and rename"
+    );
+    assert_eq!(
+        temp_links(&m),
+        Vec::<std::path::PathBuf>::new(),
+        "after a flush"
+    );
+    m.unmount();
+    m.mount();
+    m.flush();
+    assert_eq!(
+        temp_links(&m),
+        Vec::<std::path::PathBuf>::new(),
+        "after a remount"
+    );
+    assert_mirrored(&m);
+}

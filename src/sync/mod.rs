@@ -545,7 +545,8 @@ impl Inner {
     /// A directory that cannot be swept (unreadable, or no directory any more) is given up
     /// alone: the others are swept all the same. A lost connection puts back what is left.
     fn sweep_litter(&self, conn: &mut Option<Box<dyn Transport>>) {
-        let mut dirs = std::mem::take(&mut self.core.lock().litter);
+        // The directories stay listed until swept: a flush waits for the sweep to end.
+        let mut dirs = self.core.lock().litter.clone();
         let swept = self.connection(conn).and_then(|t| {
             while let Some(d) = dirs.pop_first() {
                 match self.sweep_dir(t.as_mut(), &d) {
@@ -563,13 +564,14 @@ impl Inner {
             Ok(())
         });
         let mut core = self.core.lock();
+        // What was swept (or given up) goes; what is left waits for the connection.
+        core.litter.retain(|d| dirs.contains(d));
         match swept {
             Ok(()) => {
                 core.offline_until = None;
                 core.offline_failures = 0;
             }
             Err(e) => {
-                core.litter.extend(dirs);
                 if Self::connection_failure(&mut core, &e).is_some() {
                     *conn = None;
                 } else {
@@ -593,7 +595,7 @@ impl Inner {
         )
     }
 
-    /// Removes the temp files in `dir` that no upload of ours is writing (none is in flight)
+    /// Removes the temp files (and symlinks) in `dir` that no upload of ours is writing (none is in flight)
     /// and that are no user's file of that name.
     fn sweep_dir(&self, t: &mut dyn Transport, dir: &[u8]) -> Result<(), RemoteError> {
         let entries = match t.list(dir) {
@@ -602,7 +604,12 @@ impl Inner {
         };
         for (name, kind) in entries {
             let path = child_path(dir, &name);
-            if kind == crate::remote::FileKind::File && self.is_litter(&name, &path) {
+            // A symlink is made under a temp name too (unlinking one never follows it).
+            let swept = matches!(
+                kind,
+                crate::remote::FileKind::File | crate::remote::FileKind::Symlink
+            );
+            if swept && self.is_litter(&name, &path) {
                 match t.remove_file(&path) {
                     Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
                     _ => {}
@@ -1331,7 +1338,11 @@ impl Inner {
                     && (kind != crate::remote::FileKind::Dir || probe_dir)
                 {
                     let removed = match kind {
-                        crate::remote::FileKind::File => t.remove_file(&path).is_ok(),
+                        // A symlink is made under a temp name too (unlinking one never
+                        // follows it).
+                        crate::remote::FileKind::File | crate::remote::FileKind::Symlink => {
+                            t.remove_file(&path).is_ok()
+                        }
                         // A capability probe's directory, left by a daemon killed while
                         // connecting: only at start-up, when no other connection probes.
                         crate::remote::FileKind::Dir if report => remove_tree(t.as_mut(), &path),
