@@ -511,7 +511,7 @@ pub(super) fn remove_subtree(
         let result = match lstat(t, p)? {
             None => Ok(()),
             Some(r) if !is_ours(Some(c), &r) => move_aside(t, p).map(|c| conflicts.push(c)),
-            Some(_) if matches!(c, Confirmed::Dir { .. }) => t.remove_dir(p),
+            Some(_) if matches!(c, Confirmed::Dir { .. }) => remove_our_dir(t, p),
             Some(_) => t.remove_file(p),
         };
         match result {
@@ -523,6 +523,32 @@ pub(super) fn remove_subtree(
         }
     }
     Ok(())
+}
+
+/// Removes a directory of ours. One that is not empty may hold only what uploads cut by a lost
+/// connection left (nothing beneath a directory is in flight while it is removed, and every
+/// entry of ours went first): those temp files and symlinks go, and the rmdir is tried again.
+/// Anything else in it keeps it.
+pub(super) fn remove_our_dir(t: &mut dyn Transport, dir: &[u8]) -> Result<()> {
+    let e = match t.remove_dir(dir) {
+        Err(e) if e.kind() != ErrorKind::NotFound => e,
+        other => return other,
+    };
+    let mut cleared = false;
+    for (name, kind) in t.list(dir)? {
+        if !crate::remote::path::is_temp_name(&name) {
+            return Err(e);
+        }
+        if matches!(kind, FileKind::File | FileKind::Symlink) {
+            t.remove_file(&[dir, b"/", &name].concat())?;
+            cleared = true;
+        }
+    }
+    if cleared {
+        t.remove_dir(dir)
+    } else {
+        Err(e)
+    }
 }
 
 /// Renames a remote entry to a conflict name of its own (see `conflict_beside`), never over
