@@ -948,7 +948,7 @@ fn remote_temps(m: &Mount) -> Vec<std::path::PathBuf> {
 #[test]
 fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
     use std::os::unix::fs::PermissionsExt;
-    let mut m = delayed("0");
+    let mut m = slow();
     for d in ["a_locked", "b"] {
         fs::create_dir(m.path(d)).expect("mkdir");
     }
@@ -956,7 +956,7 @@ fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
     let locked = remote_root(&m).join("a_locked");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod 000");
     put(&m.path("a_locked/f"), b"refused by the server");
-    let big: Vec<u8> = common::pattern(7, 256 << 20);
+    let big: Vec<u8> = common::pattern(7, 64 << 20);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -977,6 +977,10 @@ fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
         std::thread::sleep(Duration::from_millis(5));
     }
     m.sshd.as_mut().expect("sshd").stop();
+    assert!(
+        !remote_temps(&m).is_empty(),
+        "b/big was sent before the server died"
+    );
     // Its retry would clear its own temp files: only the sweep is left to.
     fs::remove_file(m.path("b/big")).expect("rm b/big");
     m.sshd.as_mut().expect("sshd").restart();
