@@ -1194,3 +1194,41 @@ fn a_chmod_of_a_directory_does_not_hold_small_files_behind_a_long_upload_beneath
     );
     m.flush();
 }
+
+/// Finding: renaming a directory while a long upload beneath it runs stopped the whole mirror
+/// until that upload ended: the planner waits in `replay_rename` for the upload, taking in
+/// and dispatching nothing meanwhile. Here a 4-byte file elsewhere waited out a 128 MiB upload
+/// at 16 MiB/s.
+#[test]
+fn renaming_a_directory_during_a_long_upload_beneath_it_does_not_stop_the_mirror() {
+    let m = slow();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    m.flush();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(m.path("d/big"))
+        .expect("create");
+    f.write_all(&common::pattern(5, 128 << 20)).expect("write");
+    drop(f);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while remote_temps(&m).is_empty() {
+        assert!(Instant::now() < deadline, "no upload seen:\n{}", m.log_tail());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fs::rename(m.path("d"), m.path("e")).expect("mv d e");
+    put(&m.path("elsewhere"), b"tiny");
+    let small = remote_root(&m).join("elsewhere");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !small.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let big_done = !remote_root(&m).join("d").exists();
+    assert!(
+        small.exists() || big_done,
+        "`elsewhere` still waits 3 s after it was written, behind d/big's upload"
+    );
+    m.flush();
+    assert_mirrored(&m);
+}

@@ -695,6 +695,13 @@ impl Inner {
         conn: &mut Option<Box<dyn Transport>>,
         done: &Receiver<Done>,
     ) {
+        // An upload beneath either path would finish at its old name (its mark has moved to
+        // the new one already): cut short, rather than stopping the whole mirror meanwhile.
+        for (p, running) in &self.core.lock().running {
+            if is_within(p, &r.from) || is_within(p, &r.to) {
+                running.cancel.store(true, Ordering::Relaxed);
+            }
+        }
         while {
             let core = self.core.lock();
             core.plan.busy_under(&r.from) || core.plan.busy_under(&r.to)
