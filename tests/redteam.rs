@@ -1214,7 +1214,11 @@ fn renaming_a_directory_during_a_long_upload_beneath_it_does_not_stop_the_mirror
     drop(f);
     let deadline = Instant::now() + Duration::from_secs(30);
     while remote_temps(&m).is_empty() {
-        assert!(Instant::now() < deadline, "no upload seen:\n{}", m.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "no upload seen:\n{}",
+            m.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     fs::rename(m.path("d"), m.path("e")).expect("mv d e");
