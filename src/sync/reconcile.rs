@@ -516,7 +516,18 @@ pub(super) fn remove_subtree(
         };
         match result {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) if matches!(c, Confirmed::Dir { .. }) => {
+            // A lost connection is no foreign content: the work is retried, not forgotten.
+            Err(e)
+                if matches!(c, Confirmed::Dir { .. })
+                    && !matches!(
+                        e.kind(),
+                        ErrorKind::Transient
+                            | ErrorKind::NoSpace
+                            | ErrorKind::HostKey
+                            | ErrorKind::Auth
+                            | ErrorKind::RootUnusable
+                    ) =>
+            {
                 log::warn!("{}: remote directory not removed ({e}); it holds files ftpsync did not put there", crate::fs::show(p));
             }
             other => other?,
@@ -756,6 +767,39 @@ mod tests {
             *heard.0.lock().expect("lock"),
             ["a 755", "a/b 755", "intend"]
         );
+    }
+
+    /// A lost connection while a directory of ours is removed is the connection's failure,
+    /// not a directory the server filled: the work is retried, the directory not forgotten
+    /// (it would stay on the server, unknown to the manifest).
+    #[test]
+    fn a_lost_connection_while_removing_a_directory_is_no_foreign_content() {
+        use crate::remote::path::temp_beside;
+        let t = MockTransport::new();
+        let dir = MockNode::Dir {
+            mode: 0o755,
+            atime: 0,
+            mtime: 0,
+        };
+        t.insert(b"d", dir);
+        let litter = temp_beside(b"d/big");
+        let file = MockNode::File {
+            data: b"half".to_vec(),
+            mode: 0o600,
+            atime: 0,
+            mtime: 0,
+        };
+        t.insert(&litter, file);
+        t.fail_path(&litter, 1, ErrorKind::Transient);
+        let mut conn = t.clone();
+        let confirmed = vec![(b"d".to_vec(), Confirmed::Dir { mode: 0o755 })];
+        let removed = remove_subtree(&mut conn, &confirmed, &mut Vec::new());
+        assert!(
+            removed.is_err_and(|e| e.kind() == ErrorKind::Transient),
+            "the job must fail and be retried"
+        );
+        assert!(remove_subtree(&mut conn, &confirmed, &mut Vec::new()).is_ok());
+        assert!(t.get(b"d").is_none(), "removed on the retry");
     }
 
     #[test]
