@@ -928,17 +928,27 @@ fn a_rename_into_a_directory_whose_removal_is_in_flight_stays_known() {
     assert_mirrored(&m);
 }
 
-/// The remote paths (relative) whose name is an upload temp's.
+/// The remote files and symlinks whose name is an upload temp's (not a capability probe's
+/// directory, there only while a connection is made). Entries that vanish while it looks
+/// (the engine is running) are skipped.
 fn remote_temps(m: &Mount) -> Vec<std::path::PathBuf> {
-    let root = remote_root(m);
-    walk(&root)
-        .into_iter()
-        .filter(|(rel, _, _)| {
-            let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
-            name.starts_with(b".") && name.windows(13).any(|w| w == b".ftpsync-tmp-")
-        })
-        .map(|(_, p, _)| p)
-        .collect()
+    let mut out = Vec::new();
+    let mut dirs = vec![remote_root(m)];
+    while let Some(dir) = dirs.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(kind) = e.file_type() else { continue };
+            let name = e.file_name();
+            if kind.is_dir() {
+                dirs.push(e.path());
+            } else if name.as_bytes().starts_with(b".")
+                && name.as_bytes().windows(13).any(|w| w == b".ftpsync-tmp-")
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Finding: the temp sweep takes all directories at once and gives up on all of them at the
