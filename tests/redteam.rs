@@ -821,3 +821,428 @@ fn rename_over_a_symlink_while_the_server_replaces_the_source() {
         "{listing}"
     );
 }
+
+/// Waits (polling: nothing to flush) until the daemon log holds `needle`.
+fn wait_log(m: &Mount, needle: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !m.daemon_log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Finding: a capability probe's directory the probe could not remove (here: the server put
+/// a directory in it mid-probe) is retried by the next probe of the process with `readdir`,
+/// which follows a symlink: when the server meanwhile replaced it by a symlink to a directory
+/// outside the remote root, every file there is unlinked through it.
+#[test]
+fn a_probe_directory_left_behind_then_replaced_by_a_symlink_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut m = builder().prepare();
+    let root = remote_root(&m);
+    let outside = root.parent().expect("chroot").join("victim");
+    fs::create_dir(&outside).expect("mkdir victim");
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o777)).expect("chmod victim");
+    put(&outside.join("keep"), b"outside the remote root");
+    // Races the first probes: a directory put in a probe's directory keeps it from going.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (root, stop) = (root.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for e in fs::read_dir(&root).into_iter().flatten().flatten() {
+                    let name = e.file_name();
+                    if name.as_bytes().starts_with(b".probe.ftpsync-tmp-")
+                        && fs::create_dir(e.path().join("block")).is_ok()
+                    {
+                        return Some(e.path());
+                    }
+                }
+            }
+            None
+        })
+    };
+    m.mount();
+    wait_log(&m, "cannot remove the probe directory", 30);
+    stop.store(true, Ordering::Relaxed);
+    let probe_dir = poller.join().expect("poller").expect("a probe directory");
+    fs::remove_dir(probe_dir.join("block")).expect("rmdir block");
+    fs::remove_dir(&probe_dir).expect("rmdir probe dir");
+    std::os::unix::fs::symlink("../victim", &probe_dir).expect("plant symlink");
+    // A new connection probes again.
+    m.sshd.as_mut().expect("sshd").restart();
+    put(&m.path("f"), b"after the restart");
+    m.flush();
+    assert!(
+        outside.join("keep").exists(),
+        "a file outside the remote root was removed through {}:\n{}",
+        probe_dir.display(),
+        m.log_tail()
+    );
+}
+
+/// Finding: a rename is replayed on the server as soon as nothing at or beneath its two paths
+/// is in flight, but the removal of an ancestor may be: its job's rmdir then fails (the moved
+/// entry is inside) and its Apply::Remove drops the whole subtree from the manifest, with the
+/// entry the replay had just recorded there. The server keeps it for ever: a later local
+/// delete of it removes nothing, and flush says all is mirrored.
+#[test]
+fn a_rename_into_a_directory_whose_removal_is_in_flight_stays_known() {
+    let m = delayed("5");
+    fs::create_dir(m.path("x")).expect("mkdir x");
+    const N: usize = 2000;
+    for i in 0..N {
+        put(&m.path(format!("x/f{i}")), b"one of many");
+    }
+    put(&m.path("a"), b"moved into the new x");
+    m.flush();
+    fs::remove_dir_all(m.path("x")).expect("rm -r x");
+    // A flush makes all due at once: x's job removes the lot, the files' wait for it.
+    let state = m.state.clone();
+    let flushing = std::thread::spawn(move || {
+        common::ftpsync([
+            std::ffi::OsString::from("flush"),
+            state.into_os_string(),
+            "--timeout".into(),
+            "60".into(),
+        ])
+    });
+    let remote_x = remote_root(&m).join("x");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read_dir(&remote_x).map_or(0, |d| d.count()) >= N {
+        assert!(Instant::now() < deadline, "x's removal never began");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fs::create_dir(m.path("x")).expect("mkdir x again");
+    fs::rename(m.path("a"), m.path("x/y")).expect("mv a x/y");
+    flushing.join().expect("flush thread").assert_ok();
+    m.flush();
+    fs::remove_file(m.path("x/y")).expect("rm x/y");
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// The remote files and symlinks whose name is an upload temp's (not a capability probe's
+/// directory, there only while a connection is made). Entries that vanish while it looks
+/// (the engine is running) are skipped.
+fn remote_temps(m: &Mount) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![remote_root(m)];
+    while let Some(dir) = dirs.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(kind) = e.file_type() else { continue };
+            let name = e.file_name();
+            if kind.is_dir() {
+                dirs.push(e.path());
+            } else if name.as_bytes().starts_with(b".")
+                && name.as_bytes().windows(13).any(|w| w == b".ftpsync-tmp-")
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Finding: the temp sweep takes all directories at once and gives up on all of them at the
+/// first that cannot be listed (one the server made unreadable, or turned into a file): the
+/// temp file an upload cut by a lost connection left in another directory stays on the server,
+/// and flush returns 0.
+#[test]
+fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = slow();
+    for d in ["a_locked", "b"] {
+        fs::create_dir(m.path(d)).expect("mkdir");
+    }
+    m.flush();
+    let locked = remote_root(&m).join("a_locked");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    put(&m.path("a_locked/f"), b"refused by the server");
+    let big: Vec<u8> = common::pattern(7, 64 << 20);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(m.path("b/big"))
+        .expect("create b/big");
+    f.write_all(&big).expect("write b/big");
+    drop(f);
+    // The connection dies while b/big is being sent (its temp file is there), once
+    // a_locked/f has failed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while remote_temps(&m).is_empty() || !m.daemon_log().contains("a_locked/f:") {
+        assert!(
+            Instant::now() < deadline,
+            "no upload seen:\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    m.sshd.as_mut().expect("sshd").stop();
+    assert!(
+        !remote_temps(&m).is_empty(),
+        "b/big was sent before the server died"
+    );
+    // Its retry would clear its own temp files: only the sweep is left to.
+    fs::remove_file(m.path("b/big")).expect("rm b/big");
+    m.sshd.as_mut().expect("sshd").restart();
+    // a_locked/f fails again; the sweep meets a_locked unreadable.
+    let _ = m.flush_for(60);
+    wait_log(&m, "leftover temporary files not swept", 60);
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+    m.flush();
+    assert_eq!(remote_temps(&m), Vec::<std::path::PathBuf>::new());
+    assert_mirrored(&m);
+}
+
+/// Finding: the start-up sweep takes any temp-named directory it meets, in any mirrored
+/// directory, for a capability probe's and deletes the files in it, though only the root ever
+/// holds probe directories (`.probe.ftpsync-tmp-<hex>`): a directory of the server's whose name
+/// merely looks like a temp loses its files at the next mount.
+#[test]
+fn the_start_up_sweep_takes_only_probe_directories_at_the_root() {
+    let mut m = plain();
+    fs::create_dir(m.path("sub")).expect("mkdir sub");
+    put(&m.path("sub/f"), b"mirrored");
+    m.flush();
+    let theirs = remote_root(&m).join("sub/.album.ftpsync-tmp-0123456789abcdef");
+    fs::create_dir(&theirs).expect("server mkdir");
+    // Writable by the server's account, as one of its own would be.
+    fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    put(&theirs.join("photo"), b"the server's only copy");
+    m.unmount();
+    m.mount();
+    m.flush();
+    assert!(
+        theirs.join("photo").exists(),
+        "the server's file was swept:\n{}",
+        m.log_tail()
+    );
+}
+
+/// Finding: a symlink is made under a temp name and renamed into place; when the connection
+/// dies between the two, the temp symlink stays. Neither sweep takes it (both remove temp
+/// *files* only): it is on the server for good after flush returned 0, and after a remount.
+#[test]
+fn a_temp_symlink_left_by_a_lost_connection_is_swept() {
+    let mut m = delayed("0");
+    fs::create_dir(m.path("links")).expect("mkdir");
+    m.flush();
+    let remote_links = remote_root(&m).join("links");
+    let temp_links = |m: &Mount| -> Vec<std::path::PathBuf> {
+        remote_temps(m)
+            .into_iter()
+            .filter(|p| p.symlink_metadata().is_ok_and(|s| s.is_symlink()))
+            .collect()
+    };
+    let mut left = Vec::new();
+    for round in 0..8 {
+        for i in 0..400 {
+            std::os::unix::fs::symlink(
+                format!("target-{i}"),
+                m.path(format!("links/l{round}-{i}")),
+            )
+            .expect("ln -s");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fs::read_dir(&remote_links).map_or(0, |d| d.count()) < 20 {
+            assert!(
+                Instant::now() < deadline,
+                "no symlink made:\n{}",
+                m.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        m.sshd.as_mut().expect("sshd").stop();
+        left = temp_links(&m);
+        m.sshd.as_mut().expect("sshd").restart();
+        m.flush();
+        if !left.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !left.is_empty(),
+        "the connection never died between symlink and rename"
+    );
+    assert_eq!(
+        temp_links(&m),
+        Vec::<std::path::PathBuf>::new(),
+        "after a flush"
+    );
+    m.unmount();
+    m.mount();
+    m.flush();
+    assert_eq!(
+        temp_links(&m),
+        Vec::<std::path::PathBuf>::new(),
+        "after a remount"
+    );
+    assert_mirrored(&m);
+}
+
+/// Uploads at 16 MiB/s, at once.
+fn slow() -> Mount {
+    builder()
+        .arg("--writeback-delay")
+        .arg("0")
+        .arg("--bwlimit")
+        .arg("16M")
+        .mount()
+}
+
+/// Leaves a temp file of `rel` (a 64 MiB upload, at `slow`'s rate, cut by the server's death) in the remote
+/// copy of its directory, then deletes `rel` locally so that no retry of its own clears it;
+/// the server is back up on return.
+fn cut_upload_then_delete(m: &mut Mount, rel: &str) {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(m.path(rel))
+        .expect("create");
+    f.write_all(&common::pattern(11, 64 << 20)).expect("write");
+    drop(f);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while remote_temps(m).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no upload seen:\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    m.sshd.as_mut().expect("sshd").stop();
+    assert!(
+        !remote_temps(m).is_empty(),
+        "the upload ended before the server died"
+    );
+    fs::remove_file(m.path(rel)).expect("rm");
+}
+
+/// Finding: a directory removed locally whose remote copy holds a temp file an upload cut by
+/// a lost connection left stays on the server (its rmdir fails, "it holds files ftpsync did
+/// not put there") though the manifest forgets it; the sweep then takes the temp file, and
+/// flush returns 0 with the empty directory left on the server for good.
+#[test]
+fn a_directory_holding_only_a_cut_uploads_temp_file_is_removed_with_the_local_one() {
+    let mut m = slow();
+    fs::create_dir(m.path("b")).expect("mkdir");
+    m.flush();
+    cut_upload_then_delete(&mut m, "b/big");
+    fs::remove_dir(m.path("b")).expect("rmdir");
+    m.sshd.as_mut().expect("sshd").restart();
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// Finding (variant): the same directory, when a rename takes its name, is kept aside as the
+/// server's conflict copy, holding nothing but ftpsync's own temp file (never swept there).
+#[test]
+fn a_directory_holding_only_a_cut_uploads_temp_file_is_not_kept_as_a_conflict() {
+    let mut m = slow();
+    fs::create_dir(m.path("a")).expect("mkdir");
+    fs::create_dir(m.path("b")).expect("mkdir");
+    put(&m.path("a/x"), b"moves over b");
+    m.flush();
+    cut_upload_then_delete(&mut m, "b/big");
+    fs::rename(m.path("a"), m.path("b")).expect("mv a b");
+    m.sshd.as_mut().expect("sshd").restart();
+    m.flush();
+    assert_mirrored(&m);
+}
+
+/// Finding (not fixed: the hold is what keeps a stream of uploads from starving their
+/// directory; telling a harmless directory job from a removal at dispatch time is the fix):
+/// a chmod of a directory while a long upload beneath it runs holds back every later change
+/// beneath it, however small, until that upload ends; of the mount root, every change
+/// anywhere. Here a 4-byte file waits out a 128 MiB upload at 16 MiB/s.
+#[test]
+#[ignore = "starvation by design of Plan::take_due's hold; see the comment"]
+fn a_chmod_of_a_directory_does_not_hold_small_files_behind_a_long_upload_beneath_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = slow();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    m.flush();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(m.path("d/big"))
+        .expect("create");
+    f.write_all(&common::pattern(3, 128 << 20)).expect("write");
+    drop(f);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while remote_temps(&m).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no upload seen:\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fs::set_permissions(m.path("d"), fs::Permissions::from_mode(0o750)).expect("chmod d");
+    put(&m.path("d/small"), b"tiny");
+    let small = remote_root(&m).join("d/small");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !small.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let big_done = remote_root(&m).join("d/big").exists();
+    assert!(
+        small.exists() || big_done,
+        "d/small still waits behind d/big 3 s after it was written"
+    );
+    m.flush();
+}
+
+/// Finding: renaming a directory while a long upload beneath it runs stopped the whole mirror
+/// until that upload ended: the planner waits in `replay_rename` for the upload, taking in
+/// and dispatching nothing meanwhile. Here a 4-byte file elsewhere waited out a 128 MiB upload
+/// at 16 MiB/s.
+#[test]
+fn renaming_a_directory_during_a_long_upload_beneath_it_does_not_stop_the_mirror() {
+    let m = slow();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    m.flush();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(m.path("d/big"))
+        .expect("create");
+    f.write_all(&common::pattern(5, 128 << 20)).expect("write");
+    drop(f);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while remote_temps(&m).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no upload seen:\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fs::rename(m.path("d"), m.path("e")).expect("mv d e");
+    put(&m.path("elsewhere"), b"tiny");
+    let small = remote_root(&m).join("elsewhere");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !small.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let big_done = !remote_root(&m).join("d").exists();
+    assert!(
+        small.exists() || big_done,
+        "`elsewhere` still waits 3 s after it was written, behind d/big's upload"
+    );
+    m.flush();
+    assert_mirrored(&m);
+}

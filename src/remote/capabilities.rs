@@ -111,8 +111,21 @@ pub fn probe(sftp: &Sftp, root: &[u8]) -> Capabilities {
     found
 }
 
-/// Removes a probe directory and whatever a probe cut short left in it; true once it is gone.
+/// Removes a probe directory and whatever a probe cut short left in it; true once it is gone,
+/// or once it is no directory of ours (readdir and the unlinks through it follow a symlink: one
+/// the server put in its place could lead outside the root, so it is forgotten, never entered).
 fn remove_probe_dir(sftp: &Sftp, dir: &[u8]) -> bool {
+    match sftp.lstat(p(dir)) {
+        Ok(st) if st.is_dir() => {}
+        Ok(_) => {
+            log::warn!(
+                "the probe directory {} was replaced on the server; left alone",
+                display_path(dir)
+            );
+            return true;
+        }
+        Err(e) => return is_no_such_file(&e),
+    }
     if let Ok(entries) = sftp.readdir(p(dir)) {
         for (inside, _) in entries {
             let _ = sftp.unlink(&inside);

@@ -542,19 +542,36 @@ impl Inner {
             && core.offline_until.is_none_or(|t| t <= Instant::now())
     }
 
+    /// A directory that cannot be swept (unreadable, or no directory any more) is given up
+    /// alone: the others are swept all the same. A lost connection puts back what is left.
     fn sweep_litter(&self, conn: &mut Option<Box<dyn Transport>>) {
-        let dirs = std::mem::take(&mut self.core.lock().litter);
-        let swept = self
-            .connection(conn)
-            .and_then(|t| dirs.iter().try_for_each(|d| self.sweep_dir(t.as_mut(), d)));
+        // The directories stay listed until swept: a flush waits for the sweep to end.
+        let mut dirs = self.core.lock().litter.clone();
+        let swept = self.connection(conn).and_then(|t| {
+            while let Some(d) = dirs.pop_first() {
+                match self.sweep_dir(t.as_mut(), &d) {
+                    Ok(()) => {}
+                    Err(e) if Self::is_connection_wide(&e) => {
+                        dirs.insert(d);
+                        return Err(e);
+                    }
+                    Err(e) => warn!(
+                        "leftover temporary files not swept in {}: {e}",
+                        crate::fs::show(&d)
+                    ),
+                }
+            }
+            Ok(())
+        });
         let mut core = self.core.lock();
+        // What was swept (or given up) goes; what is left waits for the connection.
+        core.litter.retain(|d| dirs.contains(d));
         match swept {
             Ok(()) => {
                 core.offline_until = None;
                 core.offline_failures = 0;
             }
             Err(e) => {
-                core.litter.extend(dirs);
                 if Self::connection_failure(&mut core, &e).is_some() {
                     *conn = None;
                 } else {
@@ -566,7 +583,19 @@ impl Inner {
         self.cv.notify_all();
     }
 
-    /// Removes the temp files in `dir` that no upload of ours is writing (none is in flight)
+    /// What `connection_failure` takes for the connection's failure, not one path's.
+    fn is_connection_wide(e: &RemoteError) -> bool {
+        matches!(
+            e.kind(),
+            ErrorKind::Transient
+                | ErrorKind::NoSpace
+                | ErrorKind::HostKey
+                | ErrorKind::Auth
+                | ErrorKind::RootUnusable
+        )
+    }
+
+    /// Removes the temp files (and symlinks) in `dir` that no upload of ours is writing (none is in flight)
     /// and that are no user's file of that name.
     fn sweep_dir(&self, t: &mut dyn Transport, dir: &[u8]) -> Result<(), RemoteError> {
         let entries = match t.list(dir) {
@@ -575,7 +604,12 @@ impl Inner {
         };
         for (name, kind) in entries {
             let path = child_path(dir, &name);
-            if kind == crate::remote::FileKind::File && self.is_litter(&name, &path) {
+            // A symlink is made under a temp name too (unlinking one never follows it).
+            let swept = matches!(
+                kind,
+                crate::remote::FileKind::File | crate::remote::FileKind::Symlink
+            );
+            if swept && self.is_litter(&name, &path) {
                 match t.remove_file(&path) {
                     Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
                     _ => {}
@@ -661,6 +695,13 @@ impl Inner {
         conn: &mut Option<Box<dyn Transport>>,
         done: &Receiver<Done>,
     ) {
+        // An upload beneath either path would finish at its old name (its mark has moved to
+        // the new one already): cut short, rather than stopping the whole mirror meanwhile.
+        for (p, running) in &self.core.lock().running {
+            if is_within(p, &r.from) || is_within(p, &r.to) {
+                running.cancel.store(true, Ordering::Relaxed);
+            }
+        }
         while {
             let core = self.core.lock();
             core.plan.busy_under(&r.from) || core.plan.busy_under(&r.to)
@@ -1296,9 +1337,19 @@ impl Inner {
             };
             for (name, kind) in entries {
                 let path = child_path(&dir, &name);
-                if self.is_litter(&name, &path) {
+                // Probes make their directories in the root only, and under their own name: a
+                // directory elsewhere whose name looks like a temp is the server's.
+                let probe_dir =
+                    dir.is_empty() && name.starts_with(&crate::remote::path::temp_prefix(b"probe"));
+                if self.is_litter(&name, &path)
+                    && (kind != crate::remote::FileKind::Dir || probe_dir)
+                {
                     let removed = match kind {
-                        crate::remote::FileKind::File => t.remove_file(&path).is_ok(),
+                        // A symlink is made under a temp name too (unlinking one never
+                        // follows it).
+                        crate::remote::FileKind::File | crate::remote::FileKind::Symlink => {
+                            t.remove_file(&path).is_ok()
+                        }
                         // A capability probe's directory, left by a daemon killed while
                         // connecting: only at start-up, when no other connection probes.
                         crate::remote::FileKind::Dir if report => remove_tree(t.as_mut(), &path),

@@ -511,18 +511,55 @@ pub(super) fn remove_subtree(
         let result = match lstat(t, p)? {
             None => Ok(()),
             Some(r) if !is_ours(Some(c), &r) => move_aside(t, p).map(|c| conflicts.push(c)),
-            Some(_) if matches!(c, Confirmed::Dir { .. }) => t.remove_dir(p),
+            Some(_) if matches!(c, Confirmed::Dir { .. }) => remove_our_dir(t, p),
             Some(_) => t.remove_file(p),
         };
         match result {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) if matches!(c, Confirmed::Dir { .. }) => {
+            // A lost connection is no foreign content: the work is retried, not forgotten.
+            Err(e)
+                if matches!(c, Confirmed::Dir { .. })
+                    && !matches!(
+                        e.kind(),
+                        ErrorKind::Transient
+                            | ErrorKind::NoSpace
+                            | ErrorKind::HostKey
+                            | ErrorKind::Auth
+                            | ErrorKind::RootUnusable
+                    ) =>
+            {
                 log::warn!("{}: remote directory not removed ({e}); it holds files ftpsync did not put there", crate::fs::show(p));
             }
             other => other?,
         }
     }
     Ok(())
+}
+
+/// Removes a directory of ours. One that is not empty may hold only what uploads cut by a lost
+/// connection left (nothing beneath a directory is in flight while it is removed, and every
+/// entry of ours went first): those temp files and symlinks go, and the rmdir is tried again.
+/// Anything else in it keeps it.
+pub(super) fn remove_our_dir(t: &mut dyn Transport, dir: &[u8]) -> Result<()> {
+    let e = match t.remove_dir(dir) {
+        Err(e) if e.kind() != ErrorKind::NotFound => e,
+        other => return other,
+    };
+    let mut cleared = false;
+    for (name, kind) in t.list(dir)? {
+        if !crate::remote::path::is_temp_name(&name) {
+            return Err(e);
+        }
+        if matches!(kind, FileKind::File | FileKind::Symlink) {
+            t.remove_file(&[dir, b"/", &name].concat())?;
+            cleared = true;
+        }
+    }
+    if cleared {
+        t.remove_dir(dir)
+    } else {
+        Err(e)
+    }
 }
 
 /// Renames a remote entry to a conflict name of its own (see `conflict_beside`), never over
@@ -730,6 +767,39 @@ mod tests {
             *heard.0.lock().expect("lock"),
             ["a 755", "a/b 755", "intend"]
         );
+    }
+
+    /// A lost connection while a directory of ours is removed is the connection's failure,
+    /// not a directory the server filled: the work is retried, the directory not forgotten
+    /// (it would stay on the server, unknown to the manifest).
+    #[test]
+    fn a_lost_connection_while_removing_a_directory_is_no_foreign_content() {
+        use crate::remote::path::temp_beside;
+        let t = MockTransport::new();
+        let dir = MockNode::Dir {
+            mode: 0o755,
+            atime: 0,
+            mtime: 0,
+        };
+        t.insert(b"d", dir);
+        let litter = temp_beside(b"d/big");
+        let file = MockNode::File {
+            data: b"half".to_vec(),
+            mode: 0o600,
+            atime: 0,
+            mtime: 0,
+        };
+        t.insert(&litter, file);
+        t.fail_path(&litter, 1, ErrorKind::Transient);
+        let mut conn = t.clone();
+        let confirmed = vec![(b"d".to_vec(), Confirmed::Dir { mode: 0o755 })];
+        let removed = remove_subtree(&mut conn, &confirmed, &mut Vec::new());
+        assert!(
+            removed.is_err_and(|e| e.kind() == ErrorKind::Transient),
+            "the job must fail and be retried"
+        );
+        assert!(remove_subtree(&mut conn, &confirmed, &mut Vec::new()).is_ok());
+        assert!(t.get(b"d").is_none(), "removed on the retry");
     }
 
     #[test]

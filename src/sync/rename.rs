@@ -237,7 +237,7 @@ fn clear_target(
         return Ok(());
     }
     remove_subtree(t, entries, conflicts)?;
-    match t.remove_dir(to) {
+    match super::reconcile::remove_our_dir(t, to) {
         Err(e) if e.kind() != ErrorKind::NotFound => conflicts.push(move_aside(t, to)?),
         _ => {}
     }
