@@ -316,17 +316,19 @@ impl Connection {
     /// cleanup pass removes leftovers, recognised by `path::is_temp_name`).
     /// mkdir that tolerates losing a race: another connection of ours may create the same
     /// directory between our lstat and our mkdir (OpenSSH then answers a bare "failure").
-    fn create_dir(&mut self, rel: &[u8], abs: &[u8], mode: u32) -> Result<()> {
+    /// Says whether this call made it (false: someone else did, a moment before).
+    fn create_dir(&mut self, rel: &[u8], abs: &[u8], mode: u32) -> Result<bool> {
         let shown = display_path(rel);
         log::debug!("remote mkdir {shown}");
-        if let Err(e) = self.sftp.mkdir(p(abs), (mode & 0o7777) as i32) {
-            match self.raw_lstat(abs) {
-                Ok(Some(st)) => self.require_dir(rel, Some(&st))?,
+        let made = match self.sftp.mkdir(p(abs), (mode & 0o7777) as i32) {
+            Ok(()) => true,
+            Err(e) => match self.raw_lstat(abs) {
+                Ok(Some(st)) => self.require_dir(rel, Some(&st)).map(|()| false)?,
                 _ => return Err(op_error("cannot mkdir", &shown, &e)),
-            }
-        }
+            },
+        };
         self.known_dirs.insert(rel.to_vec());
-        Ok(())
+        Ok(made)
     }
 
     /// A NotFound may come from a directory the cache vouches for that is gone (removed by
@@ -913,10 +915,12 @@ impl Transport for Connection {
             let made = self.check_parents(&dir).and_then(|()| {
                 let abs = self.abs(&dir);
                 match self.raw_lstat(&abs) {
-                    Ok(None) => self.create_dir(&dir, &abs, 0o755).map(|()| {
-                        // The server's umask may have narrowed the mode asked for.
-                        let st = self.raw_lstat(&abs).ok().flatten();
-                        made(&dir, st.and_then(|s| s.perm).map_or(0o755, |m| m & 0o7777));
+                    Ok(None) => self.create_dir(&dir, &abs, 0o755).map(|ours| {
+                        if ours {
+                            // The server's umask may have narrowed the mode asked for.
+                            let st = self.raw_lstat(&abs).ok().flatten();
+                            made(&dir, st.and_then(|s| s.perm).map_or(0o755, |m| m & 0o7777));
+                        }
                     }),
                     Ok(st) => self.require_dir(&dir, st.as_ref()),
                     Err(e) => Err(op_error("cannot lstat", &display_path(&dir), &e)),

@@ -639,10 +639,13 @@ impl Inner {
     fn next_wake(&self) -> Duration {
         let core = self.core.lock();
         let now = Instant::now();
-        let due = core
-            .plan
-            .next_due()
-            .map_or(CHECKPOINT_EVERY, |d| d.saturating_duration_since(now));
+        // With every connection busy, only the end of some work (which wakes the planner)
+        // lets more start.
+        let due = match core.plan.next_due(now) {
+            Some(_) if core.plan.in_flight() >= self.opts.connections * 2 => CHECKPOINT_EVERY,
+            Some(d) => d.saturating_duration_since(now),
+            None => CHECKPOINT_EVERY,
+        };
         let due = match core.offline_until {
             Some(t) if t > now => due.max(t - now),
             _ => due,

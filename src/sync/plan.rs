@@ -215,26 +215,13 @@ impl Plan {
     /// due beneath it (a stream of uploads must not starve their directory).
     pub fn take_due(&mut self, now: Instant, limit: usize) -> Vec<Vec<u8>> {
         let mut ready: Vec<Vec<u8>> = Vec::new();
-        let mut held: Vec<&Vec<u8>> = Vec::new();
-        for (p, m) in &self.dirty {
+        for (p, m) in self.free(now) {
             if ready.len() == limit {
                 break;
             }
-            if m.due > now || self.in_flight.contains_key(p) {
-                continue;
+            if m.due <= now && !ready.iter().any(|r| overlaps(p, r)) {
+                ready.push(p.clone());
             }
-            let under = |a: &Vec<u8>| is_within(p, a);
-            if held.iter().any(|h| under(h))
-                || ready.iter().any(under)
-                || self.in_flight.keys().any(under)
-            {
-                continue;
-            }
-            if self.busy_under(p) {
-                held.push(p);
-                continue;
-            }
-            ready.push(p.clone());
         }
         for p in &ready {
             if let Some(m) = self.dirty.remove(p) {
@@ -297,12 +284,28 @@ impl Plan {
         }
     }
 
-    pub fn next_due(&self) -> Option<Instant> {
-        self.dirty
-            .iter()
-            .filter(|(p, _)| !self.in_flight.contains_key(*p))
-            .map(|(_, m)| m.due)
-            .min()
+    /// When the next path becomes due that no work in flight holds back (the end of that work
+    /// wakes the engine anyway).
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.free(now).map(|(_, m)| m.due).min()
+    }
+
+    /// The dirty paths not in flight whose work overlaps no work in flight, in path order;
+    /// a due path with work beneath it in flight also holds back everything beneath it.
+    fn free(&self, now: Instant) -> impl Iterator<Item = (&Vec<u8>, &Mark)> {
+        let mut held: Vec<&Vec<u8>> = Vec::new();
+        self.dirty.iter().filter(move |(p, m)| {
+            if self.in_flight.contains_key(*p) || held.iter().any(|h| overlaps(p, h)) {
+                return false;
+            }
+            if self.in_flight.keys().any(|f| overlaps(p, f)) {
+                if m.due <= now && self.in_flight.keys().any(|f| is_within(f, p)) {
+                    held.push(p);
+                }
+                return false;
+            }
+            true
+        })
     }
 
     pub fn pending(&self) -> usize {
@@ -348,6 +351,13 @@ impl Plan {
     pub fn is_idle(&self) -> bool {
         self.dirty.is_empty() && self.in_flight.is_empty()
     }
+}
+
+/// Whether work on `a` and on `b` may touch the same remote entries: one is at or beneath the
+/// other. The mount root's work never touches the server (the remote root is not ours to
+/// change), so it overlaps nothing.
+fn overlaps(a: &[u8], b: &[u8]) -> bool {
+    !a.is_empty() && !b.is_empty() && (is_within(a, b) || is_within(b, a))
 }
 
 #[cfg(test)]
@@ -544,6 +554,36 @@ mod tests {
         assert!(taken.contains(&p("y/z")), "{taken:?}");
         assert_eq!(plan.take_subtree(b"y/z"), Some(7));
         assert_eq!(plan.take_subtree(b"y/z"), None, "taken once");
+    }
+
+    /// The mount root's work never touches the server: it neither waits for nor holds back
+    /// anything. A path held back is not due for the planner's wake-up either.
+    #[test]
+    fn the_root_holds_nothing_back_and_held_paths_do_not_wake_the_planner() {
+        let (_d, m) = manifest();
+        let mut plan = Plan::default();
+        plan.consume(&entry(1, store("d/big", 1)), &m, Duration::ZERO);
+        assert_eq!(plan.take_due(Instant::now(), 10), [p("d/big")]);
+        let chmod = |path: &str| Record::SetAttr {
+            path: p(path),
+            mode: Some(0o700),
+            uid: None,
+            gid: None,
+            size: None,
+            atime: None,
+            mtime: None,
+        };
+        plan.consume(&entry(2, chmod("")), &m, Duration::ZERO);
+        plan.consume(&entry(3, chmod("d")), &m, Duration::ZERO);
+        plan.consume(&entry(4, store("d/small", 1)), &m, Duration::ZERO);
+        plan.consume(&entry(5, store("e", 1)), &m, Duration::ZERO);
+        let now = Instant::now();
+        assert_eq!(plan.take_due(now, 10), [p(""), p("e")]);
+        assert_eq!(
+            plan.next_due(now),
+            None,
+            "d and d/small wait for d/big's end"
+        );
     }
 
     #[test]
