@@ -44,6 +44,19 @@ impl ErrorKind {
         )
     }
 
+    /// A failure of the connection or of the server as a whole (unreachable, full, refusing
+    /// us), not of one path: no answer about the path it was met on.
+    pub fn is_connection_wide(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Transient
+                | ErrorKind::NoSpace
+                | ErrorKind::HostKey
+                | ErrorKind::Auth
+                | ErrorKind::RootUnusable
+        )
+    }
+
     /// Whether the connection should be dropped and made again before retrying.
     pub fn needs_reconnect(self) -> bool {
         self == ErrorKind::Transient
@@ -259,5 +272,8 @@ mod tests {
         assert_eq!(classify(&e), ErrorKind::Transient);
         assert!(ErrorKind::NoSpace.is_retryable());
         assert!(!ErrorKind::HostKey.is_retryable());
+        assert!(ErrorKind::HostKey.is_connection_wide());
+        assert!(!ErrorKind::Permission.is_connection_wide());
+        assert!(!ErrorKind::Other.is_connection_wide());
     }
 }

@@ -517,17 +517,7 @@ pub(super) fn remove_subtree(
         match result {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             // A lost connection is no foreign content: the work is retried, not forgotten.
-            Err(e)
-                if matches!(c, Confirmed::Dir { .. })
-                    && !matches!(
-                        e.kind(),
-                        ErrorKind::Transient
-                            | ErrorKind::NoSpace
-                            | ErrorKind::HostKey
-                            | ErrorKind::Auth
-                            | ErrorKind::RootUnusable
-                    ) =>
-            {
+            Err(e) if matches!(c, Confirmed::Dir { .. }) && !e.kind().is_connection_wide() => {
                 log::warn!("{}: remote directory not removed ({e}); it holds files ftpsync did not put there", crate::fs::show(p));
             }
             other => other?,
