@@ -4,9 +4,10 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use ftpsync::config::{
     connect_options, default_state_dir, is_profile_name, parse_rate, profile_exists, profile_path,
-    seconds, FileConfig, MirrorConfig, MountConfig, MountOptions, Remote, Secrets,
+    seconds, FileConfig, MirrorConfig, MountConfig, MountOptions, Secrets,
 };
 use ftpsync::mount_helper::{self, Invocation};
+use ftpsync::remote::Remote;
 use ftpsync::{audit, restore, run, status, trust, unmount, utc, verify};
 use std::ffi::OsString;
 use std::io::Write;

@@ -18,12 +18,12 @@
 //! is, never followed on either side; a local symlink where the remote has a directory is
 //! refused. Directories get their modes and mtimes after their contents.
 
-use crate::config::Remote;
 use crate::journal::child_path;
 use crate::local::{self, SetTime};
 use crate::mirror::{Confirmed, FileMeta, Manifest, MANIFEST_FILE};
 use crate::progress::{human_bytes, Progress};
 use crate::remote::path::split_parent;
+use crate::remote::Remote;
 use crate::remote::{
     self, display_path, ConnectOptions, ErrorKind, FileKind, RemoteStat, SecretSource, Transport,
 };

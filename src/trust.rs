@@ -2,7 +2,8 @@
 //! after a yes on the terminal or a matching `--fingerprint`. Nothing else ever pins a key.
 
 use crate::audit::Audit;
-use crate::config::{Remote, KNOWN_HOSTS};
+use crate::config::KNOWN_HOSTS;
+use crate::remote::Remote;
 use crate::remote::{
     check_host_key, credentials, probe_host_key, Algorithms, ConnectOptions, HostKeyInfo,
     HostKeyProblem, RemoteError,

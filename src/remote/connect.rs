@@ -14,8 +14,8 @@ use super::credentials::{Responder, SecretSource};
 use super::error::{classify, describe, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError};
 use super::keyfile::{self, KeyFile};
 use super::probe;
+use super::url::Remote;
 use super::verify::VerifyMode;
-use crate::config::Remote;
 
 /// Key exchange: curve25519 and the NIST ECDH family only (no SHA-1, no finite-field DH).
 pub const KEX_ALGORITHMS: &str = "curve25519-sha256,curve25519-sha256@libssh.org,\

@@ -20,6 +20,7 @@ mod mock;
 pub mod path;
 mod posix;
 mod probe;
+pub mod url;
 pub mod verify;
 
 use std::io::{Read, Write};
@@ -35,6 +36,7 @@ pub use credentials::{check_private, Secret, SecretSource};
 pub use error::{display_path, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError, Result};
 pub use keyfile::is_encrypted as key_is_encrypted;
 pub use mock::{MockNode, MockOp, MockTransport};
+pub use url::Remote;
 pub use verify::{HashTool, VerifyMethod, VerifyMode};
 
 pub use crate::hash::Sha256Hash;
