@@ -16,6 +16,8 @@ mod error;
 mod keyfile;
 mod linkfile;
 pub mod marker;
+/// An in-memory server for the engine's unit tests: not in the shipped binary.
+#[cfg(test)]
 mod mock;
 pub mod path;
 mod posix;
@@ -35,6 +37,7 @@ pub use connection::Connection;
 pub use credentials::{check_private, Secret, SecretSource};
 pub use error::{display_path, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError, Result};
 pub use keyfile::is_encrypted as key_is_encrypted;
+#[cfg(test)]
 pub use mock::{MockNode, MockOp, MockTransport};
 pub use url::Remote;
 pub use verify::{HashTool, VerifyMethod, VerifyMode};
