@@ -1,90 +1,38 @@
-//! UTC calendar time, without a time-zone database: what the audit log and the conflict file
-//! names need (formatting) and what `--since` accepts (parsing). Local time is never used, so
-//! a log read on another machine or after a DST change says the same thing.
+//! UTC calendar time: what the audit log and the conflict file names need (formatting) and
+//! what `--since` accepts (parsing), on jiff's calendar. Local time is never used, so a log read
+//! on another machine or after a DST change says the same thing. The accepted forms are
+//! checked here to the letter (jiff alone would take more: offsets, times without seconds).
 
 use anyhow::{bail, Result};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use std::time::{Duration, SystemTime};
 
-/// A moment broken into its UTC calendar fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Civil {
-    pub year: i64,
-    pub month: u32,
-    pub day: u32,
-    pub hour: u32,
-    pub minute: u32,
-    pub second: u32,
-    pub millis: u32,
-}
-
-impl Civil {
-    pub fn from_time(t: SystemTime) -> Civil {
-        let ms = match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i128,
-            Err(e) => -(e.duration().as_millis() as i128),
-        };
-        let secs = ms.div_euclid(1000) as i64;
-        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
-        let (year, month, day) = civil_from_days(days);
-        Civil {
-            year,
-            month,
-            day,
-            hour: rem / 3600,
-            minute: rem % 3600 / 60,
-            second: rem % 60,
-            millis: ms.rem_euclid(1000) as u32,
-        }
-    }
-
-    /// None for a field out of range (month 13, February 30, hour 24...) or an unrepresentable time.
-    pub fn to_time(self) -> Option<SystemTime> {
-        let valid = (1..=12).contains(&self.month)
-            && (1..=days_in_month(self.year, self.month)).contains(&self.day)
-            && self.hour < 24
-            && self.minute < 60
-            && self.second < 60
-            && self.millis < 1000;
-        if !valid {
-            return None;
-        }
-        let secs = days_from_civil(self.year, self.month, self.day)
-            .checked_mul(86_400)?
-            .checked_add(i64::from(self.hour * 3600 + self.minute * 60 + self.second))?;
-        let whole = if secs >= 0 {
-            UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))?
-        } else {
-            UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))?
-        };
-        whole.checked_add(Duration::from_millis(u64::from(self.millis)))
-    }
+/// `t` in UTC as `format` (strftime) says; times beyond jiff's range (years past 9999) are
+/// clamped to its ends.
+fn format(t: SystemTime, format: &str) -> String {
+    let ts = Timestamp::try_from(t).unwrap_or(if t > SystemTime::UNIX_EPOCH {
+        Timestamp::MAX
+    } else {
+        Timestamp::MIN
+    });
+    ts.strftime(format).to_string()
 }
 
 /// RFC 3339 with milliseconds: `2026-11-25T23:03:47.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let c = Civil::from_time(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
-    )
+    format(t, "%Y-%m-%dT%H:%M:%S%.3fZ")
 }
 
 /// To the second, for people: `2026-11-25 23:03:47Z`.
 pub fn readable(t: SystemTime) -> String {
-    let c = Civil::from_time(t);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
+    format(t, "%Y-%m-%d %H:%M:%SZ")
 }
 
 /// Without separators, for file names: `20261125T230347Z`.
 pub fn compact(t: SystemTime) -> String {
-    let c = Civil::from_time(t);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
+    format(t, "%Y%m%dT%H%M%SZ")
 }
 
 /// Parses what `rfc3339` writes (and the other absolute forms `parse_since` takes).
@@ -124,6 +72,18 @@ fn parse_age(s: &str) -> Option<Duration> {
     n.checked_mul(unit).map(Duration::from_secs)
 }
 
+/// The fields of a date and time in UTC, as written; jiff says whether they make a moment.
+#[derive(Default)]
+struct Fields {
+    year: u32,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    millis: u32,
+}
+
 fn parse_absolute(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     let (date, time) = match b.len() {
@@ -131,50 +91,59 @@ fn parse_absolute(s: &str) -> Option<SystemTime> {
         n if n > 11 && matches!(b[10], b'T' | b' ') => (&b[..10], Some(&b[11..])),
         _ => return None,
     };
-    let mut c = parse_date(date)?;
+    let mut f = parse_date(date)?;
     if let Some(time) = time {
-        parse_time(time, &mut c)?;
+        parse_time(time, &mut f)?;
     }
-    c.to_time()
+    let small = |n: u32| i8::try_from(n).ok();
+    let at = DateTime::new(
+        i16::try_from(f.year).ok()?,
+        small(f.month)?,
+        small(f.day)?,
+        small(f.hour)?,
+        small(f.minute)?,
+        small(f.second)?,
+        i32::try_from(f.millis).ok()? * 1_000_000,
+    )
+    .ok()?;
+    let ts = TimeZone::UTC.to_timestamp(at).ok()?;
+    SystemTime::try_from(ts).ok()
 }
 
-/// `YYYY-MM-DD` into a Civil at midnight.
-fn parse_date(b: &[u8]) -> Option<Civil> {
+/// `YYYY-MM-DD`.
+fn parse_date(b: &[u8]) -> Option<Fields> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    Some(Civil {
-        year: i64::from(digits(&b[0..4])?),
+    Some(Fields {
+        year: digits(&b[0..4])?,
         month: digits(&b[5..7])?,
         day: digits(&b[8..10])?,
-        hour: 0,
-        minute: 0,
-        second: 0,
-        millis: 0,
+        ..Fields::default()
     })
 }
 
-/// `HH:MM:SS[.fraction][Z]` into `c`.
-fn parse_time(b: &[u8], c: &mut Civil) -> Option<()> {
+/// `HH:MM:SS[.fraction][Z]` into `f`.
+fn parse_time(b: &[u8], f: &mut Fields) -> Option<()> {
     let b = b.strip_suffix(b"Z").unwrap_or(b);
     if b.len() < 8 || b[2] != b':' || b[5] != b':' {
         return None;
     }
-    c.hour = digits(&b[0..2])?;
-    c.minute = digits(&b[3..5])?;
-    c.second = digits(&b[6..8])?;
+    f.hour = digits(&b[0..2])?;
+    f.minute = digits(&b[3..5])?;
+    f.second = digits(&b[6..8])?;
     let fraction = &b[8..];
     if !fraction.is_empty() {
-        let f = fraction.strip_prefix(b".")?;
-        if f.len() > 9 {
+        let frac = fraction.strip_prefix(b".")?;
+        if frac.len() > 9 {
             return None;
         }
-        digits(f)?;
+        digits(frac)?;
         // Milliseconds are all the log keeps; finer digits are dropped, not rounded.
         let mut ms = [b'0'; 3];
-        let n = f.len().min(3);
-        ms[..n].copy_from_slice(&f[..n]);
-        c.millis = digits(&ms)?;
+        let n = frac.len().min(3);
+        ms[..n].copy_from_slice(&frac[..n]);
+        f.millis = digits(&ms)?;
     }
     Some(())
 }
@@ -187,46 +156,10 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(b.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
 }
 
-fn is_leap(y: i64) -> bool {
-    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Day count since 1970-01-01 of a Gregorian date (the inverse of `civil_from_days`).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn at(secs: u64, millis: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
@@ -241,24 +174,6 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let before = UNIX_EPOCH - Duration::from_millis(1);
         assert_eq!(rfc3339(before), "1969-12-31T23:59:59.999Z");
-    }
-
-    #[test]
-    fn calendar_round_trips_over_centuries() {
-        for days in (-800_000..800_000).step_by(7) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(
-            days_from_civil(2024, 3, 1) - days_from_civil(2024, 2, 28),
-            2
-        );
-        assert_eq!(
-            days_from_civil(2100, 3, 1) - days_from_civil(2100, 2, 28),
-            1
-        );
     }
 
     #[test]
