@@ -313,17 +313,7 @@ impl Audit {
                 fs::remove_file(path)?;
             }
         }
-        for n in (1..self.keep as u64).rev() {
-            let from = self.dir.join(format!("{AUDIT_FILE}.{n}"));
-            if from.exists() {
-                fs::rename(&from, self.dir.join(format!("{AUDIT_FILE}.{}", n + 1)))?;
-            }
-        }
-        if self.keep == 0 {
-            fs::remove_file(self.log_path())?;
-        } else {
-            fs::rename(self.log_path(), self.dir.join(format!("{AUDIT_FILE}.1")))?;
-        }
+        crate::logfile::shift_numbered(&self.log_path(), self.keep)?;
         File::open(&self.dir)?.sync_all()
     }
 }

@@ -42,6 +42,34 @@ fn dup_onto(file: &File, fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// `path.N`: the Nth older file of a rotated log.
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut p = path.as_os_str().to_os_string();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
+/// One rotation of a log kept as numbered files (the daemon's log, the audit log): `path.N`
+/// becomes `path.N+1` from the oldest kept down (what was `path.keep` is replaced), and `path`
+/// becomes `path.1`; with `keep` 0 it is removed. Missing files are skipped.
+pub fn shift_numbered(path: &Path, keep: usize) -> io::Result<()> {
+    let moved = |from: &Path, to: Option<&Path>| {
+        let r = match to {
+            Some(to) => std::fs::rename(from, to),
+            None => std::fs::remove_file(from),
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    };
+    for n in (1..keep).rev() {
+        moved(&numbered(path, n), Some(&numbered(path, n + 1)))?;
+    }
+    let first = (keep > 0).then(|| numbered(path, 1));
+    moved(path, first.as_deref())
+}
+
 impl RotatingLog {
     /// Opens (or creates) the log at `path`, to be rotated past `limit` bytes, keeping `keep`
     /// old files.
@@ -63,28 +91,8 @@ impl RotatingLog {
         Ok(self)
     }
 
-    fn numbered(&self, n: u32) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(format!(".{n}"));
-        PathBuf::from(p)
-    }
-
     fn rotate(&mut self) -> io::Result<()> {
-        let moved = |from: &Path, to: Option<&Path>| {
-            let r = match to {
-                Some(to) => std::fs::rename(from, to),
-                None => std::fs::remove_file(from),
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            }
-        };
-        for n in (1..self.keep).rev() {
-            moved(&self.numbered(n), Some(&self.numbered(n + 1)))?;
-        }
-        let first = (self.keep > 0).then(|| self.numbered(1));
-        moved(&self.path, first.as_deref())?;
+        shift_numbered(&self.path, self.keep as usize)?;
         let file = open_log(&self.path)?;
         if let Some(fd) = self.follower {
             dup_onto(&file, fd)?;
