@@ -38,6 +38,9 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_hashes: Option<usize>,
+    /// Errors answered to the kernel since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors_answered: Option<u64>,
     /// The sync engine's status (see `Engine::status`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<serde_json::Value>,
@@ -163,6 +166,7 @@ fn handle(conn: UnixStream, fs: &Fs, engine: &Engine) {
         Ok(Request::Status) => Reply {
             ok: true,
             pending_hashes: Some(fs.pending_hashes()),
+            errors_answered: Some(crate::fuse::errors_answered()),
             mirror: Some(engine.status()),
             open_for_writing: open_files(fs),
             ..Reply::default()
@@ -218,6 +222,7 @@ fn flush(fs: &Fs, engine: &Engine, timeout: Duration, local: bool) -> Reply {
         pending_hashes: Some(fs.pending_hashes()),
         mirror: Some(engine.status()),
         open_for_writing: open_files(fs),
+        ..Reply::default()
     }
 }
 

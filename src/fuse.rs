@@ -14,6 +14,7 @@ use log::{debug, info};
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,11 +54,25 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     })
 }
 
+/// Errors answered to the kernel since the start; most are ordinary (ENOENT for a name looked
+/// up that does not exist). `status` shows the count, the debug log each one.
+static ERRORS_ANSWERED: AtomicU64 = AtomicU64::new(0);
+
+pub fn errors_answered() -> u64 {
+    ERRORS_ANSWERED.load(Ordering::Relaxed)
+}
+
+fn answered(e: Errno) -> Errno {
+    ERRORS_ANSWERED.fetch_add(1, Ordering::Relaxed);
+    debug!("answered the kernel {e:?}");
+    e
+}
+
 macro_rules! reply {
     ($reply:ident, $res:expr, |$v:pat_param| $ok:expr) => {
         match $res {
             Ok($v) => $ok,
-            Err(e) => $reply.error(e),
+            Err(e) => $reply.error(answered(e)),
         }
     };
 }
@@ -436,7 +451,7 @@ impl Filesystem for FuseFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        reply.error(Errno::ENOTTY);
+        reply.error(answered(Errno::ENOTTY));
     }
 
     fn fallocate(

@@ -52,8 +52,13 @@ pub fn live(state_dir: &Path) -> Value {
     let pid = crate::daemons::pid_of(state_dir);
     let reply =
         pid.and_then(|_| control::call_within(state_dir, &Request::Status, Some(STATUS_WAIT)).ok());
-    let (pending_hashes, mirror, open) = reply.map_or((None, None, None), |r| {
-        (r.pending_hashes, r.mirror, r.open_for_writing)
+    let (pending_hashes, errors, mirror, open) = reply.map_or((None, None, None, None), |r| {
+        (
+            r.pending_hashes,
+            r.errors_answered,
+            r.mirror,
+            r.open_for_writing,
+        )
     });
     json!({
         "state_dir": state_dir.to_string_lossy(),
@@ -62,6 +67,7 @@ pub fn live(state_dir: &Path) -> Value {
             "running": pid.is_some(),
             "pid": pid,
             "pending_hashes": pending_hashes,
+            "errors_answered": errors,
             "open_for_writing": open,
         },
         "mirror": mirror,

@@ -575,3 +575,19 @@ fn the_textfile_is_replaced_atomically_and_watch_repeats_plain_blocks() {
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(metric(&s, "ftpsync_daemon_up", &m.mnt), Some(0.0));
 }
+
+/// Errors answered to the kernel are counted (a lookup of a missing name is one).
+#[test]
+fn status_counts_the_errors_answered_to_the_kernel() {
+    let m = Mount::new();
+    let before = m.status_json()["daemon"]["errors_answered"]
+        .as_u64()
+        .expect("errors_answered in status");
+    for i in 0..3 {
+        assert!(fs::metadata(m.path(format!("missing-{i}"))).is_err());
+    }
+    let after = m.status_json()["daemon"]["errors_answered"]
+        .as_u64()
+        .expect("errors_answered");
+    assert!(after >= before + 3, "{before} -> {after}");
+}

@@ -250,6 +250,15 @@ impl Fs {
         }
     }
 
+    /// An fsync's promise covers the journal too: if it cannot be made durable, the caller gets
+    /// EIO, and the log says why.
+    fn sync_journal(&self) -> R<()> {
+        self.journal.sync().map_err(|e| {
+            error!("journal sync failed ({e}); fsync answered EIO");
+            Errno::EIO
+        })
+    }
+
     fn node_fd(&self, ino: u64) -> R<Arc<OwnedFd>> {
         self.tree.lock().fd(ino).map_err(io_err)
     }
@@ -770,7 +779,7 @@ impl Fs {
         } else {
             h.file.sync_all().map_err(io_err)?;
         }
-        self.journal.sync().map_err(|_| Errno::EIO)?;
+        self.sync_journal()?;
         if h.writable && h.track.lock().dirty {
             let mut t = self.tree.lock();
             self.schedule_hash(&mut t, ino, Instant::now() + FSYNC_GRACE);
@@ -938,7 +947,7 @@ impl Fs {
         let fd = self.node_fd(ino)?;
         let dir = local::reopen(borrow(&fd), libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_err)?;
         dir.sync_all().map_err(io_err)?;
-        self.journal.sync().map_err(|_| Errno::EIO)
+        self.sync_journal()
     }
 
     pub fn statfs(&self) -> R<libc::statvfs> {
