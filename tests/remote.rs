@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use common::pattern;
 use common::sshd::{Flavor, Sshd};
 use ftpsync::remote::{
-    Attrs, ConnectOptions, Connection, ErrorKind, FileKind, HashTool, HostKeyProblem, RemoteError,
-    Secret, SecretSource, Transport, VerifyMethod, VerifyMode,
+    Attrs, ConnectOptions, Connection, ErrorKind, FileKind, HashTool, HostKeyProblem, Reach,
+    RemoteError, Secret, SecretSource, Transport, VerifyMethod, VerifyMode,
 };
 use sha2::{Digest, Sha256};
 
@@ -536,7 +536,7 @@ fn changed_host_key_is_refused() {
     let e = connect_err(&options(&sshd));
     eprintln!("{e}");
     assert_eq!(e.kind(), ErrorKind::HostKey);
-    assert!(!e.kind().is_retryable());
+    assert_eq!(e.kind().reach(), Reach::Halt);
     let msg = e.to_string();
     assert!(msg.contains("CHANGED") && msg.contains(&new_fp), "{msg}");
     assert_eq!(e.host_key_refusal().unwrap().1, HostKeyProblem::Changed);
@@ -651,7 +651,7 @@ fn full_remote_disk_is_reported_as_no_space() {
         .unwrap_err();
     eprintln!("{e}");
     assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
-    assert!(e.kind().is_retryable());
+    assert_eq!(e.kind().reach(), Reach::Offline);
     assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "temp removed");
     upload(&mut c, b"small/fits", &data[..1 << 20]);
 }

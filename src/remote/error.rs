@@ -35,26 +35,39 @@ pub enum ErrorKind {
     Other,
 }
 
+/// How far a failure reaches, and who must act on it: the one classification every retry
+/// site of the engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The connection or the server as a whole is unusable for now (lost, full): wait with
+    /// backoff and connect again.
+    Offline,
+    /// The server refuses us (host key, login, a root that moved): nothing is sent until a
+    /// person acts.
+    Halt,
+    /// This path only, and only a person can clear it (a refusal, a permission, a surprise).
+    PathNeedsPerson,
+    /// This path only, and another try may succeed (a missing parent, a source that changed,
+    /// a copy that did not verify).
+    PathRetry,
+}
+
 impl ErrorKind {
-    /// Whether the same operation may succeed if simply tried again later.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Transient | ErrorKind::NoSpace | ErrorKind::VerifyMismatch
-        )
+    pub fn reach(self) -> Reach {
+        match self {
+            ErrorKind::Transient | ErrorKind::NoSpace => Reach::Offline,
+            ErrorKind::HostKey | ErrorKind::Auth | ErrorKind::RootUnusable => Reach::Halt,
+            ErrorKind::Refused | ErrorKind::Permission | ErrorKind::Other => Reach::PathNeedsPerson,
+            ErrorKind::NotFound | ErrorKind::SourceChanged | ErrorKind::VerifyMismatch => {
+                Reach::PathRetry
+            }
+        }
     }
 
-    /// A failure of the connection or of the server as a whole (unreachable, full, refusing
-    /// us), not of one path: no answer about the path it was met on.
+    /// A failure of the connection or of the server as a whole, not of one path: no answer
+    /// about the path it was met on.
     pub fn is_connection_wide(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Transient
-                | ErrorKind::NoSpace
-                | ErrorKind::HostKey
-                | ErrorKind::Auth
-                | ErrorKind::RootUnusable
-        )
+        matches!(self.reach(), Reach::Offline | Reach::Halt)
     }
 
     /// Whether the connection should be dropped and made again before retrying.
@@ -270,8 +283,8 @@ mod tests {
         assert_eq!(classify(&e), ErrorKind::Permission);
         let e = ssh2::Error::from_errno(ssh2::ErrorCode::Session(-43));
         assert_eq!(classify(&e), ErrorKind::Transient);
-        assert!(ErrorKind::NoSpace.is_retryable());
-        assert!(!ErrorKind::HostKey.is_retryable());
+        assert_eq!(ErrorKind::NoSpace.reach(), Reach::Offline);
+        assert_eq!(ErrorKind::HostKey.reach(), Reach::Halt);
         assert!(ErrorKind::HostKey.is_connection_wide());
         assert!(!ErrorKind::Permission.is_connection_wide());
         assert!(!ErrorKind::Other.is_connection_wide());

@@ -70,7 +70,7 @@ fn parse(bytes: &[u8]) -> Option<String> {
 /// caller to retry; anything else is an answer.
 pub fn read(t: &mut dyn Transport) -> Result<Found> {
     match inspect(t) {
-        Err(e) if is_connection_wide(&e) => Err(e),
+        Err(e) if is_offline(&e) => Err(e),
         Err(e) => Ok(match e.kind() {
             ErrorKind::NotFound => Found::Missing,
             ErrorKind::Refused | ErrorKind::Other => Found::Foreign(e.to_string()),
@@ -117,9 +117,9 @@ pub fn write(t: &mut dyn Transport, id: &str) -> Result<()> {
         .map(|_| ())
 }
 
-/// Whether an error is about the connection or the server as a whole, not the marker.
-pub fn is_connection_wide(e: &RemoteError) -> bool {
-    matches!(e.kind(), ErrorKind::Transient | ErrorKind::NoSpace)
+/// Whether an error is the connection's (lost, server full), not an answer about the marker.
+pub fn is_offline(e: &RemoteError) -> bool {
+    e.kind().reach() == super::Reach::Offline
 }
 
 /// A sink that refuses to grow past [`MAX_LEN`]: a file swapped in between the lstat and

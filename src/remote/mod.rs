@@ -35,7 +35,7 @@ pub use connect::{
 };
 pub use connection::Connection;
 pub use credentials::{check_private, Secret, SecretSource};
-pub use error::{display_path, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError, Result};
+pub use error::{display_path, ErrorKind, HostKeyInfo, HostKeyProblem, Reach, RemoteError, Result};
 pub use keyfile::is_encrypted as key_is_encrypted;
 #[cfg(test)]
 pub use mock::{MockNode, MockOp, MockTransport};

@@ -17,7 +17,7 @@ use crate::audit::{path_value, Audit};
 use crate::journal::{child_path, Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
-use crate::remote::{ErrorKind, RemoteError, SessionInfo, Transport};
+use crate::remote::{ErrorKind, Reach, RemoteError, SessionInfo, Transport};
 use crate::replay::is_within;
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use limits::{Meter, ReconnectGate};
@@ -368,9 +368,7 @@ impl Engine {
             }
         }
         match &core.first_contact {
-            Some(Err(e)) if !matches!(e.kind(), ErrorKind::Transient | ErrorKind::NoSpace) => {
-                Some(e.clone())
-            }
+            Some(Err(e)) if e.kind().reach() != Reach::Offline => Some(e.clone()),
             _ => None,
         }
     }
@@ -551,7 +549,7 @@ impl Inner {
             while let Some(d) = dirs.pop_first() {
                 match self.sweep_dir(t.as_mut(), &d) {
                     Ok(()) => {}
-                    Err(e) if Self::is_connection_wide(&e) => {
+                    Err(e) if e.kind().is_connection_wide() => {
                         dirs.insert(d);
                         return Err(e);
                     }
@@ -583,20 +581,8 @@ impl Inner {
         self.cv.notify_all();
     }
 
-    /// What `connection_failure` takes for the connection's failure, not one path's.
-    fn is_connection_wide(e: &RemoteError) -> bool {
-        matches!(
-            e.kind(),
-            ErrorKind::Transient
-                | ErrorKind::NoSpace
-                | ErrorKind::HostKey
-                | ErrorKind::Auth
-                | ErrorKind::RootUnusable
-        )
-    }
-
-    /// Removes the temp files (and symlinks) in `dir` that no upload of ours is writing (none is in flight)
-    /// and that are no user's file of that name.
+    /// Removes the temp files (and symlinks) in `dir` that no upload of ours is writing (none
+    /// is in flight) and that are no user's file of that name.
     fn sweep_dir(&self, t: &mut dyn Transport, dir: &[u8]) -> Result<(), RemoteError> {
         let entries = match t.list(dir) {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -1155,12 +1141,12 @@ impl Inner {
     /// full (tried again with backoff), or refusing us (halted until a person acts, probed now
     /// and then). Returns how long to wait; None for a failure of the path itself.
     fn connection_failure(core: &mut Core, e: &RemoteError) -> Option<Duration> {
-        match e.kind() {
-            ErrorKind::Transient | ErrorKind::NoSpace => {
+        match e.kind().reach() {
+            Reach::Offline => {
                 Self::offline(core, e);
                 Some(backoff(core.offline_failures, Duration::from_secs(60)))
             }
-            ErrorKind::HostKey | ErrorKind::Auth | ErrorKind::RootUnusable => {
+            Reach::Halt => {
                 if core.halted.is_none() {
                     error!("uploads stopped: {e}");
                 }
@@ -1190,10 +1176,7 @@ impl Inner {
                 json!({"path": path_value(path), "reason": e.message()}),
             );
         }
-        let needs_person = matches!(
-            e.kind(),
-            ErrorKind::Refused | ErrorKind::Permission | ErrorKind::Other
-        );
+        let needs_person = e.kind().reach() == Reach::PathNeedsPerson;
         let count = core.failures.get(path).map_or(0, |f| f.count) + 1;
         core.failures.insert(
             path.to_vec(),

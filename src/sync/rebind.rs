@@ -206,7 +206,7 @@ impl Inner {
                 info!("marked the remote root as id {id}");
                 Ok(Some(id))
             }
-            Err(e) if marker::is_connection_wide(&e) => Err(e),
+            Err(e) if marker::is_offline(&e) => Err(e),
             Err(e) => {
                 if !std::mem::replace(&mut warned.unmarkable, true) {
                     warn!(
