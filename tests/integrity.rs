@@ -325,3 +325,25 @@ fn a_tree_swapped_by_an_exchange_then_moved_on_reaches_the_server_whole() {
     assert_mirrored(&m);
     assert!(remote_root(&m).join("p/moved/d/b").is_dir());
 }
+
+#[test]
+fn a_tree_moved_under_a_name_the_server_took_and_moved_on_leaves_nothing_behind() {
+    let m = delayed("1");
+    fs::create_dir(m.path("d")).expect("mkdir");
+    fs::write(m.path("d/x"), b"in the moved tree").expect("write");
+    m.flush();
+    let theirs = b"the server's own f";
+    fs::write(remote_root(&m).join("f"), theirs).expect("server edit");
+    // Within the write-back delay: f becomes a directory here, the mirrored tree moves into
+    // it (the server's f is kept aside for that), then on again.
+    fs::create_dir(m.path("f")).expect("mkdir");
+    fs::rename(m.path("d"), m.path("f/e")).expect("mv d f/e");
+    fs::rename(m.path("f/e"), m.path("g")).expect("mv f/e g");
+    m.flush();
+    assert_mirrored_except(&m, &|p| is_conflict_name(p));
+    assert_eq!(
+        copies_holding(&remote_root(&m), theirs).len(),
+        1,
+        "the server's f is kept"
+    );
+}

@@ -75,6 +75,28 @@ impl reconcile::Ledger for JobLedger<'_> {
     }
 }
 
+/// Forgets the manifest's entries strictly beneath `dir` (the directory's own entry, made anew
+/// by ftpsync a moment ago, stays) and returns them.
+fn forget_beneath(mirror: &Mutex<Mirror>, dir: &[u8]) -> Vec<(Vec<u8>, Confirmed)> {
+    let mut m = mirror.lock();
+    let beneath: Vec<(Vec<u8>, Confirmed)> = m
+        .manifest
+        .subtree(dir)
+        .filter(|(p, _)| p.as_slice() != dir)
+        .map(|(p, c)| (p.clone(), c.clone()))
+        .collect();
+    for (p, _) in &beneath {
+        // One removal per topmost entry: it takes what is beneath it along.
+        let topmost = !beneath.iter().any(|(a, _)| a != p && is_within(p, a));
+        if topmost {
+            if let Err(e) = m.manifest.remove(p) {
+                error!("manifest: {e}");
+            }
+        }
+    }
+    beneath
+}
+
 /// A directory ftpsync made on the server as a parent is recorded at once: if the work that
 /// made it fails, or its local twin goes before its own turn comes, it is still ours to remove.
 fn record_made_dir(mirror: &Mutex<Mirror>, dir: &[u8], mode: u32) {
@@ -646,6 +668,17 @@ impl Inner {
             let r = core
                 .plan
                 .consume(e, &mirror.manifest, self.opts.writeback_delay);
+            log::debug!(
+                "journal #{} {} {}{}",
+                e.seq,
+                e.record.op(),
+                crate::fs::show(e.record.path()),
+                if r.is_some() {
+                    " (replayed remotely)"
+                } else {
+                    ""
+                }
+            );
             let path = e.record.path().to_vec();
             // A newer version (or a delete) makes an upload in flight pointless.
             if let crate::journal::Record::Store { .. } = e.record {
@@ -723,8 +756,8 @@ impl Inner {
                         json!({"from": path_value(&r.from), "to": path_value(&r.to),
                                "exchange": r.exchange}),
                     );
-                    if let Some(dir) = replaced {
-                        self.forget_replaced(&dir);
+                    if let Some(aside) = replaced {
+                        self.resend_replaced(&aside.dir, &aside.forgotten);
                     }
                     return self.send_again(r, &ends, &again);
                 }
@@ -817,22 +850,18 @@ impl Inner {
         }
     }
 
-    /// A directory of ours that the server had replaced (kept aside now) holds nothing of
-    /// what the manifest said beneath it: all that stands there locally is sent anew.
+    /// What stood in the way of a directory of ours (kept aside now: the server replaced it,
+    /// or put something there) holds nothing of what the manifest said beneath it: all that
+    /// stands there locally is sent anew.
     fn forget_replaced(&self, dir: &[u8]) {
-        let entries: Vec<(Vec<u8>, Confirmed)> = {
-            let mut mirror = self.mirror.lock();
-            let entries = mirror
-                .manifest
-                .subtree(dir)
-                .map(|(p, c)| (p.clone(), c.clone()))
-                .collect();
-            if let Err(e) = mirror.manifest.remove(dir) {
-                error!("manifest: {e}");
-            }
-            entries
-        };
-        self.seed_hashes(&entries, dir, dir);
+        let forgotten = forget_beneath(&self.mirror, dir);
+        self.resend_replaced(dir, &forgotten);
+    }
+
+    /// The files the manifest held beneath `dir` (`forgotten`) are sent anew, with the hashes
+    /// it held for them; so is everything that stands beneath `dir` locally.
+    fn resend_replaced(&self, dir: &[u8], forgotten: &[(Vec<u8>, Confirmed)]) {
+        self.seed_hashes(forgotten, dir, dir);
         let mut core = self.core.lock();
         let since = core.plan.consumed() + 1;
         core.plan.mark_subtree(dir, since);

@@ -188,6 +188,11 @@ pub fn reconcile(
             if known.vouched(path) == Some(&want) {
                 return Ok(done(Apply::Nothing));
             }
+            // Already there as wanted: ours, made just before a lost connection took the
+            // answer (and the record), or the same link made on the server. Nothing to keep.
+            if lstat(t, path)?.is_some_and(|r| is_ours(Some(&want), &r)) {
+                return Ok(done(Apply::Put(want)));
+            }
             clear_for_replacement(t, path, known, &mut conflicts)?;
             let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
                 ledger.made_dir(d, m)
@@ -790,6 +795,38 @@ mod tests {
         );
         assert!(remove_subtree(&mut conn, &confirmed, &mut Vec::new()).is_ok());
         assert!(t.get(b"d").is_none(), "removed on the retry");
+    }
+
+    /// A symlink already on the server as wanted (ours, its record lost with a connection)
+    /// is taken as sent: no false conflict copy.
+    #[test]
+    fn a_symlink_already_there_as_wanted_is_no_conflict() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink("target", dir.path().join("l")).expect("ln -s");
+        let t = MockTransport::new();
+        t.insert(
+            b"l",
+            MockNode::Symlink {
+                target: b"target".to_vec(),
+            },
+        );
+        let k = known(Vec::new(), Arc::default());
+        let Outcome::Done(report) = run(&t, dir.path(), b"l", &k) else {
+            panic!("not done");
+        };
+        assert_eq!(
+            report.apply,
+            Apply::Put(Confirmed::Symlink {
+                target: b"target".to_vec()
+            })
+        );
+        assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
+        assert_eq!(
+            t.nodes().len(),
+            1,
+            "nothing kept aside: {:?}",
+            t.nodes().keys()
+        );
     }
 
     #[test]

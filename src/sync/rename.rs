@@ -41,13 +41,20 @@ impl Ends {
     }
 }
 
+/// A parent directory that was in the way of a move (kept aside now), and what the manifest
+/// held beneath it, forgotten.
+pub struct Replaced {
+    pub dir: Vec<u8>,
+    pub forgotten: Vec<(Vec<u8>, Confirmed)>,
+}
+
 pub enum Replayed {
     /// Moved on the server, and in the manifest; the entries beneath it at these new paths
     /// were not the server's as we put them (now kept aside, or gone): send them anew. A
     /// directory of ours above the target that the server had replaced was kept aside too.
     Moved {
         again: Vec<Vec<u8>>,
-        replaced: Option<Vec<u8>>,
+        replaced: Option<Replaced>,
     },
     /// Not moved: what stands locally at both names must be sent anew.
     Resend,
@@ -136,22 +143,28 @@ fn manifest_err(e: std::io::Error) -> RemoteError {
 }
 
 /// Makes the new parents of `to` (a directory made locally a moment ago may not be on the
-/// server yet) and records the ones it made, so that they go with the local ones later.
+/// server yet) and records the ones it made, so that they go with the local ones later. Where
+/// one was in the way (kept aside now), what the manifest held beneath it is forgotten at
+/// once, before the move puts entries of ours there, and returned with it.
 fn make_parents_recorded(
     t: &mut dyn Transport,
     to: &[u8],
     mirror: &Mutex<Mirror>,
     conflicts: &mut Vec<Vec<u8>>,
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Option<Replaced>> {
     let known: Vec<(Vec<u8>, Confirmed)> = {
         let m = mirror.lock();
         ancestors(to)
             .filter_map(|a| m.manifest.get(a).map(|c| (a.to_vec(), c.clone())))
             .collect()
     };
-    make_parents(t, to, &known, conflicts, &|dir, mode| {
+    let replaced = make_parents(t, to, &known, conflicts, &|dir, mode| {
         super::record_made_dir(mirror, dir, mode)
-    })
+    })?;
+    Ok(replaced.map(|dir| Replaced {
+        forgotten: super::forget_beneath(mirror, &dir),
+        dir,
+    }))
 }
 
 /// What the manifest says we put at `path` (`entries`: its entries at and beneath `path`): its
