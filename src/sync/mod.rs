@@ -191,6 +191,8 @@ pub struct Engine {
 }
 
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// While a flush waits, how often an unreachable remote is tried again at the most.
+const FLUSH_RETRY_EVERY: Duration = Duration::from_secs(2);
 const HALTED_RETRY: Duration = Duration::from_secs(60);
 /// How often leftover temporary files are looked for while the daemon runs (a lost connection
 /// leaves one behind an upload).
@@ -270,11 +272,17 @@ impl Engine {
         let mut core = self.inner.core.lock();
         core.flush_waiters += 1;
         core.plan.expedite();
-        core.offline_until = core.offline_until.map(|_| Instant::now());
-        self.inner.gate.reset();
-        self.inner.cv.notify_all();
         let began = Instant::now();
+        let mut retry_at = began;
         let result = loop {
+            // Someone waits: the remote is tried again at least every few seconds, not after
+            // the backoff an outage built up (which may be longer than the flush's patience).
+            if Instant::now() >= retry_at {
+                core.offline_until = core.offline_until.map(|_| Instant::now());
+                self.inner.gate.reset();
+                self.inner.cv.notify_all();
+                retry_at = Instant::now() + FLUSH_RETRY_EVERY;
+            }
             if !core.scanning
                 && core.plan.consumed() >= target
                 && core.plan.is_idle()
@@ -286,7 +294,8 @@ impl Engine {
             if let Some(why) = needs_person(&core, began) {
                 break Err(why);
             }
-            if self.inner.cv.wait_until(&mut core, deadline).timed_out() {
+            let woken = self.inner.cv.wait_until(&mut core, deadline.min(retry_at));
+            if woken.timed_out() && Instant::now() >= deadline {
                 break Err(format!("timed out: {}", describe_backlog(&core)));
             }
         };

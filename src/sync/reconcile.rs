@@ -144,7 +144,8 @@ pub fn reconcile(
     let mut conflicts = Vec::new();
     let Some((fd, st)) = local else {
         remove_subtree(t, &known.confirmed, &mut conflicts)?;
-        let apply = if known.confirmed.is_empty() {
+        let interrupted = remove_interrupted(t, root, path, known)?;
+        let apply = if known.confirmed.is_empty() && !interrupted {
             Apply::Nothing
         } else {
             Apply::Remove
@@ -362,6 +363,33 @@ fn hash_here(fd: &std::os::fd::OwnedFd, st: &local::Stat, path: &[u8]) -> Result
     }))
 }
 
+/// The local file is gone, and an upload of it was interrupted (a crash, a lost connection): what
+/// that upload may have left goes too, its temp files and, when it landed before its record
+/// was written, the file itself (recognised by the size and mtime it was sent with). Says
+/// whether the file was there.
+fn remove_interrupted(
+    t: &mut dyn Transport,
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    known: &Known,
+) -> Result<bool> {
+    if known.intents.is_empty() {
+        return Ok(false);
+    }
+    match remove_temps(t, root, path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let landed = lstat(t, path)?.is_some_and(|r| landed_from(&known.intents, &r));
+    if landed {
+        match t.remove_file(path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(landed)
+}
+
 /// Removes the temporary files that interrupted uploads to `path` left beside it; only its
 /// own: those of its siblings may be in flight on other connections right now, and a local
 /// file of that name is the user's.
@@ -483,9 +511,15 @@ fn clear_for_replacement(
 fn ours_at(known: &Known, path: &[u8], remote: &RemoteStat) -> bool {
     known.repair
         || is_ours(known.at(path), remote)
-        || known.intents.iter().any(|i| {
-            remote.kind == FileKind::File && remote.size == i.size && remote.mtime == i.mtime.sec
-        })
+        || landed_from(&known.intents, remote)
+}
+
+/// Whether `remote` is one of the uploads `intents` started (a crash or a lost connection took
+/// their record): by the size and the mtime they were sent with.
+fn landed_from(intents: &[FileMeta], remote: &RemoteStat) -> bool {
+    intents.iter().any(|i| {
+        remote.kind == FileKind::File && remote.size == i.size && remote.mtime == i.mtime.sec
+    })
 }
 
 /// A directory is wanted at `path`: a file or symlink of ours there goes; anything else that is
@@ -827,6 +861,52 @@ mod tests {
             "nothing kept aside: {:?}",
             t.nodes().keys()
         );
+    }
+
+    /// A file whose upload landed just before a crash took its record, then deleted locally:
+    /// the server's copy is ours (the size and mtime it was sent with), and goes.
+    #[test]
+    fn a_deleted_file_whose_upload_landed_unrecorded_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = MockTransport::new();
+        let sent = FileMeta {
+            size: 4,
+            sha256: [0; 32],
+            mode: 0o644,
+            mtime: Timestamp { sec: 1000, nsec: 5 },
+            ino: 1,
+            ctime: Timestamp { sec: 1000, nsec: 5 },
+        };
+        t.insert(
+            b"big",
+            MockNode::File {
+                data: b"sent".to_vec(),
+                mode: 0o644,
+                atime: 0,
+                mtime: 1000,
+            },
+        );
+        let mut k = known(Vec::new(), Arc::default());
+        k.intents = vec![sent];
+        let Outcome::Done(report) = run(&t, dir.path(), b"big", &k) else {
+            panic!("not done");
+        };
+        assert_eq!(report.apply, Apply::Remove);
+        assert!(t.get(b"big").is_none(), "our unrecorded upload stays");
+        t.insert(
+            b"big",
+            MockNode::File {
+                data: b"theirs!".to_vec(),
+                mode: 0o644,
+                atime: 0,
+                mtime: 2000,
+            },
+        );
+        let Outcome::Done(report) = run(&t, dir.path(), b"big", &k) else {
+            panic!("not done");
+        };
+        assert_eq!(report.apply, Apply::Nothing);
+        assert!(t.get(b"big").is_some(), "a file of the server's is not ours to remove");
     }
 
     #[test]
