@@ -966,26 +966,12 @@ fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
     let locked = remote_root(&m).join("a_locked");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod 000");
     put(&m.path("a_locked/f"), b"refused by the server");
-    let big: Vec<u8> = common::pattern(7, 64 << 20);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(m.path("b/big"))
-        .expect("create b/big");
-    f.write_all(&big).expect("write b/big");
-    drop(f);
+    put(&m.path("b/big"), &common::pattern(7, 64 << 20));
     // The connection dies while b/big is being sent (its temp file is there), once
     // a_locked/f has failed.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while remote_temps(&m).is_empty() || !m.daemon_log().contains("a_locked/f:") {
-        assert!(
-            Instant::now() < deadline,
-            "no upload seen:\n{}",
-            m.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_upload(&m, Duration::from_secs(60), |m| {
+        m.daemon_log().contains("a_locked/f:")
+    });
     m.sshd.as_mut().expect("sshd").stop();
     assert!(
         !remote_temps(&m).is_empty(),
@@ -1104,23 +1090,8 @@ fn slow() -> Mount {
 /// copy of its directory, then deletes `rel` locally so that no retry of its own clears it;
 /// the server is back up on return.
 fn cut_upload_then_delete(m: &mut Mount, rel: &str) {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(m.path(rel))
-        .expect("create");
-    f.write_all(&common::pattern(11, 64 << 20)).expect("write");
-    drop(f);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while remote_temps(m).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no upload seen:\n{}",
-            m.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    put(&m.path(rel), &common::pattern(11, 64 << 20));
+    wait_for_upload(m, Duration::from_secs(60), |_| true);
     m.sshd.as_mut().expect("sshd").stop();
     assert!(
         !remote_temps(m).is_empty(),
@@ -1161,6 +1132,37 @@ fn a_directory_holding_only_a_cut_uploads_temp_file_is_not_kept_as_a_conflict() 
     assert_mirrored(&m);
 }
 
+/// A slow mount whose 128 MiB upload of d/big (of pattern `seed`) has begun on the server.
+fn long_upload_under_way(seed: u64) -> Mount {
+    let m = slow();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    m.flush();
+    put(&m.path("d/big"), &common::pattern(seed, 128 << 20));
+    wait_for_upload(&m, Duration::from_secs(30), |_| true);
+    m
+}
+
+/// Waits until an upload's temp file is on the server and `also` holds.
+fn wait_for_upload(m: &Mount, within: Duration, also: impl Fn(&Mount) -> bool) {
+    let deadline = Instant::now() + within;
+    while remote_temps(m).is_empty() || !also(m) {
+        assert!(
+            Instant::now() < deadline,
+            "no upload seen:\n{}",
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Polls until `path` exists on the server's disk, or `within` passed.
+fn arrives_within(path: &std::path::Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Finding (not fixed: the hold is what keeps a stream of uploads from starving their
 /// directory; telling a harmless directory job from a removal at dispatch time is the fix):
 /// a chmod of a directory while a long upload beneath it runs holds back every later change
@@ -1170,33 +1172,11 @@ fn a_directory_holding_only_a_cut_uploads_temp_file_is_not_kept_as_a_conflict() 
 #[ignore = "starvation by design of Plan::take_due's hold; see the comment"]
 fn a_chmod_of_a_directory_does_not_hold_small_files_behind_a_long_upload_beneath_it() {
     use std::os::unix::fs::PermissionsExt;
-    let m = slow();
-    fs::create_dir(m.path("d")).expect("mkdir");
-    m.flush();
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(m.path("d/big"))
-        .expect("create");
-    f.write_all(&common::pattern(3, 128 << 20)).expect("write");
-    drop(f);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while remote_temps(&m).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no upload seen:\n{}",
-            m.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let m = long_upload_under_way(3);
     fs::set_permissions(m.path("d"), fs::Permissions::from_mode(0o750)).expect("chmod d");
     put(&m.path("d/small"), b"tiny");
     let small = remote_root(&m).join("d/small");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !small.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    arrives_within(&small, Duration::from_secs(3));
     let big_done = remote_root(&m).join("d/big").exists();
     assert!(
         small.exists() || big_done,
@@ -1211,33 +1191,11 @@ fn a_chmod_of_a_directory_does_not_hold_small_files_behind_a_long_upload_beneath
 /// at 16 MiB/s.
 #[test]
 fn renaming_a_directory_during_a_long_upload_beneath_it_does_not_stop_the_mirror() {
-    let m = slow();
-    fs::create_dir(m.path("d")).expect("mkdir");
-    m.flush();
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(m.path("d/big"))
-        .expect("create");
-    f.write_all(&common::pattern(5, 128 << 20)).expect("write");
-    drop(f);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while remote_temps(&m).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no upload seen:\n{}",
-            m.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let m = long_upload_under_way(5);
     fs::rename(m.path("d"), m.path("e")).expect("mv d e");
     put(&m.path("elsewhere"), b"tiny");
     let small = remote_root(&m).join("elsewhere");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !small.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    arrives_within(&small, Duration::from_secs(3));
     let big_done = !remote_root(&m).join("d").exists();
     assert!(
         small.exists() || big_done,

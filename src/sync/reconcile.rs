@@ -509,9 +509,7 @@ fn clear_for_replacement(
 /// Ours: what the manifest says we put there, or what an interrupted upload of ours did; under
 /// a repair the user asked to replace whatever is there.
 fn ours_at(known: &Known, path: &[u8], remote: &RemoteStat) -> bool {
-    known.repair
-        || is_ours(known.at(path), remote)
-        || landed_from(&known.intents, remote)
+    known.repair || is_ours(known.at(path), remote) || landed_from(&known.intents, remote)
 }
 
 /// Whether `remote` is one of the uploads `intents` started (a crash or a lost connection took
@@ -906,7 +904,10 @@ mod tests {
             panic!("not done");
         };
         assert_eq!(report.apply, Apply::Nothing);
-        assert!(t.get(b"big").is_some(), "a file of the server's is not ours to remove");
+        assert!(
+            t.get(b"big").is_some(),
+            "a file of the server's is not ours to remove"
+        );
     }
 
     #[test]
