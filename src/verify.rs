@@ -434,11 +434,12 @@ fn report(f: &Findings, as_json: bool) {
     );
 }
 
-/// Mends what verify found. First the daemon durably doubts every path that is missing or
-/// differs, and sends its local version past what its manifest says, replacing what the remote
-/// has (no conflict copy: the user asked). Then what the daemon cannot replace goes: remote
-/// entries with no local counterpart (checked again now: a rename may have made one), and
-/// remote directories where a file or symlink belongs.
+/// Mends what verify found. First what the daemon cannot replace goes: remote entries with no
+/// local counterpart (checked again now: a rename may have made one), and remote directories
+/// where a file or symlink belongs. They go before the daemon is asked, or its upload could
+/// meet such a directory first and keep it aside as a conflict copy. Then the daemon durably
+/// doubts every path that is missing or differs, and sends its local version past what its
+/// manifest says, replacing what the remote has (no conflict copy: the user asked).
 fn repair(
     opts: &ConnectOptions,
     state_dir: &Path,
@@ -447,6 +448,7 @@ fn repair(
     local: &Tree,
     remote: &Tree,
 ) -> Result<()> {
+    let removed = remove_in_the_way(opts, state_dir, root, f, local, remote)?;
     let resend: Vec<String> = f
         .problems
         .iter()
@@ -467,6 +469,24 @@ fn repair(
             reply.error.unwrap_or_default()
         );
     }
+    eprintln!(
+        "repair: {} paths queued for upload, {removed} removed from the remote; `ftpsync flush` \
+         waits for the uploads",
+        resend.len(),
+    );
+    Ok(())
+}
+
+/// Removes from the remote what has no local counterpart and the directories standing where a
+/// file or symlink belongs; returns how many entries it removed (with what was beneath them).
+fn remove_in_the_way(
+    opts: &ConnectOptions,
+    state_dir: &Path,
+    root: &OwnedFd,
+    f: &Findings,
+    local: &Tree,
+    remote: &Tree,
+) -> Result<usize> {
     let in_the_way = |path: &Vec<u8>| match f.problems.get(path) {
         Some(Problem::Extra) => local::lookup_path(borrow(root), path).is_err(),
         Some(Problem::Differs(_)) => {
@@ -487,13 +507,7 @@ fn repair(
         audit.record("repair_remove", json!({"path": path_value(path)}));
         removed.push(path);
     }
-    eprintln!(
-        "repair: {} paths queued for upload, {} removed from the remote; `ftpsync flush` waits \
-         for the uploads",
-        resend.len(),
-        removed.len()
-    );
-    Ok(())
+    Ok(removed.len())
 }
 
 fn is_beneath(path: &[u8], dir: &[u8]) -> bool {
