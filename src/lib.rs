@@ -19,6 +19,7 @@ pub mod progress;
 pub mod prometheus;
 pub mod remote;
 pub mod replay;
+pub mod report;
 pub mod restore;
 pub mod run;
 pub mod statedir;

@@ -336,10 +336,9 @@ fn pending_words(state_dir: Option<&Path>) -> String {
     let reply = state_dir.and_then(|d| {
         control::call_within(d, &control::Request::Status, Some(Duration::from_secs(2))).ok()
     });
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     match reply.and_then(|r| r.mirror) {
         Some(m) => {
-            let count = n(&m["pending"]) + n(&m["in_flight"]);
+            let count = m.paths_left();
             format!("{count} upload{}", if count == 1 { "" } else { "s" })
         }
         None => "its uploads".into(),

@@ -2,15 +2,17 @@
 //! running daemon, and a wait for the daemon to settle.
 
 use crate::config::MountConfig;
-use crate::control::{self, OpenFiles, PathName, Request};
+use crate::control::{self, Request};
 use crate::fs::show;
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
 use crate::mirror::Manifest;
 use crate::progress::human_bytes;
 use crate::replay::PathMap;
+use crate::report::{
+    Daemon, HashEntry, JournalInfo, Mirror, MountRecord, OpenFiles, PathName, PendingRecord, Status,
+};
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -20,62 +22,51 @@ use std::time::{Duration, SystemTime};
 
 pub use crate::daemons::resolve_state_dir;
 
-fn path_json(p: &[u8]) -> (String, String) {
-    let n = PathName::of(p);
-    (n.path, n.path_hex)
-}
-
-fn hash_json(p: &[u8], size: u64, sha256: &str, seq: u64, confirmed: bool) -> Value {
-    let (path, path_hex) = path_json(p);
-    json!({"path": path, "path_hex": path_hex, "size": size, "sha256": sha256,
-           "seq": seq, "confirmed": confirmed})
-}
-
 /// How long a status query waits for the daemon to answer.
 const STATUS_WAIT: Duration = Duration::from_secs(10);
 
-/// The mount's record in the state dir (null before the first mount).
-fn mount_json(state_dir: &Path) -> Value {
-    match MountConfig::recorded(state_dir) {
-        Ok(c) => json!({
-            "mountpoint": c.mountpoint.to_string_lossy(),
-            "local_dir": c.local_dir.to_string_lossy(),
-            "remote": c.remote.to_string(),
-        }),
-        Err(_) => Value::Null,
-    }
+/// The mount's record in the state dir (None before the first mount).
+fn mount_record(state_dir: &Path) -> Option<MountRecord> {
+    let c = MountConfig::recorded(state_dir).ok()?;
+    Some(MountRecord {
+        mountpoint: c.mountpoint.to_string_lossy().into_owned(),
+        local_dir: c.local_dir.to_string_lossy().into_owned(),
+        remote: c.remote.to_string(),
+    })
 }
 
 /// What the daemon reports, cheaply (no journal, no manifest read): the part of the status
 /// document that `--watch` and the Prometheus output show.
-pub fn live(state_dir: &Path) -> Value {
+pub fn live(state_dir: &Path) -> Status {
     let pid = crate::daemons::pid_of(state_dir);
     let reply =
         pid.and_then(|_| control::call_within(state_dir, &Request::Status, Some(STATUS_WAIT)).ok());
-    let (pending_hashes, errors, mirror, open) = reply.map_or((None, None, None, None), |r| {
-        (
-            r.pending_hashes,
-            r.errors_answered,
-            r.mirror,
-            r.open_for_writing,
-        )
-    });
-    json!({
-        "state_dir": state_dir.to_string_lossy(),
-        "mount": mount_json(state_dir),
-        "daemon": {
-            "running": pid.is_some(),
-            "pid": pid,
-            "pending_hashes": pending_hashes,
-            "errors_answered": errors,
-            "open_for_writing": open,
+    let (pending_hashes, errors_answered, mirror, open_for_writing) =
+        reply.map_or((None, None, None, None), |r| {
+            (
+                r.pending_hashes,
+                r.errors_answered,
+                r.mirror,
+                r.open_for_writing,
+            )
+        });
+    Status {
+        state_dir: state_dir.to_string_lossy().into_owned(),
+        mount: mount_record(state_dir),
+        daemon: Daemon {
+            running: pid.is_some(),
+            pid,
+            pending_hashes,
+            errors_answered,
+            open_for_writing,
         },
-        "mirror": mirror,
-    })
+        mirror,
+        ..Status::default()
+    }
 }
 
 /// The status document (see doc/CONTRACTS.md).
-pub fn collect(state_dir: &Path) -> Result<Value> {
+pub fn collect(state_dir: &Path) -> Result<Status> {
     let replay = Journal::read(&state_dir.join("journal"))
         .with_context(|| format!("reading the journal in {}", state_dir.display()))?;
     // The latest hash of each file: what the remote confirmed (the manifest already reflects
@@ -86,7 +77,6 @@ pub fn collect(state_dir: &Path) -> Result<Value> {
     let mut journaled: PathMap<(u64, String, u64)> = PathMap::default();
     let mut pending = Vec::new();
     for e in replay.entries.iter().filter(|e| e.seq > applied) {
-        let (path, path_hex) = path_json(e.record.path());
         match &e.record {
             Record::Store {
                 size,
@@ -96,29 +86,40 @@ pub fn collect(state_dir: &Path) -> Result<Value> {
             } => journaled.insert(p.clone(), (*size, to_hex(sha256), e.seq)),
             other => journaled.follow(other),
         }
-        pending
-            .push(json!({"seq": e.seq, "op": e.record.op(), "path": path, "path_hex": path_hex}));
+        pending.push(PendingRecord {
+            seq: e.seq,
+            op: e.record.op().to_string(),
+            name: PathName::of(e.record.path()),
+        });
     }
-    let mut hashes: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+    let hash = |p: &[u8], size: u64, sha256: String, seq: u64| HashEntry {
+        name: PathName::of(p),
+        size,
+        sha256,
+        seq,
+        confirmed: seq == 0,
+    };
+    let mut hashes: BTreeMap<Vec<u8>, HashEntry> = BTreeMap::new();
     for (p, c) in manifest.iter() {
         if let Some(f) = c.file() {
-            hashes.insert(p.clone(), hash_json(p, f.size, &to_hex(&f.sha256), 0, true));
+            hashes.insert(p.clone(), hash(p, f.size, to_hex(&f.sha256), 0));
         }
     }
     for (p, (size, sha256, seq)) in journaled {
-        hashes.insert(p.clone(), hash_json(&p, size, &sha256, seq, false));
+        let entry = hash(&p, size, sha256, seq);
+        hashes.insert(p, entry);
     }
-    let hashes: Vec<Value> = hashes.into_values().collect();
-    let mut doc = live(state_dir);
-    doc["journal"] = json!({
-        "records": pending.len(),
-        "applied_seq": applied,
-        "next_seq": replay.next_seq,
-        "torn_bytes": replay.torn_bytes,
-    });
-    doc["pending"] = Value::Array(pending);
-    doc["hashes"] = Value::Array(hashes);
-    Ok(doc)
+    Ok(Status {
+        journal: Some(JournalInfo {
+            records: pending.len(),
+            applied_seq: applied,
+            next_seq: replay.next_seq,
+            torn_bytes: replay.torn_bytes,
+        }),
+        pending: Some(pending),
+        hashes: Some(hashes.into_values().collect()),
+        ..live(state_dir)
+    })
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
@@ -138,31 +139,27 @@ pub fn duration_words(secs: f64) -> String {
 
 /// The human view of the live part: mount, daemon, connection and server, what is pending and
 /// how fast it goes, what was confirmed lately, the oldest pending change, failures.
-fn human_live(v: &Value, out: &mut String) {
-    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
-    let mount = &v["mount"];
-    if mount.is_object() {
-        let (mnt, local) = (text(&mount["mountpoint"]), text(&mount["local_dir"]));
-        let local = if mnt == local {
+fn human_live(v: &Status, out: &mut String) {
+    if let Some(mount) = &v.mount {
+        let local = if mount.mountpoint == mount.local_dir {
             "mounted over itself".to_string()
         } else {
-            format!("local {local}")
+            format!("local {}", mount.local_dir)
         };
         let _ = writeln!(
             out,
             "mount:    {} ({local}, mirrored to {})",
-            mnt.escape_debug(),
-            text(&mount["remote"])
+            mount.mountpoint.escape_debug(),
+            mount.remote
         );
     }
-    let d = &v["daemon"];
-    match d["pid"].as_u64() {
-        Some(pid) if v["mirror"].is_object() => {
+    let d = &v.daemon;
+    match d.pid {
+        Some(pid) if v.mirror.is_some() => {
             let _ = writeln!(
                 out,
                 "daemon:   running (pid {pid}), {} waiting to be hashed",
-                plural(n(&d["pending_hashes"]), "file", "files")
+                plural(d.pending_hashes.unwrap_or(0) as u64, "file", "files")
             );
         }
         Some(pid) => {
@@ -172,132 +169,122 @@ fn human_live(v: &Value, out: &mut String) {
             let _ = writeln!(out, "daemon:   not running");
         }
     }
-    let _ = writeln!(out, "state:    {}", text(&v["state_dir"]).escape_debug());
-    let m = &v["mirror"];
-    if !m.is_object() {
+    let _ = writeln!(out, "state:    {}", v.state_dir.escape_debug());
+    let Some(m) = &v.mirror else {
         return;
+    };
+    let _ = writeln!(out, "remote:   {}", m.connection);
+    if let Some(srv) = &m.server {
+        human_server(srv, out);
     }
-    let _ = writeln!(out, "remote:   {}", text(&m["connection"]));
-    let srv = &m["server"];
-    if srv.is_object() {
-        let a = &srv["algorithms"];
-        let _ = writeln!(
-            out,
-            "server:   {} ({} {}), logged in with {}",
-            text(&srv["remote"]),
-            text(&srv["host_key"]["type"]),
-            text(&srv["host_key"]["fingerprint"]),
-            text(&srv["auth"])
-        );
-        let _ = writeln!(
-            out,
-            "          kex {}, host key {}, cipher {}, mac {}",
-            text(&a["kex"]),
-            text(&a["host_key"]),
-            text(&a["cipher"][0]),
-            text(&a["mac"][0])
-        );
-        let caps = &srv["capabilities"];
-        let _ = writeln!(out, "          symlinks: {}", text(&caps["symlinks"]));
-        let _ = writeln!(out, "          permissions: {}", text(&caps["permissions"]));
-        let fsync = if caps["fsync"] == serde_json::Value::Bool(false) {
-            "no (uploads are not forced to the server's disk)"
-        } else {
-            "yes"
-        };
-        let _ = writeln!(out, "          fsync: {fsync}");
-        let _ = writeln!(out, "          verify: {}", text(&caps["verify"]));
-    }
-    let (waiting, in_flight, bytes) =
-        (n(&m["pending"]), n(&m["in_flight"]), n(&m["pending_bytes"]));
-    let rate = n(&m["upload_rate"]);
-    let mut line = format!(
-        "{} ({})",
-        plural(waiting + in_flight, "path", "paths"),
-        human_bytes(bytes)
-    );
-    if in_flight > 0 {
-        let _ = write!(line, ", {in_flight} in flight");
-    }
-    if waiting + in_flight == 0 {
-        line = "nothing to upload".to_string();
-    } else if rate > 0 {
-        let _ = write!(line, ", uploading at {}/s", human_bytes(rate));
-        if let Some(eta) = m["eta_seconds"].as_f64() {
-            let _ = write!(line, ", about {} left", duration_words(eta));
-        }
-    } else if bytes > 0 {
-        let _ = write!(
-            line,
-            ", nothing sent in the last {} s",
-            n(&m["rate_window_seconds"])
-        );
-    }
-    let _ = writeln!(out, "pending:  {line}");
-    human_open(&d["open_for_writing"], out);
-    let hour = &m["confirmed_last_hour"];
+    let _ = writeln!(out, "pending:  {}", pending_line(m));
+    human_open(d.open_for_writing.as_ref(), out);
+    let hour = &m.confirmed_last_hour;
     let _ = write!(
         out,
         "confirmed in the last hour: {} ({})",
-        plural(n(&hour["files"]), "file", "files"),
-        human_bytes(n(&hour["bytes"]))
+        plural(hour.files, "file", "files"),
+        human_bytes(hour.bytes)
     );
-    match m["last_confirmed_unix"].as_f64() {
+    match m.last_confirmed_unix {
         Some(t) => {
             let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
             let _ = writeln!(out, ", the last at {}", crate::utc::readable(when));
         }
         None => out.push('\n'),
     }
-    let oldest = &m["oldest_pending"];
-    if oldest.is_object() {
+    if let Some(oldest) = &m.oldest_pending {
         let _ = writeln!(
             out,
             "oldest pending change: {} ago ({})",
-            duration_words(oldest["age_seconds"].as_f64().unwrap_or(0.0)),
-            text(&oldest["path"]).escape_debug()
+            duration_words(oldest.age_seconds),
+            oldest.name.path.escape_debug()
         );
     }
-    let failures = m["failures"].as_array().cloned().unwrap_or_default();
-    if failures.is_empty() {
+    if m.failures.is_empty() {
         let _ = writeln!(out, "failures: none");
     } else {
         let _ = writeln!(
             out,
             "failures: {} (retried with backoff)",
-            plural(failures.len() as u64, "path", "paths")
+            plural(m.failures.len() as u64, "path", "paths")
         );
-        for f in &failures {
-            let _ = writeln!(
-                out,
-                "  {}: {}",
-                text(&f["path"]).escape_debug(),
-                text(&f["reason"])
-            );
+        for f in &m.failures {
+            let _ = writeln!(out, "  {}: {}", f.name.path.escape_debug(), f.reason);
         }
     }
     let _ = writeln!(
         out,
         "this run: {} confirmed ({}), {} sent, {} kept aside, {} mirrored",
-        plural(n(&m["confirmed"]), "file", "files"),
-        human_bytes(n(&m["bytes_confirmed"])),
-        human_bytes(n(&m["bytes_sent"])),
-        plural(n(&m["conflicts"]), "conflict", "conflicts"),
-        plural(n(&m["mirrored_paths"]), "path", "paths")
+        plural(m.confirmed, "file", "files"),
+        human_bytes(m.bytes_confirmed),
+        human_bytes(m.bytes_sent),
+        plural(m.conflicts, "conflict", "conflicts"),
+        plural(m.mirrored_paths, "path", "paths")
     );
+}
+
+/// The server, its host key, the login and what was negotiated and probed.
+fn human_server(srv: &crate::report::Server, out: &mut String) {
+    let a = &srv.algorithms;
+    let _ = writeln!(
+        out,
+        "server:   {} ({} {}), logged in with {}",
+        srv.remote, srv.host_key.key_type, srv.host_key.fingerprint, srv.auth
+    );
+    let _ = writeln!(
+        out,
+        "          kex {}, host key {}, cipher {}, mac {}",
+        a.kex, a.host_key, a.cipher[0], a.mac[0]
+    );
+    let caps = &srv.capabilities;
+    let _ = writeln!(out, "          symlinks: {}", caps.symlinks);
+    let _ = writeln!(out, "          permissions: {}", caps.permissions);
+    let fsync = if caps.fsync {
+        "yes"
+    } else {
+        "no (uploads are not forced to the server's disk)"
+    };
+    let _ = writeln!(out, "          fsync: {fsync}");
+    let _ = writeln!(out, "          verify: {}", caps.verify);
+}
+
+/// "12 paths (3.4 MiB), 2 in flight, uploading at 5.1 MiB/s, about 1 s left".
+fn pending_line(m: &Mirror) -> String {
+    if m.paths_left() == 0 {
+        return "nothing to upload".to_string();
+    }
+    let mut line = format!(
+        "{} ({})",
+        plural(m.paths_left(), "path", "paths"),
+        human_bytes(m.pending_bytes)
+    );
+    if m.in_flight > 0 {
+        let _ = write!(line, ", {} in flight", m.in_flight);
+    }
+    if m.upload_rate > 0 {
+        let _ = write!(line, ", uploading at {}/s", human_bytes(m.upload_rate));
+        if let Some(eta) = m.eta_seconds {
+            let _ = write!(line, ", about {} left", duration_words(eta as f64));
+        }
+    } else if m.pending_bytes > 0 {
+        let _ = write!(
+            line,
+            ", nothing sent in the last {} s",
+            m.rate_window_seconds
+        );
+    }
+    line
 }
 
 /// How many of the daemon's open-for-writing paths the human view names.
 const OPEN_SHOWN: usize = 5;
 
 /// Files open for writing, which no flush covers until they are closed; nothing when none.
-fn human_open(open: &Value, out: &mut String) {
-    let Ok(open) = serde_json::from_value::<OpenFiles>(open.clone()) else {
+fn human_open(open: Option<&OpenFiles>, out: &mut String) {
+    let Some(open) = open.filter(|o| o.count > 0) else {
         return;
     };
-    if open.count == 0 {
-        return;
-    }
     let _ = writeln!(
         out,
         "open:     {} open for writing (flush covers them once closed)",
@@ -313,36 +300,28 @@ fn human_open(open: &Value, out: &mut String) {
 }
 
 /// The journal and the latest hashes (the part only the one-shot view reads).
-fn human_journal(v: &Value, out: &mut String) {
-    let j = &v["journal"];
-    let _ = writeln!(
-        out,
-        "journal:  {} records pending, next seq {}",
-        j["records"], j["next_seq"]
-    );
-    if j["torn_bytes"].as_u64().unwrap_or(0) > 0 {
+fn human_journal(v: &Status, out: &mut String) {
+    if let Some(j) = &v.journal {
         let _ = writeln!(
             out,
-            "          a torn tail of {} bytes will be dropped at the next mount",
-            j["torn_bytes"]
+            "journal:  {} records pending, next seq {}",
+            j.records, j.next_seq
         );
+        if j.torn_bytes > 0 {
+            let _ = writeln!(
+                out,
+                "          a torn tail of {} bytes will be dropped at the next mount",
+                j.torn_bytes
+            );
+        }
     }
-    let pending = v["pending"].as_array().cloned().unwrap_or_default();
-    let mut by_op: BTreeMap<String, usize> = BTreeMap::new();
-    for p in &pending {
-        *by_op
-            .entry(p["op"].as_str().unwrap_or("?").to_string())
-            .or_default() += 1;
+    let mut by_op: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in v.pending.iter().flatten() {
+        *by_op.entry(&p.op).or_default() += 1;
     }
     let summary: Vec<String> = by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
     let _ = writeln!(out, "          {}", summary.join(", "));
-    human_hashes(
-        v["hashes"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default(),
-        out,
-    );
+    human_hashes(v.hashes.as_deref().unwrap_or_default(), out);
 }
 
 /// How many hashes the human view lists.
@@ -352,16 +331,13 @@ const HASHES_SHOWN: usize = 10;
 /// journaled since the last checkpoint carry an order (their seq); confirmed ones (seq 0, from
 /// the manifest) carry none, so after the latest journaled they come in path order, and the
 /// heading says exactly that rather than promising "latest".
-fn hashes_to_show(hashes: &[Value]) -> (String, Vec<&Value>) {
-    let mut shown: Vec<&Value> = hashes.iter().collect();
+fn hashes_to_show(hashes: &[HashEntry]) -> (String, Vec<&HashEntry>) {
+    let mut shown: Vec<&HashEntry> = hashes.iter().collect();
     // Stable: confirmed ones keep the document's path order.
-    shown.sort_by_key(|h| std::cmp::Reverse(h["seq"].as_u64().unwrap_or(0)));
+    shown.sort_by_key(|h| std::cmp::Reverse(h.seq));
     shown.truncate(HASHES_SHOWN);
     let n = hashes.len();
-    let journaled = shown
-        .iter()
-        .filter(|h| h["seq"].as_u64().unwrap_or(0) > 0)
-        .count();
+    let journaled = shown.iter().filter(|h| h.seq > 0).count();
     let confirmed = shown.len() - journaled;
     let which = match (journaled, confirmed) {
         _ if shown.len() == n => String::new(),
@@ -375,17 +351,16 @@ fn hashes_to_show(hashes: &[Value]) -> (String, Vec<&Value>) {
     )
 }
 
-fn human_hashes(hashes: &[Value], out: &mut String) {
+fn human_hashes(hashes: &[HashEntry], out: &mut String) {
     let (heading, shown) = hashes_to_show(hashes);
     let _ = writeln!(out, "{heading}");
     for h in &shown {
-        let path = h["path"].as_str().unwrap_or("");
         let _ = writeln!(
             out,
             "  {}  {:>12}  {}",
-            h["sha256"].as_str().unwrap_or(""),
-            h["size"],
-            path.escape_debug()
+            h.sha256,
+            h.size,
+            h.name.path.escape_debug()
         );
     }
     let more = hashes.len() - shown.len();
@@ -443,10 +418,11 @@ pub fn watch(state_dir: &Path, every: Duration) -> Result<()> {
 }
 
 /// The `mount` label: the mountpoint the daemon recorded, else the state dir.
-fn mount_label(v: &Value, state_dir: &Path) -> String {
-    v["mount"]["mountpoint"]
-        .as_str()
-        .map_or_else(|| state_dir.to_string_lossy().into_owned(), str::to_string)
+fn mount_label(v: &Status, state_dir: &Path) -> String {
+    v.mount.as_ref().map_or_else(
+        || state_dir.to_string_lossy().into_owned(),
+        |m| m.mountpoint.clone(),
+    )
 }
 
 /// The Prometheus text format of the mount's live state.
@@ -556,25 +532,22 @@ fn show_flush_progress(state_dir: &Path, done: &std::sync::atomic::AtomicBool) {
 }
 
 /// "flush: 3 paths left, 12.0 MiB to send at 2.0 MiB/s; oldest big.bin (14 s); remote: ..."
-fn flush_waits_for(mirror: &Value) -> String {
-    let n = |k: &str| mirror[k].as_u64().unwrap_or(0);
-    let paths = n("pending") + n("in_flight");
-    let mut line = format!("flush: {} left", plural(paths, "path", "paths"));
-    if n("pending_bytes") > 0 {
-        let _ = write!(line, ", {} to send", human_bytes(n("pending_bytes")));
-        if n("upload_rate") > 0 {
-            let _ = write!(line, " at {}/s", human_bytes(n("upload_rate")));
+fn flush_waits_for(m: &Mirror) -> String {
+    let mut line = format!("flush: {} left", plural(m.paths_left(), "path", "paths"));
+    if m.pending_bytes > 0 {
+        let _ = write!(line, ", {} to send", human_bytes(m.pending_bytes));
+        if m.upload_rate > 0 {
+            let _ = write!(line, " at {}/s", human_bytes(m.upload_rate));
         }
     }
-    if let Some(path) = mirror["oldest_pending"]["path"].as_str() {
-        let age = mirror["oldest_pending"]["age_seconds"]
-            .as_f64()
-            .unwrap_or(0.0);
-        let _ = write!(line, "; oldest {path} ({age:.0} s)");
+    if let Some(oldest) = &m.oldest_pending {
+        let _ = write!(
+            line,
+            "; oldest {} ({:.0} s)",
+            oldest.name.path, oldest.age_seconds
+        );
     }
-    if let Some(c) = mirror["connection"].as_str() {
-        let _ = write!(line, "; remote: {c}");
-    }
+    let _ = write!(line, "; remote: {}", m.connection);
     line
 }
 
@@ -609,6 +582,13 @@ fn open_report(open: &OpenFiles) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// A document (or part) written as JSON, read as its type: the fixtures read like the
+    /// contract.
+    fn doc<T: serde::de::DeserializeOwned>(v: Value) -> T {
+        serde_json::from_value(v).expect("a status document")
+    }
 
     fn open_files(count: usize, paths: &[&[u8]]) -> OpenFiles {
         OpenFiles {
@@ -623,14 +603,14 @@ mod tests {
             "upload_rate": 2 << 20, "connection": "connected",
             "oldest_pending": {"path": "big.bin", "age_seconds": 14.2}});
         assert_eq!(
-            flush_waits_for(&mirror),
+            flush_waits_for(&doc(mirror)),
             "flush: 3 paths left, 12.0 MiB to send at 2.0 MiB/s; oldest big.bin (14 s); \
              remote: connected"
         );
         let offline = json!({"pending": 1, "in_flight": 0, "pending_bytes": 0,
             "connection": "retrying: connection refused", "oldest_pending": null});
         assert_eq!(
-            flush_waits_for(&offline),
+            flush_waits_for(&doc(offline)),
             "flush: 1 path left; remote: retrying: connection refused"
         );
     }
@@ -657,13 +637,12 @@ mod tests {
     #[test]
     fn the_human_view_shows_how_many_files_are_open_for_writing_and_the_first() {
         let mut out = String::new();
-        human_open(&json!({"count": 0, "paths": []}), &mut out);
-        human_open(&Value::Null, &mut out);
+        human_open(Some(&doc(json!({"count": 0, "paths": []}))), &mut out);
+        human_open(None, &mut out);
         assert_eq!(out, "");
         let paths: Vec<Vec<u8>> = (0..7).map(|i| format!("f{i}").into_bytes()).collect();
         let refs: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
-        let open = serde_json::to_value(open_files(7, &refs)).unwrap();
-        human_open(&open, &mut out);
+        human_open(Some(&open_files(7, &refs)), &mut out);
         assert!(
             out.starts_with(
                 "open:     7 files open for writing (flush covers them once closed)\n  f0\n"
@@ -684,7 +663,7 @@ mod tests {
 
     #[test]
     fn the_human_view_says_what_is_pending_how_fast_and_since_when() {
-        let doc = json!({
+        let fixture = json!({
             "state_dir": "/s",
             "mount": {"mountpoint": "/mnt/x", "local_dir": "/home/u/x", "remote": "sftp://u@h/x"},
             "daemon": {"running": true, "pid": 7, "pending_hashes": 1},
@@ -699,7 +678,7 @@ mod tests {
                        "conflicts": 0, "mirrored_paths": 5},
         });
         let mut out = String::new();
-        human_live(&doc, &mut out);
+        human_live(&doc(fixture.clone()), &mut out);
         for want in [
             "mount:    /mnt/x (local /home/u/x, mirrored to sftp://u@h/x)\n",
             "daemon:   running (pid 7), 1 file waiting to be hashed\n",
@@ -710,11 +689,11 @@ mod tests {
         ] {
             assert!(out.contains(want), "no {want:?} in\n{out}");
         }
-        let mut m = doc.clone();
+        let mut m = fixture;
         m["mirror"]["upload_rate"] = json!(0);
         m["mirror"]["eta_seconds"] = Value::Null;
         let mut out = String::new();
-        human_live(&m, &mut out);
+        human_live(&doc(m.clone()), &mut out);
         assert!(
             out.contains(
                 "pending:  12 paths (3.4 MiB), 2 in flight, nothing sent in the last 10 s\n"
@@ -724,12 +703,12 @@ mod tests {
         m["mirror"]["pending"] = json!(0);
         m["mirror"]["in_flight"] = json!(0);
         let mut out = String::new();
-        human_live(&m, &mut out);
+        human_live(&doc(m.clone()), &mut out);
         assert!(out.contains("pending:  nothing to upload\n"), "{out}");
         m["mirror"] = Value::Null;
         m["daemon"] = json!({"running": false, "pid": null});
         let mut out = String::new();
-        human_live(&m, &mut out);
+        human_live(&doc(m.clone()), &mut out);
         assert!(!out.contains("pending:"), "{out}");
         assert!(out.contains("daemon:   not running\n"), "{out}");
     }
@@ -737,11 +716,13 @@ mod tests {
     #[test]
     fn the_human_view_lists_the_hashes_its_heading_names() {
         let h = |path: &str, seq: u64| {
-            json!({"path": path, "sha256": format!("{path}-sum"), "size": 1, "seq": seq,
-                   "confirmed": seq == 0})
+            doc(
+                json!({"path": path, "sha256": format!("{path}-sum"), "size": 1, "seq": seq,
+                   "confirmed": seq == 0}),
+            )
         };
         // Sorted by path, as collect() writes them: two journaled since the checkpoint.
-        let mut hashes: Vec<Value> = (0..11).map(|i| h(&format!("f{i:02}"), 0)).collect();
+        let mut hashes: Vec<HashEntry> = (0..11).map(|i| h(&format!("f{i:02}"), 0)).collect();
         hashes.push(h("late", 9));
         hashes.push(h("zz", 5));
         let mut out = String::new();
@@ -767,7 +748,7 @@ mod tests {
         );
         assert_eq!(lines.len(), 12, "{out}");
 
-        let confirmed: Vec<Value> = (0..12).map(|i| h(&format!("f{i:02}"), 0)).collect();
+        let confirmed: Vec<HashEntry> = (0..12).map(|i| h(&format!("f{i:02}"), 0)).collect();
         let mut out = String::new();
         human_hashes(&confirmed, &mut out);
         assert!(

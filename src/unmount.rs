@@ -6,9 +6,9 @@
 
 use crate::config::MountConfig;
 use crate::daemons::{self, Daemon};
+use crate::report::PendingRecord;
 use crate::status::{self, FlushRequest};
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ fn fusermount_u(mountpoint: &Path) -> Result<()> {
 /// left and where it waits.
 fn report_left(state_dir: &Path, mountpoint: &Path) -> Result<()> {
     let doc = status::collect(state_dir).context("reading what the daemon left")?;
-    let left = left_paths(&doc["pending"]);
+    let left = left_paths(doc.pending.as_deref().unwrap_or_default());
     if left.is_empty() {
         println!(
             "unmounted {}: every change is confirmed on the server",
@@ -132,15 +132,13 @@ fn report_left(state_dir: &Path, mountpoint: &Path) -> Result<()> {
 }
 
 /// The paths of the journal's pending records, each once, in journal order.
-fn left_paths(pending: &Value) -> Vec<String> {
+fn left_paths(pending: &[PendingRecord]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     pending
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["path"].as_str())
-        .filter(|p| seen.insert(p.to_string()))
-        .map(str::to_string)
+        .iter()
+        .map(|r| &r.name.path)
+        .filter(|p| seen.insert(p.as_str()))
+        .cloned()
         .collect()
 }
 
@@ -156,7 +154,8 @@ mod tests {
             {"seq": 4, "op": "store", "path": "a"},
             {"seq": 5, "op": "setattr", "path": "b"},
         ]);
+        let pending: Vec<PendingRecord> = serde_json::from_value(pending).expect("records");
         assert_eq!(left_paths(&pending), ["b", "a"]);
-        assert!(left_paths(&Value::Null).is_empty());
+        assert!(left_paths(&[]).is_empty());
     }
 }
