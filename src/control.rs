@@ -2,7 +2,7 @@
 //! connection, one JSON reply. `ftpsync flush` and `ftpsync status` talk to the daemon here.
 
 use crate::fs::{Fs, OpenForWriting, OPEN_LISTED};
-use crate::report::{Mirror, OpenFiles, PathName};
+use crate::report::{Mirror, OpenFiles};
 use crate::sync::Engine;
 use log::warn;
 use serde::{Deserialize, Serialize};
@@ -52,10 +52,7 @@ pub struct Reply {
 
 impl From<OpenForWriting> for OpenFiles {
     fn from(o: OpenForWriting) -> OpenFiles {
-        OpenFiles {
-            count: o.count,
-            paths: o.paths.iter().map(|p| PathName::of(p)).collect(),
-        }
+        OpenFiles::of(o.count, &o.paths)
     }
 }
 

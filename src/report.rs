@@ -79,6 +79,16 @@ pub struct OpenFiles {
     pub paths: Vec<PathName>,
 }
 
+impl OpenFiles {
+    /// `count` files, of which `paths` are named.
+    pub fn of<P: AsRef<[u8]>>(count: usize, paths: &[P]) -> OpenFiles {
+        OpenFiles {
+            count,
+            paths: paths.iter().map(|p| PathName::of(p.as_ref())).collect(),
+        }
+    }
+}
+
 /// The sync engine's state. Counters are since the daemon started.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

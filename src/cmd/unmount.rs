@@ -4,10 +4,10 @@
 //! state dir's journal, sent at the next mount. `fusermount3 -u` alone returns at once and
 //! leaves the draining and the report to the daemon's log.
 
+use crate::client::{self, FlushRequest};
 use crate::config::MountConfig;
 use crate::daemons::{self, Daemon};
 use crate::report::PendingRecord;
-use crate::status::{self, FlushRequest};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub fn run(req: &Request) -> Result<()> {
     let (Some(pid), Some(mountpoint)) = (daemon.pid, daemon.mountpoint.clone()) else {
         bail!("{daemon} is not mounted yet (still starting?); try again in a moment");
     };
-    let flushed = status::flush(
+    let flushed = client::flush(
         state_dir,
         &FlushRequest {
             timeout: req.timeout,
@@ -92,7 +92,7 @@ fn fusermount_u(mountpoint: &Path) -> Result<()> {
 /// After the daemon exited: 0 when the journal holds nothing unsent, else 1 naming what is
 /// left and where it waits.
 fn report_left(state_dir: &Path, mountpoint: &Path) -> Result<()> {
-    let doc = status::collect(state_dir).context("reading what the daemon left")?;
+    let doc = client::collect(state_dir).context("reading what the daemon left")?;
     let left = left_paths(doc.pending.as_deref().unwrap_or_default());
     if left.is_empty() {
         println!(
