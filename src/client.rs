@@ -5,11 +5,11 @@
 
 use crate::config::MountConfig;
 use crate::control::{self, Request};
-use crate::fs::show;
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
 use crate::mirror::Manifest;
 use crate::progress::{human_bytes, plural};
+use crate::relpath::show;
 use crate::replay::PathMap;
 use crate::report::{
     Daemon, HashEntry, JournalInfo, Mirror, MountRecord, OpenFiles, PathName, PendingRecord, Status,

@@ -18,6 +18,7 @@ pub mod mirror;
 pub mod mounts;
 pub mod progress;
 pub mod prometheus;
+pub mod relpath;
 pub mod remote;
 pub mod replay;
 pub mod report;

@@ -11,10 +11,10 @@ use crate::hash::hash_file;
 use crate::journal::child_path;
 use crate::local::{self, borrow};
 use crate::progress::{human_bytes, Progress};
+use crate::relpath::is_within;
 use crate::remote::marker;
 use crate::remote::path::is_conflict_name;
 use crate::remote::{ConnectOptions, FileKind, SecretSource, Transport};
-use crate::replay::is_within;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -178,12 +178,12 @@ fn walk_local(root: &OwnedFd) -> Result<Tree> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(root.try_clone()?, Vec::new())];
     while let Some((dir, prefix)) = stack.pop() {
-        let shown = crate::fs::show(&prefix);
+        let shown = crate::relpath::show(&prefix);
         for e in local::list_dir(borrow(&dir)).with_context(|| format!("listing {shown}"))? {
             let path = child_path(&prefix, e.name.as_bytes());
             let name = local::component(&e.name)?;
             let (fd, st) = local::lookup(borrow(&dir), &name)
-                .with_context(|| format!("local {}", crate::fs::show(&path)))?;
+                .with_context(|| format!("local {}", crate::relpath::show(&path)))?;
             let Some(kind) = kind_of(st.st_mode) else {
                 continue;
             };
@@ -224,8 +224,8 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
             if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
                 eprintln!(
                     "ftpsync: skipping a name no server should send in {}: {}",
-                    crate::fs::show(&dir),
-                    crate::fs::show(&name)
+                    crate::relpath::show(&dir),
+                    crate::relpath::show(&name)
                 );
                 continue;
             }
@@ -369,7 +369,7 @@ fn hash_batch(
         let local = local::lookup_path(borrow(root), path)
             .and_then(|(fd, _)| local::reopen_quietly(borrow(&fd)))
             .and_then(|f| hash_file(&f))
-            .with_context(|| format!("hashing local {}", crate::fs::show(path)))?;
+            .with_context(|| format!("hashing local {}", crate::relpath::show(path)))?;
         if remote != Some(local.0) {
             differ.push(path.clone());
         }
@@ -409,17 +409,21 @@ fn report(f: &Findings, as_json: bool) {
     }
     for (path, p) in &f.problems {
         match p {
-            Problem::Missing => println!("missing   {}", crate::fs::show(path)),
-            Problem::Extra => println!("extra     {}", crate::fs::show(path)),
+            Problem::Missing => println!("missing   {}", crate::relpath::show(path)),
+            Problem::Extra => println!("extra     {}", crate::relpath::show(path)),
             Problem::Differs(what) => {
-                println!("differs   {}: {}", crate::fs::show(path), what.join(", "))
+                println!(
+                    "differs   {}: {}",
+                    crate::relpath::show(path),
+                    what.join(", ")
+                )
             }
         }
     }
     for path in &f.kept {
         println!(
             "kept      {} (a conflict copy ftpsync kept aside)",
-            crate::fs::show(path)
+            crate::relpath::show(path)
         );
     }
     println!(

@@ -14,6 +14,7 @@ use crate::hash::{self, Sha256Hash};
 use crate::journal::{Journal, Record, Timestamp};
 use crate::local::{self, borrow, SetTime};
 use crate::mirror::{Mirror, OpenWriters};
+use crate::relpath::show;
 use fuser::{BackingId, Errno, FileAttr, FileType, FopenFlags};
 use hasher::HashQueue;
 use log::{error, warn};
@@ -1345,9 +1346,4 @@ fn reply_sized(value: Vec<u8>, size: u32) -> R<XattrReply> {
     } else {
         Ok(XattrReply::Data(value))
     }
-}
-
-/// A path for messages: lossy, with control characters escaped.
-pub fn show(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).escape_debug().to_string()
 }

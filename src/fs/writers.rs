@@ -91,7 +91,7 @@ mod tests {
 
     fn listed(fs: &Fs, limit: usize) -> (usize, Vec<String>) {
         let o = fs.open_for_writing(limit);
-        let names = o.paths.iter().map(|p| crate::fs::show(p)).collect();
+        let names = o.paths.iter().map(|p| crate::relpath::show(p)).collect();
         (o.count, names)
     }
 

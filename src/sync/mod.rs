@@ -17,8 +17,8 @@ use crate::audit::{path_value, Audit};
 use crate::journal::{child_path, Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
+use crate::relpath::is_within;
 use crate::remote::{ErrorKind, Reach, RemoteError, SessionInfo, Transport};
-use crate::replay::is_within;
 use crate::report::{self, PathName};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use limits::{Meter, ReconnectGate};
@@ -480,7 +480,7 @@ fn needs_person(core: &Core, began: Instant) -> Option<String> {
         .failures
         .iter()
         .filter(|(p, _)| is_stuck(p))
-        .map(|(p, f)| format!("\n  {}: {}", crate::fs::show(p), f.reason))
+        .map(|(p, f)| format!("\n  {}: {}", crate::relpath::show(p), f.reason))
         .collect();
     if stuck.is_empty() {
         return None;
@@ -504,7 +504,7 @@ fn describe_backlog(core: &Core) -> String {
     );
     for (p, f) in core.failures.iter().take(20) {
         let why = &f.reason;
-        s.push_str(&format!("\n  {}: {why}", crate::fs::show(p)));
+        s.push_str(&format!("\n  {}: {why}", crate::relpath::show(p)));
     }
     s
 }
@@ -604,7 +604,7 @@ impl Inner {
                     }
                     Err(e) => warn!(
                         "leftover temporary files not swept in {}: {e}",
-                        crate::fs::show(&d)
+                        crate::relpath::show(&d)
                     ),
                 }
             }
@@ -699,7 +699,7 @@ impl Inner {
                 "journal #{} {} {}{}",
                 e.seq,
                 e.record.op(),
-                crate::fs::show(e.record.path()),
+                crate::relpath::show(e.record.path()),
                 if r.is_some() {
                     " (replayed remotely)"
                 } else {
@@ -797,8 +797,8 @@ impl Inner {
             let Some(wait) = wait else {
                 warn!(
                     "remote rename {} -> {} failed ({e}); sending both anew instead",
-                    crate::fs::show(&r.from),
-                    crate::fs::show(&r.to)
+                    crate::relpath::show(&r.from),
+                    crate::relpath::show(&r.to)
                 );
                 return self.resend(r, &ends);
             };
@@ -1224,7 +1224,7 @@ impl Inner {
         if let Some(retry) = Self::connection_failure(core, &e) {
             return core.plan.finish(path, Some(retry), false);
         }
-        warn!("{}: {e}", crate::fs::show(path));
+        warn!("{}: {e}", crate::relpath::show(path));
         if matches!(e.kind(), ErrorKind::VerifyMismatch | ErrorKind::Refused) {
             let event = match e.kind() {
                 ErrorKind::Refused => "refused",
@@ -1417,7 +1417,11 @@ impl Inner {
         if found.is_empty() {
             return;
         }
-        let shown: Vec<String> = found.iter().take(10).map(|p| crate::fs::show(p)).collect();
+        let shown: Vec<String> = found
+            .iter()
+            .take(10)
+            .map(|p| crate::relpath::show(p))
+            .collect();
         warn!(
             "{} remote entries that ftpsync did not put there are left alone: {}{}",
             found.len(),
