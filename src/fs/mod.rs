@@ -1213,36 +1213,26 @@ impl Fs {
     /// Returns how many were hashed.
     pub fn recover(&self, entries: &[crate::journal::Entry]) -> usize {
         let known = recover::known_files(self.confirmed_baseline(), entries);
-        let Ok(root) = self.node_fd(ROOT) else {
+        let Ok(root) = self
+            .node_fd(ROOT)
+            .and_then(|r| r.try_clone().map_err(io_err))
+        else {
             return 0;
         };
         let mut hashed = 0;
-        let mut stack: Vec<(Arc<OwnedFd>, Vec<u8>)> = vec![(root, Vec::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let entries = match local::list_dir(borrow(&dir)) {
+        for found in local::walk(root, Vec::new()) {
+            let e = match found {
                 Ok(e) => e,
+                Err(e) if e.error.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => {
-                    warn!("start-up scan: cannot list {}: {e}", show(&prefix));
+                    warn!("start-up scan: {}: {}", show(&e.path), e.error);
                     continue;
                 }
             };
-            for e in entries {
-                let path = crate::journal::child_path(&prefix, e.name.as_bytes());
-                let Ok(c) = local::component(&e.name) else {
-                    continue;
-                };
-                let Ok((fd, st)) = local::lookup(borrow(&dir), &c) else {
-                    continue; // gone since the listing
-                };
-                match st.st_mode & libc::S_IFMT {
-                    libc::S_IFDIR => stack.push((Arc::new(fd), path)),
-                    libc::S_IFREG
-                        if recover::needs_hash(known.get(&path), &recover::Seen::of(&st)) =>
-                    {
-                        hashed += usize::from(self.store_scanned(&fd, path));
-                    }
-                    _ => {}
-                }
+            if e.st.st_mode & libc::S_IFMT == libc::S_IFREG
+                && recover::needs_hash(known.get(&e.path), &recover::Seen::of(&e.st))
+            {
+                hashed += usize::from(self.store_scanned(&e.fd, e.path));
             }
         }
         hashed

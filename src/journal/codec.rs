@@ -3,7 +3,8 @@
 //! are there, since a damaged segment must be refused, not make us allocate or panic.
 
 use super::record::is_valid_rel_path;
-use super::{Entry, JournalError, Record, RelPath, Timestamp};
+use super::{Entry, JournalError, Record, Timestamp};
+use crate::relpath::RelPath;
 
 pub(super) const FRAME_HEADER_LEN: usize = 16;
 pub(super) const MAX_PAYLOAD: usize = 64 << 20;

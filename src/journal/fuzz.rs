@@ -2,6 +2,7 @@
 //! that they run in every `cargo test`; failures print the shrunk input and are kept as in
 //! `remote::path::fuzz`.
 
+use crate::relpath::{child_path, RelPath};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;

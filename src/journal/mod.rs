@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use coalesce::coalesce;
-pub use record::{child_path, Entry, Record, RelPath, Timestamp};
+pub use record::{Entry, Record, Timestamp};
 
 use parking_lot::Mutex;
 

@@ -3,18 +3,7 @@
 //! (the sync engine, the remote) trusts a journaled path not to escape the mirrored root.
 
 use super::JournalError;
-
-/// A path relative to the mirrored root, raw bytes (may be invalid UTF-8, may contain newlines):
-/// components separated by b'/', no leading '/', never "." or ".." components. Empty = the root.
-pub type RelPath = Vec<u8>;
-
-/// `dir/name`, where the empty `dir` is the root.
-pub fn child_path(dir: &[u8], name: &[u8]) -> RelPath {
-    if dir.is_empty() {
-        return name.to_vec();
-    }
-    [dir, b"/", name].concat()
-}
+use crate::relpath::RelPath;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timestamp {

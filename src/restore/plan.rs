@@ -3,8 +3,8 @@
 //! part name that no remote name in its directory can clash with.
 
 use super::{name_of, problem, server_mode, Connect, Expected, Summary, UNVOUCHED};
-use crate::journal::child_path;
 use crate::mirror::{Confirmed, FileMeta};
+use crate::relpath::child_path;
 use crate::remote::path::split_parent;
 use crate::remote::{self, display_path, FileKind, RemoteStat, Transport};
 use sha2::{Digest, Sha256};

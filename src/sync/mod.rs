@@ -14,10 +14,11 @@ mod rename;
 mod stats;
 
 use crate::audit::{path_value, Audit};
-use crate::journal::{child_path, Entry, Journal};
+use crate::journal::{Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
 use crate::relpath::is_within;
+use crate::relpath::{child_path, RelPath};
 use crate::remote::{ErrorKind, Reach, RemoteError, SessionInfo, Transport};
 use crate::report::{self, PathName};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
@@ -31,7 +32,6 @@ use serde_json::{json, Value};
 use stats::Stats;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -1311,27 +1311,12 @@ impl Inner {
             return;
         };
         let mirror = self.mirror.lock();
-        let mut stack = vec![(root, Vec::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let Ok(entries) = local::list_dir(borrow(&dir)) else {
-                continue;
-            };
-            for e in entries {
-                let path = child_path(&prefix, e.name.as_bytes());
-                let Ok(c) = local::component(&e.name) else {
-                    continue;
-                };
-                let Ok((fd, st)) = local::lookup(borrow(&dir), &c) else {
-                    continue;
-                };
-                if !matches_manifest(mirror.manifest.get(&path), &fd, &st) {
-                    marks.push(path.clone());
-                }
-                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                    stack.push((fd, path.clone()));
-                }
-                seen.insert(path);
+        // An entry that cannot be read now is left to its journal records.
+        for e in local::walk(root, Vec::new()).flatten() {
+            if !matches_manifest(mirror.manifest.get(&e.path), &e.fd, &e.st) {
+                marks.push(e.path.clone());
             }
+            seen.insert(e.path);
         }
         marks.extend(
             mirror
@@ -1435,23 +1420,19 @@ impl Inner {
     /// A mark covering a subtree is being worked on: everything beneath `root` locally now is
     /// marked too (its work waits for the root's).
     fn mark_local_beneath(&self, root: &[u8], seq: u64) {
-        let mut paths = vec![root.to_vec()];
-        let mut i = 0;
-        while i < paths.len() {
-            let p = paths[i].clone();
-            i += 1;
-            let Ok((fd, st)) = local::lookup_path(borrow(&self.root), &p) else {
-                continue;
-            };
-            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                continue;
-            }
-            for e in local::list_dir(borrow(&fd)).unwrap_or_default() {
-                paths.push(child_path(&p, e.name.as_bytes()));
-            }
+        let Ok((fd, st)) = local::lookup_path(borrow(&self.root), root) else {
+            return;
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return;
         }
+        // What cannot be read now is marked all the same: its work will find out.
+        let paths: Vec<RelPath> = local::walk(fd, root.to_vec())
+            .map(|found| found.map_or_else(|e| e.path, |e| e.path))
+            .filter(|p| p != root)
+            .collect();
         let mut core = self.core.lock();
-        for p in paths.iter().skip(1) {
+        for p in &paths {
             core.plan.mark(p, seq, Instant::now());
         }
     }

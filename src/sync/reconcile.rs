@@ -399,7 +399,7 @@ fn remove_temps(t: &mut dyn Transport, root: BorrowedFd<'_>, path: &[u8]) -> Res
     let dir = parent(path);
     let mut removed = 0;
     for (name, kind) in t.list(dir)? {
-        let temp = crate::journal::child_path(dir, &name);
+        let temp = crate::relpath::child_path(dir, &name);
         if kind == FileKind::File
             && is_temp_name(&name)
             && name.starts_with(&prefix)
