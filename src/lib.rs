@@ -22,7 +22,6 @@ pub mod relpath;
 pub mod remote;
 pub mod replay;
 pub mod report;
-pub mod restore;
 pub mod statedir;
 pub mod sync;
 pub mod utc;

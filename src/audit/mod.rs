@@ -19,13 +19,11 @@
 //! people; what all three read of the files (the head, the lines, the rotated names) is here.
 
 mod check;
-mod print;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod writer;
 
 pub use check::{check, Break, CheckReport};
-pub use print::print;
 pub use writer::{path_bytes, path_value, Audit};
 
 use crate::statedir;
@@ -44,7 +42,7 @@ pub const DEFAULT_KEEP: usize = 10;
 /// The `prev` of the first line ever written.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Keys every line has; a caller's field of the same name is renamed (`time_`), never obeyed.
-const RESERVED: [&str; 3] = ["time", "event", "prev"];
+pub(crate) const RESERVED: [&str; 3] = ["time", "event", "prev"];
 
 /// What `audit.head` holds: the newest line's number in `audit.log` and its hash.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -54,7 +52,7 @@ struct Head {
 }
 
 /// Calls `f` with each line (without its newline) and whether it had one.
-fn for_each_line(file: File, mut f: impl FnMut(&[u8], bool)) -> io::Result<()> {
+pub(crate) fn for_each_line(file: File, mut f: impl FnMut(&[u8], bool)) -> io::Result<()> {
     let mut r = BufReader::with_capacity(1 << 16, file);
     let mut line = Vec::new();
     loop {
@@ -113,7 +111,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// All log files, oldest first, with the names people see.
-fn log_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn log_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     let mut files: Vec<(String, PathBuf)> = rotated_files(dir)?
         .into_iter()
         .rev()
@@ -126,7 +124,7 @@ fn log_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     Ok(files)
 }
 
-fn parse_record(bytes: &[u8]) -> Option<Map<String, Value>> {
+pub(crate) fn parse_record(bytes: &[u8]) -> Option<Map<String, Value>> {
     match serde_json::from_slice(bytes).ok()? {
         Value::Object(m) => Some(m),
         _ => None,

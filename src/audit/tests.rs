@@ -18,14 +18,14 @@ fn fill(a: &Audit, n: usize) {
 }
 
 /// A state dir holding `n` lines in audit.log alone.
-pub(super) fn log_of(n: usize) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn log_of(n: usize) -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     fill(&Audit::open(d.path()).unwrap(), n);
     let log = d.path().join(AUDIT_FILE);
     (d, log)
 }
 
-pub(super) fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -33,7 +33,7 @@ pub(super) fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn rewrite(path: &Path, lines: &[String]) {
+pub(crate) fn rewrite(path: &Path, lines: &[String]) {
     fs::write(
         path,
         lines.iter().map(|l| format!("{l}\n")).collect::<String>(),

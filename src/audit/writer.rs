@@ -76,7 +76,8 @@ impl Audit {
         self.record_at(SystemTime::now(), event, fields);
     }
 
-    pub(super) fn record_at(&self, time: SystemTime, event: &str, fields: Value) {
+    /// `record`, stamped with `time` (tests write days past).
+    pub(crate) fn record_at(&self, time: SystemTime, event: &str, fields: Value) {
         let mut inner = self.inner.lock();
         let result =
             Flock::exclusive(&inner.lock).and_then(|_held| self.append(time, event, fields));

@@ -2,7 +2,7 @@
 //! they hold is quoted, never printed raw: a file name must not forge a line of output or move
 //! the cursor.
 
-use super::{for_each_line, log_files, parse_record, RESERVED};
+use crate::audit::{for_each_line, log_files, parse_record, RESERVED};
 use crate::statedir::{self, Access};
 use anyhow::Context;
 use serde_json::{Map, Value};
