@@ -66,7 +66,7 @@ pub fn live(state_dir: &Path) -> Status {
 
 /// The status document (see doc/CONTRACTS.md).
 pub fn collect(state_dir: &Path) -> Result<Status> {
-    let replay = Journal::read(&state_dir.join("journal"))
+    let replay = Journal::read(&state_dir.join(crate::statedir::JOURNAL))
         .with_context(|| format!("reading the journal in {}", state_dir.display()))?;
     // The latest hash of each file: what the remote confirmed (the manifest already reflects
     // every rename the engine replayed), overlaid with the hashes journaled since its

@@ -611,7 +611,7 @@ fn restore_request(a: RestoreArgs) -> Result<restore::Request> {
         // The mirror's own state dir, when this machine has one (a restore onto a new
         // machine has none: it then checks against the server's hashes only).
         (None, Some(local)) => Some(default_state_dir(&absolute(local.clone())?))
-            .filter(|d| d.join("journal").is_dir()),
+            .filter(|d| d.join(ftpsync::statedir::JOURNAL).is_dir()),
         (None, None) => None,
     };
     let connections = a.connections.or(file.connections).unwrap_or(4);

@@ -2,11 +2,9 @@
 //! with `audit.head`. It names the first line where the chain breaks and the likely causes, since
 //! the person reading it has to decide whether that was a crash, damage or an edit.
 
-use super::{
-    for_each_line, log_files, parse_record, read_head, sha256_hex, Head, AUDIT_FILE, GENESIS,
-    HEAD_FILE, LOCK_FILE,
-};
+use super::{for_each_line, log_files, parse_record, read_head, sha256_hex, Head, GENESIS};
 use crate::statedir::{self, Access};
+use crate::statedir::{AUDIT_HEAD, AUDIT_LOCK, AUDIT_LOG};
 use anyhow::Context;
 use serde_json::Value;
 use std::path::Path;
@@ -106,7 +104,7 @@ impl Walk {
 
     fn line(&mut self, file: &str, n: u64, bytes: &[u8], complete: bool) {
         self.report.lines += 1;
-        if file == AUDIT_FILE {
+        if file == AUDIT_LOG {
             self.current_lines = n;
         }
         let hash = sha256_hex(bytes);
@@ -168,7 +166,7 @@ impl Walk {
                     &file,
                     n,
                     format!(
-                        "{HEAD_FILE} is missing, so the end of the log cannot be vouched for: \
+                        "{AUDIT_HEAD} is missing, so the end of the log cannot be vouched for: \
                          lines here or after it may have been edited or removed"
                     ),
                 );
@@ -176,25 +174,25 @@ impl Walk {
             return;
         };
         match &self.anchor {
-            Some(a) if a.file == AUDIT_FILE && a.line < head.lines => {
+            Some(a) if a.file == AUDIT_LOG && a.line < head.lines => {
                 let (line, gone) = (a.line, head.lines - a.line);
                 self.fail(
-                    AUDIT_FILE,
+                    AUDIT_LOG,
                     line,
                     format!(
-                        "{HEAD_FILE} records this line as line {}: {gone} lines before it \
-                         were removed from the start of {AUDIT_FILE}",
+                        "{AUDIT_HEAD} records this line as line {}: {gone} lines before it \
+                         were removed from the start of {AUDIT_LOG}",
                         head.lines
                     ),
                 )
             }
-            Some(a) if a.file == AUDIT_FILE && a.line > head.lines => {
+            Some(a) if a.file == AUDIT_LOG && a.line > head.lines => {
                 let (line, added) = (a.line, a.line - head.lines);
                 self.fail(
-                    AUDIT_FILE,
+                    AUDIT_LOG,
                     line,
                     format!(
-                        "{HEAD_FILE} records this line as line {}: {added} lines were inserted \
+                        "{AUDIT_HEAD} records this line as line {}: {added} lines were inserted \
                          before it",
                         head.lines
                     ),
@@ -202,18 +200,18 @@ impl Walk {
             }
             Some(_) => {}
             None if self.current_lines >= head.lines && head.lines > 0 => self.fail(
-                AUDIT_FILE,
+                AUDIT_LOG,
                 head.lines,
                 format!(
-                    "does not match {HEAD_FILE}, which records this line's hash: the line was \
+                    "does not match {AUDIT_HEAD}, which records this line's hash: the line was \
                      edited or replaced"
                 ),
             ),
             None => self.fail(
-                AUDIT_FILE,
+                AUDIT_LOG,
                 head.lines,
                 format!(
-                    "missing: {HEAD_FILE} records {} lines and {AUDIT_FILE} ends after line \
+                    "missing: {AUDIT_HEAD} records {} lines and {AUDIT_LOG} ends after line \
                      {}: lines were removed from its end (or never reached the disk before a \
                      crash)",
                     head.lines, self.current_lines
@@ -226,10 +224,10 @@ impl Walk {
 /// Verifies the chain over all files, oldest first.
 pub fn check(state_dir: &Path) -> anyhow::Result<CheckReport> {
     // Shared with other checks, exclusive with writers: a rotation mid-check is no break.
-    let lock = statedir::open(&state_dir.join(LOCK_FILE), Access::Read).ok();
+    let lock = statedir::open(&state_dir.join(AUDIT_LOCK), Access::Read).ok();
     if let Some(l) = &lock {
         l.lock_shared()
-            .with_context(|| format!("locking {}", state_dir.join(LOCK_FILE).display()))?;
+            .with_context(|| format!("locking {}", state_dir.join(AUDIT_LOCK).display()))?;
     }
     let files = log_files(state_dir).with_context(|| format!("reading {}", state_dir.display()))?;
     let head = read_head(state_dir);
@@ -254,7 +252,7 @@ pub fn check(state_dir: &Path) -> anyhow::Result<CheckReport> {
     }
     match head {
         Ok(h) => walk.head(h),
-        Err(e) => walk.fail(HEAD_FILE, 1, format!("unreadable: {e}")),
+        Err(e) => walk.fail(AUDIT_HEAD, 1, format!("unreadable: {e}")),
     }
     Ok(walk.report)
 }

@@ -27,6 +27,7 @@ pub use check::{check, Break, CheckReport};
 pub use writer::{path_bytes, path_value, Audit};
 
 use crate::statedir;
+use crate::statedir::{AUDIT_HEAD, AUDIT_LOG};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -34,9 +35,6 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-pub const AUDIT_FILE: &str = "audit.log";
-pub const HEAD_FILE: &str = "audit.head";
-pub const LOCK_FILE: &str = "audit.lock";
 pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
 pub const DEFAULT_KEEP: usize = 10;
 /// The `prev` of the first line ever written.
@@ -70,7 +68,7 @@ pub(crate) fn for_each_line(file: File, mut f: impl FnMut(&[u8], bool)) -> io::R
 
 /// `audit.log.N` files in a directory, newest (smallest N) first.
 fn rotated_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let prefix = format!("{AUDIT_FILE}.");
+    let prefix = format!("{AUDIT_LOG}.");
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -93,7 +91,7 @@ fn rotated_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 /// None when there is no head file.
 fn read_head(dir: &Path) -> io::Result<Option<Head>> {
-    let text = match statedir::read(&dir.join(HEAD_FILE)) {
+    let text = match statedir::read(&dir.join(AUDIT_HEAD)) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -115,11 +113,11 @@ pub(crate) fn log_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     let mut files: Vec<(String, PathBuf)> = rotated_files(dir)?
         .into_iter()
         .rev()
-        .map(|(n, p)| (format!("{AUDIT_FILE}.{n}"), p))
+        .map(|(n, p)| (format!("{AUDIT_LOG}.{n}"), p))
         .collect();
-    let current = dir.join(AUDIT_FILE);
+    let current = dir.join(AUDIT_LOG);
     if current.exists() {
-        files.push((AUDIT_FILE.to_string(), current));
+        files.push((AUDIT_LOG.to_string(), current));
     }
     Ok(files)
 }

@@ -2,6 +2,7 @@
 //! editor would, then checked.
 
 use super::*;
+use crate::statedir::{AUDIT_HEAD, AUDIT_LOCK, AUDIT_LOG};
 use serde_json::json;
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -21,7 +22,7 @@ fn fill(a: &Audit, n: usize) {
 pub(crate) fn log_of(n: usize) -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     fill(&Audit::open(d.path()).unwrap(), n);
-    let log = d.path().join(AUDIT_FILE);
+    let log = d.path().join(AUDIT_LOG);
     (d, log)
 }
 
@@ -95,7 +96,7 @@ fn chain_continues_across_rotations() {
         assert!(fs::metadata(&p).unwrap().len() <= 2000);
     }
     // The first line of each file carries the hash of the last line of the one before.
-    let first = lines(&d.path().join(AUDIT_FILE))[0].clone();
+    let first = lines(&d.path().join(AUDIT_LOG))[0].clone();
     let before = lines(&d.path().join("audit.log.1")).pop().unwrap();
     let v: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(v["prev"], sha256_hex(before.as_bytes()));
@@ -120,7 +121,7 @@ fn editing_a_middle_line_is_named() {
     l[4] = l[4].replace("file4", "file5");
     rewrite(&log, &l);
     let b = broken(d.path());
-    assert_eq!((b.file.as_str(), b.line), (AUDIT_FILE, 6), "{b}");
+    assert_eq!((b.file.as_str(), b.line), (AUDIT_LOG, 6), "{b}");
     assert!(b.problem.contains("line 5 was edited"), "{b}");
     assert!(b.to_string().starts_with("audit.log line 6: "), "{b}");
 }
@@ -132,7 +133,7 @@ fn deleting_a_middle_line_is_named() {
     l.remove(4);
     rewrite(&log, &l);
     let b = broken(d.path());
-    assert_eq!((b.file.as_str(), b.line), (AUDIT_FILE, 5), "{b}");
+    assert_eq!((b.file.as_str(), b.line), (AUDIT_LOG, 5), "{b}");
     assert!(b.problem.contains("removed"), "{b}");
 }
 
@@ -143,7 +144,7 @@ fn editing_the_last_line_is_named() {
     l[9] = l[9].replace("file9", "fileX");
     rewrite(&log, &l);
     let b = broken(d.path());
-    assert_eq!((b.file.as_str(), b.line), (AUDIT_FILE, 10), "{b}");
+    assert_eq!((b.file.as_str(), b.line), (AUDIT_LOG, 10), "{b}");
     assert!(b.problem.contains("edited"), "{b}");
 }
 
@@ -155,7 +156,7 @@ fn deleting_the_last_lines_is_named() {
         l.truncate(keep);
         rewrite(&log, &l);
         let b = broken(d.path());
-        assert_eq!((b.file.as_str(), b.line), (AUDIT_FILE, 10), "{b}");
+        assert_eq!((b.file.as_str(), b.line), (AUDIT_LOG, 10), "{b}");
         assert!(b.problem.contains("removed from its end"), "{b}");
     }
 }
@@ -170,7 +171,7 @@ fn garbage_lines_are_named() {
         let b = broken(d.path());
         assert_eq!(
             (b.file.as_str(), b.line),
-            (AUDIT_FILE, 3),
+            (AUDIT_LOG, 3),
             "{garbage:?}: {b}"
         );
     }
@@ -182,7 +183,7 @@ fn a_cut_last_line_is_named() {
     let text = fs::read(&log).unwrap();
     fs::write(&log, &text[..text.len() - 10]).unwrap();
     let b = broken(d.path());
-    assert_eq!((b.file.as_str(), b.line), (AUDIT_FILE, 5), "{b}");
+    assert_eq!((b.file.as_str(), b.line), (AUDIT_LOG, 5), "{b}");
     assert!(b.problem.contains("incomplete"), "{b}");
 }
 
@@ -208,9 +209,9 @@ fn breaks_in_rotated_files_are_named() {
 #[test]
 fn a_missing_head_is_a_break() {
     let (d, _) = log_of(3);
-    fs::remove_file(d.path().join(HEAD_FILE)).unwrap();
+    fs::remove_file(d.path().join(AUDIT_HEAD)).unwrap();
     let b = broken(d.path());
-    assert_eq!((b.file.as_str(), b.line), (AUDIT_FILE, 3), "{b}");
+    assert_eq!((b.file.as_str(), b.line), (AUDIT_LOG, 3), "{b}");
     assert!(b.problem.contains("audit.head is missing"), "{b}");
     // An empty log needs no head.
     let d = tempfile::tempdir().unwrap();
@@ -226,16 +227,16 @@ fn later_appends_keep_a_removed_tail_visible() {
     rewrite(&log, &l);
     fill(&Audit::open(d.path()).unwrap(), 3);
     let b = broken(d.path());
-    assert_eq!((b.file.as_str(), b.line), (AUDIT_FILE, 9), "{b}");
+    assert_eq!((b.file.as_str(), b.line), (AUDIT_LOG, 9), "{b}");
 }
 
 #[test]
 fn a_head_left_behind_by_a_crash_is_not_a_break() {
     let (d, _) = log_of(5);
-    let head = fs::read(d.path().join(HEAD_FILE)).unwrap();
+    let head = fs::read(d.path().join(AUDIT_HEAD)).unwrap();
     let a = Audit::open(d.path()).unwrap();
     fill(&a, 3);
-    fs::write(d.path().join(HEAD_FILE), head).unwrap();
+    fs::write(d.path().join(AUDIT_HEAD), head).unwrap();
     assert_eq!(intact(d.path()).after_head, 3);
     fill(&a, 1);
     let r = intact(d.path());
@@ -258,14 +259,14 @@ fn a_write_cut_short_right_after_a_rotation_is_dropped_too() {
     let a = Audit::open_with(d.path(), 2000, 100).unwrap();
     fill(&a, 40);
     // Rotate by hand, as the writer does, and cut the first write to the new file short.
-    let log = d.path().join(AUDIT_FILE);
+    let log = d.path().join(AUDIT_LOG);
     let n = rotated_files(d.path()).unwrap().len();
     for i in (1..=n).rev() {
-        let from = d.path().join(format!("{AUDIT_FILE}.{i}"));
-        fs::rename(&from, d.path().join(format!("{AUDIT_FILE}.{}", i + 1))).unwrap();
+        let from = d.path().join(format!("{AUDIT_LOG}.{i}"));
+        fs::rename(&from, d.path().join(format!("{AUDIT_LOG}.{}", i + 1))).unwrap();
     }
     let whole = intact(d.path()).lines;
-    fs::rename(&log, d.path().join(format!("{AUDIT_FILE}.1"))).unwrap();
+    fs::rename(&log, d.path().join(format!("{AUDIT_LOG}.1"))).unwrap();
     fs::write(&log, b"{\"time\":\"2026-11-").unwrap();
     fill(&a, 2);
     assert_eq!(intact(d.path()).lines, whole + 2);
@@ -312,7 +313,7 @@ fn files_are_0600_and_shared_dirs_refused() {
     let a = Audit::open_with(d.path(), 500, 5).unwrap();
     fill(&a, 20);
     a.sync();
-    let mut names = vec![AUDIT_FILE, HEAD_FILE, LOCK_FILE, "audit.log.1"];
+    let mut names = vec![AUDIT_LOG, AUDIT_HEAD, AUDIT_LOCK, "audit.log.1"];
     names.sort();
     for name in names {
         let mode = fs::metadata(d.path().join(name)).unwrap().mode() & 0o7777;
@@ -322,7 +323,7 @@ fn files_are_0600_and_shared_dirs_refused() {
     let e = Audit::open(d.path()).err().unwrap();
     assert!(e.to_string().contains("writable by group or others"), "{e}");
     fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
-    let log = d.path().join(AUDIT_FILE);
+    let log = d.path().join(AUDIT_LOG);
     fs::set_permissions(&log, fs::Permissions::from_mode(0o620)).unwrap();
     let e = Audit::open(d.path()).err().unwrap();
     assert!(e.to_string().contains("audit.log"), "{e}");
@@ -340,12 +341,12 @@ fn a_missing_state_dir_is_created_private() {
 fn write_errors_do_not_reach_the_caller() {
     let d = tempfile::tempdir().unwrap();
     let a = Audit::open(d.path()).unwrap();
-    fs::remove_file(d.path().join(AUDIT_FILE)).unwrap();
-    fs::create_dir(d.path().join(AUDIT_FILE)).unwrap();
+    fs::remove_file(d.path().join(AUDIT_LOG)).unwrap();
+    fs::create_dir(d.path().join(AUDIT_LOG)).unwrap();
     a.record("lost", json!({}));
     a.record("lost too", json!({}));
     assert_eq!(a.inner.lock().errors.len(), 1);
-    fs::remove_dir(d.path().join(AUDIT_FILE)).unwrap();
+    fs::remove_dir(d.path().join(AUDIT_LOG)).unwrap();
     a.record("kept", json!({}));
     assert!(a.inner.lock().errors.is_empty());
     intact(d.path());

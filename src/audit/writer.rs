@@ -4,10 +4,11 @@
 //! what the last one left.
 
 use super::{
-    for_each_line, read_head, rotated_files, sha256_hex, Head, AUDIT_FILE, DEFAULT_KEEP,
-    DEFAULT_MAX_BYTES, GENESIS, HEAD_FILE, LOCK_FILE, RESERVED,
+    for_each_line, read_head, rotated_files, sha256_hex, Head, DEFAULT_KEEP, DEFAULT_MAX_BYTES,
+    GENESIS, RESERVED,
 };
 use crate::statedir::{self, Access};
+use crate::statedir::{AUDIT_HEAD, AUDIT_LOCK, AUDIT_LOG};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -55,8 +56,8 @@ impl Audit {
     pub fn open_with(state_dir: &Path, max_bytes: u64, keep: usize) -> io::Result<Audit> {
         // Anyone else able to write here could rewrite the trail without a trace.
         statedir::prepare(state_dir)?;
-        let lock = open_0600(&state_dir.join(LOCK_FILE), false)?;
-        open_0600(&state_dir.join(AUDIT_FILE), true)?;
+        let lock = open_0600(&state_dir.join(AUDIT_LOCK), false)?;
+        open_0600(&state_dir.join(AUDIT_LOG), true)?;
         Ok(Audit {
             dir: state_dir.to_path_buf(),
             max_bytes,
@@ -107,7 +108,7 @@ impl Audit {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.join(AUDIT_FILE)
+        self.dir.join(AUDIT_LOG)
     }
 
     /// `what` names the first casualty only: the same error is logged once, not per line.
@@ -157,7 +158,7 @@ impl Audit {
         let head = read_head(&self.dir).unwrap_or_else(|e| {
             log::error!(
                 "{}: {e}; treating it as missing",
-                self.dir.join(HEAD_FILE).display()
+                self.dir.join(AUDIT_HEAD).display()
             );
             None
         });
@@ -191,7 +192,7 @@ impl Audit {
                 log::error!(
                     "{} is missing: the audit log's last line cannot be vouched for; \
                      appending after it",
-                    self.dir.join(HEAD_FILE).display()
+                    self.dir.join(AUDIT_HEAD).display()
                 );
                 Ok(Next {
                     prev: actual,
@@ -258,7 +259,7 @@ impl Audit {
              was edited or removed; chaining the next line to it so `ftpsync audit --check` \
              reports the break",
             self.log_path().display(),
-            HEAD_FILE,
+            AUDIT_HEAD,
             head.lines,
             head.last
         );
@@ -403,7 +404,7 @@ fn write_head(dir: &Path, head: &Head) -> io::Result<()> {
     text.push(b'\n');
     f.write_all(&text)?;
     drop(f);
-    fs::rename(&tmp, dir.join(HEAD_FILE))
+    fs::rename(&tmp, dir.join(AUDIT_HEAD))
 }
 
 /// `{"time":…,"event":…,<fields>,"prev":…}`: time and event first for people reading the raw

@@ -149,7 +149,8 @@ mod tests {
     use super::*;
     use crate::audit::path_value;
     use crate::audit::tests::{lines, log_of, rewrite};
-    use crate::audit::{Audit, AUDIT_FILE};
+    use crate::audit::Audit;
+    use crate::statedir::AUDIT_LOG;
     use serde_json::json;
     use std::fs;
     use std::time::{Duration, UNIX_EPOCH};
@@ -176,7 +177,7 @@ mod tests {
         );
         assert_eq!(printed(d.path(), None, false).lines().count(), 10);
         let raw = printed(d.path(), Some(day(9)), true);
-        let all = fs::read_to_string(d.path().join(AUDIT_FILE)).unwrap();
+        let all = fs::read_to_string(d.path().join(AUDIT_LOG)).unwrap();
         assert!(all.ends_with(&raw), "{raw}");
     }
 

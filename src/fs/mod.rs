@@ -1180,7 +1180,7 @@ impl Fs {
     /// lock throughout, so no record is appended between the read and the rewrite.
     pub fn compact_journal(&self) -> u64 {
         let _t = self.tree.lock();
-        let dir = self.opts.state_dir.join("journal");
+        let dir = self.opts.state_dir.join(crate::statedir::JOURNAL);
         let result = Journal::read(&dir).and_then(|replay| {
             let live = crate::journal::coalesce(&replay.entries);
             if live.len() < replay.entries.len() {

@@ -33,10 +33,11 @@ pub use plan::{is_part_name, part_name, PART_SUFFIX};
 pub use target::{check_target, remove_marker, write_marker, Target, MARKER};
 
 use crate::local;
-use crate::mirror::{Confirmed, Manifest, MANIFEST_FILE};
+use crate::mirror::{Confirmed, Manifest};
 use crate::progress::human_bytes;
 use crate::remote::Remote;
 use crate::remote::{self, display_path, ConnectOptions, SecretSource, Transport};
+use crate::statedir::MANIFEST;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
@@ -108,7 +109,7 @@ fn load_manifest(state_dir: &Path) -> Result<Option<Expected>> {
     if !state_dir.is_dir() {
         bail!("state dir {} does not exist", state_dir.display());
     }
-    if !state_dir.join(MANIFEST_FILE).is_file() {
+    if !state_dir.join(MANIFEST).is_file() {
         eprintln!(
             "ftpsync: no manifest in {}: every SHA-256 is computed, none can be checked",
             state_dir.display()
