@@ -24,6 +24,9 @@ pub mod run;
 pub mod statedir;
 pub mod status;
 pub mod sync;
+/// The engine over the mock transport, driven through the fs layer: unit tests only.
+#[cfg(test)]
+mod testkit;
 pub mod trust;
 pub mod unmount;
 pub mod utc;

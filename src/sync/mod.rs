@@ -6,6 +6,8 @@
 //! and checkpoints the journal. Workers (one SFTP connection each) reconcile one path at a
 //! time; a path is never worked on by two workers at once.
 
+#[cfg(test)]
+mod engine_tests;
 mod limits;
 pub mod plan;
 mod rebind;
