@@ -10,6 +10,7 @@
 //! dir and backing directory, as a new daemon would after the old one died.
 
 pub mod faults;
+mod model;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -68,6 +69,8 @@ struct Daemon {
     journal: Arc<Journal>,
     mirror: Arc<Mutex<Mirror>>,
     hasher: Option<JoinHandle<()>>,
+    /// Dropped to cut the engine off the journal: its planner then wakes at once to stop.
+    cut: crossbeam_channel::Sender<()>,
 }
 
 pub struct Harness {
@@ -118,7 +121,8 @@ impl Harness {
         let (journal, replay) = Journal::open(&state.join("journal")).expect("journal");
         let journal = Arc::new(journal);
         let mirror = Arc::new(Mutex::new(Mirror::open(&state).expect("manifest")));
-        let feed = self.tee(journal.follow());
+        let (cut, cut_rx) = crossbeam_channel::bounded(0);
+        let feed = self.tee(journal.follow(), cut_rx);
         let root = crate::local::open_root(&self.local_dir()).expect("backing dir");
         let engine_root = root.try_clone().expect("dup root");
         let opts = crate::fs::Options {
@@ -158,21 +162,30 @@ impl Harness {
             journal,
             mirror,
             hasher: Some(hasher),
+            cut,
         });
     }
 
     /// Passes the journal's records on to the engine, keeping a copy (the journal has one
-    /// follower). The thread ends with the journal.
-    fn tee(&self, feed: crossbeam_channel::Receiver<Entry>) -> crossbeam_channel::Receiver<Entry> {
+    /// follower), until the journal or `cut` goes.
+    fn tee(
+        &self,
+        feed: crossbeam_channel::Receiver<Entry>,
+        cut: crossbeam_channel::Receiver<()>,
+    ) -> crossbeam_channel::Receiver<Entry> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let records = self.records.clone();
-        std::thread::spawn(move || {
-            for e in feed.iter() {
-                records.list.lock().push(e.clone());
-                records.cv.notify_all();
-                if tx.send(e).is_err() {
-                    return;
+        std::thread::spawn(move || loop {
+            crossbeam_channel::select! {
+                recv(feed) -> e => {
+                    let Ok(e) = e else { return };
+                    records.list.lock().push(e.clone());
+                    records.cv.notify_all();
+                    if tx.send(e).is_err() {
+                        return;
+                    }
                 }
+                recv(cut) -> _ => return,
             }
         });
         rx
@@ -195,6 +208,8 @@ impl Harness {
         let Some(mut d) = self.daemon.take() else {
             return;
         };
+        // What is journaled from now on is the next engine's to replay.
+        drop(d.cut);
         d.engine.shutdown(Duration::ZERO);
         d.fs.stop_hashing();
         if let Some(h) = d.hasher.take() {
