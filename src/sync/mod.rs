@@ -310,6 +310,12 @@ impl Engine {
         result
     }
 
+    /// The seq of the last journal record the planner took in (for the test harness).
+    #[cfg(test)]
+    pub(crate) fn consumed(&self) -> u64 {
+        self.inner.core.lock().plan.consumed()
+    }
+
     /// The mirror's state for `ftpsync status` (see doc/CONTRACTS.md). Cheap: a pass over the
     /// pending paths; the rate and the last hour come from small bounded records.
     pub fn status(&self) -> Value {

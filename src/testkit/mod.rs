@@ -71,6 +71,27 @@ struct Daemon {
     hasher: Option<JoinHandle<()>>,
     /// Dropped to cut the engine off the journal: its planner then wakes at once to stop.
     cut: crossbeam_channel::Sender<()>,
+    /// The journal's records on their way to the engine, when a test holds them back.
+    feed: Arc<Mutex<Feed>>,
+}
+
+/// The engine's end of the journal: records pass at once, or wait in `held` while a test
+/// makes the engine lag behind the filesystem.
+struct Feed {
+    tx: crossbeam_channel::Sender<Entry>,
+    held: Option<std::collections::VecDeque<Entry>>,
+}
+
+impl Feed {
+    fn pass(&mut self, e: Entry) -> bool {
+        match &mut self.held {
+            Some(q) => {
+                q.push_back(e);
+                true
+            }
+            None => self.tx.send(e).is_ok(),
+        }
+    }
 }
 
 pub struct Harness {
@@ -122,7 +143,9 @@ impl Harness {
         let journal = Arc::new(journal);
         let mirror = Arc::new(Mutex::new(Mirror::open(&state).expect("manifest")));
         let (cut, cut_rx) = crossbeam_channel::bounded(0);
-        let feed = self.tee(journal.follow(), cut_rx);
+        let (tx, engine_feed) = crossbeam_channel::unbounded();
+        let feed = Arc::new(Mutex::new(Feed { tx, held: None }));
+        self.tee(journal.follow(), cut_rx, feed.clone());
         let root = crate::local::open_root(&self.local_dir()).expect("backing dir");
         let engine_root = root.try_clone().expect("dup root");
         let opts = crate::fs::Options {
@@ -140,7 +163,7 @@ impl Harness {
             engine_root,
             journal.clone(),
             mirror.clone(),
-            feed,
+            engine_feed,
             replay.entries,
             connect,
             Options {
@@ -163,6 +186,7 @@ impl Harness {
             mirror,
             hasher: Some(hasher),
             cut,
+            feed,
         });
     }
 
@@ -170,25 +194,69 @@ impl Harness {
     /// follower), until the journal or `cut` goes.
     fn tee(
         &self,
-        feed: crossbeam_channel::Receiver<Entry>,
+        journal: crossbeam_channel::Receiver<Entry>,
         cut: crossbeam_channel::Receiver<()>,
-    ) -> crossbeam_channel::Receiver<Entry> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        feed: Arc<Mutex<Feed>>,
+    ) {
         let records = self.records.clone();
         std::thread::spawn(move || loop {
             crossbeam_channel::select! {
-                recv(feed) -> e => {
+                recv(journal) -> e => {
                     let Ok(e) = e else { return };
                     records.list.lock().push(e.clone());
                     records.cv.notify_all();
-                    if tx.send(e).is_err() {
+                    if !feed.lock().pass(e) {
                         return;
                     }
                 }
                 recv(cut) -> _ => return,
             }
         });
-        rx
+    }
+
+    /// From now on the engine hears of no journal record until `release`: it lags behind the
+    /// filesystem (the local tree changes under work it plans from older records).
+    pub fn hold_feed(&self) {
+        self.daemon()
+            .feed
+            .lock()
+            .held
+            .get_or_insert_with(Default::default);
+    }
+
+    /// Lets `n` held records through (all of them, and the feed flow again, if None).
+    pub fn release_feed(&self, n: Option<usize>) {
+        let mut f = self.daemon().feed.lock();
+        let Some(mut q) = f.held.take() else {
+            return;
+        };
+        let n = n.unwrap_or(q.len()).min(q.len());
+        for e in q.drain(..n) {
+            let _ = f.tx.send(e);
+        }
+        if !q.is_empty() || n == 0 {
+            f.held = Some(q);
+        }
+    }
+
+    /// Waits until the engine took in every record fed to it and has nothing waiting or in
+    /// flight, polling: the engine has no wait for that short of a flush, which also waits for
+    /// the records held back.
+    pub fn wait_engine_idle(&self, timeout: Duration) {
+        let fed = {
+            let f = self.daemon().feed.lock();
+            let held = f.held.as_ref().map_or(0, |q| q.len() as u64);
+            self.daemon().journal.next_seq().saturating_sub(1 + held)
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if self.engine().consumed() >= fed && s["pending"] == 0 && s["in_flight"] == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the engine stays busy: {s}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn daemon(&self) -> &Daemon {
@@ -267,6 +335,15 @@ impl Harness {
     /// What the mirror says of a path: `pending`, `uploading`, `confirmed`, `failed: ...`.
     pub fn state_of(&self, path: &str) -> Option<String> {
         self.daemon().mirror.lock().state_of(path.as_bytes())
+    }
+
+    /// What the manifest says the server holds.
+    pub fn manifest(&self) -> Vec<(Vec<u8>, crate::mirror::Confirmed)> {
+        let m = self.daemon().mirror.lock();
+        m.manifest
+            .iter()
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect()
     }
 
     /// The engine's status (see doc/CONTRACTS.md).
