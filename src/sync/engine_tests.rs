@@ -204,7 +204,6 @@ fn release_all_but_the_rename(h: &Harness, seen: usize) {
 /// path finds nothing there; the rename, replayed on the server, must still bring the symlink
 /// to its new path.
 #[test]
-#[ignore = "engine bug: lost when work on the old path ran before the rename was taken in (mock model seeds 903873051, 719797901)"]
 fn an_entry_made_in_a_directory_renamed_before_the_engine_heard_of_it_reaches_the_server() {
     let h = Harness::new();
     h.mkdir("a", 0o755).expect("mkdir");
@@ -231,7 +230,6 @@ fn an_entry_made_in_a_directory_renamed_before_the_engine_heard_of_it_reaches_th
 /// The same with a directory the server never had: made, filled and renamed before the engine
 /// heard of the rename.
 #[test]
-#[ignore = "engine bug: lost when work on the old path ran before the rename was taken in (mock model seeds 903873051, 719797901)"]
 fn a_new_tree_renamed_before_the_engine_heard_of_it_reaches_the_server_whole() {
     let h = Harness::new();
     h.flush(PATIENCE).expect("flush");

@@ -776,7 +776,8 @@ impl Inner {
                     if let Some(aside) = replaced {
                         self.resend_replaced(&aside.dir, &aside.forgotten);
                     }
-                    return self.send_again(r, &ends, &again);
+                    self.send_again(r, &ends, &again);
+                    return self.mark_unmatched_beneath(r);
                 }
                 Ok(rename::Replayed::Resend) => return self.resend(r, &ends),
                 Err(e) => e,
@@ -794,6 +795,18 @@ impl Inner {
             };
             *conn = None;
             self.pause(wait);
+        }
+    }
+
+    /// What stands locally beneath a directory just moved on the server and differs from what
+    /// the manifest moved with it: work on it may have run before this rename was taken in,
+    /// found the old path empty and done nothing (the engine lags behind the filesystem), and
+    /// no mark is left to carry over.
+    fn mark_unmatched_beneath(&self, r: &RemoteRename) {
+        let marks = self.unmatched_beneath(&r.to);
+        let mut core = self.core.lock();
+        for p in marks {
+            core.plan.mark(&p, r.seq, Instant::now());
         }
     }
 
@@ -1292,13 +1305,40 @@ impl Inner {
     /// disagree, so even changes whose journal records were lost converge.
     fn scan_local(&self) {
         let since = self.core.lock().plan.consumed() + 1;
+        let marks = self.unmatched_beneath(&[]);
+        if !marks.is_empty() {
+            info!(
+                "start-up reconciliation: {} paths differ from the remote's manifest",
+                marks.len()
+            );
+        }
+        let mut core = self.core.lock();
+        for p in marks {
+            core.plan.mark(&p, since, Instant::now());
+        }
+    }
+
+    /// The paths at and beneath `top` ("" for the whole tree) where the local tree and the
+    /// manifest disagree.
+    fn unmatched_beneath(&self, top: &[u8]) -> Vec<Vec<u8>> {
         let mut seen = std::collections::HashSet::new();
         let mut marks = Vec::new();
-        let Ok(root) = self.root.try_clone() else {
-            return;
-        };
         let mirror = self.mirror.lock();
-        let mut stack = vec![(root, Vec::new())];
+        let start = if top.is_empty() {
+            self.root.try_clone().ok()
+        } else {
+            local::lookup_path(borrow(&self.root), top)
+                .ok()
+                .and_then(|(fd, st)| {
+                    if !matches_manifest(mirror.manifest.get(top), &fd, &st) {
+                        marks.push(top.to_vec());
+                    }
+                    seen.insert(top.to_vec());
+                    (st.st_mode & libc::S_IFMT == libc::S_IFDIR).then_some(fd)
+                })
+        };
+        let mut stack: Vec<(OwnedFd, Vec<u8>)> =
+            start.map(|fd| (fd, top.to_vec())).into_iter().collect();
         while let Some((dir, prefix)) = stack.pop() {
             let Ok(entries) = local::list_dir(borrow(&dir)) else {
                 continue;
@@ -1323,21 +1363,11 @@ impl Inner {
         marks.extend(
             mirror
                 .manifest
-                .iter()
+                .subtree(top)
                 .filter(|(p, _)| !seen.contains(*p))
                 .map(|(p, _)| p.clone()),
         );
-        drop(mirror);
-        if !marks.is_empty() {
-            info!(
-                "start-up reconciliation: {} paths differ from the remote's manifest",
-                marks.len()
-            );
-        }
-        let mut core = self.core.lock();
-        for p in marks {
-            core.plan.mark(&p, since, Instant::now());
-        }
+        marks
     }
 
     /// Lists the remote directories we manage and removes the temporary files that interrupted

@@ -127,9 +127,14 @@ impl Plan {
                 seq,
             });
         }
-        // Nothing to move remotely: what now stands at `to` is reconciled like any change, and
-        // so is `from` (an upload of it may be in flight and land after the rename).
+        // Nothing to move remotely: what now stands at and beneath `to` is reconciled like any
+        // change (work on it under its old names may have run already, the local tree being
+        // ahead of the journal, and found nothing there), and so is `from` (an upload of it may
+        // be in flight and land after the rename).
         self.mark(to, seq, due);
+        if let Some(m) = self.dirty.get_mut(to) {
+            m.subtree = true;
+        }
         self.mark(from, seq, due);
         None
     }
