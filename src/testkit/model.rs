@@ -471,7 +471,11 @@ impl Episode {
                 None => false,
             };
             if !same(n, f) && !left_alone {
-                out.push(format!("server {p}: model {}, server {f:?}", n.describe()));
+                out.push(format!(
+                    "server {p}: model {}, server {}",
+                    n.describe(),
+                    f.map_or_else(|| "nothing".into(), describe)
+                ));
             }
         }
         let mut accepted: BTreeSet<&str> = BTreeSet::new();
@@ -491,7 +495,7 @@ impl Episode {
             } else if matches!(f, MockNode::Dir { .. }) {
                 extra_dirs.push(p.as_str());
             } else {
-                out.push(format!("server {p}: only on the server ({f:?})"));
+                out.push(format!("server {p}: only on the server ({})", describe(f)));
             }
         }
         for d in extra_dirs {
@@ -535,8 +539,8 @@ impl Episode {
             };
             if !holds {
                 out.push(format!(
-                    "manifest {p}: says {c:?}, server {:?}",
-                    found.get(&p)
+                    "manifest {p}: says {c:?}, server {}",
+                    found.get(&p).map_or_else(|| "nothing".into(), describe)
                 ));
             }
         }
@@ -624,22 +628,21 @@ fn same(n: &Node, f: Option<&MockNode>) -> bool {
     }
 }
 
+fn describe(n: &MockNode) -> String {
+    match n {
+        MockNode::File { data, mode, .. } => {
+            format!("file {mode:o} {}", tree::describe_bytes(data))
+        }
+        MockNode::Dir { mode, .. } => format!("dir {mode:o}"),
+        MockNode::Symlink { target } => format!("-> {}", String::from_utf8_lossy(target)),
+    }
+}
+
 fn describe_server(h: &Harness) -> String {
     let entries: Vec<String> = h
         .server_tree()
         .iter()
-        .map(|(p, n)| {
-            let what = match n {
-                MockNode::File { data, mode, .. } => {
-                    format!("file {mode:o} {}", tree::describe_bytes(data))
-                }
-                MockNode::Dir { mode, .. } => format!("dir {mode:o}"),
-                MockNode::Symlink { target } => {
-                    format!("-> {}", String::from_utf8_lossy(target))
-                }
-            };
-            format!("\n  {}: {what}", crate::fs::show(p))
-        })
+        .map(|(p, n)| format!("\n  {}: {}", crate::fs::show(p), describe(n)))
         .collect();
     entries.concat()
 }
