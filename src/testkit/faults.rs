@@ -110,11 +110,14 @@ impl Rule {
 struct Plan {
     rules: Vec<Rule>,
     injected: usize,
+    /// Calls that wait (operation and path) until `resume`, and how many wait now.
+    paused: Vec<(Op, Vec<u8>)>,
+    blocked: usize,
 }
 
 /// The shared fault plan of every connection a test makes.
 #[derive(Clone, Default)]
-pub struct Faults(Arc<Mutex<Plan>>);
+pub struct Faults(Arc<Mutex<Plan>>, Arc<parking_lot::Condvar>);
 
 impl Faults {
     pub fn add(&self, rule: Rule) {
@@ -124,6 +127,30 @@ impl Faults {
     /// No call fails any more.
     pub fn clear(&self) {
         self.0.lock().rules.clear();
+    }
+
+    /// Calls of `op` naming `path` wait from now on until `resume`: work held in flight at a
+    /// chosen point, while a test makes something else happen.
+    pub fn pause(&self, op: Op, path: &[u8]) {
+        self.0.lock().paused.push((op, path.to_vec()));
+    }
+
+    /// Every paused call goes on.
+    pub fn resume(&self) {
+        self.0.lock().paused.clear();
+        self.1.notify_all();
+    }
+
+    /// Waits (at most `timeout`) until `n` calls wait at a pause; says whether they do.
+    pub fn wait_blocked(&self, n: usize, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut plan = self.0.lock();
+        while plan.blocked < n {
+            if self.1.wait_until(&mut plan, deadline).timed_out() {
+                return plan.blocked >= n;
+            }
+        }
+        true
     }
 
     /// How many calls failed by a rule so far.
@@ -147,6 +174,19 @@ impl Faults {
     /// The error the first matching rule injects into this call, if any.
     fn check(&self, op: Op, paths: &[&[u8]]) -> Result<()> {
         let mut plan = self.0.lock();
+        let held = |plan: &Plan| {
+            plan.paused
+                .iter()
+                .any(|(o, p)| *o == op && paths.contains(&p.as_slice()))
+        };
+        if held(&plan) {
+            plan.blocked += 1;
+            self.1.notify_all();
+            while held(&plan) {
+                self.1.wait(&mut plan);
+            }
+            plan.blocked -= 1;
+        }
         let Some(rule) = plan
             .rules
             .iter_mut()

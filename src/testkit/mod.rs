@@ -486,6 +486,7 @@ impl Default for Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.faults.clear();
+        self.faults.resume();
         self.stop();
     }
 }
