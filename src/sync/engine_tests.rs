@@ -248,3 +248,46 @@ fn a_new_tree_renamed_before_the_engine_heard_of_it_reaches_the_server_whole() {
         Some(MockNode::Symlink { .. })
     ));
 }
+
+/// A rename is replayed on the server only once work on the paths above its ends is done: a
+/// removal of the target's parent in flight (the directory is gone locally by then) must not
+/// interleave with the replay, which remakes that parent, or its end forgets what the replay
+/// put beneath it and the server keeps it for ever.
+#[test]
+fn a_rename_waits_for_work_in_flight_on_a_parent_of_its_ends() {
+    let h = Harness::new();
+    h.mkdir("a", 0o755).expect("mkdir");
+    h.write_file("a/d", b"moved").expect("write");
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.flush(PATIENCE).expect("flush");
+    let seen = h.records().len();
+    h.hold_feed();
+    h.chmod("b", 0o700).expect("chmod");
+    h.rename("a/d", "b/c").expect("rename");
+    h.unlink("b/c").expect("unlink");
+    h.rmdir("b").expect("rmdir");
+    assert_eq!(h.records().len(), seen + 4);
+    // The work on b (removing it: it is gone locally) is held at its rmdir on the server.
+    h.faults.pause(Op::RemoveDir, b"b");
+    h.faults.pause(Op::Rename, b"a/d");
+    h.release_feed(Some(1));
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the removal of b starts"
+    );
+    h.release_feed(Some(1));
+    assert!(
+        !h.faults.wait_blocked(2, Duration::from_millis(300)),
+        "the rename was replayed while the removal of its target's parent was in flight"
+    );
+    h.faults.resume();
+    h.release_feed(None);
+    h.flush(PATIENCE).expect("flush");
+    let left: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::fs::show(k))
+        .filter(|k| k.starts_with('a') || k.starts_with('b'))
+        .collect();
+    assert_eq!(left, ["a"], "only a is left on the server");
+}

@@ -726,8 +726,8 @@ impl Inner {
         }
     }
 
-    /// Replays a rename of mirrored paths once nothing beneath either path is in flight,
-    /// retrying through outages: later records wait for it (they may depend on it).
+    /// Replays a rename of mirrored paths once nothing at, beneath or above either path is in
+    /// flight, retrying through outages: later records wait for it (they may depend on it).
     fn replay_rename(
         &self,
         r: &RemoteRename,
@@ -741,9 +741,11 @@ impl Inner {
                 running.cancel.store(true, Ordering::Relaxed);
             }
         }
+        // Work on a parent of either end must end first too: a removal of the target's parent
+        // would undo the parents the replay makes, and forget what it put beneath them.
         while {
             let core = self.core.lock();
-            core.plan.busy_under(&r.from) || core.plan.busy_under(&r.to)
+            core.plan.busy_around(&r.from) || core.plan.busy_around(&r.to)
         } {
             if let Ok(d) = done.recv_timeout(Duration::from_millis(100)) {
                 self.finish(d);
