@@ -2,6 +2,7 @@
 //! connection, one JSON reply. `ftpsync flush` and `ftpsync status` talk to the daemon here.
 
 use crate::fs::{Fs, OpenForWriting, OPEN_LISTED};
+use crate::report::{Mirror, OpenFiles};
 use crate::sync::Engine;
 use log::warn;
 use serde::{Deserialize, Serialize};
@@ -43,46 +44,15 @@ pub struct Reply {
     pub errors_answered: Option<u64>,
     /// The sync engine's status (see `Engine::status`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<serde_json::Value>,
+    pub mirror: Option<Mirror>,
     /// Files open for writing (for a flush: when it ended), which no flush covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_for_writing: Option<OpenFiles>,
 }
 
-/// Files open for writing: how many paths, and the first `OPEN_LISTED` in byte order.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct OpenFiles {
-    pub count: usize,
-    pub paths: Vec<PathName>,
-}
-
-/// A path as text (lossy UTF-8) and as its exact bytes in hex.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PathName {
-    pub path: String,
-    pub path_hex: String,
-}
-
-impl PathName {
-    pub fn of(p: &[u8]) -> PathName {
-        PathName {
-            path: String::from_utf8_lossy(p).into_owned(),
-            path_hex: hex::encode(p),
-        }
-    }
-
-    /// The exact bytes; the lossy text when the hex is damaged.
-    pub fn bytes(&self) -> Vec<u8> {
-        hex::decode(&self.path_hex).unwrap_or_else(|_| self.path.clone().into_bytes())
-    }
-}
-
 impl From<OpenForWriting> for OpenFiles {
     fn from(o: OpenForWriting) -> OpenFiles {
-        OpenFiles {
-            count: o.count,
-            paths: o.paths.iter().map(|p| PathName::of(p)).collect(),
-        }
+        OpenFiles::of(o.count, &o.paths)
     }
 }
 

@@ -2,6 +2,8 @@
 //! every closed file hashed (SHA-256), mirrored to an SFTP server.
 
 pub mod audit;
+pub mod client;
+pub mod cmd;
 pub mod config;
 pub mod control;
 pub mod daemons;
@@ -13,21 +15,16 @@ pub mod layout;
 pub mod local;
 pub mod logfile;
 pub mod mirror;
-pub mod mount_helper;
 pub mod mounts;
 pub mod progress;
 pub mod prometheus;
 pub mod remote;
 pub mod replay;
+pub mod report;
 pub mod restore;
-pub mod run;
 pub mod statedir;
-pub mod status;
 pub mod sync;
 /// The engine over the mock transport, driven through the fs layer: unit tests only.
 #[cfg(test)]
 mod testkit;
-pub mod trust;
-pub mod unmount;
 pub mod utc;
-pub mod verify;

@@ -2,13 +2,14 @@
 
 use anyhow::{Context, Result};
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
+use ftpsync::cmd::mount_helper::{self, Invocation};
+use ftpsync::cmd::{mount, status, trust, unmount, verify};
 use ftpsync::config::{
     connect_options, default_state_dir, is_profile_name, parse_rate, profile_exists, profile_path,
     seconds, FileConfig, MirrorConfig, MountConfig, MountOptions, Secrets,
 };
-use ftpsync::mount_helper::{self, Invocation};
 use ftpsync::remote::Remote;
-use ftpsync::{audit, restore, run, status, trust, unmount, utc, verify};
+use ftpsync::{audit, client, restore, utc};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -410,7 +411,7 @@ fn names_profile(arg: &Path) -> bool {
 /// of a mountpoint or state dir.
 fn state_dir_of(target: &Path) -> Result<PathBuf> {
     if !names_profile(target) {
-        return status::resolve_state_dir(target);
+        return ftpsync::daemons::resolve_state_dir(target);
     }
     let name = target.to_string_lossy();
     let (file, source) = config_file(None, Some(&name))?;
@@ -624,8 +625,10 @@ fn restore_request(a: RestoreArgs) -> Result<restore::Request> {
         &login.secrets,
         &file.algorithms.policy()?,
     );
-    run::check_secret_files(&connect)?;
-    run::ask_for_missing_secrets(&mut connect)?;
+    connect.check_secret_files().map_err(anyhow::Error::msg)?;
+    connect
+        .ask_for_missing_secrets()
+        .context("cannot ask for the passphrase")?;
     Ok(restore::Request {
         remote,
         dir: absolute(a.dir)?,
@@ -718,7 +721,7 @@ fn main() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let result = match cli.command {
-        Command::Mount(a) => mount_config(*a).and_then(|cfg| run::mount(cfg, level)),
+        Command::Mount(a) => mount_config(*a).and_then(|cfg| mount::mount(cfg, level)),
         Command::Status {
             target,
             json,
@@ -762,12 +765,12 @@ fn main() {
             local,
             require_closed,
         } => state_dir_of(&target).and_then(|d| {
-            let req = status::FlushRequest {
+            let req = client::FlushRequest {
                 timeout: Duration::from_secs(timeout),
                 local,
                 require_closed,
             };
-            status::flush(&d, &req)
+            client::flush(&d, &req)
         }),
         Command::Unmount { target, timeout } => state_dir_of(&target).and_then(|state_dir| {
             unmount::run(&unmount::Request {

@@ -2,7 +2,7 @@
 //! prints it and `--prometheus-file` writes it for node_exporter's textfile collector: a
 //! `# HELP` and a `# TYPE` line before each family's samples, label values escaped.
 
-use serde_json::Value;
+use crate::report::Status;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
@@ -107,75 +107,73 @@ impl Exposition {
 }
 
 /// The metrics of one mount, from its status document (`status::live`); `mount` labels them.
-pub fn render(doc: &Value, mount: &str) -> String {
+pub fn render(doc: &Status, mount: &str) -> String {
     use Kind::{Counter, Gauge};
     let l = [("mount", mount)];
     let mut x = Exposition::default();
-    let m = &doc["mirror"];
     x.metric(
         "ftpsync_daemon_up",
         Gauge,
         "1 when the mount's daemon answered on its control socket; without it no other ftpsync metric of the mount is written.",
         &l,
-        if m.is_object() { 1.0 } else { 0.0 },
+        if doc.mirror.is_some() { 1.0 } else { 0.0 },
     );
-    if !m.is_object() {
+    let Some(m) = &doc.mirror else {
         return x.finish();
-    }
-    let n = |v: &Value| v.as_f64().unwrap_or(0.0);
-    let flag = |v: &Value| if v.as_bool() == Some(true) { 1.0 } else { 0.0 };
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
     x.metric(
         "ftpsync_connection_up",
         Gauge,
         "1 when the last attempt to reach the SFTP server succeeded.",
         &l,
-        flag(&m["connected"]),
+        flag(m.connected),
     );
     x.metric(
         "ftpsync_halted",
         Gauge,
         "1 when uploads are stopped by a refused host key or login until someone fixes it.",
         &l,
-        flag(&m["halted"]),
+        flag(m.halted),
     );
     x.metric(
         "ftpsync_pending_hashes",
         Gauge,
         "Closed files waiting to be hashed.",
         &l,
-        n(&doc["daemon"]["pending_hashes"]),
+        doc.daemon.pending_hashes.unwrap_or(0) as f64,
     );
     x.metric(
         "ftpsync_pending_paths",
         Gauge,
         "Changed paths waiting to be made equal on the server (not counting those in flight).",
         &l,
-        n(&m["pending"]),
+        m.pending as f64,
     );
     x.metric(
         "ftpsync_in_flight_paths",
         Gauge,
         "Paths being uploaded or otherwise changed on the server now.",
         &l,
-        n(&m["in_flight"]),
+        m.in_flight as f64,
     );
     x.metric(
         "ftpsync_pending_bytes",
         Gauge,
         "Bytes still to upload: waiting files in full, files in flight less what was sent.",
         &l,
-        n(&m["pending_bytes"]),
+        m.pending_bytes as f64,
     );
     x.metric(
         "ftpsync_upload_bytes_per_second",
         Gauge,
         "Upload rate over the last rate_window_seconds (10 s).",
         &l,
-        n(&m["upload_rate"]),
+        m.upload_rate as f64,
     );
-    let eta = match m["eta_seconds"].as_f64() {
-        Some(s) => s,
-        None if n(&m["pending_bytes"]) == 0.0 => 0.0,
+    let eta = match m.eta_seconds {
+        Some(s) => s as f64,
+        None if m.pending_bytes == 0 => 0.0,
         None => f64::INFINITY,
     };
     x.metric(
@@ -190,51 +188,51 @@ pub fn render(doc: &Value, mount: &str) -> String {
         Gauge,
         "Age of the oldest change not yet confirmed on the server (0 when none).",
         &l,
-        n(&m["oldest_pending"]["age_seconds"]),
+        m.oldest_pending.as_ref().map_or(0.0, |o| o.age_seconds),
     );
     x.metric(
         "ftpsync_confirmed_files_total",
         Counter,
         "Files uploaded and confirmed by SHA-256 on the server since the daemon started.",
         &l,
-        n(&m["confirmed"]),
+        m.confirmed as f64,
     );
     x.metric(
         "ftpsync_confirmed_bytes_total",
         Counter,
         "Bytes of the files confirmed since the daemon started.",
         &l,
-        n(&m["bytes_confirmed"]),
+        m.bytes_confirmed as f64,
     );
     x.metric(
         "ftpsync_sent_bytes_total",
         Counter,
         "Bytes read for uploads since the daemon started (retried and cancelled uploads included).",
         &l,
-        n(&m["bytes_sent"]),
+        m.bytes_sent as f64,
     );
     x.metric(
         "ftpsync_conflicts_total",
         Counter,
         "Server files changed behind ftpsync's back and kept aside as .ftpsync-conflict copies.",
         &l,
-        n(&m["conflicts"]),
+        m.conflicts as f64,
     );
     x.metric(
         "ftpsync_failures",
         Gauge,
         "Paths whose last attempt failed (ftpsync status shows why); retried with backoff.",
         &l,
-        m["failures"].as_array().map_or(0, Vec::len) as f64,
+        m.failures.len() as f64,
     );
     x.metric(
         "ftpsync_mirrored_paths",
         Gauge,
         "Paths the manifest records as confirmed on the server.",
         &l,
-        n(&m["mirrored_paths"]),
+        m.mirrored_paths as f64,
     );
-    if let Some(t) = m["last_confirmed_unix"].as_f64() {
+    if let Some(t) = m.last_confirmed_unix {
         x.metric(
             "ftpsync_last_confirmed_timestamp_seconds",
             Gauge,
@@ -243,25 +241,17 @@ pub fn render(doc: &Value, mount: &str) -> String {
             t,
         );
     }
-    let s = &m["server"];
-    if s.is_object() {
-        let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-        let (remote, key, kex, cipher) = (
-            text(&s["remote"]),
-            text(&s["host_key"]["fingerprint"]),
-            text(&s["algorithms"]["kex"]),
-            text(&s["algorithms"]["cipher"][0]),
-        );
+    if let Some(s) = &m.server {
         x.metric(
             "ftpsync_server_info",
             Gauge,
             "The server of the last connection, its host key and negotiated algorithms (value 1).",
             &[
                 ("mount", mount),
-                ("remote", &remote),
-                ("host_key", &key),
-                ("kex", &kex),
-                ("cipher", &cipher),
+                ("remote", &s.remote),
+                ("host_key", &s.host_key.fingerprint),
+                ("kex", &s.algorithms.kex),
+                ("cipher", &s.algorithms.cipher[0]),
             ],
             1.0,
         );
@@ -274,11 +264,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn status(doc: serde_json::Value) -> Status {
+        serde_json::from_value(doc).expect("a status document")
+    }
+
     #[test]
     fn a_mount_path_with_a_quote_a_backslash_and_a_newline_is_escaped() {
         let mount = "/mnt/a \"b\"\\c\nd";
         assert_eq!(escape_label(mount), r#"/mnt/a \"b\"\\c\nd"#);
-        let text = render(&json!({"mirror": null}), mount);
+        let text = render(&status(json!({"mirror": null})), mount);
         assert_eq!(
             text.lines().last(),
             Some(r#"ftpsync_daemon_up{mount="/mnt/a \"b\"\\c\nd"} 0"#)
@@ -309,9 +303,9 @@ mod tests {
                        "failures": [{"path": "x", "reason": "y"}], "mirrored_paths": 9,
                        "last_confirmed_unix": 1764111111.5,
                        "server": {"remote": "sftp://u@h/p", "host_key": {"fingerprint": "SHA256:x"},
-                                  "algorithms": {"kex": "curve25519-sha256", "cipher": ["aes256-gcm@openssh.com"]}}},
+                                  "algorithms": {"kex": "curve25519-sha256", "cipher": ["aes256-gcm@openssh.com", "aes256-gcm@openssh.com"]}}},
         });
-        let text = render(&doc, "/mnt/x");
+        let text = render(&status(doc), "/mnt/x");
         let mut declared = Vec::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

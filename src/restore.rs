@@ -968,7 +968,7 @@ pub fn run(req: &Request) -> Result<()> {
     let connect = || -> remote::Result<Box<dyn Transport>> {
         let _turn = prompts.then(|| one_at_a_time.lock());
         remote::open(&req.connect)
-            .map_err(|e| crate::trust::explain_refusal(e, &req.remote, &hint_dir))
+            .map_err(|e| crate::remote::explain_refusal(e, &req.remote, &hint_dir))
     };
     let first = connect().map_err(|e| {
         let e = if req.state_dir.is_none() && e.host_key_refusal().is_some() {

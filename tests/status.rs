@@ -350,7 +350,7 @@ fn the_parser_is_strict_and_mount_labels_survive_quotes_backslashes_and_newlines
     }
 
     let mount = "/mnt/a \"quoted\" back\\slash\nnewline";
-    let text = ftpsync::prometheus::render(&serde_json::json!({"mirror": null}), mount);
+    let text = ftpsync::prometheus::render(&ftpsync::report::Status::default(), mount);
     let s = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].name, "ftpsync_daemon_up");

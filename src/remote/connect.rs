@@ -10,7 +10,7 @@ use std::time::Duration;
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
 use super::b64;
-use super::credentials::{Responder, SecretSource};
+use super::credentials::{self, Responder, SecretSource};
 use super::error::{classify, describe, ErrorKind, HostKeyInfo, HostKeyProblem, RemoteError};
 use super::keyfile::{self, KeyFile};
 use super::probe;
@@ -140,6 +140,50 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(20),
             io_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Refuses key and credential files that others can read, before any login: they would
+    /// only fail later, in the background.
+    pub fn check_secret_files(&self) -> Result<(), String> {
+        let files = [&self.passphrase, &self.password]
+            .into_iter()
+            .filter_map(|s| match s {
+                Some(SecretSource::File(p)) => Some((p, "credential file")),
+                _ => None,
+            })
+            .chain(
+                self.identities
+                    .iter()
+                    .filter(|k| k.exists())
+                    .map(|k| (k, "private key")),
+            );
+        for (path, what) in files {
+            credentials::check_private(path, what)?;
+        }
+        Ok(())
+    }
+
+    /// In the foreground on a terminal, secrets not given otherwise are asked for: the
+    /// passphrase of an encrypted key once now, a one-time code whenever the server asks.
+    pub fn ask_for_missing_secrets(&mut self) -> std::io::Result<()> {
+        if !credentials::interactive() {
+            return Ok(());
+        }
+        let encrypted = self
+            .identities
+            .iter()
+            .find(|k| fs::read(k).is_ok_and(|t| keyfile::is_encrypted(&t)));
+        if let (None, Some(key)) = (&self.passphrase, encrypted) {
+            let label = format!("Passphrase for {}", key.display());
+            self.passphrase = Some(SecretSource::Given(credentials::prompt(&label)?));
+        }
+        if self.otp.is_none() {
+            self.otp = Some(SecretSource::Prompt(format!(
+                "One-time code for {}@{}",
+                self.remote.user, self.remote.host
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -22,6 +22,7 @@ mod mock;
 pub mod path;
 mod posix;
 mod probe;
+mod refusal;
 pub mod url;
 pub mod verify;
 
@@ -39,6 +40,7 @@ pub use error::{display_path, ErrorKind, HostKeyInfo, HostKeyProblem, Reach, Rem
 pub use keyfile::is_encrypted as key_is_encrypted;
 #[cfg(test)]
 pub use mock::{MockNode, MockOp, MockTransport};
+pub use refusal::{command_hint, explain_refusal};
 pub use url::Remote;
 pub use verify::{HashTool, VerifyMethod, VerifyMode};
 

@@ -102,8 +102,8 @@ fn a_permission_error_leaves_that_path_failing_and_named_while_others_are_confir
     assert_eq!(h.server_file("locked"), None);
     let state = h.state_of("locked").unwrap_or_default();
     assert!(state.starts_with("failed: "), "{state}");
-    let failures = h.status()["failures"].clone();
-    assert_eq!(failures.as_array().map(Vec::len), Some(1), "{failures}");
+    let failures = h.status().failures;
+    assert_eq!(failures.len(), 1, "{failures:?}");
 }
 
 #[test]
@@ -127,13 +127,13 @@ fn a_host_key_failure_halts_everything_until_it_is_fixed() {
     let e = h.flush(PATIENCE).expect_err("halted");
     assert!(e.contains("uploads are stopped"), "{e}");
     assert!(e.contains("host key"), "{e}");
-    assert_eq!(h.status()["halted"], true);
+    assert!(h.status().halted);
     assert_eq!(uploads(&h), sent, "nothing reached the server");
     h.faults.clear();
     h.flush(PATIENCE).expect("flush once the key is fixed");
     assert_eq!(h.server_file("a").as_deref(), Some(&b"2"[..]));
     assert_eq!(h.server_file("b").as_deref(), Some(&b"3"[..]));
-    assert_eq!(h.status()["halted"], false);
+    assert!(!h.status().halted);
 }
 
 #[test]

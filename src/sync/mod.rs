@@ -21,6 +21,7 @@ use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
 use crate::remote::{ErrorKind, Reach, RemoteError, SessionInfo, Transport};
 use crate::replay::is_within;
+use crate::report::{self, PathName};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use limits::{Meter, ReconnectGate};
 use log::{error, info, warn};
@@ -318,7 +319,7 @@ impl Engine {
 
     /// The mirror's state for `ftpsync status` (see doc/CONTRACTS.md). Cheap: a pass over the
     /// pending paths; the rate and the last hour come from small bounded records.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> report::Mirror {
         let mut core = self.inner.core.lock();
         let now = Instant::now();
         let sent = self.inner.meter.sent();
@@ -337,45 +338,57 @@ impl Engine {
             .sum();
         let pending_bytes = waiting + sending;
         let rate = core.stats.rate(now, sent);
-        let eta =
-            (pending_bytes > 0 && rate >= 1.0).then(|| (pending_bytes as f64 / rate).ceil() as u64);
         let last_hour = core.stats.last_hour(now);
         let last_confirmed = core.stats.last_confirmed();
-        let oldest = core.plan.oldest().map(|(p, since)| {
-            json!({"path": String::from_utf8_lossy(p), "path_hex": hex::encode(p),
-                   "age_seconds": (now.saturating_duration_since(since).as_secs_f64() * 10.0).round() / 10.0})
-        });
-        let failures: Vec<Value> = core
-            .failures
-            .iter()
-            .map(|(p, f)| json!({"path": String::from_utf8_lossy(p), "reason": f.reason}))
-            .collect();
-        json!({
-            "connection": core.halted.clone().map_or(core.connection.clone(), |h| format!("halted: {h}")),
-            "connected": core.halted.is_none() && core.connection == "connected",
-            "halted": core.halted.is_some(),
-            "pending": core.plan.waiting_only(),
-            "pending_bytes": pending_bytes,
-            "in_flight": core.plan.in_flight(),
-            "upload_rate": rate.round() as u64,
-            "rate_window_seconds": stats::RATE_WINDOW.as_secs(),
-            "eta_seconds": eta,
-            "oldest_pending": oldest,
-            "confirmed": core.confirmed,
-            "bytes_sent": sent,
-            "bytes_confirmed": core.bytes_sent,
-            "confirmed_last_hour": {"files": last_hour.files, "bytes": last_hour.bytes},
-            "last_confirmed": last_confirmed.map(crate::utc::rfc3339),
-            "last_confirmed_unix": last_confirmed.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        report::Mirror {
+            connection: core
+                .halted
+                .clone()
+                .map_or(core.connection.clone(), |h| format!("halted: {h}")),
+            connected: core.halted.is_none() && core.connection == "connected",
+            halted: core.halted.is_some(),
+            pending: core.plan.waiting_only() as u64,
+            pending_bytes,
+            in_flight: core.plan.in_flight() as u64,
+            upload_rate: rate.round() as u64,
+            rate_window_seconds: stats::RATE_WINDOW.as_secs(),
+            eta_seconds: (pending_bytes > 0 && rate >= 1.0)
+                .then(|| (pending_bytes as f64 / rate).ceil() as u64),
+            oldest_pending: core.plan.oldest().map(|(p, since)| report::Oldest {
+                name: PathName::of(p),
+                age_seconds: (now.saturating_duration_since(since).as_secs_f64() * 10.0).round()
+                    / 10.0,
+            }),
+            confirmed: core.confirmed,
+            bytes_sent: sent,
+            bytes_confirmed: core.bytes_sent,
+            confirmed_last_hour: report::LastHour {
+                files: last_hour.files,
+                bytes: last_hour.bytes,
+            },
+            last_confirmed: last_confirmed.map(crate::utc::rfc3339),
+            last_confirmed_unix: last_confirmed
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_millis() as f64 / 1000.0),
-            "conflicts": core.conflicts,
-            "mirrored_paths": mirror.manifest.len(),
-            "applied_seq": mirror.manifest.applied_seq(),
-            "failures": failures,
-            "remote_only": core.remote_only.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
-            "server": core.session.as_ref().map(session_json),
-            "bwlimit": self.inner.opts.bwlimit,
-        })
+            conflicts: core.conflicts,
+            mirrored_paths: mirror.manifest.len() as u64,
+            applied_seq: mirror.manifest.applied_seq(),
+            failures: core
+                .failures
+                .iter()
+                .map(|(p, f)| report::Failure {
+                    name: PathName::of(p),
+                    reason: f.reason.clone(),
+                })
+                .collect(),
+            remote_only: core
+                .remote_only
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+            server: core.session.as_ref().map(server_report),
+            bwlimit: self.inner.opts.bwlimit,
+        }
     }
 
     /// Sends these paths again whatever the manifest says (`verify` found them wrong on the
@@ -430,23 +443,28 @@ impl Engine {
     }
 }
 
-fn session_json(s: &SessionInfo) -> Value {
+fn server_report(s: &SessionInfo) -> report::Server {
     let n = &s.negotiated;
-    json!({
-        "remote": s.server,
-        "host_key": {"type": s.host_key.key_type, "fingerprint": s.host_key.fingerprint},
-        "auth": s.auth,
-        "capabilities": {"symlinks": s.symlinks.describe(),
-                         "permissions": if s.modes { "kept" } else { "ignored" },
-                         "fsync": s.fsync,
-                         "verify": s.verify.to_string()},
-        "algorithms": {
-            "kex": n.kex,
-            "host_key": n.host_key,
-            "cipher": [n.cipher_cs, n.cipher_sc],
-            "mac": [n.mac_cs, n.mac_sc],
+    report::Server {
+        remote: s.server.clone(),
+        host_key: report::HostKey {
+            key_type: s.host_key.key_type.clone(),
+            fingerprint: s.host_key.fingerprint.clone(),
         },
-    })
+        auth: s.auth.clone(),
+        capabilities: report::Capabilities {
+            symlinks: s.symlinks.describe().to_string(),
+            permissions: if s.modes { "kept" } else { "ignored" }.to_string(),
+            fsync: s.fsync,
+            verify: s.verify.to_string(),
+        },
+        algorithms: report::Algorithms {
+            kex: n.kex.clone(),
+            host_key: n.host_key.clone(),
+            cipher: [n.cipher_cs.clone(), n.cipher_sc.clone()],
+            mac: [n.mac_cs.clone(), n.mac_sc.clone()],
+        },
+    }
 }
 
 /// Why waiting on is pointless, if it is: the remote refused us (host key, login) again since
@@ -930,7 +948,10 @@ impl Inner {
                     self.gate.reset();
                     let session = c.session();
                     if let Some(s) = &session {
-                        self.audit("connect", session_json(s));
+                        self.audit(
+                            "connect",
+                            serde_json::to_value(server_report(s)).unwrap_or_default(),
+                        );
                     }
                     let mut core = self.core.lock();
                     core.session = session;

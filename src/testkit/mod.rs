@@ -251,10 +251,10 @@ impl Harness {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.status();
-            if self.engine().consumed() >= fed && s["pending"] == 0 && s["in_flight"] == 0 {
+            if self.engine().consumed() >= fed && s.pending == 0 && s.in_flight == 0 {
                 return;
             }
-            assert!(Instant::now() < deadline, "the engine stays busy: {s}");
+            assert!(Instant::now() < deadline, "the engine stays busy: {s:?}");
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -349,7 +349,7 @@ impl Harness {
     }
 
     /// The engine's status (see doc/CONTRACTS.md).
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> crate::report::Mirror {
         self.engine().status()
     }
 

@@ -134,12 +134,12 @@ fn settle_daemon(state_dir: &Path) {
     if control::call_within(state_dir, &Ctl::Status, Some(DAEMON_WAIT)).is_err() {
         return;
     }
-    let req = crate::status::FlushRequest {
+    let req = crate::client::FlushRequest {
         timeout: Duration::from_secs(120),
         local: false,
         require_closed: false,
     };
-    if let Err(e) = crate::status::flush(state_dir, &req) {
+    if let Err(e) = crate::client::flush(state_dir, &req) {
         eprintln!(
             "ftpsync: warning: the mount still has changes to upload ({e:#}); they show as \
              differences below"
@@ -159,7 +159,7 @@ fn ask_once(mut opts: ConnectOptions) -> Result<ConnectOptions> {
 
 fn connect(opts: &ConnectOptions, state_dir: &Path) -> Result<Box<dyn Transport>> {
     crate::remote::open(opts)
-        .map_err(|e| crate::trust::explain_refusal(e, &opts.remote, state_dir))
+        .map_err(|e| crate::remote::explain_refusal(e, &opts.remote, state_dir))
         .map_err(anyhow::Error::msg)
 }
 

@@ -4,11 +4,11 @@
 //! state dir's journal, sent at the next mount. `fusermount3 -u` alone returns at once and
 //! leaves the draining and the report to the daemon's log.
 
+use crate::client::{self, FlushRequest};
 use crate::config::MountConfig;
 use crate::daemons::{self, Daemon};
-use crate::status::{self, FlushRequest};
+use crate::report::PendingRecord;
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ pub fn run(req: &Request) -> Result<()> {
     let (Some(pid), Some(mountpoint)) = (daemon.pid, daemon.mountpoint.clone()) else {
         bail!("{daemon} is not mounted yet (still starting?); try again in a moment");
     };
-    let flushed = status::flush(
+    let flushed = client::flush(
         state_dir,
         &FlushRequest {
             timeout: req.timeout,
@@ -92,8 +92,8 @@ fn fusermount_u(mountpoint: &Path) -> Result<()> {
 /// After the daemon exited: 0 when the journal holds nothing unsent, else 1 naming what is
 /// left and where it waits.
 fn report_left(state_dir: &Path, mountpoint: &Path) -> Result<()> {
-    let doc = status::collect(state_dir).context("reading what the daemon left")?;
-    let left = left_paths(&doc["pending"]);
+    let doc = client::collect(state_dir).context("reading what the daemon left")?;
+    let left = left_paths(doc.pending.as_deref().unwrap_or_default());
     if left.is_empty() {
         println!(
             "unmounted {}: every change is confirmed on the server",
@@ -132,15 +132,13 @@ fn report_left(state_dir: &Path, mountpoint: &Path) -> Result<()> {
 }
 
 /// The paths of the journal's pending records, each once, in journal order.
-fn left_paths(pending: &Value) -> Vec<String> {
+fn left_paths(pending: &[PendingRecord]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     pending
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["path"].as_str())
-        .filter(|p| seen.insert(p.to_string()))
-        .map(str::to_string)
+        .iter()
+        .map(|r| &r.name.path)
+        .filter(|p| seen.insert(p.as_str()))
+        .cloned()
         .collect()
 }
 
@@ -156,7 +154,8 @@ mod tests {
             {"seq": 4, "op": "store", "path": "a"},
             {"seq": 5, "op": "setattr", "path": "b"},
         ]);
+        let pending: Vec<PendingRecord> = serde_json::from_value(pending).expect("records");
         assert_eq!(left_paths(&pending), ["b", "a"]);
-        assert!(left_paths(&Value::Null).is_empty());
+        assert!(left_paths(&[]).is_empty());
     }
 }

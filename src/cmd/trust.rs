@@ -5,8 +5,8 @@ use crate::audit::Audit;
 use crate::config::KNOWN_HOSTS;
 use crate::remote::Remote;
 use crate::remote::{
-    check_host_key, credentials, probe_host_key, Algorithms, ConnectOptions, HostKeyInfo,
-    HostKeyProblem, RemoteError,
+    check_host_key, command_hint, credentials, probe_host_key, Algorithms, ConnectOptions,
+    HostKeyInfo, HostKeyProblem,
 };
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -24,40 +24,6 @@ pub struct Request {
     /// Replace a different key pinned for this server.
     pub replace: bool,
     pub algorithms: Algorithms,
-}
-
-/// The command that pins `key` for `remote` in `state_dir`: what a refusal tells the user.
-pub fn command_hint(remote: &Remote, state_dir: &Path, key: &HostKeyInfo, replace: bool) -> String {
-    format!(
-        "after checking the fingerprint with the server's administrator, run: ftpsync trust{} \
-         --state-dir {} --fingerprint {} {remote}",
-        if replace { " --replace" } else { "" },
-        shell_quote(&state_dir.display().to_string()),
-        key.fingerprint
-    )
-}
-
-/// A connection error as the user should see it: a refused host key (unknown or changed, not
-/// revoked) comes with the command that pins the key the server now presents in `state_dir`.
-pub fn explain_refusal(e: RemoteError, remote: &Remote, state_dir: &Path) -> RemoteError {
-    match e.host_key_refusal() {
-        Some((key, p)) if p != HostKeyProblem::Revoked => {
-            let hint = command_hint(remote, state_dir, key, p == HostKeyProblem::Changed);
-            e.hint(hint)
-        }
-        _ => e,
-    }
-}
-
-/// Quoted for a shell only when needed, so the usual path reads as it is.
-fn shell_quote(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@".contains(&b))
-    {
-        s.to_string()
-    } else {
-        crate::remote::verify::shell_quote(s)
-    }
 }
 
 pub fn run(req: &Request) -> Result<()> {
@@ -215,6 +181,5 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(shell_quote("/a b").starts_with('\''));
     }
 }

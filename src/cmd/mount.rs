@@ -8,10 +8,10 @@ use crate::fuse::FuseFs;
 use crate::journal::Journal;
 use crate::logfile::{self, RotatingLog};
 use crate::mirror::Mirror;
-use crate::remote::{credentials, ConnectOptions, SecretSource};
+use crate::remote::ConnectOptions;
 use crate::statedir::{self, Access};
 use crate::sync::{Connector, Engine, Options as SyncOptions};
-use crate::{control, daemons, layout, local, mounts, trust};
+use crate::{control, daemons, layout, local, mounts};
 use anyhow::{anyhow, bail, Context, Result};
 use fuser::{MountOption, SessionACL};
 use log::{error, info, warn};
@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::daemons::{state_dir_locked, PID_FILE};
+use crate::daemons::{state_dir_locked, PID_FILE};
 pub const LOG_FILE: &str = "ftpsync.log";
 /// Compact the journal once it has grown past this many bytes since the last compaction.
 const COMPACT_BYTES: u64 = 64 << 20;
@@ -43,7 +43,9 @@ pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
     refuse_or_await_other_daemon(&cfg, &root)?;
     prepare_state_dir(&cfg.state_dir)?;
     let connect_opts = cfg.connect_options();
-    check_secret_files(&connect_opts)?;
+    connect_opts
+        .check_secret_files()
+        .map_err(anyhow::Error::msg)?;
     let start = Start {
         connect_opts,
         root,
@@ -51,7 +53,10 @@ pub fn mount(cfg: MountConfig, verbosity: log::LevelFilter) -> Result<()> {
     };
     if cfg.foreground {
         let mut start = start;
-        ask_for_missing_secrets(&mut start.connect_opts)?;
+        start
+            .connect_opts
+            .ask_for_missing_secrets()
+            .context("cannot ask for the passphrase")?;
         init_logging(verbosity, None)?;
         return serve(cfg, start, &mut None);
     }
@@ -336,10 +341,9 @@ fn pending_words(state_dir: Option<&Path>) -> String {
     let reply = state_dir.and_then(|d| {
         control::call_within(d, &control::Request::Status, Some(Duration::from_secs(2))).ok()
     });
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     match reply.and_then(|r| r.mirror) {
         Some(m) => {
-            let count = n(&m["pending"]) + n(&m["in_flight"]);
+            let count = m.paths_left();
             format!("{count} upload{}", if count == 1 { "" } else { "s" })
         }
         None => "its uploads".into(),
@@ -442,58 +446,13 @@ fn serve(cfg: MountConfig, start: Start, notify: &mut Option<File>) -> Result<()
     Ok(())
 }
 
-/// Refuses, before mounting, key and credential files that others can read: they would only
-/// fail later, in the background.
-pub fn check_secret_files(opts: &ConnectOptions) -> Result<()> {
-    let files = [&opts.passphrase, &opts.password]
-        .into_iter()
-        .filter_map(|s| match s {
-            Some(SecretSource::File(p)) => Some((p, "credential file")),
-            _ => None,
-        })
-        .chain(
-            opts.identities
-                .iter()
-                .filter(|k| k.exists())
-                .map(|k| (k, "private key")),
-        );
-    for (path, what) in files {
-        crate::remote::check_private(path, what).map_err(anyhow::Error::msg)?;
-    }
-    Ok(())
-}
-
-/// In the foreground on a terminal, secrets not given otherwise are asked for: the passphrase
-/// of an encrypted key once now, a one-time code whenever the server asks.
-pub fn ask_for_missing_secrets(opts: &mut ConnectOptions) -> Result<()> {
-    if !credentials::interactive() {
-        return Ok(());
-    }
-    let encrypted = opts
-        .identities
-        .iter()
-        .find(|k| std::fs::read(k).is_ok_and(|t| crate::remote::key_is_encrypted(&t)));
-    if let (None, Some(key)) = (&opts.passphrase, encrypted) {
-        let label = format!("Passphrase for {}", key.display());
-        let secret = credentials::prompt(&label).context("cannot ask for the passphrase")?;
-        opts.passphrase = Some(SecretSource::Given(secret));
-    }
-    if opts.otp.is_none() {
-        opts.otp = Some(SecretSource::Prompt(format!(
-            "One-time code for {}@{}",
-            opts.remote.user, opts.remote.host
-        )));
-    }
-    Ok(())
-}
-
 /// Opens SFTP connections for the engine's workers. A refused host key comes with the command
 /// that pins the key the server now presents.
 fn connector(opts: ConnectOptions, state_dir: std::path::PathBuf) -> Connector {
     let warned = std::sync::atomic::AtomicBool::new(false);
     Arc::new(move || {
         let c = crate::remote::open(&opts)
-            .map_err(|e| trust::explain_refusal(e, &opts.remote, &state_dir))?;
+            .map_err(|e| crate::remote::explain_refusal(e, &opts.remote, &state_dir))?;
         if let Some(s) = c.session() {
             if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 warn_about(&opts.remote.to_string(), &s);
