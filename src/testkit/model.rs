@@ -21,9 +21,15 @@
 //! compare-and-swap: an edit racing the engine's check-then-rename is no fault of the engine),
 //! and an edit of a file always changes its size, as in tests/model.rs.
 //!
+//! The manifest is checked too: it vouches only for what the server holds as it says (but
+//! where the server made a version of its own: there it is stale until the local side acts).
+//!
 //! Seeds: src/testkit/model-regressions.txt is replayed first, then new random seeds until
 //! MOCK_MODEL_SECONDS (default 20) have passed; MOCK_MODEL_SEED=N runs that seed alone. A
-//! failure names its seed, the line to add to the regressions file, and the last operations.
+//! failure names its seed, the line to add to the regressions file, and the last operations;
+//! the whole trace and the server's operations are kept in $TMPDIR/mock-model-SEED.trace.
+//! MOCK_MODEL_EDITS=0, MOCK_MODEL_FAULTS=0, MOCK_MODEL_RESTARTS=0 switch parts of the mix off;
+//! RUST_LOG=ftpsync=debug shows the engine's log.
 
 #[allow(dead_code)]
 #[path = "../../tests/model/tree.rs"]
