@@ -291,3 +291,36 @@ fn a_rename_waits_for_work_in_flight_on_a_parent_of_its_ends() {
         .collect();
     assert_eq!(left, ["a"], "only a is left on the server");
 }
+
+/// A symlink the server replaced behind our back, then removed and made again locally as it
+/// was (the engine hears of both at once): the local side touched it, so the server's version
+/// is kept aside and the symlink sent again, as for a file.
+#[test]
+fn a_symlink_made_again_as_it_was_replaces_what_the_server_put_there() {
+    let h = Harness::new();
+    h.symlink("c", "e").expect("symlink");
+    h.flush(PATIENCE).expect("flush");
+    let theirs = MockNode::File {
+        data: b"the server's".to_vec(),
+        mode: 0o644,
+        atime: 0,
+        mtime: 1,
+    };
+    h.server.insert(b"c", theirs.clone());
+    h.hold_feed();
+    h.unlink("c").expect("unlink");
+    h.symlink("c", "e").expect("symlink");
+    h.release_feed(None);
+    h.flush(PATIENCE).expect("flush");
+    assert!(
+        matches!(h.server.get(b"c"), Some(MockNode::Symlink { target }) if target == b"e"),
+        "{:?}",
+        h.server.get(b"c")
+    );
+    let kept: Vec<_> = h
+        .server_tree()
+        .into_iter()
+        .filter(|(p, n)| crate::remote::path::is_conflict_name(p) && *n == theirs)
+        .collect();
+    assert_eq!(kept.len(), 1, "the server's version is kept aside");
+}

@@ -186,13 +186,16 @@ pub fn reconcile(
             let want = Confirmed::Symlink {
                 target: target.clone(),
             };
-            if known.vouched(path) == Some(&want) {
-                return Ok(done(Apply::Nothing));
-            }
             // Already there as wanted: ours, made just before a lost connection took the
             // answer (and the record), or the same link made on the server. Nothing to keep.
+            // The manifest's word is not enough, as for a file: a local change is when ftpsync
+            // looks again at what the server holds.
             if lstat(t, path)?.is_some_and(|r| is_ours(Some(&want), &r)) {
-                return Ok(done(Apply::Put(want)));
+                return Ok(done(if known.vouched(path) == Some(&want) {
+                    Apply::Nothing
+                } else {
+                    Apply::Put(want)
+                }));
             }
             clear_for_replacement(t, path, known, &mut conflicts)?;
             let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
@@ -767,19 +770,22 @@ mod tests {
 
     /// Parents made for an upload are written down before the upload starts: should it fail,
     /// they are still known as ours.
+    /// What a job told its ledger, in order.
+    #[derive(Default)]
+    struct Heard(std::sync::Mutex<Vec<String>>);
+
+    impl Ledger for Heard {
+        fn intend(&self, _: &FileMeta) {
+            self.0.lock().expect("lock").push("intend".into());
+        }
+        fn made_dir(&self, dir: &[u8], mode: u32) {
+            let told = format!("{} {mode:o}", String::from_utf8_lossy(dir));
+            self.0.lock().expect("lock").push(told);
+        }
+    }
+
     #[test]
     fn parents_made_for_an_upload_are_recorded_before_any_byte_is_sent() {
-        #[derive(Default)]
-        struct Heard(std::sync::Mutex<Vec<String>>);
-        impl Ledger for Heard {
-            fn intend(&self, _: &FileMeta) {
-                self.0.lock().expect("lock").push("intend".into());
-            }
-            fn made_dir(&self, dir: &[u8], mode: u32) {
-                let told = format!("{} {mode:o}", String::from_utf8_lossy(dir));
-                self.0.lock().expect("lock").push(told);
-            }
-        }
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
         std::fs::write(dir.path().join("a/b/f"), b"new").expect("write");
