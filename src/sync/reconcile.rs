@@ -172,6 +172,9 @@ pub fn reconcile(
                 ledger.made_dir(d, m)
             })?;
             t.mkdir(path, server_mode(mode))?;
+            // Recorded at once, as a parent made on the way is: if the engine stops before
+            // this work's end is taken in, the directory is still known to be ours.
+            ledger.made_dir(path, mode);
             Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(Confirmed::Dir { mode }),
                 uploaded: None,
@@ -782,6 +785,24 @@ mod tests {
             let told = format!("{} {mode:o}", String::from_utf8_lossy(dir));
             self.0.lock().expect("lock").push(told);
         }
+    }
+
+    /// A directory made on the server is recorded as soon as it is made, not only when the
+    /// engine takes in the end of the work: an engine stopped in between (a crash) still
+    /// knows it is ours, and a local rmdir takes it away (mock model test).
+    #[test]
+    fn a_directory_made_is_recorded_at_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        let b = std::fs::Permissions::from_mode(0o750);
+        std::fs::set_permissions(dir.path().join("a/b"), b).expect("chmod");
+        let t = MockTransport::new();
+        let k = known(Vec::new(), Arc::default());
+        let root = local::open_root(dir.path()).expect("root");
+        let heard = Heard::default();
+        reconcile(&mut t.clone(), borrow(&root), b"a/b", &k, &heard).expect("reconcile");
+        assert_eq!(*heard.0.lock().expect("lock"), ["a 755", "a/b 750"]);
     }
 
     #[test]
