@@ -382,6 +382,12 @@ fn remove_interrupted(
     if known.intents.is_empty() {
         return Ok(false);
     }
+    // Where no directory stands any more (made a symlink or a file since), nothing of the
+    // upload is left: it went, or moved, with the directory.
+    let dir = parent(path);
+    if !dir.is_empty() && lstat(t, dir)?.is_none_or(|st| st.kind != FileKind::Dir) {
+        return Ok(false);
+    }
     match remove_temps(t, root, path) {
         Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -890,6 +896,28 @@ mod tests {
 
     /// A file whose upload landed just before a crash took its record, then deleted locally:
     /// the server's copy is ours (the size and mtime it was sent with), and goes.
+    #[test]
+    fn an_interrupted_upload_beneath_what_is_no_directory_any_more_leaves_nothing_to_remove() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = MockTransport::new();
+        let target = b"elsewhere".to_vec();
+        t.insert(b"c", MockNode::Symlink { target });
+        let mut k = known(Vec::new(), Arc::default());
+        k.intents = vec![FileMeta {
+            size: 4,
+            sha256: [0; 32],
+            mode: 0o644,
+            mtime: Timestamp { sec: 1000, nsec: 5 },
+            ino: 1,
+            ctime: Timestamp { sec: 1000, nsec: 5 },
+        }];
+        let Outcome::Done(report) = run(&t, dir.path(), b"c/e", &k) else {
+            panic!("not done");
+        };
+        assert_eq!(report.apply, Apply::Nothing);
+        assert!(t.get(b"c").is_some(), "the symlink stays");
+    }
+
     #[test]
     fn a_deleted_file_whose_upload_landed_unrecorded_is_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
