@@ -24,4 +24,7 @@ pub mod replay;
 pub mod report;
 pub mod statedir;
 pub mod sync;
+/// The engine over the mock transport, driven through the fs layer: unit tests only.
+#[cfg(test)]
+mod testkit;
 pub mod utc;

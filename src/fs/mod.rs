@@ -7,6 +7,8 @@
 
 mod hasher;
 pub mod recover;
+#[cfg(test)]
+mod tests;
 mod tree;
 mod writers;
 

@@ -357,6 +357,10 @@ impl Transport for MockTransport {
     fn list_stat(&mut self, dir: &[u8]) -> Result<Vec<(Vec<u8>, RemoteStat)>> {
         let st = self.begin(MockOp::List(dir.to_vec()), &[dir])?;
         st.check(dir, true)?;
+        if !dir.is_empty() && !st.nodes.contains_key(dir) {
+            // As a server answers an opendir of nothing: no such file.
+            return Err(err(ErrorKind::NotFound, "no such directory", dir));
+        }
         if !st.is_dir(dir) {
             return Err(err(ErrorKind::Refused, "not a directory:", dir));
         }
@@ -505,6 +509,8 @@ mod tests {
         assert_eq!(m.remove_dir(b"z").unwrap_err().kind(), ErrorKind::Other);
         assert!(m.lstat(b"../x").is_err());
         assert_eq!(m.ops().len(), 9);
+        let e = m.list(b"gone").expect_err("nothing to list");
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! and checkpoints the journal. Workers (one SFTP connection each) reconcile one path at a
 //! time; a path is never worked on by two workers at once.
 
+#[cfg(test)]
+mod engine_tests;
 mod limits;
 pub mod plan;
 mod rebind;
@@ -307,6 +309,12 @@ impl Engine {
             self.inner.checkpoint();
         }
         result
+    }
+
+    /// The seq of the last journal record the planner took in (for the test harness).
+    #[cfg(test)]
+    pub(crate) fn consumed(&self) -> u64 {
+        self.inner.core.lock().plan.consumed()
     }
 
     /// The mirror's state for `ftpsync status` (see doc/CONTRACTS.md). Cheap: a pass over the
@@ -736,8 +744,8 @@ impl Inner {
         }
     }
 
-    /// Replays a rename of mirrored paths once nothing beneath either path is in flight,
-    /// retrying through outages: later records wait for it (they may depend on it).
+    /// Replays a rename of mirrored paths once nothing at, beneath or above either path is in
+    /// flight, retrying through outages: later records wait for it (they may depend on it).
     fn replay_rename(
         &self,
         r: &RemoteRename,
@@ -751,9 +759,11 @@ impl Inner {
                 running.cancel.store(true, Ordering::Relaxed);
             }
         }
+        // Work on a parent of either end must end first too: a removal of the target's parent
+        // would undo the parents the replay makes, and forget what it put beneath them.
         while {
             let core = self.core.lock();
-            core.plan.busy_under(&r.from) || core.plan.busy_under(&r.to)
+            core.plan.busy_around(&r.from) || core.plan.busy_around(&r.to)
         } {
             if let Ok(d) = done.recv_timeout(Duration::from_millis(100)) {
                 self.finish(d);
@@ -786,7 +796,8 @@ impl Inner {
                     if let Some(aside) = replaced {
                         self.resend_replaced(&aside.dir, &aside.forgotten);
                     }
-                    return self.send_again(r, &ends, &again);
+                    self.send_again(r, &ends, &again);
+                    return self.mark_unmatched_beneath(r);
                 }
                 Ok(rename::Replayed::Resend) => return self.resend(r, &ends),
                 Err(e) => e,
@@ -804,6 +815,18 @@ impl Inner {
             };
             *conn = None;
             self.pause(wait);
+        }
+    }
+
+    /// What stands locally beneath a directory just moved on the server and differs from what
+    /// the manifest moved with it: work on it may have run before this rename was taken in,
+    /// found the old path empty and done nothing (the engine lags behind the filesystem), and
+    /// no mark is left to carry over.
+    fn mark_unmatched_beneath(&self, r: &RemoteRename) {
+        let marks = self.unmatched_beneath(&r.to);
+        let mut core = self.core.lock();
+        for p in marks {
+            core.plan.mark(&p, r.seq, Instant::now());
         }
     }
 
@@ -1305,27 +1328,7 @@ impl Inner {
     /// disagree, so even changes whose journal records were lost converge.
     fn scan_local(&self) {
         let since = self.core.lock().plan.consumed() + 1;
-        let mut seen = std::collections::HashSet::new();
-        let mut marks = Vec::new();
-        let Ok(root) = self.root.try_clone() else {
-            return;
-        };
-        let mirror = self.mirror.lock();
-        // An entry that cannot be read now is left to its journal records.
-        for e in local::walk(root, Vec::new()).flatten() {
-            if !matches_manifest(mirror.manifest.get(&e.path), &e.fd, &e.st) {
-                marks.push(e.path.clone());
-            }
-            seen.insert(e.path);
-        }
-        marks.extend(
-            mirror
-                .manifest
-                .iter()
-                .filter(|(p, _)| !seen.contains(*p))
-                .map(|(p, _)| p.clone()),
-        );
-        drop(mirror);
+        let marks = self.unmatched_beneath(&[]);
         if !marks.is_empty() {
             info!(
                 "start-up reconciliation: {} paths differ from the remote's manifest",
@@ -1336,6 +1339,45 @@ impl Inner {
         for p in marks {
             core.plan.mark(&p, since, Instant::now());
         }
+    }
+
+    /// The paths at and beneath `top` ("" for the whole tree) where the local tree and the
+    /// manifest disagree.
+    fn unmatched_beneath(&self, top: &[u8]) -> Vec<Vec<u8>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut marks = Vec::new();
+        let mirror = self.mirror.lock();
+        let start = if top.is_empty() {
+            self.root.try_clone().ok()
+        } else {
+            local::lookup_path(borrow(&self.root), top)
+                .ok()
+                .and_then(|(fd, st)| {
+                    if !matches_manifest(mirror.manifest.get(top), &fd, &st) {
+                        marks.push(top.to_vec());
+                    }
+                    seen.insert(top.to_vec());
+                    (st.st_mode & libc::S_IFMT == libc::S_IFDIR).then_some(fd)
+                })
+        };
+        // An entry that cannot be read now is left to its journal records.
+        for e in start
+            .into_iter()
+            .flat_map(|fd| local::walk(fd, top.to_vec()).flatten())
+        {
+            if !matches_manifest(mirror.manifest.get(&e.path), &e.fd, &e.st) {
+                marks.push(e.path.clone());
+            }
+            seen.insert(e.path);
+        }
+        marks.extend(
+            mirror
+                .manifest
+                .subtree(top)
+                .filter(|(p, _)| !seen.contains(*p))
+                .map(|(p, _)| p.clone()),
+        );
+        marks
     }
 
     /// Lists the remote directories we manage and removes the temporary files that interrupted

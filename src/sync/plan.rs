@@ -128,9 +128,14 @@ impl Plan {
                 seq,
             });
         }
-        // Nothing to move remotely: what now stands at `to` is reconciled like any change, and
-        // so is `from` (an upload of it may be in flight and land after the rename).
+        // Nothing to move remotely: what now stands at and beneath `to` is reconciled like any
+        // change (work on it under its old names may have run already, the local tree being
+        // ahead of the journal, and found nothing there), and so is `from` (an upload of it may
+        // be in flight and land after the rename).
         self.mark(to, seq, due);
+        if let Some(m) = self.dirty.get_mut(to) {
+            m.subtree = true;
+        }
         self.mark(from, seq, due);
         None
     }
@@ -249,9 +254,12 @@ impl Plan {
         self.in_flight.get(path).map_or(0, |m| m.attempts)
     }
 
-    /// Whether anything at or beneath `root` is being worked on.
-    pub fn busy_under(&self, root: &[u8]) -> bool {
-        self.in_flight.keys().any(|p| is_within(p, root))
+    /// Whether anything at, beneath or above `path` is being worked on (but the mount root's
+    /// work, which never touches the server).
+    pub fn busy_around(&self, path: &[u8]) -> bool {
+        self.in_flight
+            .keys()
+            .any(|p| is_within(p, path) || (!p.is_empty() && is_within(path, p)))
     }
 
     /// Journal records up to this seq are fully reflected on the remote.
@@ -525,7 +533,9 @@ mod tests {
             plan.take_due(Instant::now(), 10).is_empty(),
             "a is in flight"
         );
-        assert!(plan.busy_under(b""), "root covers everything");
+        assert!(plan.busy_around(b""), "root covers everything");
+        assert!(plan.busy_around(b"a/b"), "work on a parent counts");
+        assert!(!plan.busy_around(b"b"));
         plan.finish(b"a", None, false);
         assert_eq!(
             plan.take_due(Instant::now(), 10),

@@ -172,6 +172,9 @@ pub fn reconcile(
                 ledger.made_dir(d, m)
             })?;
             t.mkdir(path, server_mode(mode))?;
+            // Recorded at once, as a parent made on the way is: if the engine stops before
+            // this work's end is taken in, the directory is still known to be ours.
+            ledger.made_dir(path, mode);
             Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(Confirmed::Dir { mode }),
                 uploaded: None,
@@ -186,13 +189,16 @@ pub fn reconcile(
             let want = Confirmed::Symlink {
                 target: target.clone(),
             };
-            if known.vouched(path) == Some(&want) {
-                return Ok(done(Apply::Nothing));
-            }
             // Already there as wanted: ours, made just before a lost connection took the
             // answer (and the record), or the same link made on the server. Nothing to keep.
+            // The manifest's word is not enough, as for a file: a local change is when ftpsync
+            // looks again at what the server holds.
             if lstat(t, path)?.is_some_and(|r| is_ours(Some(&want), &r)) {
-                return Ok(done(Apply::Put(want)));
+                return Ok(done(if known.vouched(path) == Some(&want) {
+                    Apply::Nothing
+                } else {
+                    Apply::Put(want)
+                }));
             }
             clear_for_replacement(t, path, known, &mut conflicts)?;
             let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
@@ -374,6 +380,12 @@ fn remove_interrupted(
     known: &Known,
 ) -> Result<bool> {
     if known.intents.is_empty() {
+        return Ok(false);
+    }
+    // Where no directory stands any more (made a symlink or a file since), nothing of the
+    // upload is left: it went, or moved, with the directory.
+    let dir = parent(path);
+    if !dir.is_empty() && lstat(t, dir)?.is_none_or(|st| st.kind != FileKind::Dir) {
         return Ok(false);
     }
     match remove_temps(t, root, path) {
@@ -767,19 +779,40 @@ mod tests {
 
     /// Parents made for an upload are written down before the upload starts: should it fail,
     /// they are still known as ours.
+    /// What a job told its ledger, in order.
+    #[derive(Default)]
+    struct Heard(std::sync::Mutex<Vec<String>>);
+
+    impl Ledger for Heard {
+        fn intend(&self, _: &FileMeta) {
+            self.0.lock().expect("lock").push("intend".into());
+        }
+        fn made_dir(&self, dir: &[u8], mode: u32) {
+            let told = format!("{} {mode:o}", String::from_utf8_lossy(dir));
+            self.0.lock().expect("lock").push(told);
+        }
+    }
+
+    /// A directory made on the server is recorded as soon as it is made, not only when the
+    /// engine takes in the end of the work: an engine stopped in between (a crash) still
+    /// knows it is ours, and a local rmdir takes it away (mock model test).
+    #[test]
+    fn a_directory_made_is_recorded_at_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        let b = std::fs::Permissions::from_mode(0o750);
+        std::fs::set_permissions(dir.path().join("a/b"), b).expect("chmod");
+        let t = MockTransport::new();
+        let k = known(Vec::new(), Arc::default());
+        let root = local::open_root(dir.path()).expect("root");
+        let heard = Heard::default();
+        reconcile(&mut t.clone(), borrow(&root), b"a/b", &k, &heard).expect("reconcile");
+        assert_eq!(*heard.0.lock().expect("lock"), ["a 755", "a/b 750"]);
+    }
+
     #[test]
     fn parents_made_for_an_upload_are_recorded_before_any_byte_is_sent() {
-        #[derive(Default)]
-        struct Heard(std::sync::Mutex<Vec<String>>);
-        impl Ledger for Heard {
-            fn intend(&self, _: &FileMeta) {
-                self.0.lock().expect("lock").push("intend".into());
-            }
-            fn made_dir(&self, dir: &[u8], mode: u32) {
-                let told = format!("{} {mode:o}", String::from_utf8_lossy(dir));
-                self.0.lock().expect("lock").push(told);
-            }
-        }
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
         std::fs::write(dir.path().join("a/b/f"), b"new").expect("write");
@@ -863,6 +896,28 @@ mod tests {
 
     /// A file whose upload landed just before a crash took its record, then deleted locally:
     /// the server's copy is ours (the size and mtime it was sent with), and goes.
+    #[test]
+    fn an_interrupted_upload_beneath_what_is_no_directory_any_more_leaves_nothing_to_remove() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = MockTransport::new();
+        let target = b"elsewhere".to_vec();
+        t.insert(b"c", MockNode::Symlink { target });
+        let mut k = known(Vec::new(), Arc::default());
+        k.intents = vec![FileMeta {
+            size: 4,
+            sha256: [0; 32],
+            mode: 0o644,
+            mtime: Timestamp { sec: 1000, nsec: 5 },
+            ino: 1,
+            ctime: Timestamp { sec: 1000, nsec: 5 },
+        }];
+        let Outcome::Done(report) = run(&t, dir.path(), b"c/e", &k) else {
+            panic!("not done");
+        };
+        assert_eq!(report.apply, Apply::Nothing);
+        assert!(t.get(b"c").is_some(), "the symlink stays");
+    }
+
     #[test]
     fn a_deleted_file_whose_upload_landed_unrecorded_is_removed() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,0 +1,326 @@
+//! The engine as a whole, through the seams: the real planner and workers over the mock
+//! server, fed by the real filesystem layer (see `crate::testkit`), with failures injected into
+//! the connections. What each test proves is in its name.
+
+use crate::remote::{path::is_temp_name, ErrorKind, MockNode};
+use crate::testkit::faults::{Op, Rule};
+use crate::testkit::Harness;
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn temp_names(h: &Harness) -> Vec<String> {
+    h.server_tree()
+        .keys()
+        .filter(|p| p.split(|&b| b == b'/').any(is_temp_name))
+        .map(|p| crate::relpath::show(p))
+        .collect()
+}
+
+#[test]
+fn a_closed_file_is_confirmed_with_its_bytes_and_mode() {
+    let h = Harness::new();
+    h.mkdir("d", 0o750).expect("mkdir");
+    h.write_file("d/f", b"hello").expect("write");
+    h.chmod("d/f", 0o600).expect("chmod");
+    h.flush(PATIENCE).expect("flush");
+    match h.server.get(b"d/f") {
+        Some(MockNode::File { data, mode, .. }) => {
+            assert_eq!(data, b"hello");
+            assert_eq!(mode, 0o600);
+        }
+        other => panic!("server holds {other:?} at d/f"),
+    }
+    assert!(matches!(
+        h.server.get(b"d"),
+        Some(MockNode::Dir { mode: 0o750, .. })
+    ));
+    assert_eq!(h.state_of("d/f").as_deref(), Some("confirmed"));
+}
+
+#[test]
+fn a_connection_lost_mid_upload_is_retried_and_ends_confirmed() {
+    let h = Harness::new();
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::Upload)
+            .at(b"big")
+            .times(2),
+    );
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    h.write_file("big", &data).expect("write");
+    h.flush(PATIENCE).expect("flush after a lost connection");
+    assert_eq!(h.faults.injected(), 2, "the upload was cut twice");
+    assert_eq!(h.server_file("big").as_deref(), Some(&data[..]));
+    assert_eq!(h.state_of("big").as_deref(), Some("confirmed"));
+    assert_eq!(
+        temp_names(&h),
+        Vec::<String>::new(),
+        "the cut upload's temp file is swept"
+    );
+}
+
+#[test]
+fn a_full_server_halts_uploads_and_flush_reports_it() {
+    let h = Harness::new();
+    h.faults
+        .add(Rule::fail(ErrorKind::NoSpace).on(Op::Upload).always());
+    h.write_file("f", b"data").expect("write");
+    let e = h
+        .flush(Duration::from_secs(3))
+        .expect_err("no false success while the server is full");
+    assert!(e.contains("no space"), "flush names the cause: {e}");
+    assert_eq!(h.server_file("f"), None);
+    assert_ne!(h.state_of("f").as_deref(), Some("confirmed"));
+    // Room again: the next flush gets it there.
+    h.faults.clear();
+    h.flush(PATIENCE).expect("flush once there is room");
+    assert_eq!(h.server_file("f").as_deref(), Some(&b"data"[..]));
+}
+
+#[test]
+fn a_permission_error_leaves_that_path_failing_and_named_while_others_are_confirmed() {
+    let h = Harness::new();
+    h.faults.add(
+        Rule::fail(ErrorKind::Permission)
+            .on(Op::Upload)
+            .at(b"locked")
+            .always(),
+    );
+    h.write_file("locked", b"no").expect("write");
+    h.write_file("free", b"yes").expect("write");
+    h.mkdir("dir", 0o755).expect("mkdir");
+    h.write_file("dir/also", b"yes").expect("write");
+    let e = h.flush(PATIENCE).expect_err("flush cannot succeed");
+    assert!(
+        e.contains("locked") && e.contains("permission denied"),
+        "{e}"
+    );
+    assert!(!e.contains("free") && !e.contains("also"), "{e}");
+    assert_eq!(h.server_file("free").as_deref(), Some(&b"yes"[..]));
+    assert_eq!(h.server_file("dir/also").as_deref(), Some(&b"yes"[..]));
+    assert_eq!(h.server_file("locked"), None);
+    let state = h.state_of("locked").unwrap_or_default();
+    assert!(state.starts_with("failed: "), "{state}");
+    let failures = h.status().failures;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+}
+
+#[test]
+fn a_host_key_failure_halts_everything_until_it_is_fixed() {
+    let h = Harness::new();
+    h.write_file("before", b"1").expect("write");
+    h.flush(PATIENCE).expect("first flush");
+    let uploads = |h: &Harness| {
+        h.server
+            .ops()
+            .iter()
+            .filter(|op| matches!(op, crate::remote::MockOp::Upload(_)))
+            .count()
+    };
+    h.faults.add(Rule::fail(ErrorKind::HostKey).always());
+    h.faults
+        .add(Rule::fail(ErrorKind::HostKey).on(Op::Connect).always());
+    let sent = uploads(&h);
+    h.write_file("a", b"2").expect("write");
+    h.write_file("b", b"3").expect("write");
+    let e = h.flush(PATIENCE).expect_err("halted");
+    assert!(e.contains("uploads are stopped"), "{e}");
+    assert!(e.contains("host key"), "{e}");
+    assert!(h.status().halted);
+    assert_eq!(uploads(&h), sent, "nothing reached the server");
+    h.faults.clear();
+    h.flush(PATIENCE).expect("flush once the key is fixed");
+    assert_eq!(h.server_file("a").as_deref(), Some(&b"2"[..]));
+    assert_eq!(h.server_file("b").as_deref(), Some(&b"3"[..]));
+    assert!(!h.status().halted);
+}
+
+#[test]
+fn a_restart_carries_on_with_what_the_old_engine_left() {
+    let mut h = Harness::new();
+    h.faults
+        .add(Rule::fail(ErrorKind::Transient).on(Op::Upload).always());
+    h.write_file("f", b"kept").expect("write");
+    h.mkdir("d", 0o755).expect("mkdir");
+    h.write_file("d/g", b"kept too").expect("write");
+    assert!(
+        h.flush(Duration::from_millis(500)).is_err(),
+        "the server is away"
+    );
+    h.restart();
+    h.faults.clear();
+    h.flush(PATIENCE).expect("flush after the restart");
+    assert_eq!(h.server_file("f").as_deref(), Some(&b"kept"[..]));
+    assert_eq!(h.server_file("d/g").as_deref(), Some(&b"kept too"[..]));
+    assert_eq!(temp_names(&h), Vec::<String>::new());
+}
+
+#[test]
+fn a_server_edit_is_kept_as_a_conflict_copy_when_the_local_file_changes() {
+    let h = Harness::new();
+    h.write_file("f", b"ours").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.server.insert(
+        b"f",
+        MockNode::File {
+            data: b"theirs, longer".to_vec(),
+            mode: 0o644,
+            atime: 0,
+            mtime: 1,
+        },
+    );
+    h.write_file("f", b"ours again").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.server_file("f").as_deref(), Some(&b"ours again"[..]));
+    let kept: Vec<_> = h
+        .server_tree()
+        .into_iter()
+        .filter(|(p, _)| crate::remote::path::is_conflict_name(p))
+        .collect();
+    assert_eq!(kept.len(), 1, "one conflict copy");
+    assert!(
+        matches!(&kept[0].1, MockNode::File { data, .. } if data == b"theirs, longer"),
+        "{kept:?}"
+    );
+}
+
+/// Lets the engine hear of the records held since the first `seen` up to the rename, waits
+/// until it has worked them off (finding the local tree already renamed), then lets the rest
+/// through.
+fn release_all_but_the_rename(h: &Harness, seen: usize) {
+    let held = &h.records()[seen..];
+    let upto = held
+        .iter()
+        .position(|r| r.op() == "rename")
+        .expect("a rename");
+    h.release_feed(Some(upto));
+    h.wait_engine_idle(PATIENCE);
+    h.release_feed(None);
+}
+
+/// The engine lags behind the filesystem: a symlink is made in a mirrored directory and the
+/// directory renamed before the engine hears of the rename. The work on the symlink's old
+/// path finds nothing there; the rename, replayed on the server, must still bring the symlink
+/// to its new path.
+#[test]
+fn an_entry_made_in_a_directory_renamed_before_the_engine_heard_of_it_reaches_the_server() {
+    let h = Harness::new();
+    h.mkdir("a", 0o755).expect("mkdir");
+    h.flush(PATIENCE).expect("flush");
+    let seen = h.records().len();
+    h.hold_feed();
+    h.symlink("a/e", "target").expect("symlink");
+    h.write_file("a/f", b"file").expect("write");
+    assert!(h.fs().settle(PATIENCE));
+    h.rename("a", "c").expect("rename");
+    release_all_but_the_rename(&h, seen);
+    h.flush(PATIENCE).expect("flush");
+    assert!(
+        matches!(h.server.get(b"c/e"), Some(MockNode::Symlink { target }) if target == b"target"),
+        "{:?}",
+        h.server_tree()
+            .keys()
+            .map(|k| crate::relpath::show(k))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(h.server_file("c/f").as_deref(), Some(&b"file"[..]));
+}
+
+/// The same with a directory the server never had: made, filled and renamed before the engine
+/// heard of the rename.
+#[test]
+fn a_new_tree_renamed_before_the_engine_heard_of_it_reaches_the_server_whole() {
+    let h = Harness::new();
+    h.flush(PATIENCE).expect("flush");
+    let seen = h.records().len();
+    h.hold_feed();
+    h.mkdir("x", 0o755).expect("mkdir");
+    h.write_file("x/f", b"file").expect("write");
+    h.symlink("x/l", "f").expect("symlink");
+    assert!(h.fs().settle(PATIENCE));
+    h.rename("x", "y").expect("rename");
+    release_all_but_the_rename(&h, seen);
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.server_file("y/f").as_deref(), Some(&b"file"[..]));
+    assert!(matches!(
+        h.server.get(b"y/l"),
+        Some(MockNode::Symlink { .. })
+    ));
+}
+
+/// A rename is replayed on the server only once work on the paths above its ends is done: a
+/// removal of the target's parent in flight (the directory is gone locally by then) must not
+/// interleave with the replay, which remakes that parent, or its end forgets what the replay
+/// put beneath it and the server keeps it for ever.
+#[test]
+fn a_rename_waits_for_work_in_flight_on_a_parent_of_its_ends() {
+    let h = Harness::new();
+    h.mkdir("a", 0o755).expect("mkdir");
+    h.write_file("a/d", b"moved").expect("write");
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.flush(PATIENCE).expect("flush");
+    let seen = h.records().len();
+    h.hold_feed();
+    h.chmod("b", 0o700).expect("chmod");
+    h.rename("a/d", "b/c").expect("rename");
+    h.unlink("b/c").expect("unlink");
+    h.rmdir("b").expect("rmdir");
+    assert_eq!(h.records().len(), seen + 4);
+    // The work on b (removing it: it is gone locally) is held at its rmdir on the server.
+    h.faults.pause(Op::RemoveDir, b"b");
+    h.faults.pause(Op::Rename, b"a/d");
+    h.release_feed(Some(1));
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the removal of b starts"
+    );
+    h.release_feed(Some(1));
+    assert!(
+        !h.faults.wait_blocked(2, Duration::from_millis(300)),
+        "the rename was replayed while the removal of its target's parent was in flight"
+    );
+    h.faults.resume();
+    h.release_feed(None);
+    h.flush(PATIENCE).expect("flush");
+    let left: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('a') || k.starts_with('b'))
+        .collect();
+    assert_eq!(left, ["a"], "only a is left on the server");
+}
+
+/// A symlink the server replaced behind our back, then removed and made again locally as it
+/// was (the engine hears of both at once): the local side touched it, so the server's version
+/// is kept aside and the symlink sent again, as for a file.
+#[test]
+fn a_symlink_made_again_as_it_was_replaces_what_the_server_put_there() {
+    let h = Harness::new();
+    h.symlink("c", "e").expect("symlink");
+    h.flush(PATIENCE).expect("flush");
+    let theirs = MockNode::File {
+        data: b"the server's".to_vec(),
+        mode: 0o644,
+        atime: 0,
+        mtime: 1,
+    };
+    h.server.insert(b"c", theirs.clone());
+    h.hold_feed();
+    h.unlink("c").expect("unlink");
+    h.symlink("c", "e").expect("symlink");
+    h.release_feed(None);
+    h.flush(PATIENCE).expect("flush");
+    assert!(
+        matches!(h.server.get(b"c"), Some(MockNode::Symlink { target }) if target == b"e"),
+        "{:?}",
+        h.server.get(b"c")
+    );
+    let kept: Vec<_> = h
+        .server_tree()
+        .into_iter()
+        .filter(|(p, n)| crate::remote::path::is_conflict_name(p) && *n == theirs)
+        .collect();
+    assert_eq!(kept.len(), 1, "the server's version is kept aside");
+}
