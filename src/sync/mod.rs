@@ -5,6 +5,15 @@
 //! renames of mirrored paths remotely, hands due paths to the workers, applies what they report
 //! and checkpoints the journal. Workers (one SFTP connection each) reconcile one path at a
 //! time; a path is never worked on by two workers at once.
+//!
+//! Lock order: `core` (the plan, what is in flight, failures) before `mirror` (the manifest and
+//! live states); no code path takes `core` while it holds `mirror`.
+//!
+//! The rest of the engine, by seam: `replay.rs` (renames replayed on the server, the planner's
+//! side) over `rename.rs` (the remote operations), `reconcile.rs` (one path made equal by a
+//! worker), `startup.rs` (the local tree against the manifest), `sweep.rs` (ftpsync's own
+//! leftovers on the server), `rebind.rs` (the manifest tied to its remote), `reporting.rs`
+//! (status, why a flush stops, audit records), `plan.rs`, `stats.rs`, `limits.rs`.
 
 #[cfg(test)]
 mod engine_tests;
@@ -13,7 +22,13 @@ pub mod plan;
 mod rebind;
 mod reconcile;
 mod rename;
+mod replay;
+mod reporting;
+mod startup;
 mod stats;
+mod sweep;
+
+use reporting::{describe_backlog, needs_person, server_report};
 
 use crate::audit::{path_value, Audit};
 use crate::journal::{Entry, Journal};
@@ -76,28 +91,6 @@ impl reconcile::Ledger for JobLedger<'_> {
     fn made_dir(&self, dir: &[u8], mode: u32) {
         record_made_dir(self.mirror, dir, mode);
     }
-}
-
-/// Forgets the manifest's entries strictly beneath `dir` (the directory's own entry, made anew
-/// by ftpsync a moment ago, stays) and returns them.
-fn forget_beneath(mirror: &Mutex<Mirror>, dir: &[u8]) -> Vec<(Vec<u8>, Confirmed)> {
-    let mut m = mirror.lock();
-    let beneath: Vec<(Vec<u8>, Confirmed)> = m
-        .manifest
-        .subtree(dir)
-        .filter(|(p, _)| p.as_slice() != dir)
-        .map(|(p, c)| (p.clone(), c.clone()))
-        .collect();
-    for (p, _) in &beneath {
-        // One removal per topmost entry: it takes what is beneath it along.
-        let topmost = !beneath.iter().any(|(a, _)| a != p && is_within(p, a));
-        if topmost {
-            if let Err(e) = m.manifest.remove(p) {
-                error!("manifest: {e}");
-            }
-        }
-    }
-    beneath
 }
 
 /// A directory ftpsync made on the server as a parent is recorded at once: if the work that
@@ -317,80 +310,6 @@ impl Engine {
         self.inner.core.lock().plan.consumed()
     }
 
-    /// The mirror's state for `ftpsync status` (see doc/CONTRACTS.md). Cheap: a pass over the
-    /// pending paths; the rate and the last hour come from small bounded records.
-    pub fn status(&self) -> report::Mirror {
-        let mut core = self.inner.core.lock();
-        let now = Instant::now();
-        let sent = self.inner.meter.sent();
-        core.stats.sample(now, sent);
-        let core = &*core;
-        let mirror = self.inner.mirror.lock();
-        let size = |p: &[u8]| core.plan.hashes.get(p).map_or(0, |s| s.size);
-        // Waiting files count in full, files being uploaded less what was already read (a path
-        // changed again while in flight is sent again in full).
-        let waiting: u64 = core.plan.pending_paths().map(|p| size(p)).sum();
-        let sending: u64 = core
-            .running
-            .iter()
-            .filter(|(p, _)| !core.plan.is_waiting(p))
-            .map(|(p, r)| size(p).saturating_sub(r.sent.load(Ordering::Relaxed)))
-            .sum();
-        let pending_bytes = waiting + sending;
-        let rate = core.stats.rate(now, sent);
-        let last_hour = core.stats.last_hour(now);
-        let last_confirmed = core.stats.last_confirmed();
-        report::Mirror {
-            connection: core
-                .halted
-                .clone()
-                .map_or(core.connection.clone(), |h| format!("halted: {h}")),
-            connected: core.halted.is_none() && core.connection == "connected",
-            halted: core.halted.is_some(),
-            pending: core.plan.waiting_only() as u64,
-            pending_bytes,
-            in_flight: core.plan.in_flight() as u64,
-            upload_rate: rate.round() as u64,
-            rate_window_seconds: stats::RATE_WINDOW.as_secs(),
-            eta_seconds: (pending_bytes > 0 && rate >= 1.0)
-                .then(|| (pending_bytes as f64 / rate).ceil() as u64),
-            oldest_pending: core.plan.oldest().map(|(p, since)| report::Oldest {
-                name: PathName::of(p),
-                age_seconds: (now.saturating_duration_since(since).as_secs_f64() * 10.0).round()
-                    / 10.0,
-            }),
-            confirmed: core.confirmed,
-            bytes_sent: sent,
-            bytes_confirmed: core.bytes_sent,
-            confirmed_last_hour: report::LastHour {
-                files: last_hour.files,
-                bytes: last_hour.bytes,
-            },
-            last_confirmed: last_confirmed.map(crate::utc::rfc3339),
-            last_confirmed_unix: last_confirmed
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as f64 / 1000.0),
-            conflicts: core.conflicts,
-            mirrored_paths: mirror.manifest.len() as u64,
-            applied_seq: mirror.manifest.applied_seq(),
-            failures: core
-                .failures
-                .iter()
-                .map(|(p, f)| report::Failure {
-                    name: PathName::of(p),
-                    reason: f.reason.clone(),
-                })
-                .collect(),
-            remote_only: core
-                .remote_only
-                .iter()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .collect(),
-            server: core.session.as_ref().map(server_report),
-            bwlimit: self.inner.opts.bwlimit,
-        }
-    }
-
     /// Sends these paths again whatever the manifest says (`verify` found them wrong on the
     /// remote). The doubt is durable before this returns: a restart still resends them.
     pub fn repair(&self, paths: Vec<Vec<u8>>) -> std::io::Result<()> {
@@ -441,80 +360,6 @@ impl Engine {
             }
         }
     }
-}
-
-fn server_report(s: &SessionInfo) -> report::Server {
-    let n = &s.negotiated;
-    report::Server {
-        remote: s.server.clone(),
-        host_key: report::HostKey {
-            key_type: s.host_key.key_type.clone(),
-            fingerprint: s.host_key.fingerprint.clone(),
-        },
-        auth: s.auth.clone(),
-        capabilities: report::Capabilities {
-            symlinks: s.symlinks.describe().to_string(),
-            permissions: if s.modes { "kept" } else { "ignored" }.to_string(),
-            fsync: s.fsync,
-            verify: s.verify.to_string(),
-        },
-        algorithms: report::Algorithms {
-            kex: n.kex.clone(),
-            host_key: n.host_key.clone(),
-            cipher: [n.cipher_cs.clone(), n.cipher_sc.clone()],
-            mac: [n.mac_cs.clone(), n.mac_sc.clone()],
-        },
-    }
-}
-
-/// Why waiting on is pointless, if it is: the remote refused us (host key, login) again since
-/// the flush began, or all that is left are paths that failed for a reason only a person can
-/// clear, each retried once since then.
-fn needs_person(core: &Core, began: Instant) -> Option<String> {
-    if let (Some(why), Some(at)) = (&core.halted, core.halted_at) {
-        if at >= began {
-            return Some(format!("uploads are stopped: {why}"));
-        }
-    }
-    let is_stuck = |p: &Vec<u8>| {
-        core.failures
-            .get(p)
-            .is_some_and(|f| f.needs_person && f.count >= 2 && f.last >= began)
-    };
-    if !core.plan.outstanding().all(is_stuck) {
-        return None;
-    }
-    let stuck: Vec<String> = core
-        .failures
-        .iter()
-        .filter(|(p, _)| is_stuck(p))
-        .map(|(p, f)| format!("\n  {}: {}", crate::relpath::show(p), f.reason))
-        .collect();
-    if stuck.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "{} paths fail for a reason only you can clear (retried since the flush began):{}",
-        stuck.len(),
-        stuck.iter().take(20).cloned().collect::<String>()
-    ))
-}
-
-fn describe_backlog(core: &Core) -> String {
-    let mut s = format!(
-        "{} paths pending, {} in flight, {} directories to clear of temp files; connection: {}",
-        core.plan.pending(),
-        core.plan.in_flight(),
-        core.litter.len(),
-        core.halted
-            .clone()
-            .map_or(core.connection.clone(), |h| format!("halted: {h}"))
-    );
-    for (p, f) in core.failures.iter().take(20) {
-        let why = &f.reason;
-        s.push_str(&format!("\n  {}: {why}", crate::relpath::show(p)));
-    }
-    s
 }
 
 impl Inner {
@@ -585,89 +430,6 @@ impl Inner {
             }
         }
         self.checkpoint();
-    }
-
-    /// Litter to sweep, nothing in flight (no upload's temp file is then alive), and no
-    /// reconnect backoff or refusal to wait out.
-    fn litter_due(&self) -> bool {
-        let core = self.core.lock();
-        !core.litter.is_empty()
-            && core.plan.in_flight() == 0
-            && core.halted.is_none()
-            && core.offline_until.is_none_or(|t| t <= Instant::now())
-    }
-
-    /// A directory that cannot be swept (unreadable, or no directory any more) is given up
-    /// alone: the others are swept all the same. A lost connection puts back what is left.
-    fn sweep_litter(&self, conn: &mut Option<Box<dyn Transport>>) {
-        // The directories stay listed until swept: a flush waits for the sweep to end.
-        let mut dirs = self.core.lock().litter.clone();
-        let swept = self.connection(conn).and_then(|t| {
-            while let Some(d) = dirs.pop_first() {
-                match self.sweep_dir(t.as_mut(), &d) {
-                    Ok(()) => {}
-                    Err(e) if e.kind().is_connection_wide() => {
-                        dirs.insert(d);
-                        return Err(e);
-                    }
-                    Err(e) => warn!(
-                        "leftover temporary files not swept in {}: {e}",
-                        crate::relpath::show(&d)
-                    ),
-                }
-            }
-            Ok(())
-        });
-        let mut core = self.core.lock();
-        // What was swept (or given up) goes; what is left waits for the connection.
-        core.litter.retain(|d| dirs.contains(d));
-        match swept {
-            Ok(()) => {
-                core.offline_until = None;
-                core.offline_failures = 0;
-            }
-            Err(e) => {
-                if Self::connection_failure(&mut core, &e).is_some() {
-                    *conn = None;
-                } else {
-                    warn!("leftover temporary files not swept: {e}");
-                    core.litter.clear();
-                }
-            }
-        }
-        self.cv.notify_all();
-    }
-
-    /// Removes the temp files (and symlinks) in `dir` that no upload of ours is writing (none
-    /// is in flight) and that are no user's file of that name.
-    fn sweep_dir(&self, t: &mut dyn Transport, dir: &[u8]) -> Result<(), RemoteError> {
-        let entries = match t.list(dir) {
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            other => other?,
-        };
-        for (name, kind) in entries {
-            let path = child_path(dir, &name);
-            // A symlink is made under a temp name too (unlinking one never follows it).
-            let swept = matches!(
-                kind,
-                crate::remote::FileKind::File | crate::remote::FileKind::Symlink
-            );
-            if swept && self.is_litter(&name, &path) {
-                match t.remove_file(&path) {
-                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A temp-named entry that is neither mirrored nor a local file of that name (a user's own
-    /// file may have a temp-like name: it is mirrored, never swept).
-    fn is_litter(&self, name: &[u8], path: &[u8]) -> bool {
-        crate::remote::path::is_temp_name(name)
-            && self.mirror.lock().manifest.get(path).is_none()
-            && local::lookup_path(borrow(&self.root), path).is_err()
     }
 
     /// Nothing in flight and the remote reachable: a sweep neither races an upload nor waits
@@ -744,107 +506,6 @@ impl Inner {
         }
     }
 
-    /// Replays a rename of mirrored paths once nothing at, beneath or above either path is in
-    /// flight, retrying through outages: later records wait for it (they may depend on it).
-    fn replay_rename(
-        &self,
-        r: &RemoteRename,
-        conn: &mut Option<Box<dyn Transport>>,
-        done: &Receiver<Done>,
-    ) {
-        // An upload beneath either path would finish at its old name (its mark has moved to
-        // the new one already): cut short, rather than stopping the whole mirror meanwhile.
-        for (p, running) in &self.core.lock().running {
-            if is_within(p, &r.from) || is_within(p, &r.to) {
-                running.cancel.store(true, Ordering::Relaxed);
-            }
-        }
-        // Work on a parent of either end must end first too: a removal of the target's parent
-        // would undo the parents the replay makes, and forget what it put beneath them.
-        while {
-            let core = self.core.lock();
-            core.plan.busy_around(&r.from) || core.plan.busy_around(&r.to)
-        } {
-            if let Ok(d) = done.recv_timeout(Duration::from_millis(100)) {
-                self.finish(d);
-            }
-        }
-        self.core.lock().replaying = Some(r.seq);
-        self.replay_until_done(r, conn);
-        self.core.lock().replaying = None;
-    }
-
-    fn replay_until_done(&self, r: &RemoteRename, conn: &mut Option<Box<dyn Transport>>) {
-        let ends = rename::Ends::of(r, &self.mirror.lock());
-        loop {
-            if self.core.lock().stopping {
-                return;
-            }
-            let mut conflicts = Vec::new();
-            let result = self
-                .connection(conn)
-                .and_then(|t| rename::replay(t.as_mut(), r, &ends, &self.mirror, &mut conflicts));
-            self.kept_aside(&conflicts);
-            let e = match result {
-                Ok(rename::Replayed::Moved { again, replaced }) => {
-                    self.move_litter(r);
-                    self.audit(
-                        "rename",
-                        json!({"from": path_value(&r.from), "to": path_value(&r.to),
-                               "exchange": r.exchange}),
-                    );
-                    if let Some(aside) = replaced {
-                        self.resend_replaced(&aside.dir, &aside.forgotten);
-                    }
-                    self.send_again(r, &ends, &again);
-                    return self.mark_unmatched_beneath(r);
-                }
-                Ok(rename::Replayed::Resend) => return self.resend(r, &ends),
-                Err(e) => e,
-            };
-            let wait = Self::connection_failure(&mut self.core.lock(), &e);
-            // A flush waiting on this thread's progress must see the refusal now.
-            self.cv.notify_all();
-            let Some(wait) = wait else {
-                warn!(
-                    "remote rename {} -> {} failed ({e}); sending both anew instead",
-                    crate::relpath::show(&r.from),
-                    crate::relpath::show(&r.to)
-                );
-                return self.resend(r, &ends);
-            };
-            *conn = None;
-            self.pause(wait);
-        }
-    }
-
-    /// What stands locally beneath a directory just moved on the server and differs from what
-    /// the manifest moved with it: work on it may have run before this rename was taken in,
-    /// found the old path empty and done nothing (the engine lags behind the filesystem), and
-    /// no mark is left to carry over.
-    fn mark_unmatched_beneath(&self, r: &RemoteRename) {
-        let marks = self.unmatched_beneath(&r.to);
-        let mut core = self.core.lock();
-        for p in marks {
-            core.plan.mark(&p, r.seq, Instant::now());
-        }
-    }
-
-    /// Temp files left in a directory that was moved on the server moved with it.
-    fn move_litter(&self, r: &RemoteRename) {
-        let mut core = self.core.lock();
-        let moved: Vec<Vec<u8>> = core
-            .litter
-            .iter()
-            .filter(|d| is_within(d, &r.from))
-            .cloned()
-            .collect();
-        for d in moved {
-            core.litter.remove(&d);
-            core.litter.insert(rename::reroot(&d, &r.from, &r.to));
-        }
-    }
-
     /// Sleeps until `at`, or until the engine stops (an unmount must not wait out a reconnect
     /// backoff); says whether it stopped.
     fn sleep_until(&self, at: Instant) -> bool {
@@ -862,71 +523,6 @@ impl Inner {
         while !core.stopping && core.offline_until.is_some_and(|t| t > Instant::now()) {
             if self.cv.wait_until(&mut core, deadline).timed_out() {
                 return;
-            }
-        }
-    }
-
-    /// Conflict copies made outside a worker's reconcile: counted and audited like theirs.
-    fn kept_aside(&self, copies: &[Vec<u8>]) {
-        for copy in copies {
-            self.audit("conflict_kept", json!({"copy": path_value(copy)}));
-        }
-        self.core.lock().conflicts += copies.len() as u64;
-    }
-
-    /// A rename that could not be replayed remotely: what stands locally at both names is sent
-    /// anew (the hashes the manifest held follow the files to their new names, so no Store need
-    /// come), and what is left of ours at the old names goes.
-    fn resend(&self, r: &RemoteRename, ends: &rename::Ends) {
-        self.seed_hashes(&ends.from, &r.from, &r.to);
-        if r.exchange {
-            self.seed_hashes(&ends.to, &r.to, &r.from);
-        }
-        let mut core = self.core.lock();
-        for (p, _) in ends.from.iter().chain(&ends.to) {
-            core.plan.mark(p, r.seq, Instant::now());
-        }
-        core.plan.mark_subtree(&r.to, r.seq);
-        core.plan.mark_subtree(&r.from, r.seq);
-    }
-
-    /// After a directory moved on the server: the entries beneath it that the server did not
-    /// hold as we put them (`again`, by their new names) are sent anew.
-    fn send_again(&self, r: &RemoteRename, ends: &rename::Ends, again: &[Vec<u8>]) {
-        for new in again {
-            let old = rename::reroot(new, &r.to, &r.from);
-            self.seed_hashes(&ends.from, &old, new);
-            self.core.lock().plan.mark_subtree(new, r.seq);
-        }
-    }
-
-    /// What stood in the way of a directory of ours (kept aside now: the server replaced it,
-    /// or put something there) holds nothing of what the manifest said beneath it: all that
-    /// stands there locally is sent anew.
-    fn forget_replaced(&self, dir: &[u8]) {
-        let forgotten = forget_beneath(&self.mirror, dir);
-        self.resend_replaced(dir, &forgotten);
-    }
-
-    /// The files the manifest held beneath `dir` (`forgotten`) are sent anew, with the hashes
-    /// it held for them; so is everything that stands beneath `dir` locally.
-    fn resend_replaced(&self, dir: &[u8], forgotten: &[(Vec<u8>, Confirmed)]) {
-        self.seed_hashes(forgotten, dir, dir);
-        let mut core = self.core.lock();
-        let since = core.plan.consumed() + 1;
-        core.plan.mark_subtree(dir, since);
-    }
-
-    /// The hashes the manifest held for the files at and beneath `old` (`entries`) stand for
-    /// them at and beneath `new` now, unless a newer Store came.
-    fn seed_hashes(&self, entries: &[(Vec<u8>, Confirmed)], old: &[u8], new: &[u8]) {
-        let mut core = self.core.lock();
-        for (p, c) in entries.iter().filter(|(p, _)| is_within(p, old)) {
-            if let Confirmed::File(f) = c {
-                let moved = rename::reroot(p, old, new);
-                if core.plan.hashes.get(&moved).is_none() {
-                    core.plan.hashes.insert(moved, *f);
-                }
             }
         }
     }
@@ -975,66 +571,6 @@ impl Inner {
         }
         conn.as_mut()
             .ok_or_else(|| RemoteError::new(ErrorKind::Transient, "no connection"))
-    }
-
-    fn audit(&self, event: &str, fields: Value) {
-        if let Some(a) = &self.opts.audit {
-            a.record(event, fields);
-        }
-    }
-
-    /// A refused host key, algorithm set or login: each attempt is audited.
-    fn audit_refusal(&self, e: &RemoteError) {
-        let server = &self.opts.server;
-        match (e.kind(), e.host_key_refusal()) {
-            (ErrorKind::HostKey, Some((key, problem))) => self.audit(
-                "host_key_refused",
-                json!({"server": server, "problem": format!("{problem:?}").to_lowercase(),
-                       "key_type": key.key_type, "fingerprint": key.fingerprint,
-                       "reason": e.message()}),
-            ),
-            (ErrorKind::HostKey, None) => self.audit(
-                "algorithms_refused",
-                json!({"server": server, "reason": e.message()}),
-            ),
-            (ErrorKind::RootUnusable, _) => self.audit(
-                "root_refused",
-                json!({"server": server, "reason": e.message()}),
-            ),
-            (ErrorKind::Auth, _) => self.audit(
-                "auth_failed",
-                json!({"server": server, "reason": e.message()}),
-            ),
-            _ => {}
-        }
-    }
-
-    /// What a finished reconcile changed on the remote.
-    fn audit_outcome(&self, path: &[u8], report: &reconcile::Report) {
-        for copy in &report.conflicts {
-            self.audit("conflict_kept", json!({"copy": path_value(copy)}));
-        }
-        let p = path_value(path);
-        match (&report.apply, &report.uploaded) {
-            (Apply::Put(_), Some(u)) => self.audit(
-                "confirmed",
-                json!({"path": p, "size": u.bytes, "sha256": hex::encode(u.sha256),
-                       "verified_by": u.verified_by.to_string()}),
-            ),
-            (Apply::Put(Confirmed::File(f)), None) => self.audit(
-                "confirmed",
-                json!({"path": p, "size": f.size, "sha256": hex::encode(f.sha256),
-                       "verified_by": "the remote copy already there"}),
-            ),
-            (Apply::Put(Confirmed::Dir { mode }), None) => {
-                self.audit("mkdir", json!({"path": p, "mode": format!("{mode:o}")}))
-            }
-            (Apply::Put(Confirmed::Symlink { target }), None) => {
-                self.audit("symlink", json!({"path": p, "target": path_value(target)}))
-            }
-            (Apply::Remove, _) => self.audit("delete", json!({"path": p})),
-            (Apply::Nothing, _) => {}
-        }
     }
 
     fn dispatch(&self, jobs: &Sender<Job>) {
@@ -1322,193 +858,5 @@ impl Inner {
         if let Some(a) = &self.opts.audit {
             a.sync();
         }
-    }
-
-    /// Start-up reconciliation: marks every path where the local tree and the manifest
-    /// disagree, so even changes whose journal records were lost converge.
-    fn scan_local(&self) {
-        let since = self.core.lock().plan.consumed() + 1;
-        let marks = self.unmatched_beneath(&[]);
-        if !marks.is_empty() {
-            info!(
-                "start-up reconciliation: {} paths differ from the remote's manifest",
-                marks.len()
-            );
-        }
-        let mut core = self.core.lock();
-        for p in marks {
-            core.plan.mark(&p, since, Instant::now());
-        }
-    }
-
-    /// The paths at and beneath `top` ("" for the whole tree) where the local tree and the
-    /// manifest disagree.
-    fn unmatched_beneath(&self, top: &[u8]) -> Vec<Vec<u8>> {
-        let mut seen = std::collections::HashSet::new();
-        let mut marks = Vec::new();
-        let mirror = self.mirror.lock();
-        let start = if top.is_empty() {
-            self.root.try_clone().ok()
-        } else {
-            local::lookup_path(borrow(&self.root), top)
-                .ok()
-                .and_then(|(fd, st)| {
-                    if !matches_manifest(mirror.manifest.get(top), &fd, &st) {
-                        marks.push(top.to_vec());
-                    }
-                    seen.insert(top.to_vec());
-                    (st.st_mode & libc::S_IFMT == libc::S_IFDIR).then_some(fd)
-                })
-        };
-        // An entry that cannot be read now is left to its journal records.
-        for e in start
-            .into_iter()
-            .flat_map(|fd| local::walk(fd, top.to_vec()).flatten())
-        {
-            if !matches_manifest(mirror.manifest.get(&e.path), &e.fd, &e.st) {
-                marks.push(e.path.clone());
-            }
-            seen.insert(e.path);
-        }
-        marks.extend(
-            mirror
-                .manifest
-                .subtree(top)
-                .filter(|(p, _)| !seen.contains(*p))
-                .map(|(p, _)| p.clone()),
-        );
-        marks
-    }
-
-    /// Lists the remote directories we manage and removes the temporary files that interrupted
-    /// uploads left there (called only while nothing is in flight: then no temp name is an
-    /// upload under way). At start-up (`report`), also reports what is there that we did not
-    /// put there. That is left alone: the local side is authoritative, but nothing is deleted
-    /// that ftpsync did not create.
-    fn survey_remote(&self, conn: &mut Option<Box<dyn Transport>>, report: bool) {
-        let dirs: Vec<Vec<u8>> = std::iter::once(Vec::new())
-            .chain(
-                self.mirror
-                    .lock()
-                    .manifest
-                    .iter()
-                    .filter(|(_, c)| matches!(c, Confirmed::Dir { .. }))
-                    .map(|(p, _)| p.clone()),
-            )
-            .collect();
-        let t = match self.connection(conn) {
-            Ok(t) => t,
-            Err(e) => return info!("remote directories not surveyed: {e}"),
-        };
-        let mut found = Vec::new();
-        let mut swept = 0;
-        for dir in dirs {
-            let entries = match t.list(&dir) {
-                Ok(e) => e,
-                Err(e) => return info!("remote directories not surveyed: {e}"),
-            };
-            for (name, kind) in entries {
-                let path = child_path(&dir, &name);
-                // Probes make their directories in the root only, and under their own name: a
-                // directory elsewhere whose name looks like a temp is the server's.
-                let probe_dir =
-                    dir.is_empty() && name.starts_with(&crate::remote::path::temp_prefix(b"probe"));
-                if self.is_litter(&name, &path)
-                    && (kind != crate::remote::FileKind::Dir || probe_dir)
-                {
-                    let removed = match kind {
-                        // A symlink is made under a temp name too (unlinking one never
-                        // follows it).
-                        crate::remote::FileKind::File | crate::remote::FileKind::Symlink => {
-                            t.remove_file(&path).is_ok()
-                        }
-                        // A capability probe's directory, left by a daemon killed while
-                        // connecting: only at start-up, when no other connection probes.
-                        crate::remote::FileKind::Dir if report => remove_tree(t.as_mut(), &path),
-                        _ => false,
-                    };
-                    swept += usize::from(removed);
-                    continue;
-                }
-                let ours = self.mirror.lock().manifest.get(&path).is_some()
-                    || local::lookup_path(borrow(&self.root), &path).is_ok()
-                    || crate::remote::path::is_conflict_name(&name);
-                if report && !ours {
-                    found.push(path);
-                }
-            }
-        }
-        if swept > 0 {
-            info!("removed {swept} temporary files that interrupted uploads left on the remote");
-        }
-        if found.is_empty() {
-            return;
-        }
-        let shown: Vec<String> = found
-            .iter()
-            .take(10)
-            .map(|p| crate::relpath::show(p))
-            .collect();
-        warn!(
-            "{} remote entries that ftpsync did not put there are left alone: {}{}",
-            found.len(),
-            shown.join(", "),
-            if found.len() > 10 { ", ..." } else { "" }
-        );
-        found.truncate(100);
-        self.core.lock().remote_only = found;
-    }
-
-    /// A mark covering a subtree is being worked on: everything beneath `root` locally now is
-    /// marked too (its work waits for the root's).
-    fn mark_local_beneath(&self, root: &[u8], seq: u64) {
-        let Ok((fd, st)) = local::lookup_path(borrow(&self.root), root) else {
-            return;
-        };
-        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            return;
-        }
-        // What cannot be read now is marked all the same: its work will find out.
-        let paths: Vec<RelPath> = local::walk(fd, root.to_vec())
-            .map(|found| found.map_or_else(|e| e.path, |e| e.path))
-            .filter(|p| p != root)
-            .collect();
-        let mut core = self.core.lock();
-        for p in &paths {
-            core.plan.mark(p, seq, Instant::now());
-        }
-    }
-}
-
-/// Removes a directory of ftpsync's own and what it holds (files and links only); says
-/// whether it went.
-fn remove_tree(t: &mut dyn Transport, dir: &[u8]) -> bool {
-    let entries = t.list(dir).unwrap_or_default();
-    for (name, kind) in entries {
-        if kind != crate::remote::FileKind::Dir {
-            let _ = t.remove_file(&child_path(dir, &name));
-        }
-    }
-    t.remove_dir(dir).is_ok()
-}
-
-/// Whether the manifest already describes this local entry (size and mtime for files).
-fn matches_manifest(c: Option<&Confirmed>, fd: &OwnedFd, st: &local::Stat) -> bool {
-    let mode = st.st_mode & 0o7777;
-    match (c, st.st_mode & libc::S_IFMT) {
-        (Some(Confirmed::File(f)), libc::S_IFREG) => {
-            f.size == st.st_size as u64
-                && f.mtime.sec == st.st_mtime
-                && i64::from(f.mtime.nsec) == st.st_mtime_nsec
-                && f.mode == mode
-        }
-        (Some(Confirmed::Dir { mode: m }), libc::S_IFDIR) => *m == mode,
-        (Some(Confirmed::Symlink { target }), libc::S_IFLNK) => local::readlink(borrow(fd))
-            .is_ok_and(|t| {
-                std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()) == target.as_slice()
-            }),
-        // FIFOs and devices are not mirrored: nothing to do.
-        (None, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK) => true,
-        _ => false,
     }
 }

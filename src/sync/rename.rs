@@ -162,7 +162,7 @@ fn make_parents_recorded(
         super::record_made_dir(mirror, dir, mode)
     })?;
     Ok(replaced.map(|dir| Replaced {
-        forgotten: super::forget_beneath(mirror, &dir),
+        forgotten: super::replay::forget_beneath(mirror, &dir),
         dir,
     }))
 }
