@@ -252,11 +252,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_path_escapes_controls_and_invalid_utf8() {
-        assert_eq!(display_path(b"a/b c"), "\"a/b c\"");
-        assert_eq!(display_path(b"x\ny"), "\"x\\ny\"");
-        assert_eq!(display_path(b"\xff\xfeok"), "\"\\xff\\xfeok\"");
-        assert_eq!(display_path("é\"".as_bytes()), "\"é\\\"\"");
+    fn display_path_quotes_the_one_display_form() {
+        assert_eq!(display_path(b"x\ny\xff\""), "\"x\\ny\\xff\\\"\"");
     }
 
     #[test]
