@@ -230,11 +230,12 @@ impl Harness {
         let Some(mut q) = f.held.take() else {
             return;
         };
+        let all = n.is_none();
         let n = n.unwrap_or(q.len()).min(q.len());
         for e in q.drain(..n) {
             let _ = f.tx.send(e);
         }
-        if !q.is_empty() || n == 0 {
+        if !all {
             f.held = Some(q);
         }
     }
