@@ -5,11 +5,11 @@
 
 use crate::config::MountConfig;
 use crate::control::{self, Request};
-use crate::fs::show;
 use crate::hash::to_hex;
 use crate::journal::{Journal, Record};
 use crate::mirror::Manifest;
 use crate::progress::{human_bytes, plural};
+use crate::relpath::show;
 use crate::replay::PathMap;
 use crate::report::{
     Daemon, HashEntry, JournalInfo, Mirror, MountRecord, OpenFiles, PathName, PendingRecord, Status,
@@ -66,7 +66,7 @@ pub fn live(state_dir: &Path) -> Status {
 
 /// The status document (see doc/CONTRACTS.md).
 pub fn collect(state_dir: &Path) -> Result<Status> {
-    let replay = Journal::read(&state_dir.join("journal"))
+    let replay = Journal::read(&state_dir.join(crate::statedir::JOURNAL))
         .with_context(|| format!("reading the journal in {}", state_dir.display()))?;
     // The latest hash of each file: what the remote confirmed (the manifest already reflects
     // every rename the engine replayed), overlaid with the hashes journaled since its

@@ -2,6 +2,7 @@
 
 use crate::remote::url::UrlError;
 use crate::remote::Remote;
+use crate::statedir::{KNOWN_HOSTS, MOUNT_RECORD};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -350,9 +351,6 @@ pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, ConfigError> {
     })
 }
 
-/// The mount record in the state dir: the running mount's configuration, no secret in it.
-pub const MOUNT_RECORD: &str = "mount.json";
-
 impl MountConfig {
     pub fn shadow(&self) -> bool {
         self.local_dir == self.mountpoint
@@ -429,9 +427,6 @@ pub fn connect_options(
     opts.algorithms = algorithms.clone();
     opts
 }
-
-/// The file in the state dir that `ftpsync trust` writes and every connection reads.
-pub const KNOWN_HOSTS: &str = "known_hosts";
 
 /// The default state directory for a mirror of `local_dir`: one per local directory.
 pub fn default_state_dir(local_dir: &Path) -> PathBuf {

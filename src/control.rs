@@ -3,6 +3,7 @@
 
 use crate::fs::{Fs, OpenForWriting, OPEN_LISTED};
 use crate::report::{Mirror, OpenFiles};
+use crate::statedir::SOCKET;
 use crate::sync::Engine;
 use log::warn;
 use serde::{Deserialize, Serialize};
@@ -12,8 +13,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-pub const SOCKET: &str = "control.sock";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]

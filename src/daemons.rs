@@ -12,6 +12,7 @@ use crate::config::MountConfig;
 use crate::fs::STATE_DIR_XATTR;
 use crate::mounts;
 use crate::statedir::{self, Access};
+use crate::statedir::{DAEMON_LOCK, PID_FILE};
 use anyhow::{bail, Result};
 use std::ffi::CString;
 use std::fmt;
@@ -22,12 +23,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const PID_FILE: &str = "ftpsync.pid";
-pub const LOCK_FILE: &str = "lock";
-
 /// Whether a daemon holds the state dir's lock right now.
 pub fn state_dir_locked(dir: &Path) -> bool {
-    let Ok(f) = statedir::open(&dir.join(LOCK_FILE), Access::Read) else {
+    let Ok(f) = statedir::open(&dir.join(DAEMON_LOCK), Access::Read) else {
         return false;
     };
     !try_flock(f.as_fd(), libc::LOCK_SH)
@@ -49,7 +47,7 @@ fn read_pid(state_dir: &Path) -> Option<u32> {
 
 /// A state dir given directly, or the one a mountpoint's daemon reports.
 pub fn resolve_state_dir(target: &Path) -> Result<PathBuf> {
-    if target.join("journal").is_dir() || target.join(PID_FILE).exists() {
+    if target.join(crate::statedir::JOURNAL).is_dir() || target.join(PID_FILE).exists() {
         return Ok(target.to_path_buf());
     }
     match state_dir_xattr(target) {
@@ -162,7 +160,7 @@ fn has_open(pid: u32, path: &Path) -> bool {
 pub fn state_dir_of_pid(pid: u32) -> Option<PathBuf> {
     open_paths(pid).into_iter().find_map(|p| {
         let dir = p.parent()?;
-        (p.file_name()? == LOCK_FILE && read_pid(dir) == Some(pid)).then(|| dir.to_path_buf())
+        (p.file_name()? == DAEMON_LOCK && read_pid(dir) == Some(pid)).then(|| dir.to_path_buf())
     })
 }
 

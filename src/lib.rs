@@ -18,10 +18,10 @@ pub mod mirror;
 pub mod mounts;
 pub mod progress;
 pub mod prometheus;
+pub mod relpath;
 pub mod remote;
 pub mod replay;
 pub mod report;
-pub mod restore;
 pub mod statedir;
 pub mod sync;
 /// The engine over the mock transport, driven through the fs layer: unit tests only.

@@ -17,6 +17,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
+use crate::relpath::{child_path, RelPath};
+
 /// `stat` of a backing inode.
 pub type Stat = libc::stat;
 
@@ -460,6 +462,98 @@ pub fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     // SAFETY: dir is valid and closed exactly once.
     unsafe { libc::closedir(dir) };
     result.map(|()| out)
+}
+
+/// An entry met by [`walk`]: its path, a path-only handle opened without following a symlink,
+/// and what fstat says of it.
+pub struct Walked {
+    pub path: RelPath,
+    pub fd: OwnedFd,
+    pub st: Stat,
+}
+
+impl Walked {
+    pub fn is_dir(&self) -> bool {
+        self.st.st_mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// Why [`walk`] could not give an entry, and its path: a directory that cannot be listed, an
+/// entry gone since its directory was listed, a name no path component can carry.
+pub struct WalkError {
+    pub path: RelPath,
+    pub error: io::Error,
+}
+
+/// The tree beneath a directory, depth first, every directory given before what it holds:
+/// each entry is opened relative to its parent's handle with O_NOFOLLOW, so the walk never
+/// follows a symlink and never leaves the tree, whatever is renamed meanwhile. An error is
+/// given with its path and the walk goes on: each caller says what an error means to it.
+pub struct Walk {
+    /// Directories still to list, with their paths.
+    dirs: Vec<(OwnedFd, RelPath)>,
+    /// The directory being given, and its entries not given yet (last first).
+    current: Option<(OwnedFd, RelPath, Vec<DirEntry>)>,
+}
+
+/// Walks what is beneath `dir`, whose path is `prefix` (empty for the root).
+pub fn walk(dir: OwnedFd, prefix: RelPath) -> Walk {
+    Walk {
+        dirs: vec![(dir, prefix)],
+        current: None,
+    }
+}
+
+/// Opens `e`, listed in `dir` (whose path is `prefix`); a directory is queued in `dirs`.
+fn open_listed(
+    dir: &OwnedFd,
+    prefix: &[u8],
+    e: &DirEntry,
+    dirs: &mut Vec<(OwnedFd, RelPath)>,
+) -> Result<Walked, WalkError> {
+    let path = child_path(prefix, e.name.as_bytes());
+    let opened = component(&e.name)
+        .and_then(|c| lookup(borrow(dir), &c))
+        .and_then(|(fd, st)| {
+            let w = Walked {
+                path: path.clone(),
+                fd,
+                st,
+            };
+            if w.is_dir() {
+                dirs.push((w.fd.try_clone()?, path.clone()));
+            }
+            Ok(w)
+        });
+    opened.map_err(|error| WalkError { path, error })
+}
+
+impl Iterator for Walk {
+    type Item = Result<Walked, WalkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((dir, prefix, entries)) = &mut self.current {
+                if let Some(e) = entries.pop() {
+                    return Some(open_listed(dir, prefix, &e, &mut self.dirs));
+                }
+            }
+            let (dir, prefix) = self.dirs.pop()?;
+            match list_dir(borrow(&dir)) {
+                Ok(mut entries) => {
+                    entries.reverse();
+                    self.current = Some((dir, prefix, entries));
+                }
+                Err(error) => {
+                    self.current = None;
+                    return Some(Err(WalkError {
+                        path: prefix,
+                        error,
+                    }));
+                }
+            }
+        }
+    }
 }
 
 /// Opens a descendant of `root` by relative path, one component at a time, never following a

@@ -2,14 +2,15 @@
 
 use anyhow::{Context, Result};
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
+use ftpsync::cmd::audit as audit_cmd;
 use ftpsync::cmd::mount_helper::{self, Invocation};
-use ftpsync::cmd::{mount, status, trust, unmount, verify};
+use ftpsync::cmd::{mount, restore, status, trust, unmount, verify};
 use ftpsync::config::{
     connect_options, default_state_dir, is_profile_name, parse_rate, profile_exists, profile_path,
     seconds, FileConfig, MirrorConfig, MountConfig, MountOptions, Secrets,
 };
 use ftpsync::remote::Remote;
-use ftpsync::{audit, client, restore, utc};
+use ftpsync::{audit, client, utc};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -610,7 +611,7 @@ fn restore_request(a: RestoreArgs) -> Result<restore::Request> {
         // The mirror's own state dir, when this machine has one (a restore onto a new
         // machine has none: it then checks against the server's hashes only).
         (None, Some(local)) => Some(default_state_dir(&absolute(local.clone())?))
-            .filter(|d| d.join("journal").is_dir()),
+            .filter(|d| d.join(ftpsync::statedir::JOURNAL).is_dir()),
         (None, None) => None,
     };
     let connections = a.connections.or(file.connections).unwrap_or(4);
@@ -645,7 +646,7 @@ fn audit_command(target: &Path, since: Option<&str>, check: bool, json: bool) ->
     let dir = state_dir_of(target)?;
     if !check {
         let mut out = std::io::stdout().lock();
-        audit::print(&dir, since, json, &mut out)?;
+        audit_cmd::print(&dir, since, json, &mut out)?;
         return Ok(out.flush()?);
     }
     let report = audit::check(&dir)?;

@@ -12,14 +12,13 @@
 use crate::hash::{to_hex, Sha256Hash};
 use crate::journal::Timestamp;
 use crate::replay::PathMap;
+use crate::statedir::MANIFEST;
 use crate::statedir::{self, Access};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-
-pub const MANIFEST_FILE: &str = "manifest.log";
 
 /// A file's contents and identity as hashed: what a Store record says, and what the manifest
 /// keeps of a confirmed file.
@@ -141,7 +140,7 @@ impl Confirmed {
 
 impl Manifest {
     pub fn open(state_dir: &Path) -> io::Result<Manifest> {
-        let path = state_dir.join(MANIFEST_FILE);
+        let path = state_dir.join(MANIFEST);
         let mut m = Manifest {
             entries: PathMap::default(),
             intents: HashMap::new(),
@@ -509,7 +508,7 @@ mod tests {
         }
         let mut f = std::fs::OpenOptions::new()
             .append(true)
-            .open(dir.path().join(MANIFEST_FILE))
+            .open(dir.path().join(MANIFEST))
             .unwrap();
         f.write_all(b"{\"op\":\"put\",\"pa").unwrap();
         let m = Manifest::open(dir.path()).unwrap();
@@ -553,7 +552,7 @@ mod tests {
         }
         m.set_applied(7).unwrap();
         m.sync().unwrap();
-        let lines = std::fs::read_to_string(dir.path().join(MANIFEST_FILE))
+        let lines = std::fs::read_to_string(dir.path().join(MANIFEST))
             .unwrap()
             .lines()
             .count();

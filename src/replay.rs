@@ -2,6 +2,7 @@
 //! along by renames (of files and of whole directories), links, unlinks and rmdirs.
 
 use crate::journal::Record;
+use crate::relpath::{is_within, take_subtree};
 use std::collections::BTreeMap;
 
 pub struct PathMap<V> {
@@ -100,26 +101,6 @@ impl<V> IntoIterator for PathMap<V> {
     fn into_iter(self) -> Self::IntoIter {
         self.map.into_iter()
     }
-}
-
-/// Whether `path` is `root` or beneath it ("" is the root of everything).
-pub fn is_within(path: &[u8], root: &[u8]) -> bool {
-    root.is_empty()
-        || (path.starts_with(root)
-            && (path.len() == root.len() || path.get(root.len()) == Some(&b'/')))
-}
-
-/// Removes and returns the entries of a path-keyed map at and beneath `root`.
-pub fn take_subtree<V>(map: &mut BTreeMap<Vec<u8>, V>, root: &[u8]) -> Vec<(Vec<u8>, V)> {
-    let keys: Vec<Vec<u8>> = map
-        .range(root.to_vec()..)
-        .take_while(|(p, _)| p.starts_with(root))
-        .filter(|(p, _)| is_within(p, root))
-        .map(|(p, _)| p.clone())
-        .collect();
-    keys.into_iter()
-        .filter_map(|k| map.remove(&k).map(|v| (k, v)))
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,30 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+// The files of a state dir (doc/CONTRACTS.md, "State dir layout").
+/// The journal's directory of segments.
+pub const JOURNAL: &str = "journal";
+/// The running daemon's pid (removed on a clean exit).
+pub const PID_FILE: &str = "ftpsync.pid";
+/// Held (flock) by the daemon for its whole life: one daemon per state dir.
+pub const DAEMON_LOCK: &str = "lock";
+/// The daemon's control socket (0600).
+pub const SOCKET: &str = "control.sock";
+/// The running mount's configuration, no secret in it.
+pub const MOUNT_RECORD: &str = "mount.json";
+/// The host keys `ftpsync trust` pinned for this mirror; every connection reads it.
+pub const KNOWN_HOSTS: &str = "known_hosts";
+/// The daemon's log when it runs detached.
+pub const LOG_FILE: &str = "ftpsync.log";
+/// What the remote is confirmed to hold.
+pub const MANIFEST: &str = "manifest.log";
+/// The audit trail.
+pub const AUDIT_LOG: &str = "audit.log";
+/// Anchors the audit trail's last line.
+pub const AUDIT_HEAD: &str = "audit.head";
+/// Held (flock) by whoever appends to the audit trail.
+pub const AUDIT_LOCK: &str = "audit.lock";
+
 /// How a state-dir file is opened. Files created are 0600.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {

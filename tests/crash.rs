@@ -160,7 +160,7 @@ fn check_hashes_against_disk(m: &Mount, must: &[usize]) {
     // A file in flight at the kill may exist in LOCAL with no journal record
     // at all (killed between the backing create and its record): only the
     // start-up reconciliation of the local tree can find it. That is tested
-    // deterministically by posix_ops::preexisting_files_are_hashed_on_first_mount
+    // deterministically by hash_on_close::preexisting_files_are_hashed_on_first_mount
     // and offline_changes_are_rehashed_on_remount; here it depends on where the
     // kill lands, so it is reported, not asserted.
     if !others.is_empty() {

@@ -5,7 +5,7 @@ mod common;
 
 use common::mirror_tree::assert_mirrored;
 use common::{run_with_timeout, sha256_file, walk, CmdOut, Mount, BIN, CMD_WAIT};
-use ftpsync::restore::MARKER;
+use ftpsync::cmd::restore::MARKER;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs;

@@ -3,8 +3,10 @@
 //! imports a command; what two commands share lives below them (`client` for a mount's
 //! daemon and journal, `remote` for connections, `report` for the status document).
 
+pub mod audit;
 pub mod mount;
 pub mod mount_helper;
+pub mod restore;
 pub mod status;
 pub mod trust;
 pub mod unmount;

@@ -2,7 +2,6 @@
 
 use crate::audit::Audit;
 use crate::config::{is_root, MountConfig};
-use crate::daemons::LOCK_FILE;
 use crate::fs::{Fs, Options};
 use crate::fuse::FuseFs;
 use crate::journal::Journal;
@@ -10,6 +9,7 @@ use crate::logfile::{self, RotatingLog};
 use crate::mirror::Mirror;
 use crate::remote::ConnectOptions;
 use crate::statedir::{self, Access};
+use crate::statedir::{DAEMON_LOCK, LOG_FILE, PID_FILE};
 use crate::sync::{Connector, Engine, Options as SyncOptions};
 use crate::{control, daemons, layout, local, mounts};
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,8 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::daemons::{state_dir_locked, PID_FILE};
-pub const LOG_FILE: &str = "ftpsync.log";
+use crate::daemons::state_dir_locked;
 /// Compact the journal once it has grown past this many bytes since the last compaction.
 const COMPACT_BYTES: u64 = 64 << 20;
 /// How long `mount` waits for the first connection before going live without it.
@@ -254,7 +253,7 @@ fn block_exit_signals() -> libc::sigset_t {
 }
 
 fn lock_state_dir(dir: &Path) -> Result<File> {
-    let f = statedir::open(&dir.join(LOCK_FILE), Access::Keep)?;
+    let f = statedir::open(&dir.join(DAEMON_LOCK), Access::Keep)?;
     // SAFETY: flock on an open descriptor.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let other = daemons::Daemon::of_state_dir(dir).unwrap_or_default();
@@ -369,7 +368,7 @@ fn serve(cfg: MountConfig, start: Start, notify: &mut Option<File>) -> Result<()
     // SAFETY: umask cannot fail. The kernel already applied the caller's umask to every mode.
     unsafe { libc::umask(0) };
 
-    let (journal, replay) = Journal::open(&cfg.state_dir.join("journal"))
+    let (journal, replay) = Journal::open(&cfg.state_dir.join(crate::statedir::JOURNAL))
         .with_context(|| format!("journal in {}", cfg.state_dir.display()))?;
     if replay.torn_bytes > 0 {
         warn!(

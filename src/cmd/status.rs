@@ -2,8 +2,8 @@
 //! (`--json`, Prometheus text), read without disturbing a running daemon.
 
 use crate::client::{collect, live};
-use crate::fs::show;
 use crate::progress::{human_bytes, plural};
+use crate::relpath::show;
 use crate::report::{HashEntry, Mirror, OpenFiles, Server, Status};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;

@@ -2,12 +2,12 @@
 //! after a yes on the terminal or a matching `--fingerprint`. Nothing else ever pins a key.
 
 use crate::audit::Audit;
-use crate::config::KNOWN_HOSTS;
 use crate::remote::Remote;
 use crate::remote::{
     check_host_key, command_hint, credentials, probe_host_key, Algorithms, ConnectOptions,
     HostKeyInfo, HostKeyProblem,
 };
+use crate::statedir::KNOWN_HOSTS;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::{BufRead, Write};

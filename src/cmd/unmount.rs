@@ -126,7 +126,7 @@ fn report_left(state_dir: &Path, mountpoint: &Path) -> Result<()> {
         } else {
             format!("{} paths' changes", left.len())
         },
-        state_dir.join("journal").display(),
+        state_dir.join(crate::statedir::JOURNAL).display(),
         state_dir.display()
     )
 }

@@ -8,18 +8,18 @@ use crate::audit::{path_value, Audit};
 use crate::config::MountConfig;
 use crate::control::{self, Request as Ctl};
 use crate::hash::hash_file;
-use crate::journal::child_path;
 use crate::local::{self, borrow};
 use crate::progress::{human_bytes, Progress};
+use crate::relpath::is_within;
+use crate::relpath::{child_path, show};
 use crate::remote::marker;
 use crate::remote::path::is_conflict_name;
 use crate::remote::{ConnectOptions, FileKind, SecretSource, Transport};
-use crate::replay::is_within;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -176,40 +176,30 @@ fn kind_of(mode: u32) -> Option<FileKind> {
 /// The local tree beneath the backing directory, never following a symlink.
 fn walk_local(root: &OwnedFd) -> Result<Tree> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![(root.try_clone()?, Vec::new())];
-    while let Some((dir, prefix)) = stack.pop() {
-        let shown = crate::fs::show(&prefix);
-        for e in local::list_dir(borrow(&dir)).with_context(|| format!("listing {shown}"))? {
-            let path = child_path(&prefix, e.name.as_bytes());
-            let name = local::component(&e.name)?;
-            let (fd, st) = local::lookup(borrow(&dir), &name)
-                .with_context(|| format!("local {}", crate::fs::show(&path)))?;
-            let Some(kind) = kind_of(st.st_mode) else {
-                continue;
-            };
-            let target = match kind {
-                FileKind::Symlink => Some(local::readlink(borrow(&fd))?.into_vec()),
-                _ => None,
-            };
-            out.insert(
-                path.clone(),
-                Entry {
-                    kind,
-                    size: if kind == FileKind::File {
-                        st.st_size as u64
-                    } else {
-                        0
-                    },
-                    // What the mirror sends: set-id bits never reach the server.
-                    mode: crate::sync::server_mode(st.st_mode & 0o7777),
-                    mtime: st.st_mtime,
-                    target,
-                },
-            );
-            if kind == FileKind::Dir {
-                stack.push((fd, path));
-            }
-        }
+    for found in local::walk(root.try_clone()?, Vec::new()) {
+        let e = found.map_err(|e| {
+            anyhow::Error::from(e.error).context(format!("local {}", show(&e.path)))
+        })?;
+        let Some(kind) = kind_of(e.st.st_mode) else {
+            continue;
+        };
+        let target = match kind {
+            FileKind::Symlink => Some(local::readlink(borrow(&e.fd))?.into_vec()),
+            _ => None,
+        };
+        let entry = Entry {
+            kind,
+            size: if kind == FileKind::File {
+                e.st.st_size as u64
+            } else {
+                0
+            },
+            // What the mirror sends: set-id bits never reach the server.
+            mode: crate::sync::server_mode(e.st.st_mode & 0o7777),
+            mtime: e.st.st_mtime,
+            target,
+        };
+        out.insert(e.path, entry);
     }
     Ok(out)
 }
@@ -224,8 +214,8 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
             if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
                 eprintln!(
                     "ftpsync: skipping a name no server should send in {}: {}",
-                    crate::fs::show(&dir),
-                    crate::fs::show(&name)
+                    show(&dir),
+                    show(&name)
                 );
                 continue;
             }
@@ -369,7 +359,7 @@ fn hash_batch(
         let local = local::lookup_path(borrow(root), path)
             .and_then(|(fd, _)| local::reopen_quietly(borrow(&fd)))
             .and_then(|f| hash_file(&f))
-            .with_context(|| format!("hashing local {}", crate::fs::show(path)))?;
+            .with_context(|| format!("hashing local {}", show(path)))?;
         if remote != Some(local.0) {
             differ.push(path.clone());
         }
@@ -409,17 +399,17 @@ fn report(f: &Findings, as_json: bool) {
     }
     for (path, p) in &f.problems {
         match p {
-            Problem::Missing => println!("missing   {}", crate::fs::show(path)),
-            Problem::Extra => println!("extra     {}", crate::fs::show(path)),
+            Problem::Missing => println!("missing   {}", show(path)),
+            Problem::Extra => println!("extra     {}", show(path)),
             Problem::Differs(what) => {
-                println!("differs   {}: {}", crate::fs::show(path), what.join(", "))
+                println!("differs   {}: {}", show(path), what.join(", "))
             }
         }
     }
     for path in &f.kept {
         println!(
             "kept      {} (a conflict copy ftpsync kept aside)",
-            crate::fs::show(path)
+            show(path)
         );
     }
     println!(

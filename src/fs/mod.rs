@@ -5,12 +5,14 @@
 //! operation that changes the namespace runs its syscall and appends its journal record under
 //! the `tree` lock, so the journal is a serial history of the backing tree.
 
+mod hash_on_close;
 mod hasher;
 pub mod recover;
 #[cfg(test)]
 mod tests;
 mod tree;
 mod writers;
+mod xattr;
 
 use crate::hash::{self, Sha256Hash};
 use crate::journal::{Journal, Record, Timestamp};
@@ -34,14 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use tree::ROOT;
 use tree::{Ref, Track, Tree};
 pub use writers::{OpenForWriting, OPEN_LISTED};
+pub use xattr::STATE_DIR_XATTR;
 
 pub type R<T> = Result<T, Errno>;
-
-/// Extended attributes under this prefix belong to ftpsync and are not stored on files.
-const OWN_XATTR_PREFIX: &[u8] = b"user.ftpsync.";
-pub const STATE_DIR_XATTR: &str = "user.ftpsync.state_dir";
-const STATE_XATTR: &[u8] = b"user.ftpsync.state";
-const SHA256_XATTR: &[u8] = b"user.ftpsync.sha256";
 
 /// How long after a close with other descriptors still open (or an fsync) a file is hashed:
 /// the release that usually follows at once then hashes it a single time.
@@ -986,202 +983,11 @@ impl Fs {
         Ok(())
     }
 
-    // ---- extended attributes ----
-
-    fn xattr_target(&self, ino: u64) -> R<local::XattrTarget> {
-        let mut t = self.tree.lock();
-        let n = t.get(ino).ok_or(Errno::ESTALE)?;
-        if n.kind != libc::S_IFLNK {
-            let fd = t.fd(ino).map_err(io_err)?;
-            return Ok(local::XattrTarget::inode(borrow(&fd)));
-        }
-        let (parent, name) = n.names.first().cloned().ok_or(Errno::ESTALE)?;
-        let pfd = t.fd(parent).map_err(io_err)?;
-        Ok(local::XattrTarget::symlink(borrow(&pfd), &cname(&name)?))
-    }
-
-    pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> R<XattrReply> {
-        let value = if ino == ROOT && name == STATE_DIR_XATTR {
-            self.opts.state_dir.as_os_str().as_bytes().to_vec()
-        } else if name.as_bytes().starts_with(OWN_XATTR_PREFIX) {
-            self.mirror_xattr(ino, name)?
-        } else {
-            let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-            let target = self.xattr_target(ino)?;
-            sized(|buf| target.get(&c, buf))?
-        };
-        reply_sized(value, size)
-    }
-
-    /// `user.ftpsync.state` (pending, uploading, confirmed, failed: why) and
-    /// `user.ftpsync.sha256` (the confirmed hash) of a path, from the mirror's table.
-    fn mirror_xattr(&self, ino: u64, name: &OsStr) -> R<Vec<u8>> {
-        let path = self.tree.lock().path(ino).ok_or(Errno::ENODATA)?;
-        let mirror = self.mirror.lock();
-        let value = match name.as_bytes() {
-            STATE_XATTR => mirror.state_of(&path).or_else(|| {
-                // Not mirrored yet and not queued: its hash (or its upload) is still to come.
-                Some("pending".into())
-            }),
-            SHA256_XATTR => mirror.sha256_of(&path),
-            _ => None,
-        };
-        value.map(String::into_bytes).ok_or(Errno::ENODATA)
-    }
-
-    pub fn listxattr(&self, ino: u64, size: u32) -> R<XattrReply> {
-        let target = self.xattr_target(ino)?;
-        reply_sized(sized(|buf| target.list(buf))?, size)
-    }
-
-    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> R<()> {
-        if name.as_bytes().starts_with(OWN_XATTR_PREFIX) {
-            return Err(Errno::EPERM);
-        }
-        let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-        let target = self.xattr_target(ino)?;
-        let t = self.tree.lock();
-        target.set(&c, value, flags).map_err(io_err)?;
-        if let Some(path) = t.path(ino) {
-            let rec = Record::SetXattr {
-                path,
-                name: name.as_bytes().to_vec(),
-                value: value.to_vec(),
-            };
-            self.log(&t, rec);
-        }
-        Ok(())
-    }
-
-    pub fn removexattr(&self, ino: u64, name: &OsStr) -> R<()> {
-        let c = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-        let target = self.xattr_target(ino)?;
-        let t = self.tree.lock();
-        target.remove(&c).map_err(io_err)?;
-        if let Some(path) = t.path(ino) {
-            let name = name.as_bytes().to_vec();
-            self.log(&t, Record::RemoveXattr { path, name });
-        }
-        Ok(())
-    }
-
-    // ---- hashing ----
-
-    /// Runs hash jobs until `stop_hashing`; one thread is enough (SHA-256 runs near disk speed).
-    pub fn hash_worker(&self) {
-        while let Some(ino) = self.hashq.next() {
-            self.hash_one(ino);
-            self.tree.lock().drop_ref(ino, Ref::Pin, 1);
-            self.hashq.done();
-        }
-    }
-
-    fn hash_one(&self, ino: u64) {
-        let (fd, track) = match self.node(ino) {
-            Ok((fd, track, libc::S_IFREG)) => (fd, track),
-            _ => return,
-        };
-        let file = match local::reopen_quietly(borrow(&fd)) {
-            Ok(f) => f,
-            Err(e) => return warn!("cannot open inode {ino} to hash it: {e}"),
-        };
-        match hash_stable(&file, &track) {
-            Ok(Some((sha, st))) => self.store(ino, &track, sha, &st),
-            // Changed while read: hash again once it has had a moment to settle.
-            Ok(None) => {
-                self.schedule_hash(&mut self.tree.lock(), ino, Instant::now() + CLOSE_GRACE)
-            }
-            Err(e) => warn!("cannot hash inode {ino}: {e}"),
-        }
-    }
-
-    /// Journals a file's hash under each of its names (hard links share contents).
-    fn store(&self, ino: u64, track: &Mutex<Track>, sha256: Sha256Hash, st: &local::Stat) {
-        let mut t = self.tree.lock();
-        let paths = t.paths(ino);
-        if paths.is_empty() {
-            return; // unlinked: nothing to mirror
-        }
-        let mut tr = track.lock();
-        // Still open for writing: what we hashed may not be the final contents.
-        let still_open = tr.writers > 0;
-        let watch = !still_open && std::mem::take(&mut tr.passthrough);
-        if !still_open {
-            tr.dirty = false;
-        }
-        drop(tr);
-        for path in paths {
-            self.log(&t, store_record(path.clone(), sha256, st));
-            if still_open {
-                self.log(&t, Record::Dirty { path });
-            }
-        }
-        if watch {
-            self.watch_mapped(&mut t, ino, st);
-        }
-    }
-
-    /// Keeps an eye on a file written through passthrough after its hash: writes through a
-    /// mapping that outlived the release reach the backing file without telling us.
-    fn watch_mapped(&self, t: &mut Tree, ino: u64, st: &local::Stat) {
-        let entry = Recheck {
-            version: version(st),
-            next: Instant::now() + RECHECK_AFTER[0],
-            step: 1,
-        };
-        if self.recheck.lock().insert(ino, entry).is_none() {
-            t.take(ino, Ref::Pin);
-        }
-    }
-
-    /// Re-stats watched files that are due (`all`: every one, without advancing its schedule)
-    /// and hashes again those that changed.
-    pub fn recheck_mapped(&self, all: bool) {
-        let now = Instant::now();
-        let due: Vec<(u64, Version)> = self
-            .recheck
-            .lock()
-            .iter()
-            .filter(|(_, e)| all || e.next <= now)
-            .map(|(ino, e)| (*ino, e.version))
-            .collect();
-        for (ino, seen) in due {
-            let mut t = self.tree.lock();
-            let track = t.get(ino).map(|n| n.track.clone());
-            let node = track.and_then(|tr| t.fd(ino).ok().map(|fd| (fd, tr)));
-            let changed = node
-                .as_ref()
-                .map(|(fd, _)| local::fstat(borrow(fd)).is_ok_and(|st| version(&st) != seen));
-            let mut r = self.recheck.lock();
-            let done = match (changed, r.get_mut(&ino)) {
-                (Some(false), Some(e)) if e.step < RECHECK_AFTER.len() => {
-                    if !all {
-                        e.next = now + RECHECK_AFTER[e.step];
-                        e.step += 1;
-                    }
-                    false
-                }
-                (Some(false), Some(_)) if all => false,
-                _ => true,
-            };
-            if !done {
-                continue;
-            }
-            r.remove(&ino);
-            drop(r);
-            if let (Some(true), Some((_, track))) = (changed, node) {
-                self.mark_dirty(&t, ino, &track);
-                self.schedule_hash(&mut t, ino, now);
-            }
-            t.drop_ref(ino, Ref::Pin, 1);
-        }
-    }
-
     /// Rewrites the journal without superseded records; returns its new size. Holds the tree
     /// lock throughout, so no record is appended between the read and the rewrite.
     pub fn compact_journal(&self) -> u64 {
         let _t = self.tree.lock();
-        let dir = self.opts.state_dir.join("journal");
+        let dir = self.opts.state_dir.join(crate::statedir::JOURNAL);
         let result = Journal::read(&dir).and_then(|replay| {
             let live = crate::journal::coalesce(&replay.entries);
             if live.len() < replay.entries.len() {
@@ -1194,162 +1000,10 @@ impl Fs {
         }
         self.journal.size_bytes()
     }
-
-    /// Waits until every scheduled hash is done and journaled durably.
-    pub fn settle(&self, timeout: Duration) -> bool {
-        self.recheck_mapped(true);
-        self.hashq.settle(timeout) && self.journal.sync().is_ok()
-    }
-
-    pub fn pending_hashes(&self) -> usize {
-        self.hashq.len()
-    }
-
-    pub fn stop_hashing(&self) {
-        self.hashq.stop();
-    }
-
-    /// Before the mount goes live: hashes every regular file whose contents the journal does
-    /// not vouch for (left dirty by a killed daemon, changed while unmounted, or never seen).
-    /// Returns how many were hashed.
-    pub fn recover(&self, entries: &[crate::journal::Entry]) -> usize {
-        let known = recover::known_files(self.confirmed_baseline(), entries);
-        let Ok(root) = self.node_fd(ROOT) else {
-            return 0;
-        };
-        let mut hashed = 0;
-        let mut stack: Vec<(Arc<OwnedFd>, Vec<u8>)> = vec![(root, Vec::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let entries = match local::list_dir(borrow(&dir)) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!("start-up scan: cannot list {}: {e}", show(&prefix));
-                    continue;
-                }
-            };
-            for e in entries {
-                let path = crate::journal::child_path(&prefix, e.name.as_bytes());
-                let Ok(c) = local::component(&e.name) else {
-                    continue;
-                };
-                let Ok((fd, st)) = local::lookup(borrow(&dir), &c) else {
-                    continue; // gone since the listing
-                };
-                match st.st_mode & libc::S_IFMT {
-                    libc::S_IFDIR => stack.push((Arc::new(fd), path)),
-                    libc::S_IFREG
-                        if recover::needs_hash(known.get(&path), &recover::Seen::of(&st)) =>
-                    {
-                        hashed += usize::from(self.store_scanned(&fd, path));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        hashed
-    }
-
-    /// What the manifest vouches for: files confirmed on the remote, as they looked when hashed.
-    fn confirmed_baseline(&self) -> crate::replay::PathMap<recover::Known> {
-        let mut base = crate::replay::PathMap::default();
-        for (path, c) in self.mirror.lock().manifest.iter() {
-            if let Some(f) = c.file() {
-                let seen = recover::Seen {
-                    size: f.size,
-                    mtime: f.mtime,
-                    ctime: f.ctime,
-                    ino: f.ino,
-                };
-                base.insert(path.clone(), recover::Known::Stored(seen));
-            }
-        }
-        base
-    }
-
-    /// Hashes a file found by the start-up scan and journals its Store.
-    fn store_scanned(&self, fd: &OwnedFd, path: Vec<u8>) -> bool {
-        let result =
-            local::reopen_quietly(borrow(fd)).and_then(|f| hash_stable(&f, &Mutex::default()));
-        match result {
-            Ok(Some((sha256, st))) => {
-                let t = self.tree.lock();
-                self.log(&t, store_record(path, sha256, &st));
-                true
-            }
-            Ok(None) => {
-                warn!("{} changed while being hashed at start-up", show(&path));
-                false
-            }
-            Err(e) => {
-                warn!("cannot hash {} at start-up: {e}", show(&path));
-                false
-            }
-        }
-    }
-}
-
-fn store_record(path: Vec<u8>, sha256: Sha256Hash, st: &local::Stat) -> Record {
-    Record::Store {
-        path,
-        size: st.st_size as u64,
-        sha256,
-        mtime: stamp(st.st_mtime, st.st_mtime_nsec),
-        mode: st.st_mode & 0o7777,
-        ctime: stamp(st.st_ctime, st.st_ctime_nsec),
-        ino: st.st_ino,
-    }
 }
 
 type OsStrBuf = std::ffi::OsString;
 
-/// Hashes a file, from the incremental state when it saw every byte, else by reading it.
-/// None when the file changed while being read.
-fn hash_stable(file: &File, track: &Mutex<Track>) -> io::Result<Option<(Sha256Hash, local::Stat)>> {
-    let before = local::fstat(file.as_fd())?;
-    if let Some(sha) = track.lock().inc.finish(before.st_size as u64) {
-        return Ok(Some((sha, before)));
-    }
-    let (sha, n) = hash::hash_file(file)?;
-    let after = local::fstat(file.as_fd())?;
-    if version(&before) != version(&after) || n != after.st_size as u64 {
-        return Ok(None);
-    }
-    Ok(Some((sha, after)))
-}
-
 fn to_off(v: u64) -> R<i64> {
     i64::try_from(v).map_err(|_| Errno::EINVAL)
-}
-
-/// Calls an xattr-style function with a growing buffer until the value fits.
-fn sized(mut f: impl FnMut(&mut [u8]) -> io::Result<usize>) -> R<Vec<u8>> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match f(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < 1 << 20 => {
-                buf.resize(buf.len() * 4, 0);
-            }
-            Err(e) => return Err(io_err(e)),
-        }
-    }
-}
-
-fn reply_sized(value: Vec<u8>, size: u32) -> R<XattrReply> {
-    let len = u32::try_from(value.len()).map_err(|_| Errno::E2BIG)?;
-    if size == 0 {
-        Ok(XattrReply::Size(len))
-    } else if len > size {
-        Err(Errno::ERANGE)
-    } else {
-        Ok(XattrReply::Data(value))
-    }
-}
-
-/// A path for messages: lossy, with control characters escaped.
-pub fn show(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).escape_debug().to_string()
 }

@@ -2,8 +2,16 @@
 //! with no Store after: a daemon killed between a close and its hash), and files whose
 //! contents no longer match their last Store (changed while unmounted, or never seen).
 
+use super::hash_on_close::hash_stable;
+use super::hash_on_close::store_record;
+use super::{io_err, Fs, ROOT};
 use crate::journal::{Entry, Record, Timestamp};
+use crate::local::{self, borrow};
+use crate::relpath::show;
 use crate::replay::PathMap;
+use log::warn;
+use parking_lot::Mutex;
+use std::os::fd::OwnedFd;
 
 /// What the journal last said about a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +100,76 @@ pub fn needs_hash(known: Option<&Known>, now: &Seen) -> bool {
             (then.size, then.mtime, then.ino) != (now.size, now.mtime, now.ino)
         }
         _ => true,
+    }
+}
+
+impl Fs {
+    /// Before the mount goes live: hashes every regular file whose contents the journal does
+    /// not vouch for (left dirty by a killed daemon, changed while unmounted, or never seen).
+    /// Returns how many were hashed.
+    pub fn recover(&self, entries: &[crate::journal::Entry]) -> usize {
+        let known = known_files(self.confirmed_baseline(), entries);
+        let Ok(root) = self
+            .node_fd(ROOT)
+            .and_then(|r| r.try_clone().map_err(io_err))
+        else {
+            return 0;
+        };
+        let mut hashed = 0;
+        for found in local::walk(root, Vec::new()) {
+            let e = match found {
+                Ok(e) => e,
+                Err(e) if e.error.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => {
+                    warn!("start-up scan: {}: {}", show(&e.path), e.error);
+                    continue;
+                }
+            };
+            if e.st.st_mode & libc::S_IFMT == libc::S_IFREG
+                && needs_hash(known.get(&e.path), &Seen::of(&e.st))
+            {
+                hashed += usize::from(self.store_scanned(&e.fd, e.path));
+            }
+        }
+        hashed
+    }
+
+    /// What the manifest vouches for: files confirmed on the remote, as they looked when hashed.
+    fn confirmed_baseline(&self) -> crate::replay::PathMap<Known> {
+        let mut base = crate::replay::PathMap::default();
+        for (path, c) in self.mirror.lock().manifest.iter() {
+            if let Some(f) = c.file() {
+                let seen = Seen {
+                    size: f.size,
+                    mtime: f.mtime,
+                    ctime: f.ctime,
+                    ino: f.ino,
+                };
+                base.insert(path.clone(), Known::Stored(seen));
+            }
+        }
+        base
+    }
+
+    /// Hashes a file found by the start-up scan and journals its Store.
+    fn store_scanned(&self, fd: &OwnedFd, path: Vec<u8>) -> bool {
+        let result =
+            local::reopen_quietly(borrow(fd)).and_then(|f| hash_stable(&f, &Mutex::default()));
+        match result {
+            Ok(Some((sha256, st))) => {
+                let t = self.tree.lock();
+                self.log(&t, store_record(path, sha256, &st));
+                true
+            }
+            Ok(None) => {
+                warn!("{} changed while being hashed at start-up", show(&path));
+                false
+            }
+            Err(e) => {
+                warn!("cannot hash {} at start-up: {e}", show(&path));
+                false
+            }
+        }
     }
 }
 

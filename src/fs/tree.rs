@@ -324,7 +324,7 @@ impl Tree {
 
     pub fn child_path(&self, parent: u64, name: &OsStr) -> Option<Vec<u8>> {
         let dir = self.path(parent)?;
-        Some(crate::journal::child_path(&dir, name.as_bytes()))
+        Some(crate::relpath::child_path(&dir, name.as_bytes()))
     }
 
     #[cfg(test)]

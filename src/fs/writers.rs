@@ -54,7 +54,7 @@ mod tests {
         std::fs::create_dir(&local_dir).unwrap();
         std::fs::create_dir(&state).unwrap();
         let root = local::open_root(&local_dir).unwrap();
-        let (journal, _) = Journal::open(&state.join("journal")).unwrap();
+        let (journal, _) = Journal::open(&state.join(crate::statedir::JOURNAL)).unwrap();
         let mirror = Mirror::open(&state).unwrap();
         let opts = Options {
             passthrough: false,
@@ -91,7 +91,7 @@ mod tests {
 
     fn listed(fs: &Fs, limit: usize) -> (usize, Vec<String>) {
         let o = fs.open_for_writing(limit);
-        let names = o.paths.iter().map(|p| crate::fs::show(p)).collect();
+        let names = o.paths.iter().map(|p| crate::relpath::show(p)).collect();
         (o.count, names)
     }
 

@@ -241,26 +241,10 @@ pub(crate) fn op_error(op: &str, what: &str, e: &ssh2::Error) -> RemoteError {
     RemoteError::new(classify(e), format!("{op} {what}: {}", describe(e)))
 }
 
-/// Renders raw path bytes for a message: valid UTF-8 as is, control characters and invalid
-/// bytes escaped, so a hostile name can neither forge log lines nor break a terminal.
+/// A path for a message, quoted: `relpath::show` between double quotes, so a hostile name can
+/// neither forge log lines nor break a terminal.
 pub fn display_path(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 2);
-    out.push('"');
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if c.is_control() => out.extend(c.escape_default()),
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out.push('"');
-    out
+    format!("\"{}\"", crate::relpath::show(bytes))
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ impl Transport for LinkFiles {
         for (name, st) in entries {
             match name.strip_suffix(SUFFIX) {
                 Some(base) if !base.is_empty() && is_link_file(&st) && !names.contains(base) => {
-                    let file = crate::journal::child_path(dir, &name);
+                    let file = crate::relpath::child_path(dir, &name);
                     let link = self.read_link(&file, &st)?;
                     out.push((base.to_vec(), link));
                 }

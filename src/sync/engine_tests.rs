@@ -13,7 +13,7 @@ fn temp_names(h: &Harness) -> Vec<String> {
     h.server_tree()
         .keys()
         .filter(|p| p.split(|&b| b == b'/').any(is_temp_name))
-        .map(|p| crate::fs::show(p))
+        .map(|p| crate::relpath::show(p))
         .collect()
 }
 
@@ -221,7 +221,7 @@ fn an_entry_made_in_a_directory_renamed_before_the_engine_heard_of_it_reaches_th
         "{:?}",
         h.server_tree()
             .keys()
-            .map(|k| crate::fs::show(k))
+            .map(|k| crate::relpath::show(k))
             .collect::<Vec<_>>()
     );
     assert_eq!(h.server_file("c/f").as_deref(), Some(&b"file"[..]));
@@ -286,7 +286,7 @@ fn a_rename_waits_for_work_in_flight_on_a_parent_of_its_ends() {
     let left: Vec<String> = h
         .server_tree()
         .keys()
-        .map(|k| crate::fs::show(k))
+        .map(|k| crate::relpath::show(k))
         .filter(|k| k.starts_with('a') || k.starts_with('b'))
         .collect();
     assert_eq!(left, ["a"], "only a is left on the server");

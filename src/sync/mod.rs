@@ -16,11 +16,12 @@ mod rename;
 mod stats;
 
 use crate::audit::{path_value, Audit};
-use crate::journal::{child_path, Entry, Journal};
+use crate::journal::{Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
+use crate::relpath::is_within;
+use crate::relpath::{child_path, RelPath};
 use crate::remote::{ErrorKind, Reach, RemoteError, SessionInfo, Transport};
-use crate::replay::is_within;
 use crate::report::{self, PathName};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use limits::{Meter, ReconnectGate};
@@ -33,7 +34,6 @@ use serde_json::{json, Value};
 use stats::Stats;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -488,7 +488,7 @@ fn needs_person(core: &Core, began: Instant) -> Option<String> {
         .failures
         .iter()
         .filter(|(p, _)| is_stuck(p))
-        .map(|(p, f)| format!("\n  {}: {}", crate::fs::show(p), f.reason))
+        .map(|(p, f)| format!("\n  {}: {}", crate::relpath::show(p), f.reason))
         .collect();
     if stuck.is_empty() {
         return None;
@@ -512,7 +512,7 @@ fn describe_backlog(core: &Core) -> String {
     );
     for (p, f) in core.failures.iter().take(20) {
         let why = &f.reason;
-        s.push_str(&format!("\n  {}: {why}", crate::fs::show(p)));
+        s.push_str(&format!("\n  {}: {why}", crate::relpath::show(p)));
     }
     s
 }
@@ -612,7 +612,7 @@ impl Inner {
                     }
                     Err(e) => warn!(
                         "leftover temporary files not swept in {}: {e}",
-                        crate::fs::show(&d)
+                        crate::relpath::show(&d)
                     ),
                 }
             }
@@ -707,7 +707,7 @@ impl Inner {
                 "journal #{} {} {}{}",
                 e.seq,
                 e.record.op(),
-                crate::fs::show(e.record.path()),
+                crate::relpath::show(e.record.path()),
                 if r.is_some() {
                     " (replayed remotely)"
                 } else {
@@ -808,8 +808,8 @@ impl Inner {
             let Some(wait) = wait else {
                 warn!(
                     "remote rename {} -> {} failed ({e}); sending both anew instead",
-                    crate::fs::show(&r.from),
-                    crate::fs::show(&r.to)
+                    crate::relpath::show(&r.from),
+                    crate::relpath::show(&r.to)
                 );
                 return self.resend(r, &ends);
             };
@@ -1247,7 +1247,7 @@ impl Inner {
         if let Some(retry) = Self::connection_failure(core, &e) {
             return core.plan.finish(path, Some(retry), false);
         }
-        warn!("{}: {e}", crate::fs::show(path));
+        warn!("{}: {e}", crate::relpath::show(path));
         if matches!(e.kind(), ErrorKind::VerifyMismatch | ErrorKind::Refused) {
             let event = match e.kind() {
                 ErrorKind::Refused => "refused",
@@ -1360,28 +1360,15 @@ impl Inner {
                     (st.st_mode & libc::S_IFMT == libc::S_IFDIR).then_some(fd)
                 })
         };
-        let mut stack: Vec<(OwnedFd, Vec<u8>)> =
-            start.map(|fd| (fd, top.to_vec())).into_iter().collect();
-        while let Some((dir, prefix)) = stack.pop() {
-            let Ok(entries) = local::list_dir(borrow(&dir)) else {
-                continue;
-            };
-            for e in entries {
-                let path = child_path(&prefix, e.name.as_bytes());
-                let Ok(c) = local::component(&e.name) else {
-                    continue;
-                };
-                let Ok((fd, st)) = local::lookup(borrow(&dir), &c) else {
-                    continue;
-                };
-                if !matches_manifest(mirror.manifest.get(&path), &fd, &st) {
-                    marks.push(path.clone());
-                }
-                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                    stack.push((fd, path.clone()));
-                }
-                seen.insert(path);
+        // An entry that cannot be read now is left to its journal records.
+        for e in start
+            .into_iter()
+            .flat_map(|fd| local::walk(fd, top.to_vec()).flatten())
+        {
+            if !matches_manifest(mirror.manifest.get(&e.path), &e.fd, &e.st) {
+                marks.push(e.path.clone());
             }
+            seen.insert(e.path);
         }
         marks.extend(
             mirror
@@ -1457,7 +1444,11 @@ impl Inner {
         if found.is_empty() {
             return;
         }
-        let shown: Vec<String> = found.iter().take(10).map(|p| crate::fs::show(p)).collect();
+        let shown: Vec<String> = found
+            .iter()
+            .take(10)
+            .map(|p| crate::relpath::show(p))
+            .collect();
         warn!(
             "{} remote entries that ftpsync did not put there are left alone: {}{}",
             found.len(),
@@ -1471,23 +1462,19 @@ impl Inner {
     /// A mark covering a subtree is being worked on: everything beneath `root` locally now is
     /// marked too (its work waits for the root's).
     fn mark_local_beneath(&self, root: &[u8], seq: u64) {
-        let mut paths = vec![root.to_vec()];
-        let mut i = 0;
-        while i < paths.len() {
-            let p = paths[i].clone();
-            i += 1;
-            let Ok((fd, st)) = local::lookup_path(borrow(&self.root), &p) else {
-                continue;
-            };
-            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                continue;
-            }
-            for e in local::list_dir(borrow(&fd)).unwrap_or_default() {
-                paths.push(child_path(&p, e.name.as_bytes()));
-            }
+        let Ok((fd, st)) = local::lookup_path(borrow(&self.root), root) else {
+            return;
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return;
         }
+        // What cannot be read now is marked all the same: its work will find out.
+        let paths: Vec<RelPath> = local::walk(fd, root.to_vec())
+            .map(|found| found.map_or_else(|e| e.path, |e| e.path))
+            .filter(|p| p != root)
+            .collect();
         let mut core = self.core.lock();
-        for p in paths.iter().skip(1) {
+        for p in &paths {
             core.plan.mark(p, seq, Instant::now());
         }
     }

@@ -9,7 +9,8 @@
 
 use crate::journal::{Entry, Record};
 use crate::mirror::{Confirmed, FileMeta, Manifest};
-use crate::replay::{is_within, take_subtree, PathMap};
+use crate::relpath::{is_within, take_subtree};
+use crate::replay::PathMap;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 

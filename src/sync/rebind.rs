@@ -139,8 +139,8 @@ impl Inner {
                 crate::remote::ErrorKind::RootUnusable,
                 format!(
                     "the remote root now resolves to {}, not {} as when this mirror was set                      up: a symlink was put in its place or above it, and is not followed; if                      the new place is meant, name it in the remote URL (the mirror then checks                      everything against it)",
-                    crate::fs::show(root),
-                    hex::decode(was).map_or_else(|_| was.clone(), |b| crate::fs::show(&b))
+                    crate::relpath::show(root),
+                    hex::decode(was).map_or_else(|_| was.clone(), |b| crate::relpath::show(&b))
                 ),
             )),
             None => {

@@ -137,7 +137,7 @@ pub fn reconcile(
         Err(e) => {
             return Err(RemoteError::new(
                 ErrorKind::Other,
-                format!("local {}: {e}", crate::fs::show(path)),
+                format!("local {}: {e}", crate::relpath::show(path)),
             ))
         }
     };
@@ -292,7 +292,7 @@ fn file(
         if removed > 0 {
             log::info!(
                 "removed {removed} leftover temporary files beside {}",
-                crate::fs::show(path)
+                crate::relpath::show(path)
             );
         }
     }
@@ -312,7 +312,7 @@ fn file(
     let file = local::reopen_quietly(borrow(fd)).map_err(|e| {
         RemoteError::new(
             ErrorKind::Other,
-            format!("local open {}: {e}", crate::fs::show(path)),
+            format!("local open {}: {e}", crate::relpath::show(path)),
         )
     })?;
     ledger.intend(&meta);
@@ -345,12 +345,12 @@ fn hash_here(fd: &std::os::fd::OwnedFd, st: &local::Stat, path: &[u8]) -> Result
     let local_err = |e: std::io::Error| {
         RemoteError::new(
             ErrorKind::Other,
-            format!("local {}: {e}", crate::fs::show(path)),
+            format!("local {}: {e}", crate::relpath::show(path)),
         )
     };
     log::warn!(
         "{}: no hash of its last version arrived; hashing it here (a lost hash record: please report it)",
-        crate::fs::show(path)
+        crate::relpath::show(path)
     );
     let file = local::reopen_quietly(borrow(fd)).map_err(local_err)?;
     let (sha256, size) = crate::hash::hash_file(&file).map_err(local_err)?;
@@ -411,7 +411,7 @@ fn remove_temps(t: &mut dyn Transport, root: BorrowedFd<'_>, path: &[u8]) -> Res
     let dir = parent(path);
     let mut removed = 0;
     for (name, kind) in t.list(dir)? {
-        let temp = crate::journal::child_path(dir, &name);
+        let temp = crate::relpath::child_path(dir, &name);
         if kind == FileKind::File
             && is_temp_name(&name)
             && name.starts_with(&prefix)
@@ -567,7 +567,7 @@ pub(super) fn remove_subtree(
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             // A lost connection is no foreign content: the work is retried, not forgotten.
             Err(e) if matches!(c, Confirmed::Dir { .. }) && !e.kind().is_connection_wide() => {
-                log::warn!("{}: remote directory not removed ({e}); it holds files ftpsync did not put there", crate::fs::show(p));
+                log::warn!("{}: remote directory not removed ({e}); it holds files ftpsync did not put there", crate::relpath::show(p));
             }
             other => other?,
         }
@@ -609,8 +609,8 @@ pub(super) fn move_aside(t: &mut dyn Transport, path: &[u8]) -> Result<Vec<u8>> 
     t.rename_noreplace(path, &aside)?;
     log::warn!(
         "remote {} changed behind ftpsync's back; kept as {}",
-        crate::fs::show(path),
-        crate::fs::show(&aside)
+        crate::relpath::show(path),
+        crate::relpath::show(&aside)
     );
     Ok(aside)
 }

@@ -11,9 +11,9 @@
 use super::plan::RemoteRename;
 use super::reconcile::{is_ours, lstat, make_parents, move_aside, remove_subtree};
 use crate::mirror::{Confirmed, Mirror};
+use crate::relpath::is_within;
 use crate::remote::path::{ancestors, split_parent};
 use crate::remote::{ErrorKind, FileKind, RemoteError, RemoteStat, Transport};
-use crate::replay::is_within;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 

@@ -382,7 +382,10 @@ mod tests {
                 .keys()
                 .any(|k| crate::remote::path::is_temp_name(k) && k.starts_with(b".f.")),
             "a temp file is left: {:?}",
-            nodes.keys().map(|k| crate::fs::show(k)).collect::<Vec<_>>()
+            nodes
+                .keys()
+                .map(|k| crate::relpath::show(k))
+                .collect::<Vec<_>>()
         );
     }
 }

@@ -689,7 +689,7 @@ fn describe_server(h: &Harness) -> String {
     let entries: Vec<String> = h
         .server_tree()
         .iter()
-        .map(|(p, n)| format!("\n  {}: {}", crate::fs::show(p), describe(n)))
+        .map(|(p, n)| format!("\n  {}: {}", crate::relpath::show(p), describe(n)))
         .collect();
     entries.concat()
 }

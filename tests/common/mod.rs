@@ -12,6 +12,7 @@
 
 pub mod mirror_tree;
 pub mod sshd;
+pub mod sys;
 
 use std::ffi::OsString;
 use std::fs;
