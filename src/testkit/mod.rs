@@ -230,11 +230,12 @@ impl Harness {
         let Some(mut q) = f.held.take() else {
             return;
         };
+        let all = n.is_none();
         let n = n.unwrap_or(q.len()).min(q.len());
         for e in q.drain(..n) {
             let _ = f.tx.send(e);
         }
-        if !q.is_empty() || n == 0 {
+        if !all {
             f.held = Some(q);
         }
     }
@@ -243,13 +244,15 @@ impl Harness {
     /// flight, polling: the engine has no wait for that short of a flush, which also waits for
     /// the records held back.
     pub fn wait_engine_idle(&self, timeout: Duration) {
-        let fed = {
-            let f = self.daemon().feed.lock();
-            let held = f.held.as_ref().map_or(0, |q| q.len() as u64);
-            self.daemon().journal.next_seq().saturating_sub(1 + held)
-        };
         let deadline = Instant::now() + timeout;
         loop {
+            // Records still on their way from the journal are counted as fed until they are
+            // held: looked at afresh each time.
+            let fed = {
+                let f = self.daemon().feed.lock();
+                let held = f.held.as_ref().map_or(0, |q| q.len() as u64);
+                self.daemon().journal.next_seq().saturating_sub(1 + held)
+            };
             let s = self.status();
             if self.engine().consumed() >= fed && s.pending == 0 && s.in_flight == 0 {
                 return;
