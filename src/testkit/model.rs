@@ -409,7 +409,17 @@ impl Episode {
         let kind = self.rng.below(6);
         let path = match kind {
             0 | 1 => self.rng.pick(&files),
-            2 => self.rng.pick(&[files.clone(), links.clone()].concat()),
+            // Only what the model holds, as the real-mount model does: a server version ftpsync
+            // kept in directories the local side removed would leave them empty, and no one
+            // (ftpsync included) can tell those are owed to no one now.
+            2 => {
+                let ours: Vec<String> = [files.clone(), links.clone()]
+                    .concat()
+                    .into_iter()
+                    .filter(|p| self.t.nodes.contains_key(p))
+                    .collect();
+                self.rng.pick(&ours)
+            }
             3..=4 => self.rng.pick(&links),
             _ => self.new_path().filter(|p| {
                 !server.contains_key(p)
