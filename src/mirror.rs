@@ -11,6 +11,7 @@
 
 use crate::hash::{to_hex, Sha256Hash};
 use crate::journal::Timestamp;
+use crate::relpath::is_within;
 use crate::replay::PathMap;
 use crate::statedir::MANIFEST;
 use crate::statedir::{self, Access};
@@ -185,7 +186,28 @@ impl Manifest {
                 self.doubts.remove(&path);
                 drop(self.entries.take_subtree(&path));
             }
-            Line::Mv { from, to } => self.entries.rename(&from, &to, 0),
+            Line::Mv { from, to } => {
+                self.entries.rename(&from, &to, 0);
+                // An upload that landed unrecorded moved with its directory on the server: its
+                // intent follows it, or the server's copy is nobody's at its new path (a local
+                // delete there leaves it for ever). What was at `to` is gone from the server.
+                let moved =
+                    |p: &Vec<u8>| is_within(p, &from).then(|| [&to[..], &p[from.len()..]].concat());
+                self.intents.retain(|p, _| !is_within(p, &to));
+                let intents: Vec<_> = self.intents.keys().filter_map(moved).collect();
+                for new in intents {
+                    let old = [&from[..], &new[to.len()..]].concat();
+                    if let Some(v) = self.intents.remove(&old) {
+                        self.intents.insert(new, v);
+                    }
+                }
+                self.doubts.retain(|p| !is_within(p, &to));
+                let doubts: Vec<_> = self.doubts.iter().filter_map(moved).collect();
+                for new in doubts {
+                    self.doubts.remove(&[&from[..], &new[to.len()..]].concat());
+                    self.doubts.insert(new);
+                }
+            }
             Line::Applied { seq } => self.applied_seq = seq,
             Line::Intent { path, entry } => {
                 let versions = self.intents.entry(path).or_default();
@@ -561,6 +583,28 @@ mod tests {
         assert_eq!(again.len(), 10);
         assert_eq!(again.applied_seq(), 7);
         assert_eq!(again.get(b"f3"), m.get(b"f3"));
+    }
+
+    #[test]
+    fn intents_and_doubts_move_with_a_rename_and_go_with_what_it_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = |n| *file(n).file().unwrap();
+        {
+            let mut m = Manifest::open(dir.path()).unwrap();
+            m.intend(b"b/e", meta(1)).unwrap();
+            m.intend(b"bb", meta(2)).unwrap();
+            m.intend(b"e/x", meta(3)).unwrap();
+            m.doubt(b"b/d").unwrap();
+            m.rename(b"b", b"e").unwrap();
+            m.sync().unwrap();
+        }
+        {
+            let m = Manifest::open(dir.path()).unwrap();
+            assert_eq!(m.intents_of(b"e/e"), &[meta(1)]);
+            assert_eq!(m.intents_of(b"bb"), &[meta(2)], "a name beside is no child");
+            assert!(m.intents_of(b"b/e").is_empty() && m.intents_of(b"e/x").is_empty());
+            assert!(m.doubted(b"e/d") && !m.doubted(b"b/d"));
+        }
     }
 
     #[test]

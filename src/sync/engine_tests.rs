@@ -324,3 +324,32 @@ fn a_symlink_made_again_as_it_was_replaces_what_the_server_put_there() {
         .collect();
     assert_eq!(kept.len(), 1, "the server's version is kept aside");
 }
+
+/// A daemon killed after an upload reached the server but before its end was taken in leaves
+/// an intent in the manifest, by which the restarted engine knows the server's file as its
+/// own. A rename of its directory, replayed on the server, moves the file: the intent must
+/// move with it, or a local unlink at the new path finds a file nobody vouches for and leaves
+/// it on the server for ever. Found by the mock model test with RENAME_EXCHANGE in the mix
+/// (seed 979337390: a restart between the upload of b/e and its end, then `rename b -> e` and
+/// `unlink e/e`; e/e stayed on the server after flushes that succeeded).
+#[test]
+fn an_unrecorded_upload_moved_by_a_rename_is_still_ours_to_remove() {
+    let mut h = Harness::new();
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.flush(PATIENCE).expect("flush");
+    h.hold_feed();
+    h.write_file("b/e", b"ours").expect("write");
+    assert!(h.fs().settle(PATIENCE));
+    h.landed_unrecorded("b/e");
+    h.rename("b", "e").expect("rename");
+    h.unlink("e/e").expect("unlink");
+    h.restart();
+    h.flush(PATIENCE).expect("flush");
+    let left: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('b') || k.starts_with('e'))
+        .collect();
+    assert_eq!(left, ["e"], "our own upload stays on the server");
+}

@@ -240,6 +240,11 @@ impl Harness {
         }
     }
 
+    /// Whether records are being held back from the engine.
+    pub fn feed_held(&self) -> bool {
+        self.daemon().feed.lock().held.is_some()
+    }
+
     /// Waits until the engine took in every record fed to it and has nothing waiting or in
     /// flight, polling: the engine has no wait for that short of a flush, which also waits for
     /// the records held back.
@@ -349,6 +354,43 @@ impl Harness {
             .iter()
             .map(|(p, c)| (p.clone(), c.clone()))
             .collect()
+    }
+
+    /// What a daemon killed mid-upload leaves: the upload of the local file at `path` intended
+    /// in the manifest (as the engine records it before sending a byte) and landed on the
+    /// server with the local bytes and mtime, its end never taken in.
+    pub fn landed_unrecorded(&self, path: &str) {
+        use std::os::unix::fs::MetadataExt;
+        let local = self.local_path(path);
+        let md = std::fs::symlink_metadata(&local).expect("the local file");
+        let data = std::fs::read(&local).expect("the local file");
+        let ts = |sec: i64, nsec: i64| crate::journal::Timestamp {
+            sec,
+            nsec: nsec as u32,
+        };
+        let meta = crate::mirror::FileMeta {
+            size: md.len(),
+            sha256: sha256(&data),
+            mode: md.mode() & 0o7777,
+            mtime: ts(md.mtime(), md.mtime_nsec()),
+            ino: md.ino(),
+            ctime: ts(md.ctime(), md.ctime_nsec()),
+        };
+        self.daemon()
+            .mirror
+            .lock()
+            .manifest
+            .intend(path.as_bytes(), meta)
+            .expect("intent");
+        self.server.insert(
+            path.as_bytes(),
+            MockNode::File {
+                data,
+                mode: md.mode() & 0o777,
+                atime: md.atime(),
+                mtime: md.mtime(),
+            },
+        );
     }
 
     /// The engine's status (see doc/CONTRACTS.md).
@@ -468,6 +510,13 @@ impl Harness {
         let (p, n) = self.parent_and_name(from)?;
         let (np, nn) = self.parent_and_name(to)?;
         self.fs().rename(p, n, np, nn, 0)
+    }
+
+    /// `renameat2(.., RENAME_EXCHANGE)`: the two entries swap places.
+    pub fn exchange(&self, a: &str, b: &str) -> crate::fs::R<()> {
+        let (p, n) = self.parent_and_name(a)?;
+        let (np, nn) = self.parent_and_name(b)?;
+        self.fs().rename(p, n, np, nn, libc::RENAME_EXCHANGE)
     }
 
     /// The backing directory's file at `path`, read behind the filesystem's back.

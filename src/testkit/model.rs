@@ -3,7 +3,7 @@
 //!
 //! Random operations go through the fs layer (create, overwrite, append, pwrite, truncate,
 //! mkdir, rmdir, rm -r, unlink, chmod, symlink, rename of files and trees to new names, into a
-//! directory made a moment before and over existing names), interleaved with edits made on the
+//! directory made a moment before and over existing names, RENAME_EXCHANGE), interleaved with edits made on the
 //! mock server behind the engine's back (modify, delete, file to symlink and back, retarget,
 //! create where the local side may write later), transient failures injected into the
 //! connections (a cut upload leaves a temp file), and engine restarts on the same journal and
@@ -28,7 +28,7 @@
 //! MOCK_MODEL_SECONDS (default 20) have passed; MOCK_MODEL_SEED=N runs that seed alone. A
 //! failure names its seed, the line to add to the regressions file, and the last operations;
 //! the whole trace and the server's operations are kept in $TMPDIR/mock-model-SEED.trace.
-//! MOCK_MODEL_EDITS=0, MOCK_MODEL_FAULTS=0, MOCK_MODEL_RESTARTS=0 switch parts of the mix off;
+//! MOCK_MODEL_EDITS=0, MOCK_MODEL_FAULTS=0, MOCK_MODEL_RESTARTS=0, MOCK_MODEL_EXCHANGE=0, MOCK_MODEL_LAG=0 switch parts of the mix off;
 //! RUST_LOG=ftpsync=debug shows the engine's log.
 //!
 //! A restart stops the engine with nothing in flight but records it never took in (it is
@@ -172,6 +172,17 @@ impl Episode {
         if was_idle && self.rng.chance(35) && knob("MOCK_MODEL_EDITS") {
             return self.server_edit(tag);
         }
+        // The engine lags behind the filesystem for a while: records are held back, then let
+        // through a few at a time.
+        if knob("MOCK_MODEL_LAG") && self.rng.chance(6) {
+            if !self.h.feed_held() {
+                self.h.hold_feed();
+                return Ok(Some("hold the feed".into()));
+            }
+            let n = 1 + self.rng.below(4);
+            self.h.release_feed(Some(n));
+            return Ok(Some(format!("release {n} records")));
+        }
         match self.rng.below(100) {
             0..=13 => {
                 let Some(p) = self.new_path() else {
@@ -286,6 +297,7 @@ impl Episode {
                     self.h.symlink(&p, &target),
                 )
             }
+            70..=72 if knob("MOCK_MODEL_EXCHANGE") => self.exchange(),
             70..=82 => self.rename(false),
             83..=86 => self.rename(true),
             87..=94 if self.restart_in == 0 => self.flush(),
@@ -359,6 +371,24 @@ impl Episode {
             .map_err(|e| format!("{what}: {e:?}"))
     }
 
+    /// RENAME_EXCHANGE of two entries, neither within the other.
+    fn exchange(&mut self) -> Result<Option<String>, String> {
+        let Some(a) = self.any_where(|_, _| true) else {
+            return Ok(None);
+        };
+        let Some(b) = self.any_where(|p, _| p != a) else {
+            return Ok(None);
+        };
+        if !self.t.can_exchange(&a, &b) {
+            return Ok(None);
+        }
+        let what = format!("exchange {a} <-> {b}");
+        let r = self.h.exchange(&a, &b);
+        self.t.exchange(&a, &b);
+        r.map(|()| Some(what.clone()))
+            .map_err(|e| format!("{what}: {e:?}"))
+    }
+
     fn remove_tree(&mut self, p: &str) -> crate::fs::R<()> {
         let mut paths = self.t.subtree(p);
         paths.sort_by_key(|k| std::cmp::Reverse(depth(k)));
@@ -375,6 +405,7 @@ impl Episode {
 
     /// A flush that must succeed, then the checks.
     fn flush(&mut self) -> Result<Option<String>, String> {
+        self.h.release_feed(None);
         self.h
             .flush(FLUSH_PATIENCE)
             .map_err(|e| format!("flush failed: {e}"))?;
