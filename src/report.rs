@@ -9,8 +9,12 @@
 //! still reads.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// A path as text (lossy UTF-8) and as its exact bytes in hex: the one JSON form of a path.
+/// A path as text (lossy UTF-8) and as its exact bytes in hex: the one JSON form of a path,
+/// everywhere a path is written as JSON (status, control replies, verify, the audit log).
+/// A path that is one field among others is written the same way by [`with_paths`]: `KEY`
+/// the text, `KEY_hex` the bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PathName {
@@ -30,6 +34,21 @@ impl PathName {
     pub fn bytes(&self) -> Vec<u8> {
         hex::decode(&self.path_hex).unwrap_or_else(|_| self.path.clone().into_bytes())
     }
+}
+
+/// `fields` (a JSON object) with each path of `paths` added in the one JSON form: `KEY` its
+/// text (lossy UTF-8), `KEY_hex` its exact bytes.
+pub fn with_paths(paths: &[(&str, &[u8])], fields: Value) -> Value {
+    let mut doc = match fields {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (key, p) in paths {
+        let name = PathName::of(p);
+        doc.insert(key.to_string(), Value::String(name.path));
+        doc.insert(format!("{key}_hex"), Value::String(name.path_hex));
+    }
+    Value::Object(doc)
 }
 
 /// The whole document: what the daemon reports, and (one-shot view only) the journal.
@@ -219,4 +238,33 @@ pub struct HashEntry {
     /// 0 for a hash the manifest holds (confirmed, no order).
     pub seq: u64,
     pub confirmed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_path_is_written_one_way_and_read_back_exactly() {
+        for p in [
+            &b"a/b.txt"[..],
+            b"caf\xc3\xa9",
+            b"bad\xff\xfename",
+            b"a\nb",
+            b"",
+        ] {
+            let v = json!(PathName::of(p));
+            let back: PathName = serde_json::from_value(v).expect("reads");
+            assert_eq!(back.bytes(), p);
+        }
+        assert_eq!(
+            json!(PathName::of(b"x\xff")),
+            json!({"path": "x\u{fffd}", "path_hex": "78ff"})
+        );
+        assert_eq!(
+            with_paths(&[("from", b"a"), ("to", b"b\xff")], json!({"n": 1})),
+            json!({"n": 1, "from": "a", "from_hex": "61", "to": "b\u{fffd}", "to_hex": "62ff"})
+        );
+    }
 }

@@ -62,11 +62,24 @@ fn verify_finds_remote_changes_and_repair_then_flush_mends_them() {
     assert!(!out.ok(), "verify passed a changed remote:\n{}", out.stdout);
     let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
     assert_eq!(doc["equal"], false);
-    assert_eq!(doc["missing"], serde_json::json!(["deleted.txt"]), "{doc}");
-    assert_eq!(doc["extra"], serde_json::json!(["docs/extra.txt"]), "{doc}");
+    let path = |p: &str| serde_json::json!({"path": p, "path_hex": hex::encode(p)});
+    assert_eq!(
+        doc["missing"],
+        serde_json::json!([path("deleted.txt")]),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["extra"],
+        serde_json::json!([path("docs/extra.txt")]),
+        "{doc}"
+    );
     let different = doc["different"].as_array().expect("different");
     assert_eq!(different.len(), 1, "{doc}");
     assert_eq!(different[0]["path"], "docs/deep/changed.txt");
+    assert_eq!(
+        different[0]["path_hex"],
+        hex::encode("docs/deep/changed.txt")
+    );
     // The server set its own mtime when the file was rewritten: both are reported.
     let what = different[0]["what"].to_string();
     assert!(what.contains("sha256") && what.contains("mtime"), "{what}");

@@ -24,7 +24,7 @@ pub(crate) mod tests;
 mod writer;
 
 pub use check::{check, Break, CheckReport};
-pub use writer::{path_bytes, path_value, Audit};
+pub use writer::Audit;
 
 use crate::statedir;
 use crate::statedir::{AUDIT_HEAD, AUDIT_LOG};

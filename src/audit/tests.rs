@@ -353,22 +353,6 @@ fn write_errors_do_not_reach_the_caller() {
 }
 
 #[test]
-fn path_values_round_trip() {
-    for p in [
-        &b"a/b.txt"[..],
-        b"caf\xc3\xa9",
-        b"bad\xff\xfename",
-        b"a\nb",
-        b"",
-    ] {
-        let v = path_value(p);
-        assert_eq!(path_bytes(&v).as_deref(), Some(p));
-    }
-    assert_eq!(path_value(b"\xff"), json!({ "hex": "ff" }));
-    assert_eq!(path_value(b"x"), json!("x"));
-}
-
-#[test]
 fn reserved_keys_are_renamed() {
     let (d, log) = log_of(0);
     let a = Audit::open(d.path()).unwrap();

@@ -446,20 +446,3 @@ fn caller_fields(fields: Value) -> Map<String, Value> {
     }
     out
 }
-
-/// A path (raw bytes) as a JSON value: a string when UTF-8, else {"hex": "..."} so nothing is lost.
-pub fn path_value(p: &[u8]) -> Value {
-    match std::str::from_utf8(p) {
-        Ok(s) => Value::String(s.to_string()),
-        Err(_) => serde_json::json!({ "hex": hex::encode(p) }),
-    }
-}
-
-/// The bytes `path_value` was made from.
-pub fn path_bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::String(s) => Some(s.as_bytes().to_vec()),
-        Value::Object(m) if m.len() == 1 => hex::decode(m.get("hex")?.as_str()?).ok(),
-        _ => None,
-    }
-}

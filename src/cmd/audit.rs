@@ -86,7 +86,7 @@ fn readable(record: &Map<String, Value>, time: Option<SystemTime>) -> String {
     let event = token(&record.get("event").map(text).unwrap_or_default());
     let mut s = format!("{time}  {event:<14}");
     for (k, v) in record {
-        if !RESERVED.contains(&k.as_str()) {
+        if !RESERVED.contains(&k.as_str()) && !says_nothing_more(record, k) {
             s.push(' ');
             s.push_str(&token(k));
             s.push('=');
@@ -94,6 +94,21 @@ fn readable(record: &Map<String, Value>, time: Option<SystemTime>) -> String {
         }
     }
     s
+}
+
+/// Whether `key` is a path's `KEY_hex` (the one JSON form of a path, `report::with_paths`)
+/// whose bytes are exactly the text beside it: people are shown the hex only when the text
+/// could not carry the name (invalid UTF-8).
+fn says_nothing_more(record: &Map<String, Value>, key: &str) -> bool {
+    let Some(text) = key
+        .strip_suffix("_hex")
+        .and_then(|k| record.get(k))
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    let bytes = record.get(key).and_then(Value::as_str).map(hex::decode);
+    matches!(bytes, Some(Ok(b)) if b == text.as_bytes())
 }
 
 fn text(v: &Value) -> String {
@@ -147,9 +162,9 @@ fn unsafe_char(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::path_value;
     use crate::audit::tests::{lines, log_of, rewrite};
     use crate::audit::Audit;
+    use crate::report::with_paths;
     use crate::statedir::AUDIT_LOG;
     use serde_json::json;
     use std::fs;
@@ -188,9 +203,12 @@ mod tests {
         let name = b"evil\n2026-11-25 23:03:47Z  confirmed      path=x\xff";
         a.record(
             "confirmed",
-            json!({ "path": path_value(b"a\nb.txt"), "size": 12, "to": "my file", "bidi": "a\u{202e}b" }),
+            with_paths(
+                &[("path", b"a\nb.txt")],
+                json!({ "size": 12, "to": "my file", "bidi": "a\u{202e}b" }),
+            ),
         );
-        a.record("confirmed", json!({ "path": path_value(name) }));
+        a.record("confirmed", with_paths(&[("path", name)], json!({})));
         a.record(
             "trusted",
             json!({ "path": "plain/a.txt", "verified_by": "exec" }),
@@ -205,7 +223,13 @@ mod tests {
             l[0]
         );
         assert!(l[0].contains(r#"bidi="a\u{202e}b""#), "{}", l[0]);
-        assert!(l[1].contains("path={\"hex\":"), "{}", l[1]);
+        assert!(!l[0].contains("path_hex"), "{}", l[0]);
+        assert!(
+            l[1].contains(r#"path="evil\n2026"#)
+                && l[1].ends_with(&format!("path_hex={}", hex::encode(name))),
+            "{}",
+            l[1]
+        );
         assert!(
             l[2].ends_with("trusted        path=plain/a.txt verified_by=exec"),
             "{}",

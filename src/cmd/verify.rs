@@ -4,7 +4,7 @@
 //! the server allows it, by reading it back otherwise), over parallel connections.
 //! `--repair` removes what is wrong on the remote and has the daemon send the local version.
 
-use crate::audit::{path_value, Audit};
+use crate::audit::Audit;
 use crate::config::MountConfig;
 use crate::control::{self, Request as Ctl};
 use crate::hash::hash_file;
@@ -15,6 +15,7 @@ use crate::relpath::{child_path, show};
 use crate::remote::marker;
 use crate::remote::path::is_conflict_name;
 use crate::remote::{ConnectOptions, FileKind, SecretSource, Transport};
+use crate::report::{with_paths, PathName};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -374,14 +375,16 @@ fn report(f: &Findings, as_json: bool) {
             f.problems
                 .iter()
                 .filter(|(_, p)| want(p))
-                .map(|(path, _)| path_value(path))
+                .map(|(path, _)| json!(PathName::of(path)))
                 .collect()
         };
         let different: Vec<Value> = f
             .problems
             .iter()
             .filter_map(|(path, p)| match p {
-                Problem::Differs(what) => Some(json!({"path": path_value(path), "what": what})),
+                Problem::Differs(what) => {
+                    Some(with_paths(&[("path", path)], json!({"what": what})))
+                }
                 _ => None,
             })
             .collect();
@@ -392,7 +395,7 @@ fn report(f: &Findings, as_json: bool) {
             "missing": list(|p| matches!(p, Problem::Missing)),
             "extra": list(|p| matches!(p, Problem::Extra)),
             "different": different,
-            "kept_conflict_copies": f.kept.iter().map(|p| path_value(p)).collect::<Vec<_>>(),
+            "kept_conflict_copies": f.kept.iter().map(|p| PathName::of(p)).collect::<Vec<_>>(),
         });
         println!("{doc}");
         return;
@@ -494,7 +497,7 @@ fn remove_in_the_way(
             continue;
         }
         remove_remote(conn.as_mut(), remote, path)?;
-        audit.record("repair_remove", json!({"path": path_value(path)}));
+        audit.record("repair_remove", with_paths(&[("path", path)], json!({})));
         removed.push(path);
     }
     Ok(removed.len())

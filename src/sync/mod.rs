@@ -30,14 +30,14 @@ mod sweep;
 
 use reporting::{describe_backlog, needs_person, server_report};
 
-use crate::audit::{path_value, Audit};
+use crate::audit::Audit;
 use crate::journal::{Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
 use crate::relpath::is_within;
 use crate::relpath::{child_path, RelPath};
 use crate::remote::{ErrorKind, Reach, RemoteError, SessionInfo, Transport};
-use crate::report::{self, PathName};
+use crate::report::{self, with_paths, PathName};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use limits::{Meter, ReconnectGate};
 use log::{error, info, warn};
@@ -791,7 +791,7 @@ impl Inner {
             };
             self.audit(
                 event,
-                json!({"path": path_value(path), "reason": e.message()}),
+                with_paths(&[("path", path)], json!({"reason": e.message()})),
             );
         }
         let needs_person = e.kind().reach() == Reach::PathNeedsPerson;

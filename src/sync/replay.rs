@@ -55,8 +55,10 @@ impl Inner {
                     self.move_litter(r);
                     self.audit(
                         "rename",
-                        json!({"from": path_value(&r.from), "to": path_value(&r.to),
-                               "exchange": r.exchange}),
+                        with_paths(
+                            &[("from", &r.from), ("to", &r.to)],
+                            json!({"exchange": r.exchange}),
+                        ),
                     );
                     if let Some(aside) = replaced {
                         self.resend_replaced(&aside.dir, &aside.forgotten);
@@ -113,7 +115,7 @@ impl Inner {
     /// Conflict copies made outside a worker's reconcile: counted and audited like theirs.
     pub(super) fn kept_aside(&self, copies: &[Vec<u8>]) {
         for copy in copies {
-            self.audit("conflict_kept", json!({"copy": path_value(copy)}));
+            self.audit("conflict_kept", with_paths(&[("copy", copy)], json!({})));
         }
         self.core.lock().conflicts += copies.len() as u64;
     }

@@ -115,27 +115,28 @@ impl Inner {
     /// What a finished reconcile changed on the remote.
     pub(super) fn audit_outcome(&self, path: &[u8], report: &reconcile::Report) {
         for copy in &report.conflicts {
-            self.audit("conflict_kept", json!({"copy": path_value(copy)}));
+            self.audit("conflict_kept", with_paths(&[("copy", copy)], json!({})));
         }
-        let p = path_value(path);
+        let p = |fields| with_paths(&[("path", path)], fields);
         match (&report.apply, &report.uploaded) {
             (Apply::Put(_), Some(u)) => self.audit(
                 "confirmed",
-                json!({"path": p, "size": u.bytes, "sha256": hex::encode(u.sha256),
-                       "verified_by": u.verified_by.to_string()}),
+                p(json!({"size": u.bytes, "sha256": hex::encode(u.sha256),
+                         "verified_by": u.verified_by.to_string()})),
             ),
             (Apply::Put(Confirmed::File(f)), None) => self.audit(
                 "confirmed",
-                json!({"path": p, "size": f.size, "sha256": hex::encode(f.sha256),
-                       "verified_by": "the remote copy already there"}),
+                p(json!({"size": f.size, "sha256": hex::encode(f.sha256),
+                         "verified_by": "the remote copy already there"})),
             ),
             (Apply::Put(Confirmed::Dir { mode }), None) => {
-                self.audit("mkdir", json!({"path": p, "mode": format!("{mode:o}")}))
+                self.audit("mkdir", p(json!({"mode": format!("{mode:o}")})))
             }
-            (Apply::Put(Confirmed::Symlink { target }), None) => {
-                self.audit("symlink", json!({"path": p, "target": path_value(target)}))
-            }
-            (Apply::Remove, _) => self.audit("delete", json!({"path": p})),
+            (Apply::Put(Confirmed::Symlink { target }), None) => self.audit(
+                "symlink",
+                with_paths(&[("path", path), ("target", target)], json!({})),
+            ),
+            (Apply::Remove, _) => self.audit("delete", p(json!({}))),
             (Apply::Nothing, _) => {}
         }
     }
