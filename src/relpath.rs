@@ -2,7 +2,7 @@
 //! root (the same bytes name it beneath the remote root), components joined by `/`, the root
 //! itself empty. Bytes, not text: a name may be any bytes but `/` and NUL, invalid UTF-8
 //! included. They are shown to people one way ([`show`]) and carried in JSON one way
-//! (`report::PathName`: lossy text and exact hex).
+//! (`report::PathName` and `report::with_paths`: lossy text and exact hex).
 
 use std::collections::BTreeMap;
 
