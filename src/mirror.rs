@@ -11,7 +11,7 @@
 
 use crate::hash::{to_hex, Sha256Hash};
 use crate::journal::Timestamp;
-use crate::relpath::is_within;
+use crate::relpath::{is_within, reroot};
 use crate::replay::PathMap;
 use crate::statedir::MANIFEST;
 use crate::statedir::{self, Access};
@@ -191,22 +191,20 @@ impl Manifest {
                 // An upload that landed unrecorded moved with its directory on the server: its
                 // intent follows it, or the server's copy is nobody's at its new path (a local
                 // delete there leaves it for ever). What was at `to` is gone from the server.
-                let moved =
-                    |p: &Vec<u8>| is_within(p, &from).then(|| [&to[..], &p[from.len()..]].concat());
                 self.intents.retain(|p, _| !is_within(p, &to));
-                let intents: Vec<_> = self.intents.keys().filter_map(moved).collect();
-                for new in intents {
-                    let old = [&from[..], &new[to.len()..]].concat();
-                    if let Some(v) = self.intents.remove(&old) {
-                        self.intents.insert(new, v);
-                    }
-                }
+                let intents: Vec<_> = self
+                    .intents
+                    .extract_if(|p, _| is_within(p, &from))
+                    .collect();
+                self.intents.extend(
+                    intents
+                        .into_iter()
+                        .map(|(p, v)| (reroot(&p, &from, &to), v)),
+                );
                 self.doubts.retain(|p| !is_within(p, &to));
-                let doubts: Vec<_> = self.doubts.iter().filter_map(moved).collect();
-                for new in doubts {
-                    self.doubts.remove(&[&from[..], &new[to.len()..]].concat());
-                    self.doubts.insert(new);
-                }
+                let doubts: Vec<_> = self.doubts.extract_if(|p| is_within(p, &from)).collect();
+                self.doubts
+                    .extend(doubts.iter().map(|p| reroot(p, &from, &to)));
             }
             Line::Applied { seq } => self.applied_seq = seq,
             Line::Intent { path, entry } => {

@@ -24,6 +24,11 @@ pub fn is_within(path: &[u8], root: &[u8]) -> bool {
             && (path.len() == root.len() || path.get(root.len()) == Some(&b'/')))
 }
 
+/// `path`, at or beneath `from`, as it is named once `from` is renamed to `to`.
+pub fn reroot(path: &[u8], from: &[u8], to: &[u8]) -> RelPath {
+    [to, &path[from.len()..]].concat()
+}
+
 /// Removes and returns the entries of a path-keyed map at and beneath `root`.
 pub fn take_subtree<V>(map: &mut BTreeMap<Vec<u8>, V>, root: &[u8]) -> Vec<(Vec<u8>, V)> {
     let keys: Vec<Vec<u8>> = map

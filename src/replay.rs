@@ -2,7 +2,7 @@
 //! along by renames (of files and of whole directories), links, unlinks and rmdirs.
 
 use crate::journal::Record;
-use crate::relpath::{is_within, take_subtree};
+use crate::relpath::{is_within, reroot, take_subtree};
 use std::collections::BTreeMap;
 
 pub struct PathMap<V> {
@@ -83,9 +83,7 @@ impl<V: Clone> PathMap<V> {
 
     fn put_under(&mut self, entries: Vec<(Vec<u8>, V)>, from: &[u8], to: &[u8]) {
         for (p, v) in entries {
-            let mut np = to.to_vec();
-            np.extend_from_slice(&p[from.len()..]);
-            self.map.insert(np, v);
+            self.map.insert(reroot(&p, from, to), v);
         }
     }
 

@@ -9,7 +9,7 @@
 
 use crate::journal::{Entry, Record};
 use crate::mirror::{Confirmed, FileMeta, Manifest};
-use crate::relpath::{is_within, take_subtree};
+use crate::relpath::{is_within, reroot, take_subtree};
 use crate::replay::PathMap;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -141,7 +141,6 @@ impl Plan {
     }
 
     fn move_marks(&mut self, from: &[u8], to: &[u8], exchange: bool) {
-        let reroot = |p: &[u8], a: &[u8], b: &[u8]| [b, &p[a.len()..]].concat();
         // Work in flight finishes at the old names; what now stands at the new ones must be
         // reconciled after it, or nothing would ever send it there.
         let in_flight: Vec<(Vec<u8>, Mark)> = self

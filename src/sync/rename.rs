@@ -11,7 +11,7 @@
 use super::plan::RemoteRename;
 use super::reconcile::{is_ours, lstat, make_parents, move_aside, remove_subtree};
 use crate::mirror::{Confirmed, Mirror};
-use crate::relpath::is_within;
+use crate::relpath::{is_within, reroot};
 use crate::remote::path::{ancestors, split_parent};
 use crate::remote::{ErrorKind, FileKind, RemoteError, RemoteStat, Transport};
 use parking_lot::Mutex;
@@ -58,11 +58,6 @@ pub enum Replayed {
     },
     /// Not moved: what stands locally at both names must be sent anew.
     Resend,
-}
-
-/// `p`, beneath `from`, as it is named beneath `to`.
-pub fn reroot(p: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    [to, &p[from.len()..]].concat()
 }
 
 /// Replays `r`; conflict copies made on the way are added to `conflicts`.

@@ -108,7 +108,7 @@ impl Inner {
             .collect();
         for d in moved {
             core.litter.remove(&d);
-            core.litter.insert(rename::reroot(&d, &r.from, &r.to));
+            core.litter.insert(reroot(&d, &r.from, &r.to));
         }
     }
 
@@ -140,7 +140,7 @@ impl Inner {
     /// hold as we put them (`again`, by their new names) are sent anew.
     pub(super) fn send_again(&self, r: &RemoteRename, ends: &rename::Ends, again: &[Vec<u8>]) {
         for new in again {
-            let old = rename::reroot(new, &r.to, &r.from);
+            let old = reroot(new, &r.to, &r.from);
             self.seed_hashes(&ends.from, &old, new);
             self.core.lock().plan.mark_subtree(new, r.seq);
         }
@@ -169,7 +169,7 @@ impl Inner {
         let mut core = self.core.lock();
         for (p, c) in entries.iter().filter(|(p, _)| is_within(p, old)) {
             if let Confirmed::File(f) = c {
-                let moved = rename::reroot(p, old, new);
+                let moved = reroot(p, old, new);
                 if core.plan.hashes.get(&moved).is_none() {
                     core.plan.hashes.insert(moved, *f);
                 }
