@@ -373,9 +373,15 @@ fn server_edit(t: &Tree, rng: &mut Rng, token: &mut dyn FnMut() -> String) -> Op
     };
     let (path, kind) = match rng.below(6) {
         0 => (pick(rng, &of(E::File))?.clone(), ServerEditKind::Modify),
+        // Only what the local side holds too: a server version ftpsync kept in directories
+        // removed locally keeps them on the server, and once the server deletes it they are
+        // left empty. ftpsync does not remember why it left them, so it leaves them for good
+        // (verify lists them as extra; --repair removes them): a known limit, not what this
+        // test hunts (seed 680601990 of a soak; the mock model test's rule too).
         1 => {
             let mut v = of(E::File);
             v.extend(of(E::Link));
+            v.retain(|p| t.get(p).is_some());
             (pick(rng, &v)?.clone(), ServerEditKind::Delete)
         }
         2 => (pick(rng, &of(E::File))?.clone(), ServerEditKind::FileToLink),
