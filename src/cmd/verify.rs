@@ -81,6 +81,7 @@ pub fn run(req: &Request) -> Result<bool> {
     let (remote_tree, kept) = walk_remote(conn.as_mut())?;
     let mut findings = compare(&local_tree, &remote_tree);
     findings.kept = kept;
+    forgive_holders_of_kept_copies(&mut findings, &remote_tree);
     let same_size: Vec<(Vec<u8>, u64)> = local_tree
         .iter()
         .filter(|(p, l)| {
@@ -269,6 +270,35 @@ fn compare(local: &BTreeMap<Vec<u8>, Entry>, remote: &BTreeMap<Vec<u8>, Entry>) 
         f.problems.insert(p.clone(), Problem::Extra);
     }
     f
+}
+
+/// Whether a conflict copy ftpsync kept lies beneath `dir`.
+fn holds_kept(kept: &[Vec<u8>], dir: &[u8]) -> bool {
+    kept.iter().any(|k| is_beneath(k, dir))
+}
+
+/// A remote directory with no local counterpart that holds nothing but conflict copies (and
+/// directories holding them) is where the engine kept a server version when the local
+/// directory went (it removes what it put there and leaves the directory the copy needs): no
+/// difference, as the copies themselves are none.
+fn forgive_holders_of_kept_copies(f: &mut Findings, remote: &Tree) {
+    let holders: Vec<Vec<u8>> = f
+        .problems
+        .iter()
+        .filter(|(p, problem)| {
+            matches!(problem, Problem::Extra)
+                && remote.get(*p).is_some_and(|e| e.kind == FileKind::Dir)
+                && holds_kept(&f.kept, p)
+                && remote
+                    .iter()
+                    .filter(|(q, _)| is_beneath(q, p))
+                    .all(|(q, e)| e.kind == FileKind::Dir && holds_kept(&f.kept, q))
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in holders {
+        f.problems.remove(&p);
+    }
 }
 
 fn differences(l: &Entry, r: &Entry) -> Vec<String> {
@@ -493,7 +523,7 @@ fn remove_in_the_way(
         if removed.iter().any(|r| is_beneath(path, r)) {
             continue;
         }
-        remove_remote(conn.as_mut(), remote, path)?;
+        remove_remote(conn.as_mut(), remote, &f.kept, path)?;
         audit.record("repair_remove", json!({"path": path_value(path)}));
         removed.push(path);
     }
@@ -504,12 +534,19 @@ fn is_beneath(path: &[u8], dir: &[u8]) -> bool {
     path.len() > dir.len() && is_within(path, dir)
 }
 
-/// Removes a remote entry, a directory with everything beneath it (deepest first). What is
-/// already gone is no error.
-fn remove_remote(t: &mut dyn Transport, remote: &Tree, path: &[u8]) -> Result<()> {
+/// Removes a remote entry, a directory with everything beneath it (deepest first), except the
+/// conflict copies ftpsync kept and the directories holding them: no server version is lost.
+/// What is already gone is no error.
+fn remove_remote(
+    t: &mut dyn Transport,
+    remote: &Tree,
+    kept: &[Vec<u8>],
+    path: &[u8],
+) -> Result<()> {
     let mut doomed: Vec<&Vec<u8>> = remote
         .keys()
         .filter(|p| p.as_slice() == path || is_beneath(p, path))
+        .filter(|p| !holds_kept(kept, p))
         .collect();
     doomed.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in doomed {
