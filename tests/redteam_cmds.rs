@@ -365,3 +365,36 @@ fn repair_is_not_stopped_by_a_directory_holding_a_conflict_copy() {
         "the repair lost the server's version"
     );
 }
+
+/// Finding: the one tree walker (local::walk) keeps a descriptor open for every directory it
+/// has found and not listed yet: a directory with more subdirectories than the open-file
+/// limit (1024 is the usual soft limit of a login session) fails `ftpsync verify` with "Too
+/// many open files". Only `mount` raises the limit; the walk needs at most one descriptor per
+/// level of depth.
+#[test]
+fn verify_walks_a_directory_wider_than_the_open_file_limit() {
+    use std::os::unix::process::CommandExt;
+    let m = builder().mount();
+    fs::create_dir(m.path("wide")).expect("mkdir");
+    for i in 0..1100 {
+        fs::create_dir(m.path(format!("wide/{i:04}"))).expect("mkdir");
+    }
+    m.flush();
+    let mut c = std::process::Command::new(common::BIN);
+    c.arg("verify").arg(&m.state);
+    // SAFETY: setrlimit between fork and exec, async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = common::run_with_timeout(c, common::CMD_WAIT);
+    assert!(out.ok(), "verify under a 1024 open-file limit:\n{out:?}");
+}
