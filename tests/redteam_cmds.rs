@@ -255,7 +255,22 @@ fn beside_root(m: &Mount) -> Vec<(Vec<u8>, bool)> {
 /// repair and flush the server equals the local tree and nothing was written beside the root.
 #[test]
 fn repair_mends_kinds_the_server_changed_without_writing_through_planted_links() {
-    let m = builder().mount();
+    repair_mends_kinds(builder().mount());
+}
+
+/// The same against gesftpserver (the protocol draft's symlink order), verifying by read-back.
+#[test]
+fn repair_mends_kinds_the_server_changed_on_gesftpserver() {
+    repair_mends_kinds(
+        Mount::builder()
+            .flavor(common::sshd::Flavor::Gesftp)
+            .arg("--verify")
+            .arg("readback")
+            .mount(),
+    );
+}
+
+fn repair_mends_kinds(m: Mount) {
     put(&m.path("f1"), b"local f1");
     put(&m.path("f2"), b"local f2");
     for d in ["d1", "d2"] {
@@ -397,4 +412,27 @@ fn verify_walks_a_directory_wider_than_the_open_file_limit() {
     }
     let out = common::run_with_timeout(c, common::CMD_WAIT);
     assert!(out.ok(), "verify under a 1024 open-file limit:\n{out:?}");
+}
+
+/// Finding: `verify --repair` with no daemon running (it needs one to resend) first removes
+/// from the server whatever it finds extra or in the way, and only then fails for want of the
+/// daemon: half a repair, the removals audited, nothing sent. It must fail before touching
+/// anything.
+#[test]
+fn repair_without_a_daemon_fails_before_removing_anything() {
+    let mut m = builder().mount();
+    put(&m.path("kept"), b"local kept");
+    m.flush();
+    m.unmount();
+    put(&remote_root(&m).join("extra"), b"the server's own file");
+    let out = verify(&m, &["--repair"]);
+    assert!(!out.ok(), "{out:?}");
+    assert!(
+        out.stderr.contains("mount running"),
+        "no word of the missing daemon: {out:?}"
+    );
+    assert!(
+        remote_root(&m).join("extra").exists(),
+        "verify --repair removed `extra` though it could not repair: {out:?}"
+    );
 }
