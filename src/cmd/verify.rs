@@ -72,6 +72,16 @@ pub fn run(req: &Request) -> Result<bool> {
             req.state_dir.display()
         )
     })?;
+    // The daemon sends what a repair finds missing: without one, a repair would stop half
+    // way, after its removals. Refused before anything is touched.
+    if req.repair && control::call_within(&req.state_dir, &Ctl::Status, Some(DAEMON_WAIT)).is_err()
+    {
+        bail!(
+            "--repair needs the mount running (the daemon sends the local versions): no ftpsync \
+             daemon answers for {}; mount the mirror, then run it again (nothing was changed)",
+            req.state_dir.display()
+        );
+    }
     settle_daemon(&req.state_dir);
     let opts = ask_once(cfg.connect_options())?;
     let root = local::open_root(&cfg.local_dir)
