@@ -436,3 +436,35 @@ fn repair_without_a_daemon_fails_before_removing_anything() {
         "verify --repair removed `extra` though it could not repair: {out:?}"
     );
 }
+
+/// A repair's doubt follows a rename made before the daemon resent the path, across a kill -9:
+/// the damaged file the server carried to the new name is sent again.
+#[test]
+fn a_repair_follows_a_rename_made_before_the_resend_and_survives_a_kill() {
+    let mut m = builder().arg("--writeback-delay").arg("3").mount();
+    fs::create_dir(m.path("d")).expect("mkdir");
+    put(&m.path("d/f"), b"local d/f");
+    put(&m.path("d/g"), b"local d/g");
+    m.flush();
+    put(&remote_root(&m).join("d/f"), b"LOCAL D/F");
+    let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(remote_root(&m).join("d/f"))
+        .and_then(|f| f.set_modified(past))
+        .expect("remote mtime");
+    let out = verify(&m, &["--repair"]);
+    assert!(out.stderr.contains("repair:"), "{out:?}");
+    fs::rename(m.path("d"), m.path("e")).expect("mv d e");
+    m.kill9();
+    m.remount();
+    m.flush();
+    assert_eq!(
+        fs::read(remote_root(&m).join("e/f")).expect("remote e/f"),
+        b"local d/f",
+        "the damaged copy stands at the new name:\n{}",
+        m.log_tail()
+    );
+    assert_mirrored(&m);
+    verify(&m, &[]).assert_ok();
+}
