@@ -15,7 +15,7 @@ use crate::relpath::is_within;
 use crate::remote::path::{ancestors, split_parent};
 use crate::remote::{ErrorKind, FileKind, RemoteError, RemoteStat, Transport};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 type Result<T> = std::result::Result<T, RemoteError>;
 
@@ -82,7 +82,8 @@ pub fn replay(
     if !still_ours(t, &r.from, &ends.from, conflicts)? {
         return Ok(Replayed::Resend);
     }
-    let changed = changed_beneath(t, &r.from, &ends.from, conflicts)?;
+    let doubted = doubted_beneath(mirror, &ends.from, |p| p.to_vec());
+    let changed = changed_beneath(t, &r.from, &ends.from, &doubted, conflicts)?;
     clear_target(t, &r.to, &ends.to, conflicts)?;
     let replaced = make_parents_recorded(t, &r.to, mirror, conflicts)?;
     t.rename(&r.from, &r.to)?;
@@ -111,7 +112,8 @@ fn moved_before(
     {
         return Ok(Replayed::Resend);
     }
-    let changed: Vec<Vec<u8>> = changed_beneath(t, &r.to, &moved, conflicts)?
+    let doubted = doubted_beneath(mirror, &ends.from, |p| reroot(p, &r.from, &r.to));
+    let changed: Vec<Vec<u8>> = changed_beneath(t, &r.to, &moved, &doubted, conflicts)?
         .iter()
         .map(|p| reroot(p, &r.to, &r.from))
         .collect();
@@ -131,9 +133,18 @@ fn record_move(
 ) -> Result<Vec<Vec<u8>>> {
     let again: Vec<Vec<u8>> = changed.iter().map(|p| reroot(p, &r.from, &r.to)).collect();
     let mut m = mirror.lock();
+    // A repair asked for stays asked for at the new name: forgetting the entry forgets its
+    // doubt, and the server's wrong copy would be kept aside as a version of its own.
+    let doubted: Vec<&Vec<u8>> = changed
+        .iter()
+        .zip(&again)
+        .filter(|(old, _)| m.manifest.doubted(old))
+        .map(|(_, new)| new)
+        .collect();
     m.manifest
         .rename(&r.from, &r.to)
         .and_then(|()| again.iter().try_for_each(|p| m.manifest.remove(p)))
+        .and_then(|()| doubted.iter().try_for_each(|p| m.manifest.doubt(p)))
         .map_err(manifest_err)?;
     Ok(again)
 }
@@ -195,13 +206,30 @@ fn still_ours(
     Ok(false)
 }
 
+/// The paths among `entries` a `verify --repair` doubts (the server's copy is wrong: replaced
+/// without a conflict copy), named by `name`. Taken before any I/O, the lock let go.
+fn doubted_beneath(
+    mirror: &Mutex<Mirror>,
+    entries: &[(Vec<u8>, Confirmed)],
+    name: impl Fn(&[u8]) -> Vec<u8>,
+) -> HashSet<Vec<u8>> {
+    let m = mirror.lock();
+    entries
+        .iter()
+        .filter(|(p, _)| m.manifest.doubted(p))
+        .map(|(p, _)| name(p))
+        .collect()
+}
+
 /// The entries beneath a directory about to move that the server no longer holds as we put
-/// them: changed ones are kept aside now (in place, before the move), gone ones just listed.
-/// One listing per directory.
+/// them: changed ones are kept aside now (in place, before the move), unless a repair doubts
+/// them (the user asked for them to be replaced), gone ones just listed. One listing per
+/// directory.
 fn changed_beneath(
     t: &mut dyn Transport,
     from: &[u8],
     entries: &[(Vec<u8>, Confirmed)],
+    doubted: &HashSet<Vec<u8>>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<Vec<Vec<u8>>> {
     let mut listings: HashMap<Vec<u8>, HashMap<Vec<u8>, RemoteStat>> = HashMap::new();
@@ -220,6 +248,7 @@ fn changed_beneath(
         }
         match listings.get(dir).and_then(|l| l.get(name)) {
             Some(r) if is_ours(Some(c), r) => {}
+            Some(_) if doubted.contains(p) => changed.push(p.clone()),
             Some(_) => {
                 conflicts.push(move_aside(t, p)?);
                 changed.push(p.clone());
