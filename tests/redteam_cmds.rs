@@ -468,3 +468,31 @@ fn a_repair_follows_a_rename_made_before_the_resend_and_survives_a_kill() {
     assert_mirrored(&m);
     verify(&m, &[]).assert_ok();
 }
+
+/// The same for files renamed themselves: a damaged file moved away, and a file moved over a
+/// damaged one, right after `verify --repair`: no conflict copy of what the repair replaces.
+#[test]
+fn a_repair_follows_files_renamed_before_the_resend() {
+    let m = builder().arg("--writeback-delay").arg("3").mount();
+    for n in ["f", "t", "x"] {
+        put(&m.path(n), format!("local {n}").as_bytes());
+    }
+    m.flush();
+    let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for n in ["f", "t"] {
+        let p = remote_root(&m).join(n);
+        put(&p, format!("LOCAL {}", n.to_uppercase()).as_bytes());
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(past))
+            .expect("remote mtime");
+    }
+    let out = verify(&m, &["--repair"]);
+    assert!(out.stderr.contains("repair:"), "{out:?}");
+    fs::rename(m.path("f"), m.path("g")).expect("mv f g");
+    fs::rename(m.path("x"), m.path("t")).expect("mv x t");
+    m.flush();
+    assert_mirrored(&m);
+    verify(&m, &[]).assert_ok();
+}
