@@ -143,6 +143,14 @@ pub fn reconcile(
     };
     let mut conflicts = Vec::new();
     let Some((fd, st)) = local else {
+        // A file or symlink a repair doubts is the wrong copy the user asked to replace: with
+        // nothing local to replace it by any more (a rename took it), it goes, not aside.
+        if known.repair && lstat(t, path)?.is_some_and(|r| r.kind != FileKind::Dir) {
+            match t.remove_file(path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         remove_subtree(t, &known.confirmed, &mut conflicts)?;
         let interrupted = remove_interrupted(t, root, path, known)?;
         let apply = if known.confirmed.is_empty() && !interrupted {

@@ -79,12 +79,13 @@ pub fn replay(
     if lstat(t, &r.from)?.is_none() {
         return moved_before(t, r, ends, mirror, conflicts);
     }
-    if !still_ours(t, &r.from, &ends.from, conflicts)? {
+    let doubted = doubted_beneath(mirror, &ends.from, |p| p.to_vec());
+    if !still_ours(t, &r.from, &ends.from, &doubted, conflicts)? {
         return Ok(Replayed::Resend);
     }
-    let doubted = doubted_beneath(mirror, &ends.from, |p| p.to_vec());
     let changed = changed_beneath(t, &r.from, &ends.from, &doubted, conflicts)?;
-    clear_target(t, &r.to, &ends.to, conflicts)?;
+    let doubted_to = doubted_beneath(mirror, &ends.to, |p| p.to_vec());
+    clear_target(t, &r.to, &ends.to, &doubted_to, conflicts)?;
     let replaced = make_parents_recorded(t, &r.to, mirror, conflicts)?;
     t.rename(&r.from, &r.to)?;
     let again = record_move(r, &changed, mirror)?;
@@ -189,11 +190,13 @@ fn vouched(path: &[u8], entries: &[(Vec<u8>, Confirmed)]) -> Option<Confirmed> {
     }
 }
 
-/// Whether the server still holds what we put at `path`; anything else there is kept aside.
+/// Whether the server still holds what we put at `path`; anything else there is kept aside,
+/// unless a repair doubts it (left for the resend, which replaces it).
 fn still_ours(
     t: &mut dyn Transport,
     path: &[u8],
     entries: &[(Vec<u8>, Confirmed)],
+    doubted: &HashSet<Vec<u8>>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<bool> {
     let Some(remote) = lstat(t, path)? else {
@@ -202,7 +205,9 @@ fn still_ours(
     if is_ours(vouched(path, entries).as_ref(), &remote) {
         return Ok(true);
     }
-    conflicts.push(move_aside(t, path)?);
+    if !doubted.contains(path) {
+        conflicts.push(move_aside(t, path)?);
+    }
     Ok(false)
 }
 
@@ -266,12 +271,15 @@ fn clear_target(
     t: &mut dyn Transport,
     to: &[u8],
     entries: &[(Vec<u8>, Confirmed)],
+    doubted: &HashSet<Vec<u8>>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
     let Some(remote) = lstat(t, to)? else {
         return Ok(());
     };
-    if !is_ours(vouched(to, entries).as_ref(), &remote) {
+    // A file or symlink a repair doubts is replaced by the rename, as one of ours is.
+    let doubted_file = doubted.contains(to) && remote.kind != FileKind::Dir;
+    if !doubted_file && !is_ours(vouched(to, entries).as_ref(), &remote) {
         conflicts.push(move_aside(t, to)?);
         return Ok(());
     }
