@@ -496,3 +496,22 @@ fn a_repair_follows_files_renamed_before_the_resend() {
     assert_mirrored(&m);
     verify(&m, &[]).assert_ok();
 }
+
+/// Finding: verify leaves out every remote entry whose name holds `.ftpsync-conflict-`, even
+/// one that is the user's own mirrored file (a name anyone may choose, or a conflict copy
+/// restored and mirrored again): the file and a directory of that name show as `missing` for
+/// ever, and --repair resends them to no effect.
+#[test]
+fn verify_compares_a_users_own_file_named_like_a_conflict_copy() {
+    let m = builder().mount();
+    put(&m.path("notes.ftpsync-conflict-mine"), b"the user's own file");
+    fs::create_dir(m.path("old.ftpsync-conflict-20260101T000000Z-0badf00d")).expect("mkdir");
+    put(
+        &m.path("old.ftpsync-conflict-20260101T000000Z-0badf00d/inner"),
+        b"inside",
+    );
+    m.flush();
+    assert_mirrored(&m);
+    let out = verify(&m, &[]);
+    assert!(out.ok(), "{out:?}");
+}
