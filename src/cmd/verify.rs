@@ -88,7 +88,7 @@ pub fn run(req: &Request) -> Result<bool> {
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
     let mut conn = connect(&opts, &req.state_dir)?;
     let local_tree = walk_local(&root)?;
-    let (remote_tree, kept) = walk_remote(conn.as_mut())?;
+    let (remote_tree, kept) = walk_remote(conn.as_mut(), &local_tree)?;
     let mut findings = compare(&local_tree, &remote_tree);
     findings.kept = kept;
     forgive_holders_of_kept_copies(&mut findings, &remote_tree);
@@ -215,8 +215,10 @@ fn walk_local(root: &OwnedFd) -> Result<Tree> {
     Ok(out)
 }
 
-/// The remote tree beneath the root; conflict copies are returned apart. One listing per directory, with what lstat says of each entry.
-fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
+/// The remote tree beneath the root; conflict copies are returned apart (a name of that form
+/// the local tree holds too is the user's own, compared as any other). One listing per
+/// directory, with what lstat says of each entry.
+fn walk_remote(t: &mut dyn Transport, local: &Tree) -> Result<(Tree, Vec<Vec<u8>>)> {
     let mut out = BTreeMap::new();
     let mut kept = Vec::new();
     let mut stack = vec![Vec::new()];
@@ -236,7 +238,7 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
             }
             // A temporary file is listed like any extra entry: the daemon removes its own
             // leftovers, so one still there (verify waits for uploads) is worth a look.
-            if is_conflict_name(&name) {
+            if is_conflict_name(&name) && !local.contains_key(&path) {
                 kept.push(path);
                 continue;
             }
