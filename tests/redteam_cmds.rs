@@ -504,7 +504,10 @@ fn a_repair_follows_files_renamed_before_the_resend() {
 #[test]
 fn verify_compares_a_users_own_file_named_like_a_conflict_copy() {
     let m = builder().mount();
-    put(&m.path("notes.ftpsync-conflict-mine"), b"the user's own file");
+    put(
+        &m.path("notes.ftpsync-conflict-mine"),
+        b"the user's own file",
+    );
     fs::create_dir(m.path("old.ftpsync-conflict-20260101T000000Z-0badf00d")).expect("mkdir");
     put(
         &m.path("old.ftpsync-conflict-20260101T000000Z-0badf00d/inner"),
@@ -514,4 +517,33 @@ fn verify_compares_a_users_own_file_named_like_a_conflict_copy() {
     assert_mirrored(&m);
     let out = verify(&m, &[]);
     assert!(out.ok(), "{out:?}");
+}
+
+/// A state dir whose control socket path is longer than a socket address holds (107 bytes):
+/// every command that talks to the daemon still reaches it.
+#[test]
+fn every_command_reaches_a_daemon_whose_state_dir_path_is_long() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = builder().prepare();
+    let long = m
+        .root
+        .join(format!("{}/{}", "s".repeat(100), "t".repeat(60)));
+    fs::create_dir_all(&long).expect("mkdir long state dir");
+    fs::set_permissions(&long, fs::Permissions::from_mode(0o700)).expect("chmod");
+    m.state = long;
+    m.mount();
+    put(&m.path("f\nnewline"), b"through a long socket path");
+    m.flush();
+    let st = common::status_json(&m.state);
+    assert_eq!(st["daemon"]["running"], true, "{st}");
+    assert!(!st["mirror"].is_null(), "{st}");
+    verify(&m, &[]).assert_ok();
+    put(&remote_root(&m).join("extra"), b"x");
+    let out = verify(&m, &["--repair"]);
+    assert!(out.stderr.contains("repair:"), "{out:?}");
+    m.flush();
+    verify(&m, &[]).assert_ok();
+    let out = cmd(&[OsStr::new("unmount"), m.state.as_os_str()]);
+    out.assert_ok();
+    m.forget_unmounted();
 }
