@@ -547,3 +547,33 @@ fn every_command_reaches_a_daemon_whose_state_dir_path_is_long() {
     out.assert_ok();
     m.forget_unmounted();
 }
+
+/// A local directory and mountpoint whose paths hold a newline and bytes that are not UTF-8:
+/// mount, flush, status, verify and unmount all work, and name them exactly.
+#[test]
+fn a_local_dir_and_mountpoint_with_hostile_paths() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = builder().prepare();
+    m.local = m.root.join(name(b"loc\xffal\ndir"));
+    m.mnt = m.root.join(name(b"mnt \xfe\"point\""));
+    for d in [&m.local, &m.mnt] {
+        fs::create_dir(d).expect("mkdir");
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    m.mount();
+    put(&m.path("f"), b"under a hostile path");
+    m.flush();
+    assert_mirrored(&m);
+    let st = common::status_json(&m.state);
+    assert_eq!(st["daemon"]["running"], true, "{st}");
+    let out = cmd(&[OsStr::new("status"), m.state.as_os_str()]);
+    out.assert_ok();
+    verify(&m, &[]).assert_ok();
+    let out = cmd(&[OsStr::new("unmount"), m.mnt.as_os_str()]);
+    out.assert_ok();
+    m.forget_unmounted();
+    assert_eq!(
+        fs::read(m.local.join("f")).expect("local f"),
+        b"under a hostile path"
+    );
+}
