@@ -243,21 +243,83 @@ impl FileConfig {
 /// ([`MOUNT_RECORD`]) so that one-shot commands (verify) reach the same remote the same way.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MountConfig {
+    #[serde(with = "any_path")]
     pub local_dir: PathBuf,
     pub remote: Remote,
+    #[serde(with = "any_path")]
     pub mountpoint: PathBuf,
+    #[serde(with = "any_path")]
     pub state_dir: PathBuf,
     pub options: MountOptions,
     pub foreground: bool,
     pub mirror: MirrorConfig,
 }
 
+/// A path in the mount record: its text when it is UTF-8, else `{"hex": "..."}` (its exact
+/// bytes; serde's own form refuses such a path, and the mount with it).
+mod any_path {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum Form {
+        Text(String),
+        Hex { hex: String },
+    }
+
+    pub(super) fn form(p: &Path) -> Form {
+        match p.to_str() {
+            Some(s) => Form::Text(s.to_string()),
+            None => Form::Hex {
+                hex: hex::encode(p.as_os_str().as_bytes()),
+            },
+        }
+    }
+
+    pub(super) fn path<E: serde::de::Error>(f: Form) -> Result<PathBuf, E> {
+        match f {
+            Form::Text(s) => Ok(PathBuf::from(s)),
+            Form::Hex { hex } => hex::decode(hex)
+                .map(|b| PathBuf::from(OsString::from_vec(b)))
+                .map_err(E::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        form(p).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        path(Form::deserialize(d)?)
+    }
+}
+
+/// A list of paths in the mount record, each as [`any_path`] writes it.
+mod any_paths {
+    use super::any_path::{form, path, Form};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::path::PathBuf;
+
+    pub fn serialize<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        v.iter().map(|p| form(p)).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        Vec::<Form>::deserialize(d)?.into_iter().map(path).collect()
+    }
+}
+
 /// How the mirror reaches and feeds the remote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MirrorConfig {
     /// Private keys to try after ssh-agent; empty means ~/.ssh/id_ed25519 then id_rsa.
+    #[serde(with = "any_paths")]
     pub identities: Vec<PathBuf>,
     /// known_hosts files (the state dir's own is always added).
+    #[serde(with = "any_paths")]
     pub known_hosts: Vec<PathBuf>,
     pub connections: usize,
     pub writeback_delay: std::time::Duration,
