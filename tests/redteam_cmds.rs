@@ -577,3 +577,29 @@ fn a_local_dir_and_mountpoint_with_hostile_paths() {
         b"under a hostile path"
     );
 }
+
+/// A mirrored file replaced by a FIFO (not mirrored): the server's old file must go, as it
+/// would for a deleted file; verify must not report it extra for ever.
+#[test]
+fn a_file_replaced_by_a_fifo_leaves_nothing_on_the_server() {
+    let m = builder().mount();
+    put(&m.path("f"), b"a file, then a fifo");
+    fs::create_dir(m.path("d")).expect("mkdir");
+    put(&m.path("d/g"), b"beneath a directory, then a fifo");
+    m.flush();
+    fs::remove_file(m.path("f")).expect("rm f");
+    fs::remove_dir_all(m.path("d")).expect("rm -r d");
+    for p in ["f", "d"] {
+        let c = std::ffi::CString::new(m.path(p).as_os_str().as_bytes()).expect("path");
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {p}");
+    }
+    m.flush();
+    assert!(
+        !remote_root(&m).join("f").exists() && !remote_root(&m).join("d").exists(),
+        "the server keeps what the FIFOs replaced:\n{}",
+        m.log_tail()
+    );
+    let out = verify(&m, &[]);
+    assert!(out.ok(), "{out:?}");
+}
