@@ -603,3 +603,44 @@ fn a_file_replaced_by_a_fifo_leaves_nothing_on_the_server() {
     let out = verify(&m, &[]);
     assert!(out.ok(), "{out:?}");
 }
+
+/// Finding: on a server without symlinks (rclone: a symlink NAME is kept as the file
+/// NAME.rclonelink), a user's own file named `NAME.rclonelink` is uploaded as it is and then
+/// reads back as the symlink NAME: beside a local symlink NAME the two overwrite each other
+/// (the link file kept aside as a false conflict copy) and flush exits 0 calling both
+/// confirmed; alone, verify (and restore) see a symlink where the file is. Such a file must be
+/// refused (flush 1 naming it), the symlink kept.
+#[test]
+fn a_users_file_named_like_a_link_file_is_refused_on_a_server_without_symlinks() {
+    let m = Mount::builder()
+        .flavor(common::sshd::Flavor::Rclone)
+        .arg("--verify")
+        .arg("readback")
+        .mount();
+    std::os::unix::fs::symlink("target-x", m.path("n")).expect("ln -s");
+    put(&m.path("n.rclonelink"), b"the user's own notes, not a link");
+    put(
+        &m.path("alone.rclonelink"),
+        b"the user's own file, no link beside",
+    );
+    let out = m.flush_for(20);
+    assert!(
+        !out.ok(),
+        "flush exit 0 while the server holds {:?} at n.rclonelink:\n{}",
+        fs::read(remote_root(&m).join("n.rclonelink"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        m.log_tail()
+    );
+    for n in ["n.rclonelink", "alone.rclonelink"] {
+        assert!(out.stderr.contains(n), "flush does not name {n}: {out:?}");
+    }
+    assert_eq!(
+        fs::read(remote_root(&m).join("n.rclonelink"))
+            .ok()
+            .as_deref(),
+        Some(&b"target-x"[..]),
+        "the symlink n is not on the server: {out:?}\n{}",
+        m.log_tail()
+    );
+    assert!(!remote_root(&m).join("alone.rclonelink").exists());
+}
