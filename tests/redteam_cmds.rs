@@ -644,3 +644,43 @@ fn a_users_file_named_like_a_link_file_is_refused_on_a_server_without_symlinks()
     );
     assert!(!remote_root(&m).join("alone.rclonelink").exists());
 }
+
+/// Finding: after `verify --repair` found the server's copy of a file wrong, `status --json`
+/// goes on listing its hash as `confirmed: true` (from the manifest, whose doubt it ignores)
+/// for as long as the resend cannot happen: here the server refuses writes.
+#[test]
+fn status_does_not_call_confirmed_what_a_repair_found_wrong() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = builder().mount();
+    put(&m.path("f"), b"local f");
+    m.flush();
+    let remote = remote_root(&m);
+    put(&remote.join("f"), b"LOCAL F");
+    let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(remote.join("f"))
+        .and_then(|f| f.set_modified(past))
+        .expect("remote mtime");
+    fs::set_permissions(&remote, fs::Permissions::from_mode(0o555)).expect("chmod");
+    let out = verify(&m, &["--repair"]);
+    assert!(out.stderr.contains("repair:"), "{out:?}");
+    let _ = m.flush_for(3);
+    let st = common::status_json(&m.state);
+    let f = st["hashes"]
+        .as_array()
+        .expect("hashes")
+        .iter()
+        .find(|h| common::entry_path(h) == b"f")
+        .cloned()
+        .expect("f in hashes");
+    fs::set_permissions(&remote, fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert_eq!(f["confirmed"], false, "{st}");
+    m.flush();
+    let st = common::status_json(&m.state);
+    assert!(st["hashes"]
+        .as_array()
+        .expect("hashes")
+        .iter()
+        .any(|h| common::entry_path(h) == b"f" && h["confirmed"] == true));
+}
