@@ -101,7 +101,10 @@ pub fn collect(state_dir: &Path) -> Result<Status> {
     let mut hashes: BTreeMap<Vec<u8>, HashEntry> = BTreeMap::new();
     for (p, c) in manifest.iter() {
         if let Some(f) = c.file() {
-            hashes.insert(p.clone(), hash(p, f.size, to_hex(&f.sha256), 0));
+            let mut entry = hash(p, f.size, to_hex(&f.sha256), 0);
+            // verify --repair found the server's copy wrong: not confirmed until sent again.
+            entry.confirmed = !manifest.doubted(p);
+            hashes.insert(p.clone(), entry);
         }
     }
     for (p, (size, sha256, seq)) in journaled {

@@ -243,21 +243,81 @@ impl FileConfig {
 /// ([`MOUNT_RECORD`]) so that one-shot commands (verify) reach the same remote the same way.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MountConfig {
+    #[serde(with = "any_path")]
     pub local_dir: PathBuf,
     pub remote: Remote,
+    #[serde(with = "any_path")]
     pub mountpoint: PathBuf,
+    #[serde(with = "any_path")]
     pub state_dir: PathBuf,
     pub options: MountOptions,
     pub foreground: bool,
     pub mirror: MirrorConfig,
 }
 
+/// A path in the mount record: its text when it is UTF-8, else the one JSON form of a path
+/// that is not ([`PathName`]: lossy text and exact bytes in hex; serde's own form refuses
+/// such a path, and the mount with it).
+mod any_path {
+    use crate::report::PathName;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum Form {
+        Text(String),
+        Exact(PathName),
+    }
+
+    pub(super) fn form(p: &Path) -> Form {
+        match p.to_str() {
+            Some(s) => Form::Text(s.to_string()),
+            None => Form::Exact(PathName::of(p.as_os_str().as_bytes())),
+        }
+    }
+
+    pub(super) fn path(f: Form) -> PathBuf {
+        match f {
+            Form::Text(s) => PathBuf::from(s),
+            Form::Exact(name) => PathBuf::from(OsString::from_vec(name.bytes())),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        form(p).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(path(Form::deserialize(d)?))
+    }
+}
+
+/// A list of paths in the mount record, each as [`any_path`] writes it.
+mod any_paths {
+    use super::any_path::{form, path, Form};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::path::PathBuf;
+
+    pub fn serialize<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        v.iter().map(|p| form(p)).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        Ok(Vec::<Form>::deserialize(d)?.into_iter().map(path).collect())
+    }
+}
+
 /// How the mirror reaches and feeds the remote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MirrorConfig {
     /// Private keys to try after ssh-agent; empty means ~/.ssh/id_ed25519 then id_rsa.
+    #[serde(with = "any_paths")]
     pub identities: Vec<PathBuf>,
     /// known_hosts files (the state dir's own is always added).
+    #[serde(with = "any_paths")]
     pub known_hosts: Vec<PathBuf>,
     pub connections: usize,
     pub writeback_delay: std::time::Duration,
@@ -599,6 +659,29 @@ fn looked_in(dir: &Path, file: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_path_is_text_when_utf8_else_the_one_json_form_of_a_path() {
+        use std::os::unix::ffi::OsStringExt;
+        #[derive(Serialize, Deserialize)]
+        struct Rec {
+            #[serde(with = "any_path")]
+            p: PathBuf,
+        }
+        let latin1 = PathBuf::from(std::ffi::OsString::from_vec(b"/x/caf\xe9\nd".to_vec()));
+        for (p, want) in [
+            (PathBuf::from("/x/plain"), serde_json::json!("/x/plain")),
+            (
+                latin1,
+                serde_json::json!({"path": "/x/caf\u{fffd}\nd", "path_hex": "2f782f636166e90a64"}),
+            ),
+        ] {
+            let v = serde_json::to_value(Rec { p: p.clone() }).expect("writes");
+            assert_eq!(v["p"], want);
+            let back: Rec = serde_json::from_value(v).expect("reads");
+            assert_eq!(back.p, p);
+        }
+    }
 
     #[test]
     fn default_state_dirs_of_different_directories_never_collide() {

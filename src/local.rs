@@ -489,28 +489,33 @@ pub struct WalkError {
 /// each entry is opened relative to its parent's handle with O_NOFOLLOW, so the walk never
 /// follows a symlink and never leaves the tree, whatever is renamed meanwhile. An error is
 /// given with its path and the walk goes on: each caller says what an error means to it.
+/// A directory is listed right after it is given, so the walk holds one descriptor per level
+/// of depth, however wide a directory is (a handle per directory found and not yet listed ran
+/// out of descriptors beneath a directory of a thousand subdirectories).
 pub struct Walk {
-    /// Directories still to list, with their paths.
-    dirs: Vec<(OwnedFd, RelPath)>,
-    /// The directory being given, and its entries not given yet (last first).
-    current: Option<(OwnedFd, RelPath, Vec<DirEntry>)>,
+    /// The directory given last (or the start), listed before anything else is given.
+    next_dir: Option<(OwnedFd, RelPath)>,
+    /// The directories being given, outermost first, each with its entries not given yet
+    /// (last first).
+    open: Vec<(OwnedFd, RelPath, Vec<DirEntry>)>,
 }
 
 /// Walks what is beneath `dir`, whose path is `prefix` (empty for the root).
 pub fn walk(dir: OwnedFd, prefix: RelPath) -> Walk {
     Walk {
-        dirs: vec![(dir, prefix)],
-        current: None,
+        next_dir: Some((dir, prefix)),
+        open: Vec::new(),
     }
 }
 
-/// Opens `e`, listed in `dir` (whose path is `prefix`); a directory is queued in `dirs`.
+/// Opens `e`, listed in `dir` (whose path is `prefix`); for a directory, a second handle to
+/// list it by.
+#[allow(clippy::type_complexity)]
 fn open_listed(
     dir: &OwnedFd,
     prefix: &[u8],
     e: &DirEntry,
-    dirs: &mut Vec<(OwnedFd, RelPath)>,
-) -> Result<Walked, WalkError> {
+) -> Result<(Walked, Option<(OwnedFd, RelPath)>), WalkError> {
     let path = child_path(prefix, e.name.as_bytes());
     let opened = component(&e.name)
         .and_then(|c| lookup(borrow(dir), &c))
@@ -520,10 +525,12 @@ fn open_listed(
                 fd,
                 st,
             };
-            if w.is_dir() {
-                dirs.push((w.fd.try_clone()?, path.clone()));
-            }
-            Ok(w)
+            let list = if w.is_dir() {
+                Some((w.fd.try_clone()?, path.clone()))
+            } else {
+                None
+            };
+            Ok((w, list))
         });
     opened.map_err(|error| WalkError { path, error })
 }
@@ -532,26 +539,30 @@ impl Iterator for Walk {
     type Item = Result<Walked, WalkError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some((dir, prefix, entries)) = &mut self.current {
-                if let Some(e) = entries.pop() {
-                    return Some(open_listed(dir, prefix, &e, &mut self.dirs));
-                }
-            }
-            let (dir, prefix) = self.dirs.pop()?;
+        if let Some((dir, prefix)) = self.next_dir.take() {
             match list_dir(borrow(&dir)) {
                 Ok(mut entries) => {
                     entries.reverse();
-                    self.current = Some((dir, prefix, entries));
+                    self.open.push((dir, prefix, entries));
                 }
                 Err(error) => {
-                    self.current = None;
                     return Some(Err(WalkError {
                         path: prefix,
                         error,
-                    }));
+                    }))
                 }
             }
+        }
+        loop {
+            let (dir, prefix, entries) = self.open.last_mut()?;
+            let Some(e) = entries.pop() else {
+                self.open.pop();
+                continue;
+            };
+            return Some(open_listed(dir, prefix, &e).map(|(w, list)| {
+                self.next_dir = list;
+                w
+            }));
         }
     }
 }

@@ -30,9 +30,12 @@ impl PathName {
         }
     }
 
-    /// The exact bytes; the lossy text when the hex is damaged.
+    /// The exact bytes; the lossy text when the hex is missing (an older daemon) or damaged.
     pub fn bytes(&self) -> Vec<u8> {
-        hex::decode(&self.path_hex).unwrap_or_else(|_| self.path.clone().into_bytes())
+        match hex::decode(&self.path_hex) {
+            Ok(b) if !b.is_empty() || self.path.is_empty() => b,
+            _ => self.path.clone().into_bytes(),
+        }
     }
 }
 

@@ -434,6 +434,8 @@ struct Knobs {
     kill: bool,
     sshd: bool,
     server_new: bool,
+    /// Pauses of 0.7 to 1.3 s (around the 1 s write-back delay) between some steps.
+    pauses: bool,
 }
 
 impl Knobs {
@@ -445,6 +447,7 @@ impl Knobs {
             kill: on("REDTEAM_KILL"),
             sshd: on("REDTEAM_SSHD"),
             server_new: on("REDTEAM_SERVER_NEW"),
+            pauses: on("REDTEAM_PAUSES"),
         }
     }
 }
@@ -638,6 +641,13 @@ fn random_run(seed: u64, steps: usize, k: Knobs) {
     for step in 0..steps {
         match r.below(10) {
             0 | 1 => server_op(&mut r, &remote, step, &mut theirs, &mut deleted, k),
+            5 if k.pauses && r.below(2) == 0 => {
+                let ms = 700 + r.below(600) as u64;
+                if std::env::var_os("REDTEAM_TRACE").is_some() {
+                    eprintln!("step {step}: pause {ms} ms");
+                }
+                std::thread::sleep(Duration::from_millis(ms));
+            }
             4 if k.sshd && r.below(3) == 0 => {
                 if std::env::var_os("REDTEAM_TRACE").is_some() {
                     eprintln!("step {step}: sshd restart");
@@ -707,6 +717,7 @@ fn random_sequence_seed_311_with_kills_restarts_and_server_files() {
         kill: true,
         sshd: true,
         server_new: true,
+        pauses: false,
     };
     random_run(311, 60, k);
 }

@@ -85,7 +85,7 @@ fn human_live(v: &Status, out: &mut String) {
             out,
             "oldest pending change: {} ago ({})",
             duration_words(oldest.age_seconds),
-            oldest.name.path.escape_debug()
+            show(&oldest.name.bytes())
         );
     }
     if m.failures.is_empty() {
@@ -97,7 +97,7 @@ fn human_live(v: &Status, out: &mut String) {
             plural(m.failures.len() as u64, "path", "paths")
         );
         for f in &m.failures {
-            let _ = writeln!(out, "  {}: {}", f.name.path.escape_debug(), f.reason);
+            let _ = writeln!(out, "  {}: {}", show(&f.name.bytes()), f.reason);
         }
     }
     let _ = writeln!(
@@ -247,7 +247,7 @@ fn human_hashes(hashes: &[HashEntry], out: &mut String) {
             "  {}  {:>12}  {}",
             h.sha256,
             h.size,
-            h.name.path.escape_debug()
+            show(&h.name.bytes())
         );
     }
     let more = hashes.len() - shown.len();

@@ -132,13 +132,15 @@ fn report_left(state_dir: &Path, mountpoint: &Path) -> Result<()> {
 }
 
 /// The paths of the journal's pending records, each once, in journal order.
+/// Each path once, by its exact bytes (two names that differ only in bytes that are not UTF-8
+/// share their lossy text), in the one display form.
 fn left_paths(pending: &[PendingRecord]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     pending
         .iter()
-        .map(|r| &r.name.path)
-        .filter(|p| seen.insert(p.as_str()))
-        .cloned()
+        .map(|r| r.name.bytes())
+        .filter(|p| seen.insert(p.clone()))
+        .map(|p| crate::relpath::show(&p))
         .collect()
 }
 
@@ -157,5 +159,13 @@ mod tests {
         let pending: Vec<PendingRecord> = serde_json::from_value(pending).expect("records");
         assert_eq!(left_paths(&pending), ["b", "a"]);
         assert!(left_paths(&[]).is_empty());
+        // Exact bytes: names alike in their lossy text stay apart, shown on one line each.
+        let pending = json!([
+            {"seq": 3, "op": "store", "path": "\u{fffd}", "path_hex": "ff"},
+            {"seq": 4, "op": "store", "path": "\u{fffd}", "path_hex": "fe"},
+            {"seq": 5, "op": "store", "path": "a\nb", "path_hex": "610a62"},
+        ]);
+        let pending: Vec<PendingRecord> = serde_json::from_value(pending).expect("records");
+        assert_eq!(left_paths(&pending), ["\\xff", "\\xfe", "a\\nb"]);
     }
 }

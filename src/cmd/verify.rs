@@ -73,15 +73,26 @@ pub fn run(req: &Request) -> Result<bool> {
             req.state_dir.display()
         )
     })?;
+    // The daemon sends what a repair finds missing: without one, a repair would stop half
+    // way, after its removals. Refused before anything is touched.
+    if req.repair && control::call_within(&req.state_dir, &Ctl::Status, Some(DAEMON_WAIT)).is_err()
+    {
+        bail!(
+            "--repair needs the mount running (the daemon sends the local versions): no ftpsync \
+             daemon answers for {}; mount the mirror, then run it again (nothing was changed)",
+            req.state_dir.display()
+        );
+    }
     settle_daemon(&req.state_dir);
     let opts = ask_once(cfg.connect_options())?;
     let root = local::open_root(&cfg.local_dir)
         .with_context(|| format!("cannot open {}", cfg.local_dir.display()))?;
     let mut conn = connect(&opts, &req.state_dir)?;
     let local_tree = walk_local(&root)?;
-    let (remote_tree, kept) = walk_remote(conn.as_mut())?;
+    let (remote_tree, kept) = walk_remote(conn.as_mut(), &local_tree)?;
     let mut findings = compare(&local_tree, &remote_tree);
     findings.kept = kept;
+    forgive_holders_of_kept_copies(&mut findings, &remote_tree);
     let same_size: Vec<(Vec<u8>, u64)> = local_tree
         .iter()
         .filter(|(p, l)| {
@@ -205,8 +216,10 @@ fn walk_local(root: &OwnedFd) -> Result<Tree> {
     Ok(out)
 }
 
-/// The remote tree beneath the root; conflict copies are returned apart. One listing per directory, with what lstat says of each entry.
-fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
+/// The remote tree beneath the root; conflict copies are returned apart (a name of that form
+/// the local tree holds too is the user's own, compared as any other). One listing per
+/// directory, with what lstat says of each entry.
+fn walk_remote(t: &mut dyn Transport, local: &Tree) -> Result<(Tree, Vec<Vec<u8>>)> {
     let mut out = BTreeMap::new();
     let mut kept = Vec::new();
     let mut stack = vec![Vec::new()];
@@ -226,7 +239,7 @@ fn walk_remote(t: &mut dyn Transport) -> Result<(Tree, Vec<Vec<u8>>)> {
             }
             // A temporary file is listed like any extra entry: the daemon removes its own
             // leftovers, so one still there (verify waits for uploads) is worth a look.
-            if is_conflict_name(&name) {
+            if is_conflict_name(&name) && !local.contains_key(&path) {
                 kept.push(path);
                 continue;
             }
@@ -270,6 +283,35 @@ fn compare(local: &BTreeMap<Vec<u8>, Entry>, remote: &BTreeMap<Vec<u8>, Entry>) 
         f.problems.insert(p.clone(), Problem::Extra);
     }
     f
+}
+
+/// Whether a conflict copy ftpsync kept lies beneath `dir`.
+fn holds_kept(kept: &[Vec<u8>], dir: &[u8]) -> bool {
+    kept.iter().any(|k| is_beneath(k, dir))
+}
+
+/// A remote directory with no local counterpart that holds nothing but conflict copies (and
+/// directories holding them) is where the engine kept a server version when the local
+/// directory went (it removes what it put there and leaves the directory the copy needs): no
+/// difference, as the copies themselves are none.
+fn forgive_holders_of_kept_copies(f: &mut Findings, remote: &Tree) {
+    let holders: Vec<Vec<u8>> = f
+        .problems
+        .iter()
+        .filter(|(p, problem)| {
+            matches!(problem, Problem::Extra)
+                && remote.get(*p).is_some_and(|e| e.kind == FileKind::Dir)
+                && holds_kept(&f.kept, p)
+                && remote
+                    .iter()
+                    .filter(|(q, _)| is_beneath(q, p))
+                    .all(|(q, e)| e.kind == FileKind::Dir && holds_kept(&f.kept, q))
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in holders {
+        f.problems.remove(&p);
+    }
 }
 
 fn differences(l: &Entry, r: &Entry) -> Vec<String> {
@@ -496,7 +538,7 @@ fn remove_in_the_way(
         if removed.iter().any(|r| is_beneath(path, r)) {
             continue;
         }
-        remove_remote(conn.as_mut(), remote, path)?;
+        remove_remote(conn.as_mut(), remote, &f.kept, path)?;
         audit.record("repair_remove", with_paths(&[("path", path)], json!({})));
         removed.push(path);
     }
@@ -507,12 +549,19 @@ fn is_beneath(path: &[u8], dir: &[u8]) -> bool {
     path.len() > dir.len() && is_within(path, dir)
 }
 
-/// Removes a remote entry, a directory with everything beneath it (deepest first). What is
-/// already gone is no error.
-fn remove_remote(t: &mut dyn Transport, remote: &Tree, path: &[u8]) -> Result<()> {
+/// Removes a remote entry, a directory with everything beneath it (deepest first), except the
+/// conflict copies ftpsync kept and the directories holding them: no server version is lost.
+/// What is already gone is no error.
+fn remove_remote(
+    t: &mut dyn Transport,
+    remote: &Tree,
+    kept: &[Vec<u8>],
+    path: &[u8],
+) -> Result<()> {
     let mut doomed: Vec<&Vec<u8>> = remote
         .keys()
         .filter(|p| p.as_slice() == path || is_beneath(p, path))
+        .filter(|p| !holds_kept(kept, p))
         .collect();
     doomed.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in doomed {

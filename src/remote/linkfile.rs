@@ -76,7 +76,10 @@ impl LinkFiles {
         to: &[u8],
         rename: fn(&mut dyn Transport, &[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
-        if self.real(from)? {
+        if let Some(st) = self.inner.lstat(from)? {
+            if st.kind != FileKind::Dir {
+                refuse_file_name(to)?;
+            }
             rename(self.inner.as_mut(), from, to)?;
             return self.drop_link(to);
         }
@@ -86,6 +89,25 @@ impl LinkFiles {
             Some(st) if st.kind != FileKind::Dir => self.inner.remove_file(to),
             _ => Ok(()),
         }
+    }
+}
+
+/// A file named `NAME.rclonelink` would read back as the symlink NAME (to everyone: the
+/// engine, verify, restore, rclone itself), and a symlink NAME would overwrite it: the server
+/// cannot keep such a file, which is refused (a person renames it).
+fn refuse_file_name(rel: &[u8]) -> Result<()> {
+    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+    match name.strip_suffix(SUFFIX) {
+        Some(base) if !base.is_empty() => Err(RemoteError::new(
+            ErrorKind::Refused,
+            format!(
+                "{} is not mirrored: this server has no symlinks and keeps a symlink NAME as the \
+                 file NAME.rclonelink, so a file of that name would read back as a symlink; \
+                 rename it",
+                super::display_path(rel)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -100,6 +122,9 @@ impl Transport for LinkFiles {
 
     fn lstat(&mut self, rel: &[u8]) -> Result<Option<RemoteStat>> {
         match self.inner.lstat(rel)? {
+            // A link file is where a symlink is kept, not an entry of its own: what is put
+            // under its name is refused, and nothing is kept aside from it first.
+            Some(st) if refuse_file_name(rel).is_err() && is_link_file(&st) => Ok(None),
             Some(st) => Ok(Some(st)),
             None if rel.is_empty() => Ok(None),
             None => self.link_at(rel),
@@ -123,6 +148,7 @@ impl Transport for LinkFiles {
         sha256: &Sha256Hash,
         attrs: &Attrs,
     ) -> Result<UploadReport> {
+        refuse_file_name(rel)?;
         let report = self.inner.upload(rel, src, size, sha256, attrs)?;
         self.drop_link(rel)?;
         Ok(report)

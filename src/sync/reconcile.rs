@@ -143,19 +143,7 @@ pub fn reconcile(
     };
     let mut conflicts = Vec::new();
     let Some((fd, st)) = local else {
-        remove_subtree(t, &known.confirmed, &mut conflicts)?;
-        let interrupted = remove_interrupted(t, root, path, known)?;
-        let apply = if known.confirmed.is_empty() && !interrupted {
-            Apply::Nothing
-        } else {
-            Apply::Remove
-        };
-        return Ok(Outcome::Done(Box::new(Report {
-            apply,
-            uploaded: None,
-            conflicts,
-            replaced: None,
-        })));
+        return gone(t, root, path, known);
     };
     let mode = st.st_mode & 0o7777;
     if path.is_empty() {
@@ -213,9 +201,43 @@ pub fn reconcile(
             })))
         }
         libc::S_IFREG => file(t, root, (&fd, &st), path, known, ledger),
-        // FIFOs, sockets and devices are not mirrored.
-        _ => Ok(done(Apply::Nothing)),
+        // FIFOs, sockets and devices are not mirrored: what the server held for the entry
+        // they replaced goes, as for a deleted one.
+        _ => gone(t, root, path, known),
     }
+}
+
+/// Nothing mirrored stands at `path` locally (deleted, or an entry that is not mirrored): what
+/// we put there goes (what the server changed is kept aside), and what an interrupted upload
+/// of ours left.
+fn gone(
+    t: &mut dyn Transport,
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    known: &Known,
+) -> Result<Outcome> {
+    let mut conflicts = Vec::new();
+    // A file or symlink a repair doubts is the wrong copy the user asked to replace: with
+    // nothing local to replace it by any more (a rename took it), it goes, not aside.
+    if known.repair && lstat(t, path)?.is_some_and(|r| r.kind != FileKind::Dir) {
+        match t.remove_file(path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    remove_subtree(t, &known.confirmed, &mut conflicts)?;
+    let interrupted = remove_interrupted(t, root, path, known)?;
+    let apply = if known.confirmed.is_empty() && !interrupted {
+        Apply::Nothing
+    } else {
+        Apply::Remove
+    };
+    Ok(Outcome::Done(Box::new(Report {
+        apply,
+        uploaded: None,
+        conflicts,
+        replaced: None,
+    })))
 }
 
 /// The mode an entry gets on the server: set-user-ID and set-group-ID never cross over (on the

@@ -15,7 +15,7 @@ use crate::relpath::{is_within, reroot};
 use crate::remote::path::{ancestors, split_parent};
 use crate::remote::{ErrorKind, FileKind, RemoteError, RemoteStat, Transport};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 type Result<T> = std::result::Result<T, RemoteError>;
 
@@ -74,11 +74,13 @@ pub fn replay(
     if lstat(t, &r.from)?.is_none() {
         return moved_before(t, r, ends, mirror, conflicts);
     }
-    if !still_ours(t, &r.from, &ends.from, conflicts)? {
+    let doubted = doubted_beneath(mirror, &ends.from, |p| p.to_vec());
+    if !still_ours(t, &r.from, &ends.from, &doubted, conflicts)? {
         return Ok(Replayed::Resend);
     }
-    let changed = changed_beneath(t, &r.from, &ends.from, conflicts)?;
-    clear_target(t, &r.to, &ends.to, conflicts)?;
+    let changed = changed_beneath(t, &r.from, &ends.from, &doubted, conflicts)?;
+    let doubted_to = doubted_beneath(mirror, &ends.to, |p| p.to_vec());
+    clear_target(t, &r.to, &ends.to, &doubted_to, conflicts)?;
     let replaced = make_parents_recorded(t, &r.to, mirror, conflicts)?;
     t.rename(&r.from, &r.to)?;
     let again = record_move(r, &changed, mirror)?;
@@ -106,7 +108,8 @@ fn moved_before(
     {
         return Ok(Replayed::Resend);
     }
-    let changed: Vec<Vec<u8>> = changed_beneath(t, &r.to, &moved, conflicts)?
+    let doubted = doubted_beneath(mirror, &ends.from, |p| reroot(p, &r.from, &r.to));
+    let changed: Vec<Vec<u8>> = changed_beneath(t, &r.to, &moved, &doubted, conflicts)?
         .iter()
         .map(|p| reroot(p, &r.to, &r.from))
         .collect();
@@ -126,9 +129,18 @@ fn record_move(
 ) -> Result<Vec<Vec<u8>>> {
     let again: Vec<Vec<u8>> = changed.iter().map(|p| reroot(p, &r.from, &r.to)).collect();
     let mut m = mirror.lock();
+    // A repair asked for stays asked for at the new name: forgetting the entry forgets its
+    // doubt, and the server's wrong copy would be kept aside as a version of its own.
+    let doubted: Vec<&Vec<u8>> = changed
+        .iter()
+        .zip(&again)
+        .filter(|(old, _)| m.manifest.doubted(old))
+        .map(|(_, new)| new)
+        .collect();
     m.manifest
         .rename(&r.from, &r.to)
         .and_then(|()| again.iter().try_for_each(|p| m.manifest.remove(p)))
+        .and_then(|()| doubted.iter().try_for_each(|p| m.manifest.doubt(p)))
         .map_err(manifest_err)?;
     Ok(again)
 }
@@ -173,11 +185,13 @@ fn vouched(path: &[u8], entries: &[(Vec<u8>, Confirmed)]) -> Option<Confirmed> {
     }
 }
 
-/// Whether the server still holds what we put at `path`; anything else there is kept aside.
+/// Whether the server still holds what we put at `path`; anything else there is kept aside,
+/// unless a repair doubts it (left for the resend, which replaces it).
 fn still_ours(
     t: &mut dyn Transport,
     path: &[u8],
     entries: &[(Vec<u8>, Confirmed)],
+    doubted: &HashSet<Vec<u8>>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<bool> {
     let Some(remote) = lstat(t, path)? else {
@@ -186,17 +200,36 @@ fn still_ours(
     if is_ours(vouched(path, entries).as_ref(), &remote) {
         return Ok(true);
     }
-    conflicts.push(move_aside(t, path)?);
+    if !doubted.contains(path) {
+        conflicts.push(move_aside(t, path)?);
+    }
     Ok(false)
 }
 
+/// The paths among `entries` a `verify --repair` doubts (the server's copy is wrong: replaced
+/// without a conflict copy), named by `name`. Taken before any I/O, the lock let go.
+fn doubted_beneath(
+    mirror: &Mutex<Mirror>,
+    entries: &[(Vec<u8>, Confirmed)],
+    name: impl Fn(&[u8]) -> Vec<u8>,
+) -> HashSet<Vec<u8>> {
+    let m = mirror.lock();
+    entries
+        .iter()
+        .filter(|(p, _)| m.manifest.doubted(p))
+        .map(|(p, _)| name(p))
+        .collect()
+}
+
 /// The entries beneath a directory about to move that the server no longer holds as we put
-/// them: changed ones are kept aside now (in place, before the move), gone ones just listed.
-/// One listing per directory.
+/// them: changed ones are kept aside now (in place, before the move), unless a repair doubts
+/// them (the user asked for them to be replaced), gone ones just listed. One listing per
+/// directory.
 fn changed_beneath(
     t: &mut dyn Transport,
     from: &[u8],
     entries: &[(Vec<u8>, Confirmed)],
+    doubted: &HashSet<Vec<u8>>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<Vec<Vec<u8>>> {
     let mut listings: HashMap<Vec<u8>, HashMap<Vec<u8>, RemoteStat>> = HashMap::new();
@@ -215,6 +248,7 @@ fn changed_beneath(
         }
         match listings.get(dir).and_then(|l| l.get(name)) {
             Some(r) if is_ours(Some(c), r) => {}
+            Some(_) if doubted.contains(p) => changed.push(p.clone()),
             Some(_) => {
                 conflicts.push(move_aside(t, p)?);
                 changed.push(p.clone());
@@ -232,12 +266,15 @@ fn clear_target(
     t: &mut dyn Transport,
     to: &[u8],
     entries: &[(Vec<u8>, Confirmed)],
+    doubted: &HashSet<Vec<u8>>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
     let Some(remote) = lstat(t, to)? else {
         return Ok(());
     };
-    if !is_ours(vouched(to, entries).as_ref(), &remote) {
+    // A file or symlink a repair doubts is replaced by the rename, as one of ours is.
+    let doubted_file = doubted.contains(to) && remote.kind != FileKind::Dir;
+    if !doubted_file && !is_ours(vouched(to, entries).as_ref(), &remote) {
         conflicts.push(move_aside(t, to)?);
         return Ok(());
     }

@@ -213,8 +213,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Unescapes a path field of /proc/self/mountinfo (`\040` etc.).
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
+fn unescape_mountinfo(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -237,19 +236,21 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 
 /// The fstypes of every mount whose mountpoint is `path`, innermost last.
 pub fn mount_fstypes(path: &Path) -> Vec<String> {
-    let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    // Bytes: a mountpoint's path need not be UTF-8 (mountinfo escapes only space, tab,
+    // newline and backslash).
+    let info = fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     let want = path.as_os_str().as_bytes();
     let mut found = Vec::new();
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+    for line in info.split(|&b| b == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == b"-") else {
             continue;
         };
         if fields.len() < 5 || sep + 1 >= fields.len() {
             continue;
         }
         if unescape_mountinfo(fields[4]) == want {
-            found.push(fields[sep + 1].to_string());
+            found.push(String::from_utf8_lossy(fields[sep + 1]).into_owned());
         }
     }
     found
