@@ -663,6 +663,8 @@ fn status_does_not_call_confirmed_what_a_repair_found_wrong() {
     let out = verify(&m, &["--repair"]);
     assert!(out.stderr.contains("repair:"), "{out:?}");
     let _ = m.flush_for(3);
+    let xattr = |name: &str| common::sys::getxattr(&m.path("f"), name);
+    let (state, sha256) = (xattr("user.ftpsync.state"), xattr("user.ftpsync.sha256"));
     let st = common::status_json(&m.state);
     let f = st["hashes"]
         .as_array()
@@ -673,7 +675,12 @@ fn status_does_not_call_confirmed_what_a_repair_found_wrong() {
         .expect("f in hashes");
     fs::set_permissions(&remote, fs::Permissions::from_mode(0o755)).expect("chmod");
     assert_eq!(f["confirmed"], false, "{st}");
+    assert_ne!(state.as_deref(), Ok(&b"confirmed"[..]), "user.ftpsync.state");
+    assert!(sha256.is_err(), "user.ftpsync.sha256 vouches for {sha256:?}");
     m.flush();
+    assert_eq!(xattr("user.ftpsync.state").as_deref(), Ok(&b"confirmed"[..]));
+    let want = common::sha256_hex(b"local f");
+    assert_eq!(xattr("user.ftpsync.sha256"), Ok(want.into_bytes()));
     let st = common::status_json(&m.state);
     assert!(st["hashes"]
         .as_array()
