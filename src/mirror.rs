@@ -480,12 +480,18 @@ impl Mirror {
             Some(Live::Pending) => Some("pending".into()),
             Some(Live::Uploading) => Some("uploading".into()),
             Some(Live::Failed(why)) => Some(format!("failed: {why}")),
+            // verify --repair found the server's copy wrong: to be sent again.
+            None if self.manifest.doubted(path) => Some("pending".into()),
             None => self.manifest.get(path).map(|_| "confirmed".into()),
         }
     }
 
-    /// The confirmed SHA-256 of a file, in hex.
+    /// The confirmed SHA-256 of a file, in hex; none for one verify --repair found wrong on
+    /// the server, until it is sent again.
     pub fn sha256_of(&self, path: &[u8]) -> Option<String> {
+        if self.manifest.doubted(path) {
+            return None;
+        }
         let m = self.manifest.get(path)?.file()?;
         Some(to_hex(&m.sha256))
     }
@@ -504,6 +510,19 @@ mod tests {
             ino: 9,
             ctime: Timestamp { sec: 7, nsec: 8 },
         })
+    }
+
+    #[test]
+    fn a_doubted_file_is_neither_confirmed_nor_vouched_for_until_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mirror::open(dir.path()).unwrap();
+        m.manifest.put(b"f", file(1)).unwrap();
+        m.manifest.doubt(b"f").unwrap();
+        assert_eq!(m.state_of(b"f").as_deref(), Some("pending"));
+        assert_eq!(m.sha256_of(b"f"), None);
+        m.manifest.put(b"f", file(2)).unwrap();
+        assert_eq!(m.state_of(b"f").as_deref(), Some("confirmed"));
+        assert_eq!(m.sha256_of(b"f"), Some(to_hex(&[2; 32])));
     }
 
     #[test]

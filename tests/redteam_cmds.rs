@@ -675,10 +675,20 @@ fn status_does_not_call_confirmed_what_a_repair_found_wrong() {
         .expect("f in hashes");
     fs::set_permissions(&remote, fs::Permissions::from_mode(0o755)).expect("chmod");
     assert_eq!(f["confirmed"], false, "{st}");
-    assert_ne!(state.as_deref(), Ok(&b"confirmed"[..]), "user.ftpsync.state");
-    assert!(sha256.is_err(), "user.ftpsync.sha256 vouches for {sha256:?}");
+    assert_ne!(
+        state.as_deref(),
+        Ok(&b"confirmed"[..]),
+        "user.ftpsync.state"
+    );
+    assert!(
+        sha256.is_err(),
+        "user.ftpsync.sha256 vouches for {sha256:?}"
+    );
     m.flush();
-    assert_eq!(xattr("user.ftpsync.state").as_deref(), Ok(&b"confirmed"[..]));
+    assert_eq!(
+        xattr("user.ftpsync.state").as_deref(),
+        Ok(&b"confirmed"[..])
+    );
     let want = common::sha256_hex(b"local f");
     assert_eq!(xattr("user.ftpsync.sha256"), Ok(want.into_bytes()));
     let st = common::status_json(&m.state);
