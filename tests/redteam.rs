@@ -11,7 +11,7 @@ use common::mirror_tree::{
     assert_mirrored, assert_mirrored_except, copies_holding, is_conflict_name, remote_root,
     ROOT_MARKER,
 };
-use common::{walk, Mount};
+use common::{put_nofollow, walk, Mount};
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
@@ -19,18 +19,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Writes `bytes` to `p`, never following a symlink at `p`.
-fn put(p: &Path, bytes: &[u8]) {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(p)
-        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-    f.write_all(bytes).expect("write");
-}
 
 /// The least-privilege server (exec refused, verification by read-back). Used throughout: on
 /// this machine a stale pyenv lock makes every exec through the plain sshd's login shell
@@ -74,10 +62,10 @@ fn xattr_state(p: &Path) -> String {
 fn renaming_a_directory_does_not_vouch_for_a_file_the_server_changed_inside_it() {
     let m = plain();
     fs::create_dir(m.path("d")).expect("mkdir");
-    put(&m.path("d/f"), b"local f");
+    put_nofollow(&m.path("d/f"), b"local f");
     m.flush();
     let theirs = b"the server's f, edited behind ftpsync's back";
-    put(&remote_root(&m).join("d/f"), theirs);
+    put_nofollow(&remote_root(&m).join("d/f"), theirs);
     fs::rename(m.path("d"), m.path("e")).expect("mv d e");
     m.flush();
     let state = xattr_state(&m.path("e/f"));
@@ -97,11 +85,11 @@ fn exchanging_two_directories_does_not_vouch_for_files_the_server_changed_inside
     let m = plain();
     for d in ["a", "b"] {
         fs::create_dir(m.path(d)).expect("mkdir");
-        put(&m.path(format!("{d}/f")), format!("local {d}/f").as_bytes());
+        put_nofollow(&m.path(format!("{d}/f")), format!("local {d}/f").as_bytes());
     }
     m.flush();
     let theirs = b"the server's a/f, a different length";
-    put(&remote_root(&m).join("a/f"), theirs);
+    put_nofollow(&remote_root(&m).join("a/f"), theirs);
     common::renameat2(&m.path("a"), &m.path("b"), libc::RENAME_EXCHANGE).expect("exchange");
     m.flush();
     assert_eq!(
@@ -121,7 +109,7 @@ fn exchanging_two_directories_does_not_vouch_for_files_the_server_changed_inside
 fn a_users_file_named_like_a_temp_is_not_swept_from_the_server() {
     let mut m = plain();
     let name = ".notes.ftpsync-tmp-0123456789abcdef";
-    put(
+    put_nofollow(
         &m.path(name),
         b"the user's own file, not an upload in progress",
     );
@@ -144,7 +132,7 @@ fn a_users_file_named_like_a_temp_is_not_swept_from_the_server() {
 #[test]
 fn a_directory_made_only_for_a_replayed_rename_goes_with_the_local_one() {
     let m = delayed("2");
-    put(&m.path("f"), b"moves in and out again");
+    put_nofollow(&m.path("f"), b"moves in and out again");
     m.flush();
     fs::create_dir(m.path("d")).expect("mkdir");
     fs::rename(m.path("f"), m.path("d/f")).expect("mv f d/");
@@ -159,13 +147,13 @@ fn a_directory_made_only_for_a_replayed_rename_goes_with_the_local_one() {
 #[test]
 fn a_directory_made_for_a_replayed_rename_is_not_kept_as_a_conflict() {
     let m = delayed("2");
-    put(&m.path("f"), b"moves in and out again");
+    put_nofollow(&m.path("f"), b"moves in and out again");
     m.flush();
     fs::create_dir(m.path("d")).expect("mkdir");
     fs::rename(m.path("f"), m.path("d/f")).expect("mv f d/");
     fs::rename(m.path("d/f"), m.path("f")).expect("mv d/f .");
     fs::remove_dir(m.path("d")).expect("rmdir");
-    put(&m.path("d"), b"now a file");
+    put_nofollow(&m.path("d"), b"now a file");
     m.flush();
     assert_mirrored(&m);
 }
@@ -176,7 +164,7 @@ fn a_directory_made_for_a_replayed_rename_is_not_kept_as_a_conflict() {
 #[test]
 fn touching_a_confirmed_file_is_mirrored_promptly_without_a_lost_hash_warning() {
     let m = plain();
-    put(&m.path("f"), b"touched later");
+    put_nofollow(&m.path("f"), b"touched later");
     m.flush();
     let old = std::time::SystemTime::now() - Duration::from_secs(86_400);
     fs::File::options()
@@ -204,8 +192,8 @@ fn touching_a_confirmed_file_is_mirrored_promptly_without_a_lost_hash_warning() 
 fn renaming_a_directory_does_not_vouch_for_a_file_the_server_deleted_inside_it() {
     let m = plain();
     fs::create_dir(m.path("d")).expect("mkdir");
-    put(&m.path("d/f"), b"local f");
-    put(&m.path("d/g"), b"local g");
+    put_nofollow(&m.path("d/f"), b"local f");
+    put_nofollow(&m.path("d/g"), b"local g");
     m.flush();
     fs::remove_file(remote_root(&m).join("d/f")).expect("server rm");
     fs::rename(m.path("d"), m.path("e")).expect("mv d e");
@@ -253,7 +241,7 @@ fn flush_does_not_succeed_while_a_rename_has_not_reached_the_server() {
 #[test]
 fn unmount_is_not_held_by_a_rename_retrying_a_dead_server() {
     let mut m = builder().arg("--drain-timeout").arg("1").mount();
-    put(&m.path("a"), b"renamed while the server is down");
+    put_nofollow(&m.path("a"), b"renamed while the server is down");
     m.flush();
     m.sshd.as_mut().expect("sshd").stop();
     fs::rename(m.path("a"), m.path("b")).expect("mv a b");
@@ -278,7 +266,7 @@ fn unmount_is_not_held_by_a_rename_retrying_a_dead_server() {
 #[test]
 fn flush_stops_at_once_on_a_changed_host_key_while_a_rename_waits() {
     let mut m = builder().arg("--drain-timeout").arg("1").mount();
-    put(&m.path("a"), b"renamed after the key changed");
+    put_nofollow(&m.path("a"), b"renamed after the key changed");
     m.flush();
     m.sshd.as_mut().expect("sshd").swap_host_key();
     let new_fp = m.sshd.as_ref().expect("sshd").host_fingerprint();
@@ -304,13 +292,13 @@ fn flush_stops_at_once_on_a_changed_host_key_while_a_rename_waits() {
 fn a_directory_the_server_replaced_by_a_file_is_kept_aside_and_made_again() {
     let m = plain();
     fs::create_dir(m.path("d")).expect("mkdir");
-    put(&m.path("d/old"), b"old");
+    put_nofollow(&m.path("d/old"), b"old");
     m.flush();
     let remote = remote_root(&m);
     fs::remove_dir_all(remote.join("d")).expect("server rm -r");
     let theirs = b"the server's file where the directory was";
-    put(&remote.join("d"), theirs);
-    put(&m.path("d/new"), b"written into the local directory");
+    put_nofollow(&remote.join("d"), theirs);
+    put_nofollow(&m.path("d/new"), b"written into the local directory");
     let out = m.flush_for(30);
     assert!(out.ok(), "flush: {}", out.stderr);
     assert_eq!(copies_holding(&remote, theirs).len(), 1);
@@ -321,7 +309,7 @@ fn a_directory_the_server_replaced_by_a_file_is_kept_aside_and_made_again() {
 #[test]
 fn utimensat_on_a_confirmed_file_is_mirrored_promptly() {
     let m = plain();
-    put(&m.path("f"), b"touched later");
+    put_nofollow(&m.path("f"), b"touched later");
     m.flush();
     let c = CString::new(m.path("f").as_os_str().as_bytes()).expect("path");
     let t = libc::timespec {
@@ -355,9 +343,9 @@ fn utimensat_on_a_confirmed_file_is_mirrored_promptly() {
 #[test]
 fn exchanging_a_file_and_a_directory_is_mirrored() {
     let m = plain();
-    put(&m.path("a"), b"a file");
+    put_nofollow(&m.path("a"), b"a file");
     fs::create_dir(m.path("b")).expect("mkdir");
-    put(&m.path("b/x"), b"inside b");
+    put_nofollow(&m.path("b/x"), b"inside b");
     m.flush();
     common::renameat2(&m.path("a"), &m.path("b"), libc::RENAME_EXCHANGE).expect("exchange");
     m.flush();
@@ -373,7 +361,7 @@ fn kill9_during_an_exchange_leaves_no_false_conflict_copy() {
     let mut m = plain();
     for d in ["a", "b"] {
         fs::create_dir(m.path(d)).expect("mkdir");
-        put(&m.path(format!("{d}/f")), d.as_bytes());
+        put_nofollow(&m.path(format!("{d}/f")), d.as_bytes());
     }
     m.flush();
     for delay_us in (0..30u64).map(|i| i * 400) {
@@ -473,7 +461,7 @@ fn server_op(
             if std::env::var_os("REDTEAM_TRACE").is_some() {
                 eprintln!("step {step}: server creates {p}");
             }
-            put(&full, c.as_bytes());
+            put_nofollow(&full, c.as_bytes());
             theirs.push(c.into_bytes());
         }
         return;
@@ -491,7 +479,7 @@ fn server_op(
     match r.below(3) {
         0 => {
             let c = format!("server version {step} of {p}, {}", "x".repeat(r.below(40)));
-            put(&full, c.as_bytes());
+            put_nofollow(&full, c.as_bytes());
             theirs.push(c.into_bytes());
         }
         1 => {
@@ -729,7 +717,7 @@ fn random_sequence_seed_311_with_kills_restarts_and_server_files() {
 fn chmod_of_a_file_the_server_deleted_sends_it_again() {
     use std::os::unix::fs::PermissionsExt;
     let m = plain();
-    put(&m.path("a"), b"deleted on the server, then chmod locally");
+    put_nofollow(&m.path("a"), b"deleted on the server, then chmod locally");
     m.flush();
     fs::remove_file(remote_root(&m).join("a")).expect("server rm");
     fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -745,10 +733,10 @@ fn chmod_of_a_file_the_server_deleted_sends_it_again() {
 fn chmod_of_a_file_the_server_changed_does_not_confirm_the_servers_bytes() {
     use std::os::unix::fs::PermissionsExt;
     let m = plain();
-    put(&m.path("a"), b"local a");
+    put_nofollow(&m.path("a"), b"local a");
     m.flush();
     let theirs = b"the server's a, edited behind ftpsync's back";
-    put(&remote_root(&m).join("a"), theirs);
+    put_nofollow(&remote_root(&m).join("a"), theirs);
     fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o600)).expect("chmod");
     m.flush();
     assert_eq!(
@@ -772,16 +760,16 @@ fn hostile_names_through_renames_exchanges_and_conflicts() {
     names.push(&long);
     fs::create_dir(m.path("d")).expect("mkdir");
     for (i, n) in names.iter().enumerate() {
-        put(
+        put_nofollow(
             &m.path("d").join(OsStr::from_bytes(n)),
             format!("file {i}").as_bytes(),
         );
     }
-    put(&m.path("over"), b"local over");
+    put_nofollow(&m.path("over"), b"local over");
     m.flush();
     // The server changes the 255-byte file; a local file is then renamed over it.
     let theirs = b"the server's long-named file";
-    put(
+    put_nofollow(
         &remote_root(&m).join("d").join(OsStr::from_bytes(&long)),
         theirs,
     );
@@ -806,12 +794,12 @@ fn rename_over_a_symlink_while_the_server_replaces_the_source() {
     // Long enough that the server's edit below lands before the rename is replayed, even on a
     // loaded machine (a 1 s delay lost that race in CI).
     let m = delayed("4");
-    put(&m.path("a"), b"local a, renamed over the link");
+    put_nofollow(&m.path("a"), b"local a, renamed over the link");
     std::os::unix::fs::symlink("no-such-target-17", m.path("c")).expect("ln -s");
     let remote = remote_root(&m);
     // The server's own files at both names, before ftpsync sent either.
-    put(&remote.join("a"), b"server's new file at a");
-    put(&remote.join("c"), b"server's new file at c");
+    put_nofollow(&remote.join("a"), b"server's new file at a");
+    put_nofollow(&remote.join("c"), b"server's new file at c");
     m.flush();
     fs::rename(m.path("a"), m.path("c")).expect("mv a c");
     fs::remove_file(remote.join("a")).expect("server rm");
@@ -870,7 +858,7 @@ fn a_probe_directory_left_behind_then_replaced_by_a_symlink_is_not_followed() {
     let outside = root.parent().expect("chroot").join("victim");
     fs::create_dir(&outside).expect("mkdir victim");
     fs::set_permissions(&outside, fs::Permissions::from_mode(0o777)).expect("chmod victim");
-    put(&outside.join("keep"), b"outside the remote root");
+    put_nofollow(&outside.join("keep"), b"outside the remote root");
     // Races the first probes: a directory put in a probe's directory keeps it from going.
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
@@ -906,7 +894,7 @@ fn a_probe_directory_left_behind_then_replaced_by_a_symlink_is_not_followed() {
     std::os::unix::fs::symlink("../victim", &probe_dir).expect("plant symlink");
     // A new connection probes again.
     m.sshd.as_mut().expect("sshd").restart();
-    put(&m.path("f"), b"after the restart");
+    put_nofollow(&m.path("f"), b"after the restart");
     m.flush();
     assert!(
         outside.join("keep").exists(),
@@ -927,9 +915,9 @@ fn a_rename_into_a_directory_whose_removal_is_in_flight_stays_known() {
     fs::create_dir(m.path("x")).expect("mkdir x");
     const N: usize = 2000;
     for i in 0..N {
-        put(&m.path(format!("x/f{i}")), b"one of many");
+        put_nofollow(&m.path(format!("x/f{i}")), b"one of many");
     }
-    put(&m.path("a"), b"moved into the new x");
+    put_nofollow(&m.path("a"), b"moved into the new x");
     m.flush();
     fs::remove_dir_all(m.path("x")).expect("rm -r x");
     // A flush makes all due at once: x's job removes the lot, the files' wait for it.
@@ -994,8 +982,8 @@ fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
     m.flush();
     let locked = remote_root(&m).join("a_locked");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod 000");
-    put(&m.path("a_locked/f"), b"refused by the server");
-    put(&m.path("b/big"), &common::pattern(7, 64 << 20));
+    put_nofollow(&m.path("a_locked/f"), b"refused by the server");
+    put_nofollow(&m.path("b/big"), &common::pattern(7, 64 << 20));
     // The connection dies while b/big is being sent (its temp file is there), once
     // a_locked/f has failed.
     wait_for_upload(&m, Duration::from_secs(60), |m| {
@@ -1026,14 +1014,14 @@ fn one_unlistable_directory_does_not_keep_the_temp_sweep_from_the_others() {
 fn the_start_up_sweep_takes_only_probe_directories_at_the_root() {
     let mut m = plain();
     fs::create_dir(m.path("sub")).expect("mkdir sub");
-    put(&m.path("sub/f"), b"mirrored");
+    put_nofollow(&m.path("sub/f"), b"mirrored");
     m.flush();
     let theirs = remote_root(&m).join("sub/.album.ftpsync-tmp-0123456789abcdef");
     fs::create_dir(&theirs).expect("server mkdir");
     // Writable by the server's account, as one of its own would be.
     fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .expect("chmod");
-    put(&theirs.join("photo"), b"the server's only copy");
+    put_nofollow(&theirs.join("photo"), b"the server's only copy");
     m.unmount();
     m.mount();
     m.flush();
@@ -1119,7 +1107,7 @@ fn slow() -> Mount {
 /// copy of its directory, then deletes `rel` locally so that no retry of its own clears it;
 /// the server is back up on return.
 fn cut_upload_then_delete(m: &mut Mount, rel: &str) {
-    put(&m.path(rel), &common::pattern(11, 64 << 20));
+    put_nofollow(&m.path(rel), &common::pattern(11, 64 << 20));
     wait_for_upload(m, Duration::from_secs(60), |_| true);
     m.sshd.as_mut().expect("sshd").stop();
     assert!(
@@ -1152,7 +1140,7 @@ fn a_directory_holding_only_a_cut_uploads_temp_file_is_not_kept_as_a_conflict() 
     let mut m = slow();
     fs::create_dir(m.path("a")).expect("mkdir");
     fs::create_dir(m.path("b")).expect("mkdir");
-    put(&m.path("a/x"), b"moves over b");
+    put_nofollow(&m.path("a/x"), b"moves over b");
     m.flush();
     cut_upload_then_delete(&mut m, "b/big");
     fs::rename(m.path("a"), m.path("b")).expect("mv a b");
@@ -1166,7 +1154,7 @@ fn long_upload_under_way(seed: u64) -> Mount {
     let m = slow();
     fs::create_dir(m.path("d")).expect("mkdir");
     m.flush();
-    put(&m.path("d/big"), &common::pattern(seed, 128 << 20));
+    put_nofollow(&m.path("d/big"), &common::pattern(seed, 128 << 20));
     wait_for_upload(&m, Duration::from_secs(30), |_| true);
     m
 }
@@ -1203,7 +1191,7 @@ fn a_chmod_of_a_directory_does_not_hold_small_files_behind_a_long_upload_beneath
     use std::os::unix::fs::PermissionsExt;
     let m = long_upload_under_way(3);
     fs::set_permissions(m.path("d"), fs::Permissions::from_mode(0o750)).expect("chmod d");
-    put(&m.path("d/small"), b"tiny");
+    put_nofollow(&m.path("d/small"), b"tiny");
     let small = remote_root(&m).join("d/small");
     arrives_within(&small, Duration::from_secs(3));
     let big_done = remote_root(&m).join("d/big").exists();
@@ -1222,7 +1210,7 @@ fn a_chmod_of_a_directory_does_not_hold_small_files_behind_a_long_upload_beneath
 fn renaming_a_directory_during_a_long_upload_beneath_it_does_not_stop_the_mirror() {
     let m = long_upload_under_way(5);
     fs::rename(m.path("d"), m.path("e")).expect("mv d e");
-    put(&m.path("elsewhere"), b"tiny");
+    put_nofollow(&m.path("elsewhere"), b"tiny");
     let small = remote_root(&m).join("elsewhere");
     arrives_within(&small, Duration::from_secs(3));
     let big_done = !remote_root(&m).join("d").exists();

@@ -11,25 +11,12 @@
 mod common;
 
 use common::mirror_tree::{assert_mirrored, assert_mirrored_except, is_conflict_name, remote_root};
-use common::{ftpsync, CmdOut, Mount};
+use common::{ftpsync, put_nofollow, CmdOut, Mount};
+use ftpsync::relpath::show;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-
-/// Writes `bytes` to `p`, never following a symlink at `p`.
-fn put(p: &Path, bytes: &[u8]) {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(p)
-        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-    f.write_all(bytes).expect("write");
-}
 
 /// The least-privilege server (exec refused, verification by read-back), as in redteam.rs.
 fn builder() -> common::MountBuilder {
@@ -65,7 +52,7 @@ const LOOKALIKES: &[&[u8]] = &[b"\xff", b"\xfe", b"x\n  forged"];
 fn status_shows_names_that_are_not_utf8_exactly() {
     let m = builder().mount();
     for n in LOOKALIKES {
-        put(&m.path(name(n)), b"same");
+        put_nofollow(&m.path(name(n)), b"same");
     }
     m.flush();
     let out = cmd(&[OsStr::new("status"), m.state.as_os_str()]);
@@ -93,7 +80,7 @@ fn unmount_counts_and_names_every_path_left_exactly() {
     let mut m = builder().arg("--drain-timeout").arg("1").mount();
     m.sshd.as_mut().expect("sshd").stop();
     for n in LOOKALIKES {
-        put(&m.path(name(n)), b"never reaches the server");
+        put_nofollow(&m.path(name(n)), b"never reaches the server");
     }
     let out = cmd(&[
         OsStr::new("unmount"),
@@ -134,7 +121,7 @@ fn verify_and_restore_round_trip_hostile_names() {
     ]);
     fs::create_dir(m.path("d")).expect("mkdir");
     for (i, n) in names.iter().enumerate() {
-        put(
+        put_nofollow(
             &m.path("d").join(name(n)),
             format!("file {i:04}").as_bytes(),
         );
@@ -147,7 +134,7 @@ fn verify_and_restore_round_trip_hostile_names() {
     // Same size, other bytes, on the server: each must be found, by its exact name.
     let remote = remote_root(&m);
     for (i, n) in names.iter().enumerate() {
-        put(
+        put_nofollow(
             &remote.join("d").join(name(n)),
             format!("FILE {i:04}").as_bytes(),
         );
@@ -202,25 +189,6 @@ fn verify_and_restore_round_trip_hostile_names() {
     }
 }
 
-/// relpath::show as the contract spells it (a test's own copy).
-fn show(path: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in path.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if c.is_control() => out.extend(c.escape_default()),
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
 /// Gives `p` to the account the server runs as (the remote root's owner), as if it had made it.
 fn server_owns(m: &Mount, p: &Path) {
     use std::os::unix::fs::MetadataExt;
@@ -268,11 +236,11 @@ fn repair_mends_kinds_the_server_changed_on_gesftpserver() {
 }
 
 fn repair_mends_kinds(m: Mount) {
-    put(&m.path("f1"), b"local f1");
-    put(&m.path("f2"), b"local f2");
+    put_nofollow(&m.path("f1"), b"local f1");
+    put_nofollow(&m.path("f2"), b"local f2");
     for d in ["d1", "d2"] {
         fs::create_dir(m.path(d)).expect("mkdir");
-        put(
+        put_nofollow(
             &m.path(format!("{d}/inner")),
             format!("local {d}/inner").as_bytes(),
         );
@@ -282,12 +250,12 @@ fn repair_mends_kinds(m: Mount) {
     let before = beside_root(&m);
     fs::remove_file(remote.join("f1")).expect("server rm f1");
     fs::create_dir(remote.join("f1")).expect("server mkdir f1");
-    put(
+    put_nofollow(
         &remote.join("f1/theirs"),
         b"the server's file in a dir where f1 was",
     );
     fs::remove_dir_all(remote.join("d1")).expect("server rm -r d1");
-    put(&remote.join("d1"), b"the server's file where d1 was");
+    put_nofollow(&remote.join("d1"), b"the server's file where d1 was");
     fs::remove_dir_all(remote.join("d2")).expect("server rm -r d2");
     std::os::unix::fs::symlink("..", remote.join("d2")).expect("server ln -s .. d2");
     fs::remove_file(remote.join("f2")).expect("server rm f2");
@@ -321,11 +289,11 @@ fn repair_mends_kinds(m: Mount) {
 /// the server's version as a conflict copy, so the directory stays on the server holding it.
 fn directory_kept_for_a_conflict_copy(m: &Mount) -> Vec<u8> {
     fs::create_dir(m.path("d")).expect("mkdir");
-    put(&m.path("d/f"), b"local d/f");
-    put(&m.path("d/g"), b"local d/g");
+    put_nofollow(&m.path("d/f"), b"local d/f");
+    put_nofollow(&m.path("d/g"), b"local d/g");
     m.flush();
     let theirs = b"the server's d/f, edited behind ftpsync's back".to_vec();
-    put(&remote_root(m).join("d/f"), &theirs);
+    put_nofollow(&remote_root(m).join("d/f"), &theirs);
     fs::remove_dir_all(m.path("d")).expect("rm -r d");
     m.flush();
     assert_eq!(
@@ -357,9 +325,9 @@ fn verify_does_not_count_a_directory_kept_only_for_a_conflict_copy() {
 fn repair_is_not_stopped_by_a_directory_holding_a_conflict_copy() {
     let m = builder().mount();
     let theirs = directory_kept_for_a_conflict_copy(&m);
-    put(&m.path("other"), b"local other");
+    put_nofollow(&m.path("other"), b"local other");
     m.flush();
-    put(&remote_root(&m).join("other"), b"LOCAL OTHER");
+    put_nofollow(&remote_root(&m).join("other"), b"LOCAL OTHER");
     let out = verify(&m, &["--repair"]);
     assert!(
         out.stderr.contains("repair:"),
@@ -418,10 +386,10 @@ fn verify_walks_a_directory_wider_than_the_open_file_limit() {
 #[test]
 fn repair_without_a_daemon_fails_before_removing_anything() {
     let mut m = builder().mount();
-    put(&m.path("kept"), b"local kept");
+    put_nofollow(&m.path("kept"), b"local kept");
     m.flush();
     m.unmount();
-    put(&remote_root(&m).join("extra"), b"the server's own file");
+    put_nofollow(&remote_root(&m).join("extra"), b"the server's own file");
     let out = verify(&m, &["--repair"]);
     assert!(!out.ok(), "{out:?}");
     assert!(
@@ -440,10 +408,10 @@ fn repair_without_a_daemon_fails_before_removing_anything() {
 fn a_repair_follows_a_rename_made_before_the_resend_and_survives_a_kill() {
     let mut m = builder().arg("--writeback-delay").arg("3").mount();
     fs::create_dir(m.path("d")).expect("mkdir");
-    put(&m.path("d/f"), b"local d/f");
-    put(&m.path("d/g"), b"local d/g");
+    put_nofollow(&m.path("d/f"), b"local d/f");
+    put_nofollow(&m.path("d/g"), b"local d/g");
     m.flush();
-    put(&remote_root(&m).join("d/f"), b"LOCAL D/F");
+    put_nofollow(&remote_root(&m).join("d/f"), b"LOCAL D/F");
     let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
     fs::File::options()
         .write(true)
@@ -472,13 +440,13 @@ fn a_repair_follows_a_rename_made_before_the_resend_and_survives_a_kill() {
 fn a_repair_follows_files_renamed_before_the_resend() {
     let m = builder().arg("--writeback-delay").arg("3").mount();
     for n in ["f", "t", "x"] {
-        put(&m.path(n), format!("local {n}").as_bytes());
+        put_nofollow(&m.path(n), format!("local {n}").as_bytes());
     }
     m.flush();
     let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
     for n in ["f", "t"] {
         let p = remote_root(&m).join(n);
-        put(&p, format!("LOCAL {}", n.to_uppercase()).as_bytes());
+        put_nofollow(&p, format!("LOCAL {}", n.to_uppercase()).as_bytes());
         fs::File::options()
             .write(true)
             .open(&p)
@@ -501,12 +469,12 @@ fn a_repair_follows_files_renamed_before_the_resend() {
 #[test]
 fn verify_compares_a_users_own_file_named_like_a_conflict_copy() {
     let m = builder().mount();
-    put(
+    put_nofollow(
         &m.path("notes.ftpsync-conflict-mine"),
         b"the user's own file",
     );
     fs::create_dir(m.path("old.ftpsync-conflict-20260101T000000Z-0badf00d")).expect("mkdir");
-    put(
+    put_nofollow(
         &m.path("old.ftpsync-conflict-20260101T000000Z-0badf00d/inner"),
         b"inside",
     );
@@ -529,13 +497,13 @@ fn every_command_reaches_a_daemon_whose_state_dir_path_is_long() {
     fs::set_permissions(&long, fs::Permissions::from_mode(0o700)).expect("chmod");
     m.state = long;
     m.mount();
-    put(&m.path("f\nnewline"), b"through a long socket path");
+    put_nofollow(&m.path("f\nnewline"), b"through a long socket path");
     m.flush();
     let st = common::status_json(&m.state);
     assert_eq!(st["daemon"]["running"], true, "{st}");
     assert!(!st["mirror"].is_null(), "{st}");
     verify(&m, &[]).assert_ok();
-    put(&remote_root(&m).join("extra"), b"x");
+    put_nofollow(&remote_root(&m).join("extra"), b"x");
     let out = verify(&m, &["--repair"]);
     assert!(out.stderr.contains("repair:"), "{out:?}");
     m.flush();
@@ -558,7 +526,7 @@ fn a_local_dir_and_mountpoint_with_hostile_paths() {
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     m.mount();
-    put(&m.path("f"), b"under a hostile path");
+    put_nofollow(&m.path("f"), b"under a hostile path");
     m.flush();
     assert_mirrored(&m);
     let st = common::status_json(&m.state);
@@ -580,9 +548,9 @@ fn a_local_dir_and_mountpoint_with_hostile_paths() {
 #[test]
 fn a_file_replaced_by_a_fifo_leaves_nothing_on_the_server() {
     let m = builder().mount();
-    put(&m.path("f"), b"a file, then a fifo");
+    put_nofollow(&m.path("f"), b"a file, then a fifo");
     fs::create_dir(m.path("d")).expect("mkdir");
-    put(&m.path("d/g"), b"beneath a directory, then a fifo");
+    put_nofollow(&m.path("d/g"), b"beneath a directory, then a fifo");
     m.flush();
     fs::remove_file(m.path("f")).expect("rm f");
     fs::remove_dir_all(m.path("d")).expect("rm -r d");
@@ -615,8 +583,8 @@ fn a_users_file_named_like_a_link_file_is_refused_on_a_server_without_symlinks()
         .arg("readback")
         .mount();
     std::os::unix::fs::symlink("target-x", m.path("n")).expect("ln -s");
-    put(&m.path("n.rclonelink"), b"the user's own notes, not a link");
-    put(
+    put_nofollow(&m.path("n.rclonelink"), b"the user's own notes, not a link");
+    put_nofollow(
         &m.path("alone.rclonelink"),
         b"the user's own file, no link beside",
     );
@@ -649,10 +617,10 @@ fn a_users_file_named_like_a_link_file_is_refused_on_a_server_without_symlinks()
 fn status_does_not_call_confirmed_what_a_repair_found_wrong() {
     use std::os::unix::fs::PermissionsExt;
     let m = builder().mount();
-    put(&m.path("f"), b"local f");
+    put_nofollow(&m.path("f"), b"local f");
     m.flush();
     let remote = remote_root(&m);
-    put(&remote.join("f"), b"LOCAL F");
+    put_nofollow(&remote.join("f"), b"LOCAL F");
     let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
     fs::File::options()
         .write(true)

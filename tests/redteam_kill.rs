@@ -5,23 +5,10 @@
 mod common;
 
 use common::mirror_tree::{assert_mirrored, remote_root};
-use common::{sha256_hex, Mount};
+use common::{put_nofollow, sha256_hex, Mount};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn put(p: &Path, bytes: &[u8]) {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(p)
-        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-    f.write_all(bytes).expect("write");
-}
 
 fn remote_temps(m: &Mount) -> Vec<PathBuf> {
     common::walk(&remote_root(m))
@@ -68,10 +55,10 @@ fn hash_of(st: &serde_json::Value, rel: &[u8]) -> Option<(String, bool)> {
 fn kill9_mid_upload_and_mid_rename_converges_and_status_tells_the_truth() {
     let mut m = slow();
     fs::create_dir(m.path("d")).expect("mkdir");
-    put(&m.path("d/small"), b"small, confirmed before the kill");
+    put_nofollow(&m.path("d/small"), b"small, confirmed before the kill");
     m.flush();
     let big = common::pattern(21, 24 << 20);
-    put(&m.path("d/big"), &big);
+    put_nofollow(&m.path("d/big"), &big);
     wait_until(
         "an upload of d/big under way",
         Duration::from_secs(30),

@@ -157,6 +157,21 @@ pub fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result
 }
 
 /// SHA-256 of a byte slice, lower-case hex.
+/// Writes `bytes` to `p`, never following a symlink at `p` (tests plant hostile links; the
+/// kernel would follow one out of the mount).
+pub fn put_nofollow(p: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    f.write_all(bytes).expect("write");
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
