@@ -131,9 +131,9 @@ fn report_left(state_dir: &Path, mountpoint: &Path) -> Result<()> {
     )
 }
 
-/// The paths of the journal's pending records, each once, in journal order.
-/// Each path once, by its exact bytes (two names that differ only in bytes that are not UTF-8
-/// share their lossy text), in the one display form.
+/// The paths of the journal's pending records in journal order, in the one display form, each
+/// once by its exact bytes (two names that differ only in bytes that are not UTF-8 share their
+/// lossy text).
 fn left_paths(pending: &[PendingRecord]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     pending
