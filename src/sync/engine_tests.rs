@@ -353,3 +353,35 @@ fn an_unrecorded_upload_moved_by_a_rename_is_still_ours_to_remove() {
         .collect();
     assert_eq!(left, ["e"], "our own upload stays on the server");
 }
+
+#[test]
+fn a_directory_or_symlink_made_as_the_connection_dropped_goes_when_its_local_twin_does() {
+    let h = Harness::new();
+    h.mkdir("a", 0o755).expect("mkdir");
+    h.flush(PATIENCE).expect("flush");
+    for (op, path) in [(Op::Mkdir, b"a/e" as &[u8]), (Op::Symlink, b"a/s")] {
+        h.faults.add(
+            Rule::fail(ErrorKind::Transient)
+                .on(op)
+                .at(path)
+                .answer_lost(),
+        );
+        h.faults.pause(op, path);
+    }
+    h.mkdir("a/e", 0o755).expect("mkdir");
+    h.symlink("a/s", "dangling").expect("symlink");
+    assert!(h.faults.wait_blocked(2, PATIENCE), "both makes under way");
+    // Gone locally before the engine hears whether the server made them.
+    h.rmdir("a/e").expect("rmdir");
+    h.unlink("a/s").expect("unlink");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 2, "both answers were lost");
+    let left: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with("a/"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "made by us, gone locally");
+}

@@ -49,6 +49,8 @@ pub struct Rule {
     skip: usize,
     times: Option<usize>,
     kind: ErrorKind,
+    /// The call is carried out and its answer lost (the connection dropped before it came).
+    answer_lost: bool,
 }
 
 impl Rule {
@@ -60,7 +62,15 @@ impl Rule {
             skip: 0,
             times: Some(1),
             kind,
+            answer_lost: false,
         }
+    }
+
+    /// The call is carried out on the server, then fails as if its answer were lost with the
+    /// connection (mkdir and symlink): the caller cannot tell whether it happened.
+    pub fn answer_lost(mut self) -> Rule {
+        self.answer_lost = true;
+        self
     }
 
     /// Only calls of this operation.
@@ -93,8 +103,9 @@ impl Rule {
         self
     }
 
-    fn matches(&self, op: Op, paths: &[&[u8]]) -> bool {
-        self.op.is_none_or(|o| o == op)
+    fn matches(&self, op: Op, paths: &[&[u8]], answered: bool) -> bool {
+        self.answer_lost == answered
+            && self.op.is_none_or(|o| o == op)
             && self
                 .path
                 .as_deref()
@@ -187,10 +198,22 @@ impl Faults {
             }
             plan.blocked -= 1;
         }
+        drop(plan);
+        self.inject(op, paths, false)
+    }
+
+    /// After a call was carried out: the error a rule that loses its answer injects, if any.
+    fn answer(&self, op: Op, paths: &[&[u8]]) -> Result<()> {
+        self.inject(op, paths, true)
+    }
+
+    /// The error the first matching rule injects, before the call or after it (`answered`).
+    fn inject(&self, op: Op, paths: &[&[u8]], answered: bool) -> Result<()> {
+        let mut plan = self.0.lock();
         let Some(rule) = plan
             .rules
             .iter_mut()
-            .find(|r| !r.spent() && r.matches(op, paths))
+            .find(|r| !r.spent() && r.matches(op, paths, answered))
         else {
             return Ok(());
         };
@@ -239,7 +262,8 @@ impl<T: Transport> Transport for Faulty<T> {
 
     fn mkdir(&mut self, rel: &[u8], mode: u32) -> Result<()> {
         self.faults.check(Op::Mkdir, &[rel])?;
-        self.inner.mkdir(rel, mode)
+        self.inner.mkdir(rel, mode)?;
+        self.faults.answer(Op::Mkdir, &[rel])
     }
 
     fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
@@ -295,7 +319,8 @@ impl<T: Transport> Transport for Faulty<T> {
 
     fn symlink(&mut self, rel: &[u8], target: &[u8]) -> Result<()> {
         self.faults.check(Op::Symlink, &[rel])?;
-        self.inner.symlink(rel, target)
+        self.inner.symlink(rel, target)?;
+        self.faults.answer(Op::Symlink, &[rel])
     }
 
     fn readlink(&mut self, rel: &[u8]) -> Result<Vec<u8>> {
