@@ -88,12 +88,14 @@ enum Line {
     Applied {
         seq: u64,
     },
-    /// An upload of this version is about to replace the remote file: if a crash comes
-    /// before its Put, a remote file carrying it is ours, and its temp file is to be removed.
+    /// This entry is about to be made on the remote (an upload, a mkdir, a symlink): if a
+    /// crash or a lost answer comes before its Put, a remote entry carrying it is ours (and an
+    /// upload's temp file is to be removed).
     Intent {
         #[serde(with = "hex::serde")]
         path: Vec<u8>,
-        entry: FileMeta,
+        #[serde(deserialize_with = "intended")]
+        entry: Confirmed,
     },
     /// The interrupted upload's path was dealt with otherwise (deleted, say).
     Settled {
@@ -112,14 +114,29 @@ enum Line {
     },
 }
 
+/// An intent's entry; lines written before directories and symlinks had intents hold a file's
+/// bare [`FileMeta`].
+fn intended<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Confirmed, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Entry(Confirmed),
+        File(FileMeta),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::Entry(c) => c,
+        Form::File(f) => Confirmed::File(f),
+    })
+}
+
 /// Versions of one path whose unconfirmed uploads are remembered.
 const MAX_INTENTS: usize = 4;
 
 pub struct Manifest {
     entries: PathMap<Confirmed>,
-    /// Per path, the versions whose uploads started and were never confirmed, newest last:
-    /// after a crash, any of them may be what the remote holds.
-    intents: HashMap<Vec<u8>, Vec<FileMeta>>,
+    /// Per path, the entries whose making started and was never confirmed, newest last: after
+    /// a crash or a lost answer, any of them may be what the remote holds.
+    intents: HashMap<Vec<u8>, Vec<Confirmed>>,
     /// Paths whose entries a verify found untrue on the remote.
     doubts: std::collections::HashSet<Vec<u8>>,
     /// None for a manifest written before bindings existed (or never bound).
@@ -278,8 +295,8 @@ impl Manifest {
         })
     }
 
-    /// Records that an upload of `entry` to `path` is starting (see [`Line::Intent`]).
-    pub fn intend(&mut self, path: &[u8], entry: FileMeta) -> io::Result<()> {
+    /// Records that the making of `entry` at `path` is starting (see [`Line::Intent`]).
+    pub fn intend(&mut self, path: &[u8], entry: Confirmed) -> io::Result<()> {
         self.append(Line::Intent {
             path: path.to_vec(),
             entry,
@@ -312,12 +329,12 @@ impl Manifest {
         })
     }
 
-    /// The uploads to `path` that were started but never confirmed, newest last.
-    pub fn intents_of(&self, path: &[u8]) -> &[FileMeta] {
+    /// The entries whose making at `path` started but was never confirmed, newest last.
+    pub fn intents_of(&self, path: &[u8]) -> &[Confirmed] {
         self.intents.get(path).map_or(&[], Vec::as_slice)
     }
 
-    /// Paths with an upload started but never confirmed (a crash or a lost connection).
+    /// Paths with an entry's making started but never confirmed (a crash or a lost answer).
     pub fn intents(&self) -> impl Iterator<Item = &Vec<u8>> {
         self.intents.keys()
     }
@@ -389,7 +406,7 @@ impl Manifest {
             for entry in versions {
                 let l = Line::Intent {
                     path: path.clone(),
-                    entry: *entry,
+                    entry: entry.clone(),
                 };
                 serde_json::to_writer(&mut out, &l).map_err(io::Error::other)?;
                 out.write_all(b"\n")?;
@@ -605,7 +622,7 @@ mod tests {
     #[test]
     fn intents_and_doubts_move_with_a_rename_and_go_with_what_it_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = |n| *file(n).file().unwrap();
+        let meta = file;
         {
             let mut m = Manifest::open(dir.path()).unwrap();
             m.intend(b"b/e", meta(1)).unwrap();
@@ -627,7 +644,7 @@ mod tests {
     #[test]
     fn intents_survive_reopen_and_rewrite_until_put_or_settled() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = |n| *file(n).file().unwrap();
+        let meta = file;
         {
             let mut m = Manifest::open(dir.path()).unwrap();
             m.intend(b"a", meta(1)).unwrap();
@@ -650,6 +667,32 @@ mod tests {
             "a bounded number of versions is kept"
         );
         assert_eq!(kept.last(), Some(&meta(19)), "newest last");
+    }
+
+    #[test]
+    fn intents_of_every_kind_survive_rewrite_and_old_bare_file_intents_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = Confirmed::Symlink {
+            target: b"t".to_vec(),
+        };
+        {
+            let mut m = Manifest::open(dir.path()).unwrap();
+            m.intend(b"d", Confirmed::Dir { mode: 0o750 }).unwrap();
+            m.intend(b"l", link.clone()).unwrap();
+            m.rewrite().unwrap();
+        }
+        // As builds before directory and symlink intents wrote a file's.
+        let old = serde_json::json!({"op": "intent", "path": hex::encode("f"),
+            "entry": serde_json::to_value(*file(1).file().unwrap()).unwrap()});
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(MANIFEST))
+            .unwrap();
+        writeln!(log, "{old}").unwrap();
+        let m = Manifest::open(dir.path()).unwrap();
+        assert_eq!(m.intents_of(b"d"), &[Confirmed::Dir { mode: 0o750 }]);
+        assert_eq!(m.intents_of(b"l"), &[link]);
+        assert_eq!(m.intents_of(b"f"), &[file(1)]);
     }
 
     #[test]
@@ -684,7 +727,7 @@ mod tests {
             assert_eq!(m.binding(), None);
             m.bind(bound.clone()).unwrap();
             m.put(b"a", file(1)).unwrap();
-            m.intend(b"b", *file(2).file().unwrap()).unwrap();
+            m.intend(b"b", file(2)).unwrap();
             m.doubt(b"a").unwrap();
             m.set_applied(9).unwrap();
             m.rewrite().unwrap();

@@ -81,8 +81,8 @@ struct JobLedger<'a> {
 }
 
 impl reconcile::Ledger for JobLedger<'_> {
-    fn intend(&self, meta: &crate::mirror::FileMeta) {
-        if let Err(e) = self.mirror.lock().manifest.intend(self.path, *meta) {
+    fn intend(&self, entry: &Confirmed) {
+        if let Err(e) = self.mirror.lock().manifest.intend(self.path, entry.clone()) {
             error!("manifest: {e}");
         }
     }

@@ -27,9 +27,9 @@ pub struct Known {
     pub meter: Arc<Meter>,
     /// Bytes of this path read for its upload so far (for status).
     pub sent: Arc<AtomicU64>,
-    /// Uploads to this path started but never confirmed (a crash, a lost connection): the
-    /// remote may hold any of these versions.
-    pub intents: Vec<FileMeta>,
+    /// Entries whose making at this path started but was never confirmed (a crash, a lost
+    /// connection): the remote may hold any of them, put there by us.
+    pub intents: Vec<Confirmed>,
     /// `verify --repair` found the remote wrong here: what the manifest vouches for is sent
     /// again.
     pub repair: bool,
@@ -118,8 +118,9 @@ fn done(apply: Apply) -> Outcome {
 /// What a job writes in the manifest as it goes, before its outcome is known: what the server
 /// may hold even if the job fails half-way.
 pub trait Ledger {
-    /// An upload of the path is about to start (before any byte is sent).
-    fn intend(&self, meta: &FileMeta);
+    /// The making of this entry at the path is about to start (before any byte is sent, before
+    /// a mkdir or a symlink whose answer a lost connection may take).
+    fn intend(&self, entry: &Confirmed);
     /// A missing parent was made on the server: ours, so a local rmdir takes it away again.
     fn made_dir(&self, dir: &[u8], mode: u32);
 }
@@ -159,6 +160,7 @@ pub fn reconcile(
             let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
                 ledger.made_dir(d, m)
             })?;
+            ledger.intend(&Confirmed::Dir { mode });
             t.mkdir(path, server_mode(mode))?;
             // Recorded at once, as a parent made on the way is: if the engine stops before
             // this work's end is taken in, the directory is still known to be ours.
@@ -192,6 +194,7 @@ pub fn reconcile(
             let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
                 ledger.made_dir(d, m)
             })?;
+            ledger.intend(&want);
             t.symlink(path, &target)?;
             Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(want),
@@ -337,7 +340,7 @@ fn file(
             format!("local open {}: {e}", crate::relpath::show(path)),
         )
     })?;
-    ledger.intend(&meta);
+    ledger.intend(&Confirmed::File(meta));
     let mut src = Cancellable {
         file,
         cancel: &known.cancel,
@@ -414,14 +417,26 @@ fn remove_interrupted(
         Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let landed = lstat(t, path)?.is_some_and(|r| landed_from(&known.intents, &r));
-    if landed {
-        match t.remove_file(path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
-            _ => {}
+    let Some(remote) = lstat(t, path)?.filter(|r| landed_from(&known.intents, r)) else {
+        return Ok(false);
+    };
+    let removed = if remote.kind == FileKind::Dir {
+        remove_our_dir(t, path)
+    } else {
+        t.remove_file(path)
+    };
+    match removed {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        // Made by us, filled by someone else since: theirs to keep.
+        Err(e) if remote.kind == FileKind::Dir && !e.kind().is_connection_wide() => {
+            log::warn!(
+                "{}: remote directory not removed ({e}); it holds files ftpsync did not put there",
+                crate::relpath::show(path)
+            );
         }
+        other => other?,
     }
-    Ok(landed)
+    Ok(true)
 }
 
 /// Removes the temporary files that interrupted uploads to `path` left beside it; only its
@@ -546,11 +561,13 @@ fn ours_at(known: &Known, path: &[u8], remote: &RemoteStat) -> bool {
     known.repair || is_ours(known.at(path), remote) || landed_from(&known.intents, remote)
 }
 
-/// Whether `remote` is one of the uploads `intents` started (a crash or a lost connection took
-/// their record): by the size and the mtime they were sent with.
-fn landed_from(intents: &[FileMeta], remote: &RemoteStat) -> bool {
-    intents.iter().any(|i| {
-        remote.kind == FileKind::File && remote.size == i.size && remote.mtime == i.mtime.sec
+/// Whether `remote` is one of the entries `intents` started making (a crash or a lost
+/// connection took their record): a file by the size and the mtime it was sent with, a symlink
+/// by its target, a directory by its kind.
+fn landed_from(intents: &[Confirmed], remote: &RemoteStat) -> bool {
+    intents.iter().any(|i| match i {
+        Confirmed::Dir { .. } => remote.kind == FileKind::Dir,
+        other => is_ours(Some(other), remote),
     })
 }
 
@@ -706,7 +723,7 @@ mod tests {
     struct NoLedger;
 
     impl Ledger for NoLedger {
-        fn intend(&self, _: &FileMeta) {}
+        fn intend(&self, _: &Confirmed) {}
         fn made_dir(&self, _: &[u8], _: u32) {}
     }
 
@@ -806,7 +823,7 @@ mod tests {
     struct Heard(std::sync::Mutex<Vec<String>>);
 
     impl Ledger for Heard {
-        fn intend(&self, _: &FileMeta) {
+        fn intend(&self, _: &Confirmed) {
             self.0.lock().expect("lock").push("intend".into());
         }
         fn made_dir(&self, dir: &[u8], mode: u32) {
@@ -815,9 +832,10 @@ mod tests {
         }
     }
 
-    /// A directory made on the server is recorded as soon as it is made, not only when the
-    /// engine takes in the end of the work: an engine stopped in between (a crash) still
-    /// knows it is ours, and a local rmdir takes it away (mock model test).
+    /// A directory made on the server is intended before the mkdir (whose answer a lost
+    /// connection may take) and recorded as soon as it is made, not only when the engine
+    /// takes in the end of the work: an engine stopped in between (a crash) still knows it is
+    /// ours, and a local rmdir takes it away (mock model test, soak seed 431430609).
     #[test]
     fn a_directory_made_is_recorded_at_once() {
         use std::os::unix::fs::PermissionsExt;
@@ -830,7 +848,10 @@ mod tests {
         let root = local::open_root(dir.path()).expect("root");
         let heard = Heard::default();
         reconcile(&mut t.clone(), borrow(&root), b"a/b", &k, &heard).expect("reconcile");
-        assert_eq!(*heard.0.lock().expect("lock"), ["a 755", "a/b 750"]);
+        assert_eq!(
+            *heard.0.lock().expect("lock"),
+            ["a 755", "intend", "a/b 750"]
+        );
     }
 
     #[test]
@@ -925,14 +946,14 @@ mod tests {
         let target = b"elsewhere".to_vec();
         t.insert(b"c", MockNode::Symlink { target });
         let mut k = known(Vec::new(), Arc::default());
-        k.intents = vec![FileMeta {
+        k.intents = vec![Confirmed::File(FileMeta {
             size: 4,
             sha256: [0; 32],
             mode: 0o644,
             mtime: Timestamp { sec: 1000, nsec: 5 },
             ino: 1,
             ctime: Timestamp { sec: 1000, nsec: 5 },
-        }];
+        })];
         let Outcome::Done(report) = run(&t, dir.path(), b"c/e", &k) else {
             panic!("not done");
         };
@@ -962,7 +983,7 @@ mod tests {
             },
         );
         let mut k = known(Vec::new(), Arc::default());
-        k.intents = vec![sent];
+        k.intents = vec![Confirmed::File(sent)];
         let Outcome::Done(report) = run(&t, dir.path(), b"big", &k) else {
             panic!("not done");
         };

@@ -380,7 +380,7 @@ impl Harness {
             .mirror
             .lock()
             .manifest
-            .intend(path.as_bytes(), meta)
+            .intend(path.as_bytes(), crate::mirror::Confirmed::File(meta))
             .expect("intent");
         self.server.insert(
             path.as_bytes(),
