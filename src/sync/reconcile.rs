@@ -420,22 +420,13 @@ fn remove_interrupted(
     let Some(remote) = lstat(t, path)?.filter(|r| landed_from(&known.intents, r)) else {
         return Ok(false);
     };
-    let removed = if remote.kind == FileKind::Dir {
+    let dir = remote.kind == FileKind::Dir;
+    let result = if dir {
         remove_our_dir(t, path)
     } else {
         t.remove_file(path)
     };
-    match removed {
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        // Made by us, filled by someone else since: theirs to keep.
-        Err(e) if remote.kind == FileKind::Dir && !e.kind().is_connection_wide() => {
-            log::warn!(
-                "{}: remote directory not removed ({e}); it holds files ftpsync did not put there",
-                crate::relpath::show(path)
-            );
-        }
-        other => other?,
-    }
+    removed(result, path, dir)?;
     Ok(true)
 }
 
@@ -602,16 +593,26 @@ pub(super) fn remove_subtree(
             Some(_) if matches!(c, Confirmed::Dir { .. }) => remove_our_dir(t, p),
             Some(_) => t.remove_file(p),
         };
-        match result {
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            // A lost connection is no foreign content: the work is retried, not forgotten.
-            Err(e) if matches!(c, Confirmed::Dir { .. }) && !e.kind().is_connection_wide() => {
-                log::warn!("{}: remote directory not removed ({e}); it holds files ftpsync did not put there", crate::relpath::show(p));
-            }
-            other => other?,
-        }
+        removed(result, p, matches!(c, Confirmed::Dir { .. }))?;
     }
     Ok(())
+}
+
+/// The end of removing an entry of ours at `path`: one already gone is removed; a directory
+/// the server filled since stays (what it holds is not ours), said in the log.
+fn removed(result: Result<()>, path: &[u8], dir: bool) -> Result<()> {
+    match result {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        // A lost connection is no foreign content: the work is retried, not forgotten.
+        Err(e) if dir && !e.kind().is_connection_wide() => {
+            log::warn!(
+                "{}: remote directory not removed ({e}); it holds files ftpsync did not put there",
+                crate::relpath::show(path)
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Removes a directory of ours. One that is not empty may hold only what uploads cut by a lost
