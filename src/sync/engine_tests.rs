@@ -4,7 +4,7 @@
 
 use crate::remote::{path::is_temp_name, ErrorKind, MockNode};
 use crate::testkit::faults::{Op, Rule};
-use crate::testkit::Harness;
+use crate::testkit::{Harness, Setup};
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -384,4 +384,43 @@ fn a_directory_or_symlink_made_as_the_connection_dropped_goes_when_its_local_twi
         .filter(|k| k.starts_with("a/"))
         .collect();
     assert_eq!(left, Vec::<String>::new(), "made by us, gone locally");
+}
+
+#[test]
+fn a_parent_made_for_a_move_as_the_connection_dropped_goes_when_its_local_twin_does() {
+    // The move is replayed as soon as it is taken in; the directory's own make waits this long.
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.write_file("b/d", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"b/a")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"b/a");
+    h.mkdir("b/a", 0o755).expect("mkdir");
+    // The move's replay makes its new parent on the server first.
+    h.rename("b/d", "b/a/d").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    // Gone locally before the engine hears whether the server made it.
+    h.rename("b/a/d", "b/d").expect("rename back");
+    h.rmdir("b/a").expect("rmdir");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('b'))
+        .collect();
+    assert_eq!(tree, ["b", "b/d"], "made by us, gone locally");
 }

@@ -67,7 +67,7 @@ impl Rule {
     }
 
     /// The call is carried out on the server, then fails as if its answer were lost with the
-    /// connection (mkdir and symlink): the caller cannot tell whether it happened.
+    /// connection (mkdir, mkdir_all and symlink): the caller cannot tell whether it happened.
     pub fn answer_lost(mut self) -> Rule {
         self.answer_lost = true;
         self
@@ -266,9 +266,15 @@ impl<T: Transport> Transport for Faulty<T> {
         self.faults.answer(Op::Mkdir, &[rel])
     }
 
+    /// A lost answer loses the news of what was made with it.
     fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
         self.faults.check(Op::MkdirAll, &[rel])?;
-        self.inner.mkdir_all(rel, made)
+        let mut heard = Vec::new();
+        self.inner
+            .mkdir_all(rel, &mut |d, m| heard.push((d.to_vec(), m)))?;
+        self.faults.answer(Op::MkdirAll, &[rel])?;
+        heard.iter().for_each(|(d, m)| made(d, *m));
+        Ok(())
     }
 
     /// A lost connection cuts the upload after half its bytes, leaving them under a temp name.
