@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use common::pattern;
 use common::sshd::{Flavor, Sshd};
 use ftpsync::remote::{
-    Attrs, ConnectOptions, Connection, ErrorKind, FileKind, HashTool, HostKeyProblem, Reach,
-    RemoteError, Secret, SecretSource, Transport, VerifyMethod, VerifyMode,
+    Attrs, ConnectOptions, Connection, DirNews, ErrorKind, FileKind, HashTool, HostKeyProblem,
+    Reach, RemoteError, Secret, SecretSource, Transport, VerifyMethod, VerifyMode,
 };
 use sha2::{Digest, Sha256};
 
@@ -371,17 +371,21 @@ fn round_trips_of_every_operation() {
     let sshd = Sshd::start(Flavor::Plain);
     let mut c = connect(&sshd);
     let mut made = Vec::new();
-    c.mkdir_all(b"a/b/c", &mut |d, mode| made.push((d.to_vec(), mode)))
+    c.mkdir_all(b"a/b/c", &mut |d, news| made.push((d.to_vec(), news)))
         .unwrap();
-    let dirs = |names: &[&str]| -> Vec<(Vec<u8>, u32)> {
+    // Each one is told before it is asked for (a lost answer may still have made it), then made.
+    let told = |names: &[&str]| -> Vec<(Vec<u8>, DirNews)> {
         names
             .iter()
-            .map(|n| (n.as_bytes().to_vec(), 0o755))
+            .flat_map(|n| {
+                let d = n.as_bytes().to_vec();
+                [(d.clone(), DirNews::Asking), (d, DirNews::Made(0o755))]
+            })
             .collect()
     };
-    assert_eq!(made, dirs(&["a", "a/b", "a/b/c"]), "each one made is told");
+    assert_eq!(made, told(&["a", "a/b", "a/b/c"]), "each one made is told");
     made.clear();
-    c.mkdir_all(b"a/b/c", &mut |d, mode| made.push((d.to_vec(), mode)))
+    c.mkdir_all(b"a/b/c", &mut |d, news| made.push((d.to_vec(), news)))
         .unwrap();
     assert!(made.is_empty(), "none made the second time: {made:?}");
     c.mkdir(b"a/m", 0o700).unwrap();

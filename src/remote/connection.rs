@@ -18,8 +18,8 @@ use super::path::{self, ancestors, join, validate};
 use super::posix::PosixRename;
 use super::verify::{self, HashTool, VerifyMethod, VerifyMode};
 use super::{
-    read_chunk, Attrs, DownloadReport, FileKind, RemoteStat, SessionInfo, Sha256Hash, Transport,
-    UploadReport,
+    read_chunk, Attrs, DirNews, DownloadReport, FileKind, RemoteStat, SessionInfo, Sha256Hash,
+    Transport, UploadReport,
 };
 
 /// Bytes per SFTP write and read: libssh2 pipelines within one call, and 1 MiB measured as fast
@@ -897,7 +897,7 @@ impl Transport for Connection {
             .map_err(|e| op_error("cannot chmod", &shown, &e))
     }
 
-    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
+    fn mkdir_all(&mut self, rel: &[u8], news: &mut dyn FnMut(&[u8], DirNews)) -> Result<()> {
         validate(rel, true)?;
         if rel.is_empty() {
             return Ok(());
@@ -915,13 +915,17 @@ impl Transport for Connection {
             let made = self.check_parents(&dir).and_then(|()| {
                 let abs = self.abs(&dir);
                 match self.raw_lstat(&abs) {
-                    Ok(None) => self.create_dir(&dir, &abs, 0o755).map(|ours| {
-                        if ours {
-                            // The server's umask may have narrowed the mode asked for.
-                            let st = self.raw_lstat(&abs).ok().flatten();
-                            made(&dir, st.and_then(|s| s.perm).map_or(0o755, |m| m & 0o7777));
-                        }
-                    }),
+                    Ok(None) => {
+                        news(&dir, DirNews::Asking);
+                        self.create_dir(&dir, &abs, 0o755).map(|ours| {
+                            if ours {
+                                // The server's umask may have narrowed the mode asked for.
+                                let st = self.raw_lstat(&abs).ok().flatten();
+                                let mode = st.and_then(|s| s.perm).map_or(0o755, |m| m & 0o7777);
+                                news(&dir, DirNews::Made(mode));
+                            }
+                        })
+                    }
                     Ok(st) => self.require_dir(&dir, st.as_ref()),
                     Err(e) => Err(op_error("cannot lstat", &display_path(&dir), &e)),
                 }

@@ -8,8 +8,8 @@
 //! link file, and a link put at NAME removes the file or link that stood there.
 
 use super::{
-    Attrs, DownloadReport, FileKind, RemoteStat, Result, SessionInfo, Sha256Hash, Transport,
-    UploadReport,
+    Attrs, DirNews, DownloadReport, FileKind, RemoteStat, Result, SessionInfo, Sha256Hash,
+    Transport, UploadReport,
 };
 use super::{ErrorKind, RemoteError};
 use sha2::{Digest, Sha256};
@@ -136,8 +136,8 @@ impl Transport for LinkFiles {
         self.drop_link(rel)
     }
 
-    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
-        self.inner.mkdir_all(rel, made)
+    fn mkdir_all(&mut self, rel: &[u8], news: &mut dyn FnMut(&[u8], DirNews)) -> Result<()> {
+        self.inner.mkdir_all(rel, news)
     }
 
     fn upload(

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ErrorKind, RemoteError, Result};
 use super::{
-    Attrs, DownloadReport, FileKind, RemoteStat, SessionInfo, Sha256Hash, Transport, UploadReport,
+    Attrs, DirNews, DownloadReport, FileKind, RemoteStat, SessionInfo, Sha256Hash, Transport,
+    UploadReport,
 };
 
 /// The marker's name, in the remote root.
@@ -175,9 +176,9 @@ impl Transport for Reserved {
         self.0.mkdir(rel, mode)
     }
 
-    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
+    fn mkdir_all(&mut self, rel: &[u8], news: &mut dyn FnMut(&[u8], DirNews)) -> Result<()> {
         refuse(&[rel])?;
-        self.0.mkdir_all(rel, made)
+        self.0.mkdir_all(rel, news)
     }
 
     fn upload(

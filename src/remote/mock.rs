@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use super::error::{display_path, ErrorKind, RemoteError, Result};
 use super::path::{ancestors, validate};
 use super::verify::VerifyMethod;
-use super::{Attrs, DownloadReport, FileKind, RemoteStat, Sha256Hash, Transport, UploadReport};
+use super::{
+    Attrs, DirNews, DownloadReport, FileKind, RemoteStat, Sha256Hash, Transport, UploadReport,
+};
 
 /// One remote entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +268,7 @@ impl Transport for MockTransport {
         Ok(())
     }
 
-    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
+    fn mkdir_all(&mut self, rel: &[u8], news: &mut dyn FnMut(&[u8], DirNews)) -> Result<()> {
         let mut st = self.begin(MockOp::MkdirAll(rel.to_vec()), &[rel])?;
         validate(rel, true)?;
         if rel.is_empty() {
@@ -282,8 +284,9 @@ impl Transport for MockTransport {
                         atime: 0,
                         mtime: 0,
                     };
+                    news(dir, DirNews::Asking);
                     st.nodes.insert(dir.to_vec(), node);
-                    made(dir, 0o755);
+                    news(dir, DirNews::Made(0o755));
                 }
             }
         }

@@ -98,6 +98,16 @@ pub struct DownloadReport {
     pub stat: RemoteStat,
 }
 
+/// What `mkdir_all` tells its caller of a directory it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirNews {
+    /// About to be asked for: should the answer be lost with the connection (or the daemon
+    /// killed before it comes), the server may hold it all the same.
+    Asking,
+    /// Made, with the mode the server gave it.
+    Made(u32),
+}
+
 /// Who we are talking to and how, for status and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -136,9 +146,9 @@ pub trait Transport: Send {
     /// Its parent must exist.
     fn mkdir(&mut self, rel: &[u8], mode: u32) -> Result<()>;
 
-    /// Makes `rel` and every missing ancestor a directory (new ones 0755). `made` hears of
-    /// each directory it creates, with the mode the server gave it, as soon as it exists.
-    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()>;
+    /// Makes `rel` and every missing ancestor a directory (new ones 0755). `news` hears of
+    /// each directory it creates before it asks the server, and again as soon as it exists.
+    fn mkdir_all(&mut self, rel: &[u8], news: &mut dyn FnMut(&[u8], DirNews)) -> Result<()>;
 
     /// Uploads `size` bytes from `src` to `rel` (whose parent must exist): written to a temp
     /// name beside it, hashed as sent (must equal `sha256`, else `SourceChanged`), fsync'd,

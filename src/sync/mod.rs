@@ -35,7 +35,7 @@ use crate::journal::{Entry, Journal};
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, Live, Mirror};
 use crate::relpath::{child_path, is_within, reroot, RelPath};
-use crate::remote::{ErrorKind, Reach, RemoteError, SessionInfo, Transport};
+use crate::remote::{DirNews, ErrorKind, Reach, RemoteError, SessionInfo, Transport};
 use crate::report::{self, with_paths, PathName};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use limits::{Meter, ReconnectGate};
@@ -87,15 +87,21 @@ impl reconcile::Ledger for JobLedger<'_> {
         }
     }
 
-    fn made_dir(&self, dir: &[u8], mode: u32) {
-        record_made_dir(self.mirror, dir, mode);
+    fn dir_news(&self, dir: &[u8], news: DirNews) {
+        record_dir_news(self.mirror, dir, news);
     }
 }
 
-/// A directory ftpsync made on the server as a parent is recorded at once: if the work that
+/// A directory ftpsync makes on the server (as a parent, or the job's own) is intended before
+/// it is asked for and recorded as soon as it is made: if the answer is lost, the work that
 /// made it fails, or its local twin goes before its own turn comes, it is still ours to remove.
-fn record_made_dir(mirror: &Mutex<Mirror>, dir: &[u8], mode: u32) {
-    if let Err(e) = mirror.lock().manifest.put(dir, Confirmed::Dir { mode }) {
+fn record_dir_news(mirror: &Mutex<Mirror>, dir: &[u8], news: DirNews) {
+    let manifest = &mut mirror.lock().manifest;
+    let written = match news {
+        DirNews::Asking => manifest.intend(dir, Confirmed::Dir { mode: 0o755 }),
+        DirNews::Made(mode) => manifest.put(dir, Confirmed::Dir { mode }),
+    };
+    if let Err(e) = written {
         error!("manifest: {e}");
     }
 }

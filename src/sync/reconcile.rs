@@ -6,7 +6,9 @@ use super::limits::Meter;
 use crate::journal::Timestamp;
 use crate::local::{self, borrow};
 use crate::mirror::{Confirmed, FileMeta, OpenWriters};
-use crate::remote::{Attrs, ErrorKind, FileKind, RemoteError, RemoteStat, Transport, UploadReport};
+use crate::remote::{
+    Attrs, DirNews, ErrorKind, FileKind, RemoteError, RemoteStat, Transport, UploadReport,
+};
 use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
@@ -121,8 +123,9 @@ pub trait Ledger {
     /// The making of this entry at the path is about to start (before any byte is sent, before
     /// a mkdir or a symlink whose answer a lost connection may take).
     fn intend(&self, entry: &Confirmed);
-    /// A missing parent was made on the server: ours, so a local rmdir takes it away again.
-    fn made_dir(&self, dir: &[u8], mode: u32);
+    /// A directory is being made on the server (a missing parent, or the job's own): ours
+    /// once asked for, so a local rmdir takes it away again, even if the answer was lost.
+    fn dir_news(&self, dir: &[u8], news: DirNews);
 }
 
 pub fn reconcile(
@@ -157,14 +160,14 @@ pub fn reconcile(
                 return Ok(done(Apply::Nothing));
             }
             clear_non_dir(t, path, known, &mut conflicts)?;
-            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
-                ledger.made_dir(d, m)
+            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, n| {
+                ledger.dir_news(d, n)
             })?;
             ledger.intend(&Confirmed::Dir { mode });
             t.mkdir(path, server_mode(mode))?;
             // Recorded at once, as a parent made on the way is: if the engine stops before
             // this work's end is taken in, the directory is still known to be ours.
-            ledger.made_dir(path, mode);
+            ledger.dir_news(path, DirNews::Made(mode));
             Ok(Outcome::Done(Box::new(Report {
                 apply: Apply::Put(Confirmed::Dir { mode }),
                 uploaded: None,
@@ -191,8 +194,8 @@ pub fn reconcile(
                 }));
             }
             clear_for_replacement(t, path, known, &mut conflicts)?;
-            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
-                ledger.made_dir(d, m)
+            let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, n| {
+                ledger.dir_news(d, n)
             })?;
             ledger.intend(&want);
             t.symlink(path, &target)?;
@@ -331,8 +334,8 @@ fn file(
         return Ok(done(Apply::Put(want)));
     }
     clear_for_replacement(t, path, known, &mut conflicts)?;
-    let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, m| {
-        ledger.made_dir(d, m)
+    let replaced = make_parents(t, path, &known.ancestors, &mut conflicts, &|d, n| {
+        ledger.dir_news(d, n)
     })?;
     let file = local::reopen_quietly(borrow(fd)).map_err(|e| {
         RemoteError::new(
@@ -472,9 +475,9 @@ pub(super) fn make_parents(
     path: &[u8],
     ancestors: &[(Vec<u8>, Confirmed)],
     conflicts: &mut Vec<Vec<u8>>,
-    made: &dyn Fn(&[u8], u32),
+    news: &dyn Fn(&[u8], DirNews),
 ) -> Result<Option<Vec<u8>>> {
-    let Err(e) = t.mkdir_all(parent(path), &mut |d, m| made(d, m)) else {
+    let Err(e) = t.mkdir_all(parent(path), &mut |d, n| news(d, n)) else {
         return Ok(None);
     };
     if !matches!(e.kind(), ErrorKind::Other | ErrorKind::NotFound) {
@@ -489,12 +492,12 @@ pub(super) fn make_parents(
                     Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
-                t.mkdir_all(parent(path), &mut |d, m| made(d, m))?;
+                t.mkdir_all(parent(path), &mut |d, n| news(d, n))?;
                 return Ok(None);
             }
             Some(r) if r.kind != FileKind::Symlink => {
                 conflicts.push(move_aside(t, a)?);
-                t.mkdir_all(parent(path), &mut |d, m| made(d, m))?;
+                t.mkdir_all(parent(path), &mut |d, n| news(d, n))?;
                 return Ok(Some(a.to_vec()));
             }
             _ => break,
@@ -725,7 +728,7 @@ mod tests {
 
     impl Ledger for NoLedger {
         fn intend(&self, _: &Confirmed) {}
-        fn made_dir(&self, _: &[u8], _: u32) {}
+        fn dir_news(&self, _: &[u8], _: DirNews) {}
     }
 
     fn run(t: &MockTransport, dir: &std::path::Path, path: &[u8], k: &Known) -> Outcome {
@@ -827,8 +830,12 @@ mod tests {
         fn intend(&self, _: &Confirmed) {
             self.0.lock().expect("lock").push("intend".into());
         }
-        fn made_dir(&self, dir: &[u8], mode: u32) {
-            let told = format!("{} {mode:o}", String::from_utf8_lossy(dir));
+        fn dir_news(&self, dir: &[u8], news: DirNews) {
+            let dir = String::from_utf8_lossy(dir);
+            let told = match news {
+                DirNews::Asking => format!("asking {dir}"),
+                DirNews::Made(mode) => format!("{dir} {mode:o}"),
+            };
             self.0.lock().expect("lock").push(told);
         }
     }
@@ -851,7 +858,7 @@ mod tests {
         reconcile(&mut t.clone(), borrow(&root), b"a/b", &k, &heard).expect("reconcile");
         assert_eq!(
             *heard.0.lock().expect("lock"),
-            ["a 755", "intend", "a/b 750"]
+            ["asking a", "a 755", "intend", "a/b 750"]
         );
     }
 
@@ -869,7 +876,7 @@ mod tests {
         reconcile(&mut conn, borrow(&root), b"a/b/f", &k, &heard).expect("reconcile");
         assert_eq!(
             *heard.0.lock().expect("lock"),
-            ["a 755", "a/b 755", "intend"]
+            ["asking a", "a 755", "asking a/b", "a/b 755", "intend"]
         );
     }
 

@@ -165,8 +165,8 @@ fn make_parents_recorded(
             .filter_map(|a| m.manifest.get(a).map(|c| (a.to_vec(), c.clone())))
             .collect()
     };
-    let replaced = make_parents(t, to, &known, conflicts, &|dir, mode| {
-        super::record_made_dir(mirror, dir, mode)
+    let replaced = make_parents(t, to, &known, conflicts, &|dir, news| {
+        super::record_dir_news(mirror, dir, news)
     })?;
     Ok(replaced.map(|dir| Replaced {
         forgotten: super::replay::forget_beneath(mirror, &dir),

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::remote::path::temp_beside;
 use crate::remote::{
-    display_path, Attrs, DownloadReport, ErrorKind, RemoteError, RemoteStat, Result, SessionInfo,
-    Sha256Hash, Transport, UploadReport,
+    display_path, Attrs, DirNews, DownloadReport, ErrorKind, RemoteError, RemoteStat, Result,
+    SessionInfo, Sha256Hash, Transport, UploadReport,
 };
 
 /// The operations a rule can pick. `Connect` is the making of a new connection (see
@@ -266,14 +266,16 @@ impl<T: Transport> Transport for Faulty<T> {
         self.faults.answer(Op::Mkdir, &[rel])
     }
 
-    /// A lost answer loses the news of what was made with it.
-    fn mkdir_all(&mut self, rel: &[u8], made: &mut dyn FnMut(&[u8], u32)) -> Result<()> {
+    /// A lost answer loses the news of what was made with it (what was asked for was heard).
+    fn mkdir_all(&mut self, rel: &[u8], news: &mut dyn FnMut(&[u8], DirNews)) -> Result<()> {
         self.faults.check(Op::MkdirAll, &[rel])?;
-        let mut heard = Vec::new();
-        self.inner
-            .mkdir_all(rel, &mut |d, m| heard.push((d.to_vec(), m)))?;
+        let mut made = Vec::new();
+        self.inner.mkdir_all(rel, &mut |d, n| match n {
+            DirNews::Asking => news(d, n),
+            DirNews::Made(_) => made.push((d.to_vec(), n)),
+        })?;
         self.faults.answer(Op::MkdirAll, &[rel])?;
-        heard.iter().for_each(|(d, m)| made(d, *m));
+        made.iter().for_each(|(d, n)| news(d, *n));
         Ok(())
     }
 
