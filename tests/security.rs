@@ -283,6 +283,34 @@ fn audit_log_records_each_change_and_check_names_an_edited_or_removed_line() {
     assert_eq!(mode, 0o600);
 }
 
+/// A directory the engine makes on its own, as the parent an upload or a move needs, is sent
+/// as much as one the user made: the audit log names it too.
+#[test]
+fn a_parent_the_engine_makes_again_is_audited() {
+    let m = Mount::new();
+    fs::create_dir(m.path("dir")).expect("mkdir");
+    fs::write(m.path("dir/a"), b"a").expect("write");
+    m.flush();
+    let mkdirs = || {
+        audit_events(&m)
+            .into_iter()
+            .filter(|e| e["event"] == "mkdir" && e["path"] == "dir")
+            .count()
+    };
+    let before = mkdirs();
+    let sshd = m.sshd.as_ref().expect("sshd");
+    // Removed on the server behind ftpsync's back: the next upload beneath makes it again.
+    fs::remove_dir_all(sshd.remote_root_on_disk().join("dir")).expect("remove on the server");
+    fs::write(m.path("dir/b"), b"b").expect("write");
+    m.flush();
+    assert!(sshd.remote_root_on_disk().join("dir/b").is_file());
+    assert_eq!(
+        mkdirs(),
+        before + 1,
+        "made again for the upload: {before} before"
+    );
+}
+
 #[test]
 fn a_symlink_planted_on_the_server_is_never_written_through_and_is_audited() {
     // What is refused cannot drain at unmount: do not wait the default 30 s for it.
