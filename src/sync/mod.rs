@@ -76,33 +76,25 @@ struct Job {
 
 /// A worker's job writes what may already be on the server into the manifest as it goes.
 struct JobLedger<'a> {
-    mirror: &'a Mutex<Mirror>,
+    engine: &'a Inner,
     path: &'a [u8],
 }
 
 impl reconcile::Ledger for JobLedger<'_> {
     fn intend(&self, entry: &Confirmed) {
-        if let Err(e) = self.mirror.lock().manifest.intend(self.path, entry.clone()) {
+        let written = self
+            .engine
+            .mirror
+            .lock()
+            .manifest
+            .intend(self.path, entry.clone());
+        if let Err(e) = written {
             error!("manifest: {e}");
         }
     }
 
     fn dir_news(&self, dir: &[u8], news: DirNews) {
-        record_dir_news(self.mirror, dir, news);
-    }
-}
-
-/// A directory ftpsync makes on the server (as a parent, or the job's own) is intended before
-/// it is asked for and recorded as soon as it is made: if the answer is lost, the work that
-/// made it fails, or its local twin goes before its own turn comes, it is still ours to remove.
-fn record_dir_news(mirror: &Mutex<Mirror>, dir: &[u8], news: DirNews) {
-    let manifest = &mut mirror.lock().manifest;
-    let written = match news {
-        DirNews::Asking => manifest.intend(dir, Confirmed::Dir { mode: 0o755 }),
-        DirNews::Made(mode) => manifest.put(dir, Confirmed::Dir { mode }),
-    };
-    if let Err(e) = written {
-        error!("manifest: {e}");
+        self.engine.dir_news(dir, news);
     }
 }
 
@@ -658,7 +650,7 @@ impl Inner {
         let mut conn: Option<Box<dyn Transport>> = None;
         for job in jobs.iter() {
             let ledger = JobLedger {
-                mirror: &self.mirror,
+                engine: self,
                 path: &job.path,
             };
             let result = self.connection(&mut conn).and_then(|t| {

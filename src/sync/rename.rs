@@ -13,7 +13,7 @@ use super::reconcile::{is_ours, lstat, make_parents, move_aside, remove_subtree}
 use crate::mirror::{Confirmed, Mirror};
 use crate::relpath::{is_within, reroot};
 use crate::remote::path::{ancestors, split_parent};
-use crate::remote::{ErrorKind, FileKind, RemoteError, RemoteStat, Transport};
+use crate::remote::{DirNews, ErrorKind, FileKind, RemoteError, RemoteStat, Transport};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 
@@ -66,6 +66,7 @@ pub fn replay(
     r: &RemoteRename,
     ends: &Ends,
     mirror: &Mutex<Mirror>,
+    news: &dyn Fn(&[u8], DirNews),
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<Replayed> {
     if r.exchange {
@@ -81,7 +82,7 @@ pub fn replay(
     let changed = changed_beneath(t, &r.from, &ends.from, &doubted, conflicts)?;
     let doubted_to = doubted_beneath(mirror, &ends.to, |p| p.to_vec());
     clear_target(t, &r.to, &ends.to, &doubted_to, conflicts)?;
-    let replaced = make_parents_recorded(t, &r.to, mirror, conflicts)?;
+    let replaced = make_parents_recorded(t, &r.to, mirror, news, conflicts)?;
     t.rename(&r.from, &r.to)?;
     let again = record_move(r, &changed, mirror)?;
     Ok(Replayed::Moved { again, replaced })
@@ -150,13 +151,15 @@ fn manifest_err(e: std::io::Error) -> RemoteError {
 }
 
 /// Makes the new parents of `to` (a directory made locally a moment ago may not be on the
-/// server yet) and records the ones it made, so that they go with the local ones later. Where
+/// server yet) and tells `news` of the ones it makes, so that they go with the local ones
+/// later. Where
 /// one was in the way (kept aside now), what the manifest held beneath it is forgotten at
 /// once, before the move puts entries of ours there, and returned with it.
 fn make_parents_recorded(
     t: &mut dyn Transport,
     to: &[u8],
     mirror: &Mutex<Mirror>,
+    news: &dyn Fn(&[u8], DirNews),
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<Option<Replaced>> {
     let known: Vec<(Vec<u8>, Confirmed)> = {
@@ -165,9 +168,7 @@ fn make_parents_recorded(
             .filter_map(|a| m.manifest.get(a).map(|c| (a.to_vec(), c.clone())))
             .collect()
     };
-    let replaced = make_parents(t, to, &known, conflicts, &|dir, news| {
-        super::record_dir_news(mirror, dir, news)
-    })?;
+    let replaced = make_parents(t, to, &known, conflicts, news)?;
     Ok(replaced.map(|dir| Replaced {
         forgotten: super::replay::forget_beneath(mirror, &dir),
         dir,

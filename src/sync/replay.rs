@@ -46,9 +46,10 @@ impl Inner {
                 return;
             }
             let mut conflicts = Vec::new();
-            let result = self
-                .connection(conn)
-                .and_then(|t| rename::replay(t.as_mut(), r, &ends, &self.mirror, &mut conflicts));
+            let news = |dir: &[u8], news| self.dir_news(dir, news);
+            let result = self.connection(conn).and_then(|t| {
+                rename::replay(t.as_mut(), r, &ends, &self.mirror, &news, &mut conflicts)
+            });
             self.kept_aside(&conflicts);
             let e = match result {
                 Ok(rename::Replayed::Moved { again, replaced }) => {

@@ -86,6 +86,27 @@ impl Inner {
         }
     }
 
+    /// A directory ftpsync makes on the server (a parent, or a job's own) is intended before it
+    /// is asked for, recorded and audited as soon as it is made: should the answer be lost, the
+    /// work that made it fail, or its local twin go before its own turn comes, it is still
+    /// ours to remove.
+    pub(super) fn dir_news(&self, dir: &[u8], news: DirNews) {
+        let written = {
+            let manifest = &mut self.mirror.lock().manifest;
+            match news {
+                DirNews::Asking => manifest.intend(dir, Confirmed::Dir { mode: 0o755 }),
+                DirNews::Made(mode) => manifest.put(dir, Confirmed::Dir { mode }),
+            }
+        };
+        if let Err(e) = written {
+            error!("manifest: {e}");
+        }
+        if let DirNews::Made(mode) = news {
+            let fields = json!({"mode": format!("{mode:o}")});
+            self.audit("mkdir", with_paths(&[("path", dir)], fields));
+        }
+    }
+
     /// A refused host key, algorithm set or login: each attempt is audited.
     pub(super) fn audit_refusal(&self, e: &RemoteError) {
         let server = &self.opts.server;
@@ -129,15 +150,13 @@ impl Inner {
                 p(json!({"size": f.size, "sha256": hex::encode(f.sha256),
                          "verified_by": "the remote copy already there"})),
             ),
-            (Apply::Put(Confirmed::Dir { mode }), None) => {
-                self.audit("mkdir", p(json!({"mode": format!("{mode:o}")})))
-            }
             (Apply::Put(Confirmed::Symlink { target }), None) => self.audit(
                 "symlink",
                 with_paths(&[("path", path), ("target", target)], json!({})),
             ),
             (Apply::Remove, _) => self.audit("delete", p(json!({}))),
-            (Apply::Nothing, _) => {}
+            // A directory is audited as it is made (`dir_news`).
+            (Apply::Put(Confirmed::Dir { .. }), None) | (Apply::Nothing, _) => {}
         }
     }
 }
