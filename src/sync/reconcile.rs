@@ -416,9 +416,12 @@ fn remove_interrupted(
     if !dir.is_empty() && lstat(t, dir)?.is_none_or(|st| st.kind != FileKind::Dir) {
         return Ok(false);
     }
-    match remove_temps(t, root, path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
-        _ => {}
+    // Only an upload writes a temp name; a directory or a symlink is made in one call.
+    if known.intents.iter().any(|i| i.file().is_some()) {
+        match remove_temps(t, root, path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     let Some(remote) = lstat(t, path)?.filter(|r| landed_from(&known.intents, r)) else {
         return Ok(false);
@@ -1014,6 +1017,37 @@ mod tests {
             t.get(b"big").is_some(),
             "a file of the server's is not ours to remove"
         );
+    }
+
+    /// A directory made as its answer was lost, gone locally since: it goes, and its parent is
+    /// not listed for temp files (only an upload leaves those).
+    #[test]
+    fn a_deleted_directory_made_unrecorded_is_removed_without_a_listing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = MockTransport::new();
+        for d in [b"d" as &[u8], b"d/e"] {
+            t.insert(
+                d,
+                MockNode::Dir {
+                    mode: 0o755,
+                    atime: 0,
+                    mtime: 0,
+                },
+            );
+        }
+        let mut k = known(Vec::new(), Arc::default());
+        k.intents = vec![Confirmed::Dir { mode: 0o755 }];
+        let Outcome::Done(report) = run(&t, dir.path(), b"d/e", &k) else {
+            panic!("not done");
+        };
+        assert_eq!(report.apply, Apply::Remove);
+        assert!(t.get(b"d/e").is_none(), "ours, gone locally");
+        let listed: Vec<crate::remote::MockOp> = t
+            .ops()
+            .into_iter()
+            .filter(|o| matches!(o, crate::remote::MockOp::List(_)))
+            .collect();
+        assert_eq!(listed, [], "no temp file to look for");
     }
 
     #[test]
