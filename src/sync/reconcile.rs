@@ -558,7 +558,7 @@ fn ours_at(known: &Known, path: &[u8], remote: &RemoteStat) -> bool {
 /// Whether `remote` is one of the entries `intents` started making (a crash or a lost
 /// connection took their record): a file by the size and the mtime it was sent with, a symlink
 /// by its target, a directory by its kind.
-fn landed_from(intents: &[Confirmed], remote: &RemoteStat) -> bool {
+pub(super) fn landed_from(intents: &[Confirmed], remote: &RemoteStat) -> bool {
     intents.iter().any(|i| match i {
         Confirmed::Dir { .. } => remote.kind == FileKind::Dir,
         other => is_ours(Some(other), remote),
