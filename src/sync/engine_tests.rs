@@ -469,3 +469,43 @@ fn red5_a_tree_moved_onto_a_parent_made_as_the_connection_dropped_leaves_no_conf
     );
     assert_eq!(h.status().conflicts, 0);
 }
+
+#[test]
+fn red5_a_file_made_where_a_parent_made_as_the_connection_dropped_stood_leaves_no_conflict_copy() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.write_file("b/d", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"b/a")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"b/a");
+    h.mkdir("b/a", 0o755).expect("mkdir");
+    h.rename("b/d", "b/a/d").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    h.rename("b/a/d", "b/d").expect("rename back");
+    h.rmdir("b/a").expect("rmdir");
+    // A file takes the empty directory's name before its removal's turn comes.
+    h.write_file("b/a", b"file now").expect("write");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('b'))
+        .collect();
+    assert_eq!(tree, ["b", "b/a", "b/d"], "no conflict copy of our own dir");
+    assert_eq!(h.server_file("b/a").as_deref(), Some(&b"file now"[..]));
+    assert_eq!(h.status().conflicts, 0);
+}
