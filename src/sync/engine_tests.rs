@@ -509,3 +509,55 @@ fn red5_a_file_made_where_a_parent_made_as_the_connection_dropped_stood_leaves_n
     assert_eq!(h.server_file("b/a").as_deref(), Some(&b"file now"[..]));
     assert_eq!(h.status().conflicts, 0);
 }
+
+#[test]
+fn red5_a_parent_made_as_the_connection_dropped_and_filled_by_the_server_is_kept_aside() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(5),
+        ..Setup::default()
+    });
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.write_file("b/d", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"b/a")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"b/a");
+    h.mkdir("b/a", 0o755).expect("mkdir");
+    h.rename("b/d", "b/a/d").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    h.rename("b/a/d", "b/d").expect("rename back");
+    h.rmdir("b/a").expect("rmdir");
+    h.write_file("b/a", b"file now").expect("write");
+    h.faults.resume();
+    // Both moves replayed: the server's b/a is the empty directory the lost answer made.
+    let start = std::time::Instant::now();
+    while h.server.get(b"b/d").is_none() || h.server.get(b"b/a").is_none() {
+        assert!(start.elapsed() < PATIENCE, "the moves replayed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another user puts a file in it before the local file's turn comes.
+    h.server.insert(
+        b"b/a/theirs",
+        MockNode::File {
+            data: b"theirs".to_vec(),
+            mode: 0o644,
+            atime: 0,
+            mtime: 0,
+        },
+    );
+    h.flush(PATIENCE).expect("flush");
+    let tree = h.server_tree();
+    let aside: Vec<&Vec<u8>> = tree
+        .keys()
+        .filter(|k| k.starts_with(b"b/a.ftpsync-conflict-") && k.ends_with(b"/theirs"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the server's file kept aside: {tree:?}");
+    assert_eq!(h.server_file("b/a").as_deref(), Some(&b"file now"[..]));
+}

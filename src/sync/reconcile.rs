@@ -537,10 +537,25 @@ fn clear_for_replacement(
     known: &Known,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
-    if matches!(known.at(path), Some(Confirmed::Dir { .. })) {
+    let intended_dir = known
+        .intents
+        .iter()
+        .any(|i| matches!(i, Confirmed::Dir { .. }));
+    if intended_dir || matches!(known.at(path), Some(Confirmed::Dir { .. })) {
         remove_subtree(t, &known.confirmed, conflicts)?;
     }
     match lstat(t, path)? {
+        // A directory whose making started (its answer lost, or the engine killed before its
+        // record): ours, and it goes as one the manifest holds does; one the server filled
+        // since is kept aside.
+        Some(remote) if remote.kind == FileKind::Dir && intended_dir => {
+            match remove_our_dir(t, path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.kind().is_connection_wide() => return Err(e),
+                Err(_) => conflicts.push(move_aside(t, path)?),
+                Ok(()) => {}
+            }
+        }
         Some(remote) if remote.kind == FileKind::Dir || !ours_at(known, path, &remote) => {
             conflicts.push(move_aside(t, path)?);
         }
