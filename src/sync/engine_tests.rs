@@ -561,3 +561,89 @@ fn red5_a_parent_made_as_the_connection_dropped_and_filled_by_the_server_is_kept
     assert_eq!(aside.len(), 1, "the server's file kept aside: {tree:?}");
     assert_eq!(h.server_file("b/a").as_deref(), Some(&b"file now"[..]));
 }
+
+#[test]
+fn red5_a_parent_made_as_the_connection_dropped_then_renamed_leaves_no_conflict_copy() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.write_file("b/d", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"b/a")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"b/a");
+    h.mkdir("b/a", 0o755).expect("mkdir");
+    h.rename("b/d", "b/a/d").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    h.rename("b/a/d", "b/d").expect("rename back");
+    // The empty directory moves before its own make's turn comes.
+    h.rename("b/a", "c").expect("rename dir");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('b') || k.starts_with('c'))
+        .collect();
+    assert_eq!(tree, ["b", "b/d", "c"], "no conflict copy of our own dir");
+    assert_eq!(h.status().conflicts, 0);
+}
+
+#[test]
+fn red5_an_intent_left_by_a_parent_made_again_as_the_connection_dropped_ends_by_the_next_start() {
+    use crate::remote::Transport;
+    let mut h = Harness::new();
+    h.mkdir("a", 0o755).expect("mkdir");
+    h.write_file("a/f0", b"first").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    // The server's user removes the directory; the next upload into it makes it again.
+    let mut server = h.server.clone();
+    server.remove_file(b"a/f0").expect("server rm");
+    server.remove_dir(b"a").expect("server rmdir");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"a")
+            .answer_lost(),
+    );
+    h.write_file("a/g", b"second").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    assert!(h.server_file("a/g").is_some());
+    let lingering = h.intents();
+    assert_eq!(
+        lingering,
+        [b"a".to_vec()],
+        "the parent's intent lingers until a job there"
+    );
+    h.restart();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(
+        h.intents(),
+        Vec::<Vec<u8>>::new(),
+        "after a restart (lingering before it: {lingering:?})"
+    );
+    // And a local removal still takes the directory away.
+    h.unlink("a/f0").expect("unlink");
+    h.unlink("a/g").expect("unlink");
+    h.rmdir("a").expect("rmdir");
+    h.flush(PATIENCE).expect("flush");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('a'))
+        .collect();
+    assert_eq!(tree, Vec::<String>::new());
+}
