@@ -647,3 +647,37 @@ fn red5_an_intent_left_by_a_parent_made_again_as_the_connection_dropped_ends_by_
         .collect();
     assert_eq!(tree, Vec::<String>::new());
 }
+
+#[test]
+fn red5_a_symlink_made_where_a_directory_made_as_the_connection_dropped_stood_leaves_no_conflict_copy(
+) {
+    let h = Harness::new();
+    h.mkdir("a", 0o755).expect("mkdir");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::Mkdir)
+            .at(b"a/e")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::Mkdir, b"a/e");
+    h.mkdir("a/e", 0o755).expect("mkdir");
+    assert!(h.faults.wait_blocked(1, PATIENCE), "the make under way");
+    h.rmdir("a/e").expect("rmdir");
+    h.symlink("a/e", "dangling").expect("symlink");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with("a/"))
+        .collect();
+    assert_eq!(tree, ["a/e"], "no conflict copy of our own dir");
+    assert!(matches!(
+        h.server.get(b"a/e"),
+        Some(MockNode::Symlink { .. })
+    ));
+    assert_eq!(h.status().conflicts, 0);
+}
