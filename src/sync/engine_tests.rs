@@ -681,3 +681,46 @@ fn red5_a_symlink_made_where_a_directory_made_as_the_connection_dropped_stood_le
     ));
     assert_eq!(h.status().conflicts, 0);
 }
+
+#[test]
+fn red5_rm_rf_of_a_tree_holding_a_parent_made_as_the_connection_dropped_leaves_nothing() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("p", 0o755).expect("mkdir");
+    h.write_file("p/f", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"p/q")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"p/q");
+    h.mkdir("p/q", 0o755).expect("mkdir");
+    h.rename("p/f", "p/q/f").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    // rm -rf p
+    h.unlink("p/q/f").expect("unlink");
+    h.rmdir("p/q").expect("rmdir");
+    h.rmdir("p").expect("rmdir");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('p'))
+        .collect();
+    assert_eq!(
+        tree,
+        Vec::<String>::new(),
+        "all of it ours, all gone locally"
+    );
+    assert_eq!(h.intents(), Vec::<Vec<u8>>::new());
+}
