@@ -32,6 +32,8 @@ pub struct Known {
     /// Entries whose making at this path started but was never confirmed (a crash, a lost
     /// connection): the remote may hold any of them, put there by us.
     pub intents: Vec<Confirmed>,
+    /// The same for paths strictly beneath this one: when it goes, what they left goes too.
+    pub intents_beneath: Vec<(Vec<u8>, Vec<Confirmed>)>,
     /// `verify --repair` found the remote wrong here: what the manifest vouches for is sent
     /// again.
     pub repair: bool,
@@ -231,7 +233,7 @@ fn gone(
             _ => {}
         }
     }
-    remove_subtree(t, &known.confirmed, &mut conflicts)?;
+    remove_subtree_and_intended(t, known, &mut conflicts)?;
     let interrupted = remove_interrupted(t, root, path, known)?;
     let apply = if known.confirmed.is_empty() && !interrupted {
         Apply::Nothing
@@ -596,6 +598,52 @@ fn clear_non_dir(
     }
 }
 
+/// What goes with a path gone locally: what the manifest says we put at and beneath it (see
+/// `remove_subtree`), and, in the same deepest-first order, what makings of ours beneath it
+/// that never had their record left there (a directory made as a parent whose answer a lost
+/// connection or a kill took, say): else the directory above it could not be removed.
+fn remove_subtree_and_intended(
+    t: &mut dyn Transport,
+    known: &Known,
+    conflicts: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    if known.intents_beneath.is_empty() {
+        return remove_subtree(t, &known.confirmed, conflicts);
+    }
+    let mut all: Vec<(&[u8], Option<&Confirmed>, &[Confirmed])> = known
+        .confirmed
+        .iter()
+        .map(|(p, c)| (p.as_slice(), Some(c), &[] as &[Confirmed]))
+        .chain(
+            known
+                .intents_beneath
+                .iter()
+                .map(|(p, i)| (p.as_slice(), None, i.as_slice())),
+        )
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    for (p, c, intents) in all.into_iter().rev() {
+        match c {
+            Some(c) => remove_subtree(t, &[(p.to_vec(), c.clone())], conflicts)?,
+            None => match lstat(t, p) {
+                Ok(Some(r)) if landed_from(intents, &r) => {
+                    let dir = r.kind == FileKind::Dir;
+                    let result = if dir {
+                        remove_our_dir(t, p)
+                    } else {
+                        t.remove_file(p)
+                    };
+                    removed(result, p, dir)?;
+                }
+                Err(e) if e.kind().is_connection_wide() => return Err(e),
+                // Not there, or not what was being made: nothing of ours to take away.
+                _ => {}
+            },
+        }
+    }
+    Ok(())
+}
+
 /// Removes what the manifest says we put at and beneath a path, deepest first. Any entry that
 /// is not what we put there (changed, or replaced by another kind) is moved aside instead; a
 /// directory holding entries we did not put there stays.
@@ -733,6 +781,7 @@ mod tests {
             meter: Arc::new(Meter::new(None)),
             sent: Arc::default(),
             intents: Vec::new(),
+            intents_beneath: Vec::new(),
             repair: false,
             writers,
             hash_here: false,
