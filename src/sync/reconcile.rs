@@ -233,7 +233,7 @@ fn gone(
             _ => {}
         }
     }
-    remove_subtree_and_intended(t, known, &mut conflicts)?;
+    remove_subtree_and_intended(t, &known.confirmed, &known.intents_beneath, &mut conflicts)?;
     let interrupted = remove_interrupted(t, root, path, known)?;
     let apply = if known.confirmed.is_empty() && !interrupted {
         Apply::Nothing
@@ -602,21 +602,20 @@ fn clear_non_dir(
 /// `remove_subtree`), and, in the same deepest-first order, what makings of ours beneath it
 /// that never had their record left there (a directory made as a parent whose answer a lost
 /// connection or a kill took, say): else the directory above it could not be removed.
-fn remove_subtree_and_intended(
+pub(super) fn remove_subtree_and_intended(
     t: &mut dyn Transport,
-    known: &Known,
+    confirmed: &[(Vec<u8>, Confirmed)],
+    intents_beneath: &[(Vec<u8>, Vec<Confirmed>)],
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
-    if known.intents_beneath.is_empty() {
-        return remove_subtree(t, &known.confirmed, conflicts);
+    if intents_beneath.is_empty() {
+        return remove_subtree(t, confirmed, conflicts);
     }
-    let mut all: Vec<(&[u8], Option<&Confirmed>, &[Confirmed])> = known
-        .confirmed
+    let mut all: Vec<(&[u8], Option<&Confirmed>, &[Confirmed])> = confirmed
         .iter()
         .map(|(p, c)| (p.as_slice(), Some(c), &[] as &[Confirmed]))
         .chain(
-            known
-                .intents_beneath
+            intents_beneath
                 .iter()
                 .map(|(p, i)| (p.as_slice(), None, i.as_slice())),
         )

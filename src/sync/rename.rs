@@ -9,7 +9,9 @@
 //! server's.
 
 use super::plan::RemoteRename;
-use super::reconcile::{is_ours, landed_from, lstat, make_parents, move_aside, remove_subtree};
+use super::reconcile::{
+    is_ours, landed_from, lstat, make_parents, move_aside, remove_subtree_and_intended,
+};
 use crate::mirror::{Confirmed, Mirror};
 use crate::relpath::{is_within, reroot};
 use crate::remote::path::{ancestors, split_parent};
@@ -26,6 +28,8 @@ pub struct Ends {
     /// What the making of an entry at the target started (a lost answer or a kill took its
     /// record): such an entry there is ours, as one the manifest holds is.
     pub to_intents: Vec<Confirmed>,
+    /// The same for paths strictly beneath the target: they go with a tree of ours there.
+    pub to_intents_beneath: Vec<(Vec<u8>, Vec<Confirmed>)>,
 }
 
 impl Ends {
@@ -41,6 +45,12 @@ impl Ends {
             from: entries(&r.from),
             to: entries(&r.to),
             to_intents: mirror.manifest.intents_of(&r.to).to_vec(),
+            to_intents_beneath: mirror
+                .manifest
+                .intents()
+                .filter(|p| p.as_slice() != r.to.as_slice() && is_within(p, &r.to))
+                .map(|p| (p.clone(), mirror.manifest.intents_of(p).to_vec()))
+                .collect(),
         }
     }
 }
@@ -288,7 +298,7 @@ fn clear_target(
     if remote.kind != FileKind::Dir {
         return Ok(());
     }
-    remove_subtree(t, entries, conflicts)?;
+    remove_subtree_and_intended(t, entries, &ends.to_intents_beneath, conflicts)?;
     match super::reconcile::remove_our_dir(t, to) {
         Err(e) if e.kind() != ErrorKind::NotFound => conflicts.push(move_aside(t, to)?),
         _ => {}
