@@ -766,3 +766,45 @@ fn red5_a_tree_moved_over_a_directory_holding_a_parent_made_as_the_connection_dr
     assert_eq!(tree, ["f", "t", "t/g"], "no conflict copy of our own tree");
     assert_eq!(h.status().conflicts, 0);
 }
+
+#[test]
+fn red5_a_file_made_where_a_tree_holding_a_parent_made_as_the_connection_dropped_stood_leaves_no_conflict_copy(
+) {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("t", 0o755).expect("mkdir");
+    h.write_file("t/f", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"t/q")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"t/q");
+    h.mkdir("t/q", 0o755).expect("mkdir");
+    h.rename("t/f", "t/q/f").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    // rm -rf t, and a file in its place.
+    h.unlink("t/q/f").expect("unlink");
+    h.rmdir("t/q").expect("rmdir");
+    h.rmdir("t").expect("rmdir");
+    h.write_file("t", b"file now").expect("write");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| !k.starts_with(".ftpsync-root"))
+        .collect();
+    assert_eq!(tree, ["t"], "no conflict copy of our own tree");
+    assert_eq!(h.server_file("t").as_deref(), Some(&b"file now"[..]));
+    assert_eq!(h.status().conflicts, 0);
+}
