@@ -544,7 +544,7 @@ fn clear_for_replacement(
         .iter()
         .any(|i| matches!(i, Confirmed::Dir { .. }));
     if intended_dir || matches!(known.at(path), Some(Confirmed::Dir { .. })) {
-        remove_subtree(t, &known.confirmed, conflicts)?;
+        remove_subtree_and_intended(t, &known.confirmed, &known.intents_beneath, conflicts)?;
     }
     match lstat(t, path)? {
         // A directory whose making started (its answer lost, or the engine killed before its
