@@ -424,3 +424,387 @@ fn a_parent_made_for_a_move_as_the_connection_dropped_goes_when_its_local_twin_d
         .collect();
     assert_eq!(tree, ["b", "b/d"], "made by us, gone locally");
 }
+
+#[test]
+fn red5_a_tree_moved_onto_a_parent_made_as_the_connection_dropped_leaves_no_conflict_copy() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.write_file("b/d", b"moved").expect("write");
+    h.mkdir("y", 0o755).expect("mkdir");
+    h.write_file("y/f", b"tree").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"b/a")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"b/a");
+    h.mkdir("b/a", 0o755).expect("mkdir");
+    h.rename("b/d", "b/a/d").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    h.rename("b/a/d", "b/d").expect("rename back");
+    h.rmdir("b/a").expect("rmdir");
+    // A tree of ours takes the empty directory's name.
+    h.rename("y", "b/a").expect("rename tree");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('b') || k.starts_with('y'))
+        .collect();
+    assert_eq!(
+        tree,
+        ["b", "b/a", "b/a/f", "b/d"],
+        "no conflict copy of our own dir"
+    );
+    assert_eq!(h.status().conflicts, 0);
+}
+
+#[test]
+fn red5_a_file_made_where_a_parent_made_as_the_connection_dropped_stood_leaves_no_conflict_copy() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.write_file("b/d", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"b/a")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"b/a");
+    h.mkdir("b/a", 0o755).expect("mkdir");
+    h.rename("b/d", "b/a/d").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    h.rename("b/a/d", "b/d").expect("rename back");
+    h.rmdir("b/a").expect("rmdir");
+    // A file takes the empty directory's name before its removal's turn comes.
+    h.write_file("b/a", b"file now").expect("write");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('b'))
+        .collect();
+    assert_eq!(tree, ["b", "b/a", "b/d"], "no conflict copy of our own dir");
+    assert_eq!(h.server_file("b/a").as_deref(), Some(&b"file now"[..]));
+    assert_eq!(h.status().conflicts, 0);
+}
+
+#[test]
+fn red5_a_parent_made_as_the_connection_dropped_and_filled_by_the_server_is_kept_aside() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(5),
+        ..Setup::default()
+    });
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.write_file("b/d", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"b/a")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"b/a");
+    h.mkdir("b/a", 0o755).expect("mkdir");
+    h.rename("b/d", "b/a/d").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    h.rename("b/a/d", "b/d").expect("rename back");
+    h.rmdir("b/a").expect("rmdir");
+    h.write_file("b/a", b"file now").expect("write");
+    h.faults.resume();
+    // Both moves replayed: the server's b/a is the empty directory the lost answer made.
+    let start = std::time::Instant::now();
+    while h.server.get(b"b/d").is_none() || h.server.get(b"b/a").is_none() {
+        assert!(start.elapsed() < PATIENCE, "the moves replayed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another user puts a file in it before the local file's turn comes.
+    h.server.insert(
+        b"b/a/theirs",
+        MockNode::File {
+            data: b"theirs".to_vec(),
+            mode: 0o644,
+            atime: 0,
+            mtime: 0,
+        },
+    );
+    h.flush(PATIENCE).expect("flush");
+    let tree = h.server_tree();
+    let aside: Vec<&Vec<u8>> = tree
+        .keys()
+        .filter(|k| k.starts_with(b"b/a.ftpsync-conflict-") && k.ends_with(b"/theirs"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the server's file kept aside: {tree:?}");
+    assert_eq!(h.server_file("b/a").as_deref(), Some(&b"file now"[..]));
+}
+
+#[test]
+fn red5_a_parent_made_as_the_connection_dropped_then_renamed_leaves_no_conflict_copy() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("b", 0o755).expect("mkdir");
+    h.write_file("b/d", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"b/a")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"b/a");
+    h.mkdir("b/a", 0o755).expect("mkdir");
+    h.rename("b/d", "b/a/d").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    h.rename("b/a/d", "b/d").expect("rename back");
+    // The empty directory moves before its own make's turn comes.
+    h.rename("b/a", "c").expect("rename dir");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('b') || k.starts_with('c'))
+        .collect();
+    assert_eq!(tree, ["b", "b/d", "c"], "no conflict copy of our own dir");
+    assert_eq!(h.status().conflicts, 0);
+}
+
+#[test]
+fn red5_an_intent_left_by_a_parent_made_again_as_the_connection_dropped_ends_by_the_next_start() {
+    use crate::remote::Transport;
+    let mut h = Harness::new();
+    h.mkdir("a", 0o755).expect("mkdir");
+    h.write_file("a/f0", b"first").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    // The server's user removes the directory; the next upload into it makes it again.
+    let mut server = h.server.clone();
+    server.remove_file(b"a/f0").expect("server rm");
+    server.remove_dir(b"a").expect("server rmdir");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"a")
+            .answer_lost(),
+    );
+    h.write_file("a/g", b"second").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    assert!(h.server_file("a/g").is_some());
+    let lingering = h.intents();
+    assert_eq!(
+        lingering,
+        [b"a".to_vec()],
+        "the parent's intent lingers until a job there"
+    );
+    h.restart();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(
+        h.intents(),
+        Vec::<Vec<u8>>::new(),
+        "after a restart (lingering before it: {lingering:?})"
+    );
+    // And a local removal still takes the directory away.
+    h.unlink("a/f0").expect("unlink");
+    h.unlink("a/g").expect("unlink");
+    h.rmdir("a").expect("rmdir");
+    h.flush(PATIENCE).expect("flush");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('a'))
+        .collect();
+    assert_eq!(tree, Vec::<String>::new());
+}
+
+#[test]
+fn red5_a_symlink_made_where_a_directory_made_as_the_connection_dropped_stood_leaves_no_conflict_copy(
+) {
+    let h = Harness::new();
+    h.mkdir("a", 0o755).expect("mkdir");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::Mkdir)
+            .at(b"a/e")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::Mkdir, b"a/e");
+    h.mkdir("a/e", 0o755).expect("mkdir");
+    assert!(h.faults.wait_blocked(1, PATIENCE), "the make under way");
+    h.rmdir("a/e").expect("rmdir");
+    h.symlink("a/e", "dangling").expect("symlink");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with("a/"))
+        .collect();
+    assert_eq!(tree, ["a/e"], "no conflict copy of our own dir");
+    assert!(matches!(
+        h.server.get(b"a/e"),
+        Some(MockNode::Symlink { .. })
+    ));
+    assert_eq!(h.status().conflicts, 0);
+}
+
+#[test]
+fn red5_rm_rf_of_a_tree_holding_a_parent_made_as_the_connection_dropped_leaves_nothing() {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("p", 0o755).expect("mkdir");
+    h.write_file("p/f", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"p/q")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"p/q");
+    h.mkdir("p/q", 0o755).expect("mkdir");
+    h.rename("p/f", "p/q/f").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    // rm -rf p
+    h.unlink("p/q/f").expect("unlink");
+    h.rmdir("p/q").expect("rmdir");
+    h.rmdir("p").expect("rmdir");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| k.starts_with('p'))
+        .collect();
+    assert_eq!(
+        tree,
+        Vec::<String>::new(),
+        "all of it ours, all gone locally"
+    );
+    assert_eq!(h.intents(), Vec::<Vec<u8>>::new());
+}
+
+#[test]
+fn red5_a_tree_moved_over_a_directory_holding_a_parent_made_as_the_connection_dropped_leaves_no_conflict_copy(
+) {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("t", 0o755).expect("mkdir");
+    h.write_file("t/f", b"moved").expect("write");
+    h.mkdir("y", 0o755).expect("mkdir");
+    h.write_file("y/g", b"tree").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"t/q")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"t/q");
+    h.mkdir("t/q", 0o755).expect("mkdir");
+    h.rename("t/f", "t/q/f").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    // t emptied, then a tree moved over it.
+    h.rename("t/q/f", "f").expect("rename out");
+    h.rmdir("t/q").expect("rmdir");
+    h.rename("y", "t").expect("rename tree over t");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| !k.starts_with(".ftpsync-root"))
+        .collect();
+    assert_eq!(tree, ["f", "t", "t/g"], "no conflict copy of our own tree");
+    assert_eq!(h.status().conflicts, 0);
+}
+
+#[test]
+fn red5_a_file_made_where_a_tree_holding_a_parent_made_as_the_connection_dropped_stood_leaves_no_conflict_copy(
+) {
+    let h = Harness::with(Setup {
+        writeback_delay: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    h.mkdir("t", 0o755).expect("mkdir");
+    h.write_file("t/f", b"moved").expect("write");
+    h.flush(PATIENCE).expect("flush");
+    h.faults.add(
+        Rule::fail(ErrorKind::Transient)
+            .on(Op::MkdirAll)
+            .at(b"t/q")
+            .answer_lost(),
+    );
+    h.faults.pause(Op::MkdirAll, b"t/q");
+    h.mkdir("t/q", 0o755).expect("mkdir");
+    h.rename("t/f", "t/q/f").expect("rename");
+    assert!(
+        h.faults.wait_blocked(1, PATIENCE),
+        "the parent's make under way"
+    );
+    // rm -rf t, and a file in its place.
+    h.unlink("t/q/f").expect("unlink");
+    h.rmdir("t/q").expect("rmdir");
+    h.rmdir("t").expect("rmdir");
+    h.write_file("t", b"file now").expect("write");
+    h.faults.resume();
+    h.flush(PATIENCE).expect("flush");
+    assert_eq!(h.faults.injected(), 1, "the answer was lost");
+    let tree: Vec<String> = h
+        .server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| !k.starts_with(".ftpsync-root"))
+        .collect();
+    assert_eq!(tree, ["t"], "no conflict copy of our own tree");
+    assert_eq!(h.server_file("t").as_deref(), Some(&b"file now"[..]));
+    assert_eq!(h.status().conflicts, 0);
+}

@@ -32,6 +32,8 @@ pub struct Known {
     /// Entries whose making at this path started but was never confirmed (a crash, a lost
     /// connection): the remote may hold any of them, put there by us.
     pub intents: Vec<Confirmed>,
+    /// The same for paths strictly beneath this one: when it goes, what they left goes too.
+    pub intents_beneath: Vec<(Vec<u8>, Vec<Confirmed>)>,
     /// `verify --repair` found the remote wrong here: what the manifest vouches for is sent
     /// again.
     pub repair: bool,
@@ -231,7 +233,7 @@ fn gone(
             _ => {}
         }
     }
-    remove_subtree(t, &known.confirmed, &mut conflicts)?;
+    remove_subtree_and_intended(t, &known.confirmed, &known.intents_beneath, &mut conflicts)?;
     let interrupted = remove_interrupted(t, root, path, known)?;
     let apply = if known.confirmed.is_empty() && !interrupted {
         Apply::Nothing
@@ -540,10 +542,25 @@ fn clear_for_replacement(
     known: &Known,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
-    if matches!(known.at(path), Some(Confirmed::Dir { .. })) {
-        remove_subtree(t, &known.confirmed, conflicts)?;
+    let intended_dir = known
+        .intents
+        .iter()
+        .any(|i| matches!(i, Confirmed::Dir { .. }));
+    if intended_dir || matches!(known.at(path), Some(Confirmed::Dir { .. })) {
+        remove_subtree_and_intended(t, &known.confirmed, &known.intents_beneath, conflicts)?;
     }
     match lstat(t, path)? {
+        // A directory whose making started (its answer lost, or the engine killed before its
+        // record): ours, and it goes as one the manifest holds does; one the server filled
+        // since is kept aside.
+        Some(remote) if remote.kind == FileKind::Dir && intended_dir => {
+            match remove_our_dir(t, path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.kind().is_connection_wide() => return Err(e),
+                Err(_) => conflicts.push(move_aside(t, path)?),
+                Ok(()) => {}
+            }
+        }
         Some(remote) if remote.kind == FileKind::Dir || !ours_at(known, path, &remote) => {
             conflicts.push(move_aside(t, path)?);
         }
@@ -561,7 +578,7 @@ fn ours_at(known: &Known, path: &[u8], remote: &RemoteStat) -> bool {
 /// Whether `remote` is one of the entries `intents` started making (a crash or a lost
 /// connection took their record): a file by the size and the mtime it was sent with, a symlink
 /// by its target, a directory by its kind.
-fn landed_from(intents: &[Confirmed], remote: &RemoteStat) -> bool {
+pub(super) fn landed_from(intents: &[Confirmed], remote: &RemoteStat) -> bool {
     intents.iter().any(|i| match i {
         Confirmed::Dir { .. } => remote.kind == FileKind::Dir,
         other => is_ours(Some(other), remote),
@@ -582,6 +599,51 @@ fn clear_non_dir(
         Some(_) => move_aside(t, path).map(|c| conflicts.push(c)),
         None => Ok(()),
     }
+}
+
+/// What goes with a path gone locally: what the manifest says we put at and beneath it (see
+/// `remove_subtree`), and, in the same deepest-first order, what makings of ours beneath it
+/// that never had their record left there (a directory made as a parent whose answer a lost
+/// connection or a kill took, say): else the directory above it could not be removed.
+pub(super) fn remove_subtree_and_intended(
+    t: &mut dyn Transport,
+    confirmed: &[(Vec<u8>, Confirmed)],
+    intents_beneath: &[(Vec<u8>, Vec<Confirmed>)],
+    conflicts: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    if intents_beneath.is_empty() {
+        return remove_subtree(t, confirmed, conflicts);
+    }
+    let mut all: Vec<(&[u8], Option<&Confirmed>, &[Confirmed])> = confirmed
+        .iter()
+        .map(|(p, c)| (p.as_slice(), Some(c), &[] as &[Confirmed]))
+        .chain(
+            intents_beneath
+                .iter()
+                .map(|(p, i)| (p.as_slice(), None, i.as_slice())),
+        )
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    for (p, c, intents) in all.into_iter().rev() {
+        match c {
+            Some(c) => remove_subtree(t, &[(p.to_vec(), c.clone())], conflicts)?,
+            None => match lstat(t, p) {
+                Ok(Some(r)) if landed_from(intents, &r) => {
+                    let dir = r.kind == FileKind::Dir;
+                    let result = if dir {
+                        remove_our_dir(t, p)
+                    } else {
+                        t.remove_file(p)
+                    };
+                    removed(result, p, dir)?;
+                }
+                Err(e) if e.kind().is_connection_wide() => return Err(e),
+                // Not there, or not what was being made: nothing of ours to take away.
+                _ => {}
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Removes what the manifest says we put at and beneath a path, deepest first. Any entry that
@@ -721,6 +783,7 @@ mod tests {
             meter: Arc::new(Meter::new(None)),
             sent: Arc::default(),
             intents: Vec::new(),
+            intents_beneath: Vec::new(),
             repair: false,
             writers,
             hash_here: false,

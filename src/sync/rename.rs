@@ -9,7 +9,9 @@
 //! server's.
 
 use super::plan::RemoteRename;
-use super::reconcile::{is_ours, lstat, make_parents, move_aside, remove_subtree};
+use super::reconcile::{
+    is_ours, landed_from, lstat, make_parents, move_aside, remove_subtree_and_intended,
+};
 use crate::mirror::{Confirmed, Mirror};
 use crate::relpath::{is_within, reroot};
 use crate::remote::path::{ancestors, split_parent};
@@ -23,6 +25,11 @@ type Result<T> = std::result::Result<T, RemoteError>;
 pub struct Ends {
     pub from: Vec<(Vec<u8>, Confirmed)>,
     pub to: Vec<(Vec<u8>, Confirmed)>,
+    /// What the making of an entry at the target started (a lost answer or a kill took its
+    /// record): such an entry there is ours, as one the manifest holds is.
+    pub to_intents: Vec<Confirmed>,
+    /// The same for paths strictly beneath the target: they go with a tree of ours there.
+    pub to_intents_beneath: Vec<(Vec<u8>, Vec<Confirmed>)>,
 }
 
 impl Ends {
@@ -37,6 +44,13 @@ impl Ends {
         Ends {
             from: entries(&r.from),
             to: entries(&r.to),
+            to_intents: mirror.manifest.intents_of(&r.to).to_vec(),
+            to_intents_beneath: mirror
+                .manifest
+                .intents()
+                .filter(|p| p.as_slice() != r.to.as_slice() && is_within(p, &r.to))
+                .map(|p| (p.clone(), mirror.manifest.intents_of(p).to_vec()))
+                .collect(),
         }
     }
 }
@@ -81,7 +95,7 @@ pub fn replay(
     }
     let changed = changed_beneath(t, &r.from, &ends.from, &doubted, conflicts)?;
     let doubted_to = doubted_beneath(mirror, &ends.to, |p| p.to_vec());
-    clear_target(t, &r.to, &ends.to, &doubted_to, conflicts)?;
+    clear_target(t, &r.to, ends, &doubted_to, conflicts)?;
     let replaced = make_parents_recorded(t, &r.to, mirror, news, conflicts)?;
     t.rename(&r.from, &r.to)?;
     let again = record_move(r, &changed, mirror)?;
@@ -266,23 +280,26 @@ fn changed_beneath(
 fn clear_target(
     t: &mut dyn Transport,
     to: &[u8],
-    entries: &[(Vec<u8>, Confirmed)],
+    ends: &Ends,
     doubted: &HashSet<Vec<u8>>,
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
+    let entries = &ends.to;
     let Some(remote) = lstat(t, to)? else {
         return Ok(());
     };
     // A file or symlink a repair doubts is replaced by the rename, as one of ours is.
     let doubted_file = doubted.contains(to) && remote.kind != FileKind::Dir;
-    if !doubted_file && !is_ours(vouched(to, entries).as_ref(), &remote) {
+    let ours =
+        is_ours(vouched(to, entries).as_ref(), &remote) || landed_from(&ends.to_intents, &remote);
+    if !doubted_file && !ours {
         conflicts.push(move_aside(t, to)?);
         return Ok(());
     }
     if remote.kind != FileKind::Dir {
         return Ok(());
     }
-    remove_subtree(t, entries, conflicts)?;
+    remove_subtree_and_intended(t, entries, &ends.to_intents_beneath, conflicts)?;
     match super::reconcile::remove_our_dir(t, to) {
         Err(e) if e.kind() != ErrorKind::NotFound => conflicts.push(move_aside(t, to)?),
         _ => {}

@@ -356,6 +356,14 @@ impl Harness {
             .collect()
     }
 
+    /// The paths whose making the manifest says started and was never confirmed.
+    pub fn intents(&self) -> Vec<Vec<u8>> {
+        let m = self.daemon().mirror.lock();
+        let mut paths: Vec<Vec<u8>> = m.manifest.intents().cloned().collect();
+        paths.sort();
+        paths
+    }
+
     /// What a daemon killed mid-upload leaves: the upload of the local file at `path` intended
     /// in the manifest (as the engine records it before sending a byte) and landed on the
     /// server with the local bytes and mtime, its end never taken in.
