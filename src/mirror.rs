@@ -334,6 +334,15 @@ impl Manifest {
         self.intents.get(path).map_or(&[], Vec::as_slice)
     }
 
+    /// The same for every path strictly beneath `path`.
+    pub fn intents_beneath(&self, path: &[u8]) -> Vec<(Vec<u8>, Vec<Confirmed>)> {
+        self.intents
+            .iter()
+            .filter(|(p, _)| p.as_slice() != path && is_within(p, path))
+            .map(|(p, v)| (p.clone(), v.clone()))
+            .collect()
+    }
+
     /// Paths with an entry's making started but never confirmed (a crash or a lost answer).
     pub fn intents(&self) -> impl Iterator<Item = &Vec<u8>> {
         self.intents.keys()
@@ -638,6 +647,12 @@ mod tests {
             assert_eq!(m.intents_of(b"bb"), &[meta(2)], "a name beside is no child");
             assert!(m.intents_of(b"b/e").is_empty() && m.intents_of(b"e/x").is_empty());
             assert!(m.doubted(b"e/d") && !m.doubted(b"b/d"));
+            assert_eq!(m.intents_beneath(b"e"), [(b"e/e".to_vec(), vec![meta(1)])]);
+            assert!(
+                m.intents_beneath(b"e/e").is_empty(),
+                "its own is not beneath it"
+            );
+            assert!(m.intents_beneath(b"b").is_empty(), "bb is no child of b");
         }
     }
 

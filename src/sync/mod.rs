@@ -613,12 +613,7 @@ impl Inner {
                 .collect();
             let stored = core.plan.hashes.get(&path).copied();
             let intents = mirror.manifest.intents_of(&path).to_vec();
-            let intents_beneath = mirror
-                .manifest
-                .intents()
-                .filter(|p| p.as_slice() != path.as_slice() && is_within(p, &path))
-                .map(|p| (p.clone(), mirror.manifest.intents_of(p).to_vec()))
-                .collect();
+            let intents_beneath = mirror.manifest.intents_beneath(&path);
             let cancel = Arc::new(AtomicBool::new(false));
             let sent = Arc::new(AtomicU64::new(0));
             core.running.insert(

@@ -1113,6 +1113,39 @@ mod tests {
         assert_eq!(listed, [], "no temp file to look for");
     }
 
+    /// A file of ours, then a directory made in its place whose answer was lost, then a file
+    /// again: the empty directory is ours and goes; no conflict copy of it is kept.
+    #[test]
+    fn a_file_put_where_an_intended_directory_replaced_a_file_of_ours_keeps_no_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), b"new").expect("write");
+        let t = MockTransport::new();
+        t.insert(
+            b"f",
+            MockNode::Dir {
+                mode: 0o755,
+                atime: 0,
+                mtime: 0,
+            },
+        );
+        let old = FileMeta {
+            size: 3,
+            sha256: [0; 32],
+            mode: 0o644,
+            mtime: Timestamp { sec: 1000, nsec: 0 },
+            ino: 1,
+            ctime: Timestamp { sec: 1000, nsec: 0 },
+        };
+        let mut k = known(vec![(b"f".to_vec(), Confirmed::File(old))], Arc::default());
+        k.intents = vec![Confirmed::Dir { mode: 0o755 }];
+        k.hash_here = true;
+        let Outcome::Done(report) = run(&t, dir.path(), b"f", &k) else {
+            panic!("not done");
+        };
+        assert_eq!(report.conflicts, Vec::<Vec<u8>>::new());
+        assert!(matches!(t.get(b"f"), Some(MockNode::File { data, .. }) if data == b"new"));
+    }
+
     #[test]
     fn parents() {
         assert_eq!(parent(b"a/b/c"), b"a/b");

@@ -45,12 +45,7 @@ impl Ends {
             from: entries(&r.from),
             to: entries(&r.to),
             to_intents: mirror.manifest.intents_of(&r.to).to_vec(),
-            to_intents_beneath: mirror
-                .manifest
-                .intents()
-                .filter(|p| p.as_slice() != r.to.as_slice() && is_within(p, &r.to))
-                .map(|p| (p.clone(), mirror.manifest.intents_of(p).to_vec()))
-                .collect(),
+            to_intents_beneath: mirror.manifest.intents_beneath(&r.to),
         }
     }
 }
