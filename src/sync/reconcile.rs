@@ -546,8 +546,11 @@ fn clear_for_replacement(
         .intents
         .iter()
         .any(|i| matches!(i, Confirmed::Dir { .. }));
-    if intended_dir || matches!(known.at(path), Some(Confirmed::Dir { .. })) {
-        remove_subtree_and_intended(t, &known.confirmed, &known.intents_beneath, conflicts)?;
+    let ours_dir = matches!(known.at(path), Some(Confirmed::Dir { .. }));
+    if ours_dir || intended_dir {
+        // Only a tree is taken apart: a file or symlink of ours is replaced by what comes.
+        let confirmed = if ours_dir { &known.confirmed[..] } else { &[] };
+        remove_subtree_and_intended(t, confirmed, &known.intents_beneath, conflicts)?;
     }
     match lstat(t, path)? {
         // A directory whose making started (its answer lost, or the engine killed before its
