@@ -11,7 +11,7 @@ use common::mirror_tree::{
     assert_mirrored, assert_mirrored_except, copies_holding, is_conflict_name, remote_root,
     ROOT_MARKER,
 };
-use common::{put_nofollow, walk, Mount};
+use common::{put_nofollow, walk, Mount, Rng};
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
@@ -389,20 +389,6 @@ fn kill9_during_an_exchange_leaves_no_false_conflict_copy() {
 // where the server's own unseen edits stand, and every server version must survive.
 // ---------------------------------------------------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 const NAMES: &[&str] = &["a", "b", "c", "d"];
 /// Symlink targets that name nothing, ever: nothing is written through a link.
 const NOWHERE: &str = "no-such-target";
@@ -623,7 +609,7 @@ fn check_random(m: &Mount, seed: u64, theirs: &[Vec<u8>], deleted: &[String]) {
 
 fn random_run(seed: u64, steps: usize, k: Knobs) {
     let mut m = delayed("1");
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut r = Rng::new(seed);
     let remote = remote_root(&m);
     let (mut theirs, mut deleted) = (Vec::new(), Vec::new());
     for step in 0..steps {

@@ -7,24 +7,9 @@
 mod common;
 
 use common::mirror_tree::assert_mirrored;
-use common::{put_nofollow, Mount};
+use common::{put_nofollow, Mount, Rng};
 use std::fs;
 use std::time::Duration;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -37,8 +22,8 @@ fn env(name: &str, default: u64) -> u64 {
 fn kill9_amid_mkdir_p_and_moves_into_new_parents_leaves_no_stray_directory() {
     let seed = env("RED5_SEED", 1);
     let rounds = env("RED5_ROUNDS", 4);
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let delay = ["0", "1"][rng.below(2) as usize];
+    let mut rng = Rng::new(seed);
+    let delay = ["0", "1"][rng.below(2)];
     let mut m = Mount::builder()
         .chroot()
         .arg("--writeback-delay")
@@ -86,7 +71,7 @@ fn kill9_amid_mkdir_p_and_moves_into_new_parents_leaves_no_stray_directory() {
                 put_nofollow(&m.path(format!("{r}/p/q")), b"a file now");
             }
         }
-        std::thread::sleep(Duration::from_millis(rng.below(400)));
+        std::thread::sleep(Duration::from_millis(rng.below(400) as u64));
         m.kill9();
         m.remount();
         // Gone while the daemon was down, too.

@@ -283,12 +283,7 @@ fn a_rename_waits_for_work_in_flight_on_a_parent_of_its_ends() {
     h.faults.resume();
     h.release_feed(None);
     h.flush(PATIENCE).expect("flush");
-    let left: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with('a') || k.starts_with('b'))
-        .collect();
+    let left = server_names(&h, |k| k.starts_with('a') || k.starts_with('b'));
     assert_eq!(left, ["a"], "only a is left on the server");
 }
 
@@ -345,12 +340,7 @@ fn an_unrecorded_upload_moved_by_a_rename_is_still_ours_to_remove() {
     h.unlink("e/e").expect("unlink");
     h.restart();
     h.flush(PATIENCE).expect("flush");
-    let left: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with('b') || k.starts_with('e'))
-        .collect();
+    let left = server_names(&h, |k| k.starts_with('b') || k.starts_with('e'));
     assert_eq!(left, ["e"], "our own upload stays on the server");
 }
 
@@ -377,78 +367,73 @@ fn a_directory_or_symlink_made_as_the_connection_dropped_goes_when_its_local_twi
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 2, "both answers were lost");
-    let left: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with("a/"))
-        .collect();
+    let left = server_names(&h, |k| k.starts_with("a/"));
     assert_eq!(left, Vec::<String>::new(), "made by us, gone locally");
 }
 
-#[test]
-fn a_parent_made_for_a_move_as_the_connection_dropped_goes_when_its_local_twin_does() {
-    // The move is replayed as soon as it is taken in; the directory's own make waits this long.
-    let h = Harness::with(Setup {
+/// The server's paths, as shown, that `keep` keeps.
+fn server_names(h: &Harness, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    h.server_tree()
+        .keys()
+        .map(|k| crate::relpath::show(k))
+        .filter(|k| keep(k))
+        .collect()
+}
+
+/// A harness whose mkdir jobs wait two seconds: a move, replayed as soon as it is taken in,
+/// comes first and makes its new parent on the server itself.
+fn delayed() -> Harness {
+    Harness::with(Setup {
         writeback_delay: Duration::from_secs(2),
         ..Setup::default()
-    });
-    h.mkdir("b", 0o755).expect("mkdir");
-    h.write_file("b/d", b"moved").expect("write");
+    })
+}
+
+/// `mkdir TOP; write TOP/F; flush; mkdir TOP/Q; mv TOP/F TOP/Q/F`: the move's replay makes
+/// TOP/Q on the server, and the answer is lost. The call is held until `h.faults.resume()`,
+/// so the test changes the local tree before the engine hears whether the server made it.
+fn moving_into_a_parent_whose_answer_is_lost(h: &Harness, top: &str, f: &str, q: &str) {
+    h.mkdir(top, 0o755).expect("mkdir");
+    h.write_file(&format!("{top}/{f}"), b"moved")
+        .expect("write");
     h.flush(PATIENCE).expect("flush");
+    let parent = format!("{top}/{q}");
     h.faults.add(
         Rule::fail(ErrorKind::Transient)
             .on(Op::MkdirAll)
-            .at(b"b/a")
+            .at(parent.as_bytes())
             .answer_lost(),
     );
-    h.faults.pause(Op::MkdirAll, b"b/a");
-    h.mkdir("b/a", 0o755).expect("mkdir");
-    // The move's replay makes its new parent on the server first.
-    h.rename("b/d", "b/a/d").expect("rename");
+    h.faults.pause(Op::MkdirAll, parent.as_bytes());
+    h.mkdir(&parent, 0o755).expect("mkdir");
+    h.rename(&format!("{top}/{f}"), &format!("{parent}/{f}"))
+        .expect("rename");
     assert!(
         h.faults.wait_blocked(1, PATIENCE),
         "the parent's make under way"
     );
+}
+
+#[test]
+fn a_parent_made_for_a_move_as_the_connection_dropped_goes_when_its_local_twin_does() {
+    let h = delayed();
+    moving_into_a_parent_whose_answer_is_lost(&h, "b", "d", "a");
     // Gone locally before the engine hears whether the server made it.
     h.rename("b/a/d", "b/d").expect("rename back");
     h.rmdir("b/a").expect("rmdir");
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 1, "the answer was lost");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with('b'))
-        .collect();
+    let tree = server_names(&h, |k| k.starts_with('b'));
     assert_eq!(tree, ["b", "b/d"], "made by us, gone locally");
 }
 
 #[test]
 fn red5_a_tree_moved_onto_a_parent_made_as_the_connection_dropped_leaves_no_conflict_copy() {
-    let h = Harness::with(Setup {
-        writeback_delay: Duration::from_secs(2),
-        ..Setup::default()
-    });
-    h.mkdir("b", 0o755).expect("mkdir");
-    h.write_file("b/d", b"moved").expect("write");
+    let h = delayed();
     h.mkdir("y", 0o755).expect("mkdir");
     h.write_file("y/f", b"tree").expect("write");
-    h.flush(PATIENCE).expect("flush");
-    h.faults.add(
-        Rule::fail(ErrorKind::Transient)
-            .on(Op::MkdirAll)
-            .at(b"b/a")
-            .answer_lost(),
-    );
-    h.faults.pause(Op::MkdirAll, b"b/a");
-    h.mkdir("b/a", 0o755).expect("mkdir");
-    h.rename("b/d", "b/a/d").expect("rename");
-    assert!(
-        h.faults.wait_blocked(1, PATIENCE),
-        "the parent's make under way"
-    );
+    moving_into_a_parent_whose_answer_is_lost(&h, "b", "d", "a");
     h.rename("b/a/d", "b/d").expect("rename back");
     h.rmdir("b/a").expect("rmdir");
     // A tree of ours takes the empty directory's name.
@@ -456,12 +441,7 @@ fn red5_a_tree_moved_onto_a_parent_made_as_the_connection_dropped_leaves_no_conf
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 1, "the answer was lost");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with('b') || k.starts_with('y'))
-        .collect();
+    let tree = server_names(&h, |k| k.starts_with('b') || k.starts_with('y'));
     assert_eq!(
         tree,
         ["b", "b/a", "b/a/f", "b/d"],
@@ -472,26 +452,8 @@ fn red5_a_tree_moved_onto_a_parent_made_as_the_connection_dropped_leaves_no_conf
 
 #[test]
 fn red5_a_file_made_where_a_parent_made_as_the_connection_dropped_stood_leaves_no_conflict_copy() {
-    let h = Harness::with(Setup {
-        writeback_delay: Duration::from_secs(2),
-        ..Setup::default()
-    });
-    h.mkdir("b", 0o755).expect("mkdir");
-    h.write_file("b/d", b"moved").expect("write");
-    h.flush(PATIENCE).expect("flush");
-    h.faults.add(
-        Rule::fail(ErrorKind::Transient)
-            .on(Op::MkdirAll)
-            .at(b"b/a")
-            .answer_lost(),
-    );
-    h.faults.pause(Op::MkdirAll, b"b/a");
-    h.mkdir("b/a", 0o755).expect("mkdir");
-    h.rename("b/d", "b/a/d").expect("rename");
-    assert!(
-        h.faults.wait_blocked(1, PATIENCE),
-        "the parent's make under way"
-    );
+    let h = delayed();
+    moving_into_a_parent_whose_answer_is_lost(&h, "b", "d", "a");
     h.rename("b/a/d", "b/d").expect("rename back");
     h.rmdir("b/a").expect("rmdir");
     // A file takes the empty directory's name before its removal's turn comes.
@@ -499,12 +461,7 @@ fn red5_a_file_made_where_a_parent_made_as_the_connection_dropped_stood_leaves_n
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 1, "the answer was lost");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with('b'))
-        .collect();
+    let tree = server_names(&h, |k| k.starts_with('b'));
     assert_eq!(tree, ["b", "b/a", "b/d"], "no conflict copy of our own dir");
     assert_eq!(h.server_file("b/a").as_deref(), Some(&b"file now"[..]));
     assert_eq!(h.status().conflicts, 0);
@@ -516,22 +473,7 @@ fn red5_a_parent_made_as_the_connection_dropped_and_filled_by_the_server_is_kept
         writeback_delay: Duration::from_secs(5),
         ..Setup::default()
     });
-    h.mkdir("b", 0o755).expect("mkdir");
-    h.write_file("b/d", b"moved").expect("write");
-    h.flush(PATIENCE).expect("flush");
-    h.faults.add(
-        Rule::fail(ErrorKind::Transient)
-            .on(Op::MkdirAll)
-            .at(b"b/a")
-            .answer_lost(),
-    );
-    h.faults.pause(Op::MkdirAll, b"b/a");
-    h.mkdir("b/a", 0o755).expect("mkdir");
-    h.rename("b/d", "b/a/d").expect("rename");
-    assert!(
-        h.faults.wait_blocked(1, PATIENCE),
-        "the parent's make under way"
-    );
+    moving_into_a_parent_whose_answer_is_lost(&h, "b", "d", "a");
     h.rename("b/a/d", "b/d").expect("rename back");
     h.rmdir("b/a").expect("rmdir");
     h.write_file("b/a", b"file now").expect("write");
@@ -564,38 +506,15 @@ fn red5_a_parent_made_as_the_connection_dropped_and_filled_by_the_server_is_kept
 
 #[test]
 fn red5_a_parent_made_as_the_connection_dropped_then_renamed_leaves_no_conflict_copy() {
-    let h = Harness::with(Setup {
-        writeback_delay: Duration::from_secs(2),
-        ..Setup::default()
-    });
-    h.mkdir("b", 0o755).expect("mkdir");
-    h.write_file("b/d", b"moved").expect("write");
-    h.flush(PATIENCE).expect("flush");
-    h.faults.add(
-        Rule::fail(ErrorKind::Transient)
-            .on(Op::MkdirAll)
-            .at(b"b/a")
-            .answer_lost(),
-    );
-    h.faults.pause(Op::MkdirAll, b"b/a");
-    h.mkdir("b/a", 0o755).expect("mkdir");
-    h.rename("b/d", "b/a/d").expect("rename");
-    assert!(
-        h.faults.wait_blocked(1, PATIENCE),
-        "the parent's make under way"
-    );
+    let h = delayed();
+    moving_into_a_parent_whose_answer_is_lost(&h, "b", "d", "a");
     h.rename("b/a/d", "b/d").expect("rename back");
     // The empty directory moves before its own make's turn comes.
     h.rename("b/a", "c").expect("rename dir");
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 1, "the answer was lost");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with('b') || k.starts_with('c'))
-        .collect();
+    let tree = server_names(&h, |k| k.starts_with('b') || k.starts_with('c'));
     assert_eq!(tree, ["b", "b/d", "c"], "no conflict copy of our own dir");
     assert_eq!(h.status().conflicts, 0);
 }
@@ -639,12 +558,7 @@ fn red5_an_intent_left_by_a_parent_made_again_as_the_connection_dropped_ends_by_
     h.unlink("a/g").expect("unlink");
     h.rmdir("a").expect("rmdir");
     h.flush(PATIENCE).expect("flush");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with('a'))
-        .collect();
+    let tree = server_names(&h, |k| k.starts_with('a'));
     assert_eq!(tree, Vec::<String>::new());
 }
 
@@ -668,12 +582,7 @@ fn red5_a_symlink_made_where_a_directory_made_as_the_connection_dropped_stood_le
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 1, "the answer was lost");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with("a/"))
-        .collect();
+    let tree = server_names(&h, |k| k.starts_with("a/"));
     assert_eq!(tree, ["a/e"], "no conflict copy of our own dir");
     assert!(matches!(
         h.server.get(b"a/e"),
@@ -684,26 +593,8 @@ fn red5_a_symlink_made_where_a_directory_made_as_the_connection_dropped_stood_le
 
 #[test]
 fn red5_rm_rf_of_a_tree_holding_a_parent_made_as_the_connection_dropped_leaves_nothing() {
-    let h = Harness::with(Setup {
-        writeback_delay: Duration::from_secs(2),
-        ..Setup::default()
-    });
-    h.mkdir("p", 0o755).expect("mkdir");
-    h.write_file("p/f", b"moved").expect("write");
-    h.flush(PATIENCE).expect("flush");
-    h.faults.add(
-        Rule::fail(ErrorKind::Transient)
-            .on(Op::MkdirAll)
-            .at(b"p/q")
-            .answer_lost(),
-    );
-    h.faults.pause(Op::MkdirAll, b"p/q");
-    h.mkdir("p/q", 0o755).expect("mkdir");
-    h.rename("p/f", "p/q/f").expect("rename");
-    assert!(
-        h.faults.wait_blocked(1, PATIENCE),
-        "the parent's make under way"
-    );
+    let h = delayed();
+    moving_into_a_parent_whose_answer_is_lost(&h, "p", "f", "q");
     // rm -rf p
     h.unlink("p/q/f").expect("unlink");
     h.rmdir("p/q").expect("rmdir");
@@ -711,12 +602,7 @@ fn red5_rm_rf_of_a_tree_holding_a_parent_made_as_the_connection_dropped_leaves_n
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 1, "the answer was lost");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| k.starts_with('p'))
-        .collect();
+    let tree = server_names(&h, |k| k.starts_with('p'));
     assert_eq!(
         tree,
         Vec::<String>::new(),
@@ -728,28 +614,10 @@ fn red5_rm_rf_of_a_tree_holding_a_parent_made_as_the_connection_dropped_leaves_n
 #[test]
 fn red5_a_tree_moved_over_a_directory_holding_a_parent_made_as_the_connection_dropped_leaves_no_conflict_copy(
 ) {
-    let h = Harness::with(Setup {
-        writeback_delay: Duration::from_secs(2),
-        ..Setup::default()
-    });
-    h.mkdir("t", 0o755).expect("mkdir");
-    h.write_file("t/f", b"moved").expect("write");
+    let h = delayed();
     h.mkdir("y", 0o755).expect("mkdir");
     h.write_file("y/g", b"tree").expect("write");
-    h.flush(PATIENCE).expect("flush");
-    h.faults.add(
-        Rule::fail(ErrorKind::Transient)
-            .on(Op::MkdirAll)
-            .at(b"t/q")
-            .answer_lost(),
-    );
-    h.faults.pause(Op::MkdirAll, b"t/q");
-    h.mkdir("t/q", 0o755).expect("mkdir");
-    h.rename("t/f", "t/q/f").expect("rename");
-    assert!(
-        h.faults.wait_blocked(1, PATIENCE),
-        "the parent's make under way"
-    );
+    moving_into_a_parent_whose_answer_is_lost(&h, "t", "f", "q");
     // t emptied, then a tree moved over it.
     h.rename("t/q/f", "f").expect("rename out");
     h.rmdir("t/q").expect("rmdir");
@@ -757,12 +625,7 @@ fn red5_a_tree_moved_over_a_directory_holding_a_parent_made_as_the_connection_dr
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 1, "the answer was lost");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| !k.starts_with(".ftpsync-root"))
-        .collect();
+    let tree = server_names(&h, |k| !k.starts_with(".ftpsync-root"));
     assert_eq!(tree, ["f", "t", "t/g"], "no conflict copy of our own tree");
     assert_eq!(h.status().conflicts, 0);
 }
@@ -770,26 +633,8 @@ fn red5_a_tree_moved_over_a_directory_holding_a_parent_made_as_the_connection_dr
 #[test]
 fn red5_a_file_made_where_a_tree_holding_a_parent_made_as_the_connection_dropped_stood_leaves_no_conflict_copy(
 ) {
-    let h = Harness::with(Setup {
-        writeback_delay: Duration::from_secs(2),
-        ..Setup::default()
-    });
-    h.mkdir("t", 0o755).expect("mkdir");
-    h.write_file("t/f", b"moved").expect("write");
-    h.flush(PATIENCE).expect("flush");
-    h.faults.add(
-        Rule::fail(ErrorKind::Transient)
-            .on(Op::MkdirAll)
-            .at(b"t/q")
-            .answer_lost(),
-    );
-    h.faults.pause(Op::MkdirAll, b"t/q");
-    h.mkdir("t/q", 0o755).expect("mkdir");
-    h.rename("t/f", "t/q/f").expect("rename");
-    assert!(
-        h.faults.wait_blocked(1, PATIENCE),
-        "the parent's make under way"
-    );
+    let h = delayed();
+    moving_into_a_parent_whose_answer_is_lost(&h, "t", "f", "q");
     // rm -rf t, and a file in its place.
     h.unlink("t/q/f").expect("unlink");
     h.rmdir("t/q").expect("rmdir");
@@ -798,12 +643,7 @@ fn red5_a_file_made_where_a_tree_holding_a_parent_made_as_the_connection_dropped
     h.faults.resume();
     h.flush(PATIENCE).expect("flush");
     assert_eq!(h.faults.injected(), 1, "the answer was lost");
-    let tree: Vec<String> = h
-        .server_tree()
-        .keys()
-        .map(|k| crate::relpath::show(k))
-        .filter(|k| !k.starts_with(".ftpsync-root"))
-        .collect();
+    let tree = server_names(&h, |k| !k.starts_with(".ftpsync-root"));
     assert_eq!(tree, ["t"], "no conflict copy of our own tree");
     assert_eq!(h.server_file("t").as_deref(), Some(&b"file now"[..]));
     assert_eq!(h.status().conflicts, 0);

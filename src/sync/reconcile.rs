@@ -428,13 +428,7 @@ fn remove_interrupted(
     let Some(remote) = lstat(t, path)?.filter(|r| landed_from(&known.intents, r)) else {
         return Ok(false);
     };
-    let dir = remote.kind == FileKind::Dir;
-    let result = if dir {
-        remove_our_dir(t, path)
-    } else {
-        t.remove_file(path)
-    };
-    removed(result, path, dir)?;
+    remove_landed(t, path, &remote)?;
     Ok(true)
 }
 
@@ -631,15 +625,7 @@ pub(super) fn remove_subtree_and_intended(
         match c {
             Some(c) => remove_subtree(t, &[(p.to_vec(), c.clone())], conflicts)?,
             None => match lstat(t, p) {
-                Ok(Some(r)) if landed_from(intents, &r) => {
-                    let dir = r.kind == FileKind::Dir;
-                    let result = if dir {
-                        remove_our_dir(t, p)
-                    } else {
-                        t.remove_file(p)
-                    };
-                    removed(result, p, dir)?;
-                }
+                Ok(Some(r)) if landed_from(intents, &r) => remove_landed(t, p, &r)?,
                 Err(e) if e.kind().is_connection_wide() => return Err(e),
                 // Not there, or not what was being made: nothing of ours to take away.
                 _ => {}
@@ -667,6 +653,17 @@ pub(super) fn remove_subtree(
         removed(result, p, matches!(c, Confirmed::Dir { .. }))?;
     }
     Ok(())
+}
+
+/// Removes `remote`, which an intent of ours made at `path` (its record never written).
+fn remove_landed(t: &mut dyn Transport, path: &[u8], remote: &RemoteStat) -> Result<()> {
+    let dir = remote.kind == FileKind::Dir;
+    let result = if dir {
+        remove_our_dir(t, path)
+    } else {
+        t.remove_file(path)
+    };
+    removed(result, path, dir)
 }
 
 /// The end of removing an entry of ours at `path`: one already gone is removed; a directory
