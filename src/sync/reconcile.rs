@@ -233,7 +233,7 @@ fn gone(
             _ => {}
         }
     }
-    remove_subtree_and_intended(t, &known.confirmed, &known.intents_beneath, &mut conflicts)?;
+    remove_subtree(t, &known.confirmed, &known.intents_beneath, &mut conflicts)?;
     let interrupted = remove_interrupted(t, root, path, known)?;
     let apply = if known.confirmed.is_empty() && !interrupted {
         Apply::Nothing
@@ -544,7 +544,7 @@ fn clear_for_replacement(
     if ours_dir || intended_dir {
         // Only a tree is taken apart: a file or symlink of ours is replaced by what comes.
         let confirmed = if ours_dir { &known.confirmed[..] } else { &[] };
-        remove_subtree_and_intended(t, confirmed, &known.intents_beneath, conflicts)?;
+        remove_subtree(t, confirmed, &known.intents_beneath, conflicts)?;
     }
     match lstat(t, path)? {
         // A directory whose making started (its answer lost, or the engine killed before its
@@ -598,59 +598,52 @@ fn clear_non_dir(
     }
 }
 
-/// What goes with a path gone locally: what the manifest says we put at and beneath it (see
-/// `remove_subtree`), and, in the same deepest-first order, what makings of ours beneath it
-/// that never had their record left there (a directory made as a parent whose answer a lost
-/// connection or a kill took, say): else the directory above it could not be removed.
-pub(super) fn remove_subtree_and_intended(
+/// Removes what we put at and beneath a path, deepest first: what the manifest says
+/// (`confirmed`), and what makings of ours beneath it never had their record
+/// (`intents_beneath`: a parent made as its answer was lost, say), else the directory above
+/// could not go. An entry the manifest vouches for that is not what we put there (changed, or
+/// replaced by another kind) is moved aside instead; a directory holding entries we did not
+/// put there stays.
+pub(super) fn remove_subtree(
     t: &mut dyn Transport,
     confirmed: &[(Vec<u8>, Confirmed)],
     intents_beneath: &[(Vec<u8>, Vec<Confirmed>)],
     conflicts: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
-    if intents_beneath.is_empty() {
-        return remove_subtree(t, confirmed, conflicts);
+    enum Ours<'a> {
+        Confirmed(&'a Confirmed),
+        Intended(&'a [Confirmed]),
     }
-    let mut all: Vec<(&[u8], Option<&Confirmed>, &[Confirmed])> = confirmed
+    let mut all: Vec<(&[u8], Ours)> = confirmed
         .iter()
-        .map(|(p, c)| (p.as_slice(), Some(c), &[] as &[Confirmed]))
+        .map(|(p, c)| (p.as_slice(), Ours::Confirmed(c)))
         .chain(
             intents_beneath
                 .iter()
-                .map(|(p, i)| (p.as_slice(), None, i.as_slice())),
+                .map(|(p, i)| (p.as_slice(), Ours::Intended(i))),
         )
         .collect();
+    // A parent sorts before what is beneath it.
     all.sort_by(|a, b| a.0.cmp(b.0));
-    for (p, c, intents) in all.into_iter().rev() {
-        match c {
-            Some(c) => remove_subtree(t, &[(p.to_vec(), c.clone())], conflicts)?,
-            None => match lstat(t, p) {
+    for (p, ours) in all.into_iter().rev() {
+        match ours {
+            Ours::Confirmed(c) => {
+                let dir = matches!(c, Confirmed::Dir { .. });
+                let result = match lstat(t, p)? {
+                    None => Ok(()),
+                    Some(r) if !is_ours(Some(c), &r) => move_aside(t, p).map(|c| conflicts.push(c)),
+                    Some(_) if dir => remove_our_dir(t, p),
+                    Some(_) => t.remove_file(p),
+                };
+                removed(result, p, dir)?;
+            }
+            Ours::Intended(intents) => match lstat(t, p) {
                 Ok(Some(r)) if landed_from(intents, &r) => remove_landed(t, p, &r)?,
                 Err(e) if e.kind().is_connection_wide() => return Err(e),
                 // Not there, or not what was being made: nothing of ours to take away.
                 _ => {}
             },
         }
-    }
-    Ok(())
-}
-
-/// Removes what the manifest says we put at and beneath a path, deepest first. Any entry that
-/// is not what we put there (changed, or replaced by another kind) is moved aside instead; a
-/// directory holding entries we did not put there stays.
-pub(super) fn remove_subtree(
-    t: &mut dyn Transport,
-    confirmed: &[(Vec<u8>, Confirmed)],
-    conflicts: &mut Vec<Vec<u8>>,
-) -> Result<()> {
-    for (p, c) in confirmed.iter().rev() {
-        let result = match lstat(t, p)? {
-            None => Ok(()),
-            Some(r) if !is_ours(Some(c), &r) => move_aside(t, p).map(|c| conflicts.push(c)),
-            Some(_) if matches!(c, Confirmed::Dir { .. }) => remove_our_dir(t, p),
-            Some(_) => t.remove_file(p),
-        };
-        removed(result, p, matches!(c, Confirmed::Dir { .. }))?;
     }
     Ok(())
 }
@@ -795,6 +788,18 @@ mod tests {
     impl Ledger for NoLedger {
         fn intend(&self, _: &Confirmed) {}
         fn dir_news(&self, _: &[u8], _: DirNews) {}
+    }
+
+    /// A file of `size` bytes sent with mtime 1000 s + `nsec` (the server keeps the seconds).
+    fn sent_at_1000(size: u64, nsec: u32) -> FileMeta {
+        FileMeta {
+            size,
+            sha256: [0; 32],
+            mode: 0o644,
+            mtime: Timestamp { sec: 1000, nsec },
+            ino: 1,
+            ctime: Timestamp { sec: 1000, nsec },
+        }
     }
 
     fn run(t: &MockTransport, dir: &std::path::Path, path: &[u8], k: &Known) -> Outcome {
@@ -970,12 +975,12 @@ mod tests {
         t.fail_path(&litter, 1, ErrorKind::Transient);
         let mut conn = t.clone();
         let confirmed = vec![(b"d".to_vec(), Confirmed::Dir { mode: 0o755 })];
-        let removed = remove_subtree(&mut conn, &confirmed, &mut Vec::new());
+        let removed = remove_subtree(&mut conn, &confirmed, &[], &mut Vec::new());
         assert!(
             removed.is_err_and(|e| e.kind() == ErrorKind::Transient),
             "the job must fail and be retried"
         );
-        assert!(remove_subtree(&mut conn, &confirmed, &mut Vec::new()).is_ok());
+        assert!(remove_subtree(&mut conn, &confirmed, &[], &mut Vec::new()).is_ok());
         assert!(t.get(b"d").is_none(), "removed on the retry");
     }
 
@@ -1020,14 +1025,7 @@ mod tests {
         let target = b"elsewhere".to_vec();
         t.insert(b"c", MockNode::Symlink { target });
         let mut k = known(Vec::new(), Arc::default());
-        k.intents = vec![Confirmed::File(FileMeta {
-            size: 4,
-            sha256: [0; 32],
-            mode: 0o644,
-            mtime: Timestamp { sec: 1000, nsec: 5 },
-            ino: 1,
-            ctime: Timestamp { sec: 1000, nsec: 5 },
-        })];
+        k.intents = vec![Confirmed::File(sent_at_1000(4, 5))];
         let Outcome::Done(report) = run(&t, dir.path(), b"c/e", &k) else {
             panic!("not done");
         };
@@ -1039,14 +1037,7 @@ mod tests {
     fn a_deleted_file_whose_upload_landed_unrecorded_is_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = MockTransport::new();
-        let sent = FileMeta {
-            size: 4,
-            sha256: [0; 32],
-            mode: 0o644,
-            mtime: Timestamp { sec: 1000, nsec: 5 },
-            ino: 1,
-            ctime: Timestamp { sec: 1000, nsec: 5 },
-        };
+        let sent = sent_at_1000(4, 5);
         t.insert(
             b"big",
             MockNode::File {
@@ -1128,14 +1119,7 @@ mod tests {
                 mtime: 0,
             },
         );
-        let old = FileMeta {
-            size: 3,
-            sha256: [0; 32],
-            mode: 0o644,
-            mtime: Timestamp { sec: 1000, nsec: 0 },
-            ino: 1,
-            ctime: Timestamp { sec: 1000, nsec: 0 },
-        };
+        let old = sent_at_1000(3, 0);
         let mut k = known(vec![(b"f".to_vec(), Confirmed::File(old))], Arc::default());
         k.intents = vec![Confirmed::Dir { mode: 0o755 }];
         k.hash_here = true;

@@ -9,9 +9,7 @@
 //! server's.
 
 use super::plan::RemoteRename;
-use super::reconcile::{
-    is_ours, landed_from, lstat, make_parents, move_aside, remove_subtree_and_intended,
-};
+use super::reconcile::{is_ours, landed_from, lstat, make_parents, move_aside, remove_subtree};
 use crate::mirror::{Confirmed, Mirror};
 use crate::relpath::{is_within, reroot};
 use crate::remote::path::{ancestors, split_parent};
@@ -294,7 +292,7 @@ fn clear_target(
     if remote.kind != FileKind::Dir {
         return Ok(());
     }
-    remove_subtree_and_intended(t, entries, &ends.to_intents_beneath, conflicts)?;
+    remove_subtree(t, entries, &ends.to_intents_beneath, conflicts)?;
     match super::reconcile::remove_our_dir(t, to) {
         Err(e) if e.kind() != ErrorKind::NotFound => conflicts.push(move_aside(t, to)?),
         _ => {}
