@@ -4,20 +4,9 @@
 
 mod common;
 
-use common::sshd::{Flavor, Sshd};
-use ftpsync::remote::{Attrs, ConnectOptions, Connection, DirNews, Transport};
+use common::sshd::{connect, Flavor, Sshd};
+use ftpsync::remote::{Attrs, Connection, DirNews, Transport};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
-
-fn connect(sshd: &Sshd) -> Connection {
-    let mut o = ConnectOptions::new(sshd.remote_url().parse().unwrap());
-    o.known_hosts = vec![sshd.known_hosts()];
-    o.identities = vec![sshd.identity()];
-    o.use_agent = false;
-    o.connect_timeout = Duration::from_secs(10);
-    o.io_timeout = Duration::from_secs(30);
-    Connection::connect(&o).unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()))
-}
 
 fn news_of(c: &mut Connection, rel: &[u8]) -> (Vec<String>, Result<(), String>) {
     let mut heard = Vec::new();

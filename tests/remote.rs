@@ -9,10 +9,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::pattern;
-use common::sshd::{Flavor, Sshd};
+use common::sshd::{connect, connect_options as options, Flavor, Sshd};
 use ftpsync::remote::{
     Attrs, ConnectOptions, Connection, DirNews, ErrorKind, FileKind, HashTool, HostKeyProblem,
     Reach, RemoteError, Secret, SecretSource, Transport, VerifyMethod, VerifyMode,
@@ -21,20 +21,6 @@ use sha2::{Digest, Sha256};
 
 fn sha(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
-}
-
-fn options(sshd: &Sshd) -> ConnectOptions {
-    let mut o = ConnectOptions::new(sshd.remote_url().parse().unwrap());
-    o.known_hosts = vec![sshd.known_hosts()];
-    o.identities = vec![sshd.identity()];
-    o.use_agent = false;
-    o.connect_timeout = Duration::from_secs(10);
-    o.io_timeout = Duration::from_secs(30);
-    o
-}
-
-fn connect(sshd: &Sshd) -> Connection {
-    Connection::connect(&options(sshd)).unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()))
 }
 
 fn connect_err(o: &ConnectOptions) -> RemoteError {

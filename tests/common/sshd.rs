@@ -676,3 +676,21 @@ impl Drop for Sshd {
         self.stop();
     }
 }
+
+/// Options for a direct transport connection to `sshd`: its pinned host key and its key, no
+/// agent, short timeouts.
+pub fn connect_options(sshd: &Sshd) -> ftpsync::remote::ConnectOptions {
+    let mut o = ftpsync::remote::ConnectOptions::new(sshd.remote_url().parse().unwrap());
+    o.known_hosts = vec![sshd.known_hosts()];
+    o.identities = vec![sshd.identity()];
+    o.use_agent = false;
+    o.connect_timeout = Duration::from_secs(10);
+    o.io_timeout = Duration::from_secs(30);
+    o
+}
+
+/// A direct transport connection to `sshd` (the server's log in the panic if it fails).
+pub fn connect(sshd: &Sshd) -> ftpsync::remote::Connection {
+    ftpsync::remote::Connection::connect(&connect_options(sshd))
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()))
+}
