@@ -16,7 +16,7 @@ use crate::replay::PathMap;
 use crate::statedir::MANIFEST;
 use crate::statedir::{self, Access};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -136,7 +136,7 @@ pub struct Manifest {
     entries: PathMap<Confirmed>,
     /// Per path, the entries whose making started and was never confirmed, newest last: after
     /// a crash or a lost answer, any of them may be what the remote holds.
-    intents: HashMap<Vec<u8>, Vec<Confirmed>>,
+    intents: BTreeMap<Vec<u8>, Vec<Confirmed>>,
     /// Paths whose entries a verify found untrue on the remote.
     doubts: std::collections::HashSet<Vec<u8>>,
     /// None for a manifest written before bindings existed (or never bound).
@@ -161,7 +161,7 @@ impl Manifest {
         let path = state_dir.join(MANIFEST);
         let mut m = Manifest {
             entries: PathMap::default(),
-            intents: HashMap::new(),
+            intents: BTreeMap::new(),
             doubts: Default::default(),
             binding: None,
             applied_seq: 0,
@@ -211,7 +211,7 @@ impl Manifest {
                 self.intents.retain(|p, _| !is_within(p, &to));
                 let intents: Vec<_> = self
                     .intents
-                    .extract_if(|p, _| is_within(p, &from))
+                    .extract_if(.., |p, _| is_within(p, &from))
                     .collect();
                 self.intents.extend(
                     intents
@@ -334,11 +334,18 @@ impl Manifest {
         self.intents.get(path).map_or(&[], Vec::as_slice)
     }
 
-    /// The same for every path strictly beneath `path`.
+    /// The same for every path strictly beneath `path`: one range of the sorted map, as a job
+    /// asks for each path it works on (every intent is one after a crash).
     pub fn intents_beneath(&self, path: &[u8]) -> Vec<(Vec<u8>, Vec<Confirmed>)> {
+        let prefix = if path.is_empty() {
+            Vec::new()
+        } else {
+            [path, b"/"].concat()
+        };
         self.intents
-            .iter()
-            .filter(|(p, _)| p.as_slice() != path && is_within(p, path))
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| !p.is_empty())
             .map(|(p, v)| (p.clone(), v.clone()))
             .collect()
     }
@@ -653,6 +660,8 @@ mod tests {
                 "its own is not beneath it"
             );
             assert!(m.intents_beneath(b"b").is_empty(), "bb is no child of b");
+            let all: Vec<Vec<u8>> = m.intents_beneath(b"").into_iter().map(|(p, _)| p).collect();
+            assert_eq!(all, [b"bb".to_vec(), b"e/e".to_vec()], "beneath the root");
         }
     }
 
